@@ -1,0 +1,1 @@
+"""Pure-Python analytic cost model of attention variants. Never imports torch."""

@@ -1,0 +1,124 @@
+"""Evaluate a variant at a shape: the numbers `attncost predict` prints and `--json` dumps."""
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict
+
+from .analysis import MATMUL_KINDS, add_backward, escaping_tensors, kernels, peak_bytes, readers_of, unfused_bytes
+from .graph import Graph
+from .shape import Shape
+from .variants import REGISTRY, Params, VariantError
+
+METRICS = ("flops", "memory", "time")
+
+
+class Estimate(BaseModel):
+    """One (variant, shape) point. Field names are a stable interface: scripts depend on them.
+
+    flops: all FLOPs (matmuls as 2 x MACs plus the documented non-matmul counts); flops_matmul:
+    matmuls and convolutions only; flops_core / flops_proj / flops_other: the attention core
+    (token mixing), the projections (Q/K/V/O and any extra maps), the rest (cache writes, RoPE).
+    Bytes are per layer; kv_cache_bytes is for batch x T tokens.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str
+    params: dict
+    shape: Shape
+    status: str = "ok"  # ok | n/a
+    reason: Optional[str] = None
+    notes: list = []
+    flops: float = 0.0
+    flops_matmul: float = 0.0
+    flops_core: float = 0.0
+    flops_proj: float = 0.0
+    flops_other: float = 0.0
+    param_count: float = 0.0
+    weights_bytes: float = 0.0
+    bytes_unfused: float = 0.0
+    bytes_fused: float = 0.0
+    activation_bytes_unfused: float = 0.0
+    activation_bytes_fused: float = 0.0
+    kv_cache_bytes_per_token: float = 0.0
+    kv_cache_bytes: float = 0.0
+    arithmetic_intensity: float = 0.0
+    kernels: int = 0
+    time_s: Optional[float] = None
+    bound: Optional[str] = None
+    crossover_T: Optional[dict] = None
+    crossover_d: Optional[dict] = None
+
+
+def resolve_params(name: str, shape: Shape, params: Optional[dict] = None) -> Params:
+    """The variant's parameters: ``params`` over the defaults, shape-dependent ones filled in.
+    Raises VariantError for an unknown variant and pydantic's ValidationError for bad values."""
+    variant = REGISTRY.get(name)
+    if variant is None:
+        raise VariantError(f"unknown variant {name!r}: choose from {', '.join(REGISTRY)}")
+    return variant.params(**(params or {})).resolve(shape)
+
+
+def graph(name: str, shape: Shape, params: Optional[Params] = None) -> Graph:
+    """The variant's op graph at this shape and phase (train = forward + backward)."""
+    variant = REGISTRY[name]
+    p = params if params is not None else resolve_params(name, shape)
+    if shape.phase == "decode" and not variant.decode:
+        raise VariantError(f"{name} has no decode path: it is not causal")
+    if shape.phase == "train":
+        g = variant.build(shape.model_copy(update={"phase": "prefill"}), p)
+        add_backward(g)
+        return g
+    return variant.build(shape, p)
+
+
+def estimate(name: str, shape: Shape, params: Optional[dict] = None, hardware=None) -> Estimate:
+    """Cost of one variant at one shape; a variant that does not apply gets status "n/a"."""
+    try:
+        p = resolve_params(name, shape, params)
+        g = graph(name, shape, p)
+    except VariantError as err:
+        if name not in REGISTRY:
+            raise
+        return Estimate(variant=name, params=params or {}, shape=shape, status="n/a", reason=str(err))
+    return _summarise(name, shape, p, g, hardware)
+
+
+def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estimate:
+    parts = {"core": 0.0, "proj": 0.0, "other": 0.0}
+    flops_mm = 0.0
+    for op in g.ops:
+        parts[op.part] += op.flops
+        if op.kind in MATMUL_KINDS:
+            flops_mm += op.flops
+    flops = sum(parts.values())
+    readers = readers_of(g)
+    escaping = escaping_tensors(g, readers)
+    ks = kernels(g, escaping)
+    fused_bytes = sum(k.bytes for k in ks)
+    weights = sum(t.elems for t in g.tensors.values() if t.role in ("weight", "buffer"))
+    per_token = g.kv_per_token * shape.itemsize
+    kv_total = shape.batch * (g.kv_per_token * g.kv_tokens + g.kv_fixed) * shape.itemsize
+    variant = REGISTRY[name]
+    notes = list(variant.notes)
+    if variant.causal is False and shape.causal:
+        notes.insert(0, f"{name} is not causal by nature: costed as non-causal")
+    if shape.causal and variant.causal is None and shape.phase != "decode":
+        notes.append("causal" + (" (fused: masked tiles skipped, half the dense core)"
+                                 if any(op.kernel == "attention" for op in g.ops) else ""))
+    est = Estimate.model_construct(
+        variant=name, params=p.model_dump(), shape=shape, status="ok", reason=None, notes=notes,
+        flops=flops, flops_matmul=flops_mm, flops_core=parts["core"], flops_proj=parts["proj"],
+        flops_other=parts["other"], param_count=sum(
+            t.elems for t in g.tensors.values() if t.role == "weight"),
+        weights_bytes=weights * shape.itemsize, bytes_unfused=unfused_bytes(g), bytes_fused=fused_bytes,
+        activation_bytes_unfused=peak_bytes(g, readers), activation_bytes_fused=peak_bytes(g, readers, escaping),
+        kv_cache_bytes_per_token=per_token, kv_cache_bytes=kv_total,
+        arithmetic_intensity=flops / fused_bytes if fused_bytes else 0.0, kernels=len(ks),
+        time_s=None, bound=None, crossover_T=None, crossover_d=None)
+    if hardware is not None:
+        from .timing import predict
+
+        t = predict(ks, hardware, shape.dtype)
+        est.time_s, est.bound = t.time_s, t.bound
+    return est

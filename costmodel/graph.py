@@ -1,0 +1,134 @@
+"""An attention layer as an ordered list of ops over named tensors.
+
+Each variant builds a ``Graph``: tensors (inputs, weights, KV cache, activations) and the ops that
+read and write them, each op tagged with the kernel (fused group) it runs in. Everything else is
+derived from it in one place (``cost.py``): FLOPs, bytes moved, peak live memory for the unfused
+path (every op writes its output to memory) and for the fused one (tensors that never leave a
+kernel never touch memory), and the backward pass for ``train``.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from .units import ELEMENT_FLOPS, INDEX_BYTES
+
+Role = Literal["input", "weight", "buffer", "cache", "act", "index", "wgrad"]
+ACTIVATION_ROLES = frozenset(("input", "act", "index"))  # what counts as activation memory
+Part = Literal["proj", "core", "other"]
+
+_KIND_OF = {
+    "softmax": "softmax",
+    "topk": "topk",
+    "gather": "gather",
+    "cumsum": "scan",
+    "mean": "reduction",
+    "max": "reduction",
+    "square_sum": "reduction",
+    "copy": "copy",
+}
+
+
+@dataclass(slots=True)
+class Tensor:
+    name: str
+    elems: float
+    itemsize: int
+    role: Role
+
+    @property
+    def nbytes(self) -> float:
+        return self.elems * self.itemsize
+
+
+@dataclass(slots=True)
+class Op:
+    """One operation. ``flops`` include the 2 x ``macs`` of matmul-like ops; ``mm`` is
+    (batch, m, k, n) for matmuls; ``fn`` is the ELEMENT_FLOPS key of non-matmul ops."""
+
+    name: str
+    kind: str
+    part: Part
+    flops: float
+    macs: float
+    reads: tuple
+    out: str
+    kernel: str
+    out_elems: float
+    mm: Optional[tuple] = None
+    fn: Optional[str] = None
+    recompute: bool = False  # recomputed (not saved) by the backward of its fused kernel
+    fraction: float = 1.0  # share of the dense work done (causal fused kernels skip masked tiles)
+    elems: float = 0.0  # elements processed by a non-matmul op
+
+
+@dataclass(slots=True)
+class Graph:
+    itemsize: int
+    tensors: dict = field(default_factory=dict)
+    ops: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    kv_per_token: float = 0.0  # cache elements per token per sequence
+    kv_tokens: float = 0.0  # tokens the cache holds per sequence
+    kv_fixed: float = 0.0  # cache (recurrent state) elements per sequence, independent of T
+
+    def kv_cache(self, *, per_token: float = 0.0, tokens: float = 0.0, fixed: float = 0.0) -> None:
+        """Declare what the layer keeps between decode steps, per sequence."""
+        self.kv_per_token, self.kv_tokens, self.kv_fixed = per_token, tokens, fixed
+
+    # -- tensors -------------------------------------------------------------------------
+    def _add(self, name: str, elems: float, role: Role, itemsize: Optional[int] = None) -> str:
+        if name in self.tensors:
+            raise ValueError(f"tensor {name!r} defined twice")
+        self.tensors[name] = Tensor(name, float(elems), itemsize or self.itemsize, role)
+        return name
+
+    def input(self, name: str, elems: float) -> str:
+        return self._add(name, elems, "input")
+
+    def weight(self, name: str, elems: float, trainable: bool = True) -> str:
+        return self._add(name, elems, "weight" if trainable else "buffer")
+
+    def cache(self, name: str, elems: float) -> str:
+        """A KV cache (or recurrent state) read by a decode step; reported apart from activations."""
+        return self._add(name, elems, "cache")
+
+    def output(self, name: str) -> str:
+        self.outputs.append(name)
+        return name
+
+    # -- ops -----------------------------------------------------------------------------
+    def matmul(self, name, a, b, *, batch=1, m, k, n, part: Part = "core", kernel=None,
+               fraction=1.0, recompute=False) -> str:
+        """(batch x) (m x k) @ (k x n): 2*batch*m*k*n*fraction FLOPs, output batch*m*n."""
+        macs = batch * m * k * n * fraction
+        out_elems = batch * m * n
+        self._add(name, out_elems, "act")
+        self.ops.append(Op(name, "matmul", part, 2.0 * macs, macs, (a, b), name, kernel or name,
+                           out_elems, (batch, m, k, n), None, recompute, fraction))
+        return name
+
+    def conv(self, name, x, w, *, macs, out_elems, part: Part = "core", kernel=None) -> str:
+        """A convolution (depthwise: no tensor cores), counted as 2 x its MACs."""
+        self._add(name, out_elems, "act")
+        self.ops.append(Op(name, "conv", part, 2.0 * macs, macs, (x, w), name, kernel or name,
+                           out_elems, (1, out_elems, macs / out_elems, 1)))
+        return name
+
+    def elementwise(self, name, fn, reads, *, elems, out_elems=None, part: Part = "core",
+                    kernel=None, recompute=False, index_out=False) -> str:
+        """A non-matmul op: ELEMENT_FLOPS[fn] FLOPs per processed element (``elems``)."""
+        out_elems = elems if out_elems is None else out_elems
+        if index_out:
+            self._add(name, out_elems, "index", INDEX_BYTES)
+        else:
+            self._add(name, out_elems, "act")
+        self.ops.append(Op(name, _KIND_OF.get(fn, "elementwise"), part, ELEMENT_FLOPS[fn] * elems,
+                           0.0, tuple(reads), name, kernel or name, out_elems, None, fn, recompute, 1.0, elems))
+        return name
+
+    # -- derived sizes -------------------------------------------------------------------
+    def op_bytes(self, op: Op) -> tuple:
+        """(bytes read, bytes written) of one op run on its own."""
+        t = self.tensors
+        return sum(t[r].nbytes for r in op.reads), t[op.out].nbytes

@@ -1,0 +1,106 @@
+"""The results file of `attncost profile`: one `Run`, written atomically point by point.
+
+Pure pydantic (no torch), shared by the profiler that writes it and the reports that read it.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from .shape import Shape
+
+SCHEMA_VERSION = 1
+
+
+class Environment(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    device: str  # "cuda" | "mps" | "cpu"
+    device_name: str = ""
+    driver: Optional[str] = None
+    torch: Optional[str] = None
+    cuda: Optional[str] = None
+    python: Optional[str] = None
+    platform: Optional[str] = None
+    hardware_profile: Optional[str] = None  # name or file of the profile used for predictions
+
+
+class Timing(BaseModel):
+    """Wall-clock of one point, in seconds."""
+
+    median_s: float
+    p10_s: float
+    p90_s: float
+    repetitions: int
+
+
+class Counts(BaseModel):
+    """FLOPs of one point from each counter, all as 2 x MACs, with what each skipped."""
+
+    analytic: float
+    analytic_matmul: float
+    fvcore: Optional[float] = None
+    flop_counter: Optional[float] = None
+    fvcore_skipped: dict = Field(default_factory=dict)  # op name -> occurrences
+    flop_counter_skipped: list = Field(default_factory=list)
+
+
+class Point(BaseModel):
+    """One (variant, params, shape, phase) measurement beside its prediction."""
+
+    variant: str
+    params: dict = Field(default_factory=dict)
+    shape: Shape
+    backend: Optional[str] = None  # SDPA backend that really ran, where one did
+    status: Literal["ok", "oom", "error", "n/a"] = "ok"
+    message: Optional[str] = None
+    predicted_time_s: Optional[float] = None
+    predicted_flops: Optional[float] = None
+    predicted_activation_bytes: Optional[float] = None
+    timing: Optional[Timing] = None
+    peak_memory_bytes: Optional[float] = None  # allocator peak above the inputs
+    counts: Optional[Counts] = None
+
+    @property
+    def key(self) -> str:
+        """Identity of the point for --resume."""
+        return json.dumps([self.variant, self.params, self.shape.model_dump()], sort_keys=True)
+
+
+class Run(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    attncost_version: str = __version__
+    name: str = ""
+    command: str = ""  # the exact command line that produced it
+    created: str = ""
+    environment: Environment
+    dtype: str = "bf16"
+    points: list[Point] = Field(default_factory=list)
+
+    def save(self, path) -> None:
+        """Write atomically: a temporary file beside the target, then rename over it."""
+        write_atomic(Path(path), self.model_dump_json(indent=1))
+
+    @classmethod
+    def load(cls, path) -> "Run":
+        return cls.model_validate_json(Path(path).read_text())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that no reader ever sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,70 @@
+"""Units and counting conventions: the one place they are defined.
+
+- FLOPs = 2 x multiply-accumulates (MACs) for a matmul: (m x k) @ (k x n) = 2mkn FLOPs.
+  fvcore's FlopCountAnalysis reports MACs under the name "flops" (convert with ``macs_to_flops``);
+  torch.utils.flop_counter.FlopCounterMode already reports 2 x MACs.
+- Non-matmul ops get a fixed FLOP count per element, kept in ``ELEMENT_FLOPS`` below (forward) and
+  ``BACKWARD_ELEMENT_FLOPS`` (backward). The profiler's fvcore handles use the same tables.
+- Causal attention: an unfused math path computes the dense T x T scores and masks them (counted
+  dense); a fused kernel (FlashAttention, cuDNN, SDPA) skips masked tiles and is counted as half of
+  the dense core, FlashAttention's own benchmark convention (``CAUSAL_FUSED_FRACTION``).
+- On screen: FLOPs in decimal units (GFLOP = 1e9), memory in binary units (MiB = 2**20), time in ms.
+"""
+
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+INDEX_BYTES = 8  # torch.topk returns int64 indices
+CAUSAL_FUSED_FRACTION = 0.5
+
+# FLOPs per element of the op's output (or of its input for reductions), forward pass.
+ELEMENT_FLOPS = {
+    "scale": 1,  # x * c
+    "mask": 1,  # causal mask: one select per score
+    "softmax": 5,  # row max, subtract, exp, row sum, divide
+    "exp": 1,
+    "relu": 1,
+    "add": 1,
+    "mul": 1,
+    "div": 1,
+    "square_sum": 2,  # |x|^2: multiply + add per input element
+    "feature_map": 5,  # Performer phi: subtract |x|^2/2, stabiliser max, subtract it, exp, scale by 1/sqrt(m)
+    "rope": 3,  # x*cos + rotate(x)*sin: 2 mul + 1 add
+    "mean": 1,  # one add per input element (the divide per output is negligible and ignored)
+    "cumsum": 1,  # one add per element
+    "topk": 1,  # one comparison per candidate element
+    "gather": 0,  # data movement only
+    "copy": 0,  # data movement only (KV-cache append, concat)
+    "max": 1,  # one comparison per input element
+    "pinv_update": 1,  # Nystrom pinv: c*I - X, one op per element
+}
+
+# Backward FLOPs per forward-output element (gradient w.r.t. the op's input).
+BACKWARD_ELEMENT_FLOPS = {
+    "scale": 1,
+    "mask": 1,
+    "softmax": 4,  # dx = y * (g - sum(g * y)): mul, row sum, sub, mul
+    "exp": 1,
+    "relu": 1,
+    "add": 0,
+    "mul": 2,
+    "div": 3,
+    "square_sum": 2,
+    "feature_map": 3,
+    "rope": 3,
+    "mean": 1,
+    "cumsum": 1,  # reverse cumsum
+    "topk": 0,  # indices carry no gradient
+    "gather": 1,  # scatter-add
+    "copy": 0,
+    "max": 0,
+    "pinv_update": 1,
+}
+
+GIGA = 1e9
+TERA = 1e12
+MIB = 2**20
+GIB = 2**30
+
+
+def macs_to_flops(macs: float) -> float:
+    """fvcore's "flops" are MACs; attncost's FLOPs are 2 x MACs."""
+    return 2.0 * macs

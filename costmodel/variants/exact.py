@@ -1,0 +1,98 @@
+"""Exact softmax attention: the math path, fused kernels, grouped K/V heads, a sliding window.
+
+Worked example (B=1, T=4096, d=1024, heads=16, prefill), matmul FLOPs = 2mkn:
+  Q, K, V projections 3 x 2*4096*1024*1024 = 25.77 G; output projection 8.59 G;
+  QK^T = 2*16*4096*4096*64 = 34.36 G; AV the same.  mha (dense, math path): 103.08 G.
+  flash (causal, fused, masked tiles skipped): 25.77 + 8.59 + 34.36 = 68.72 G.
+"""
+
+from typing import Optional
+
+from pydantic import Field
+
+from ..shape import Shape
+from .base import NoParams, Params, Variant, VariantError, append, attention_core, causal_pairs, new_graph, proj
+
+
+def _exact(s: Shape, kv_heads: int, *, fused: bool, window: Optional[int] = None):
+    """Q/K/V projections, attention (with a KV cache of T tokens in decode), output projection."""
+    g, x, rows = new_graph(s)
+    dh, H = s.head_dim, s.heads
+    kv_dim = kv_heads * dh
+    q = proj(g, "q_proj", x, rows, s.d, s.d)
+    k = proj(g, "k_proj", x, rows, s.d, kv_dim)
+    v = proj(g, "v_proj", x, rows, s.d, kv_dim)
+    cached = s.T if window is None else min(s.T, window)
+    g.kv_cache(per_token=2 * kv_dim, tokens=cached)
+    if s.phase == "decode":
+        k, v = (append(g, t, s.batch * kv_dim, s.batch * cached * kv_dim) for t in (k, v))
+        keys, fraction, mask = cached, 1.0, False
+    else:
+        keys = s.T
+        if window is not None:
+            fraction = causal_pairs(s.T, window) / (s.T * s.T)
+        elif s.causal and fused:
+            fraction = causal_pairs(s.T, s.T) / (s.T * s.T)
+        else:
+            fraction = 1.0
+        mask = s.causal and not fused
+    o = attention_core(g, s, q, k, v, groups=s.batch * kv_heads, qk_dim=dh, v_dim=dh, keys=keys,
+                       fraction=fraction, fused=fused, mask=mask)
+    g.output(proj(g, "o_proj", o, rows, s.d, s.d))
+    return g
+
+
+def build_mha(s: Shape, p: Params):
+    return _exact(s, s.heads, fused=False)
+
+
+def build_flash(s: Shape, p: Params):
+    return _exact(s, s.heads, fused=True)
+
+
+class GQAParams(Params):
+    kv_heads: Optional[int] = Field(None, ge=1, description="K/V heads (default: --kv-heads, else heads/4)")
+
+    def resolve(self, shape: Shape) -> "GQAParams":
+        kv = self.kv_heads or shape.kv_heads or max(1, shape.heads // 4)
+        if shape.heads % kv:
+            raise VariantError(f"gqa.kv_heads={kv} must divide heads={shape.heads}")
+        return GQAParams(kv_heads=kv)
+
+
+def build_gqa(s: Shape, p: GQAParams):
+    return _exact(s, p.kv_heads, fused=True)
+
+
+def build_mqa(s: Shape, p: Params):
+    return _exact(s, 1, fused=True)
+
+
+class WindowParams(Params):
+    window: int = Field(512, ge=1, description="keys each query sees (itself and the previous window-1)")
+
+
+def build_sliding_window(s: Shape, p: WindowParams):
+    return _exact(s, s.heads, fused=True, window=p.window)
+
+
+VARIANTS = [
+    Variant("mha", "Multi-head attention, math path",
+            "softmax(QK^T/sqrt(dh) + mask) V per head, every op written to memory; causal counted dense",
+            "Vaswani et al. 2017, Attention Is All You Need", NoParams, build_mha, causal=None),
+    Variant("flash", "Exact attention, fused kernel",
+            "the same attention in one SDPA kernel (FlashAttention / cuDNN / efficient); causal = half",
+            "Dao et al. 2022; Dao 2023 (FlashAttention-2)", NoParams, build_flash, causal=None),
+    Variant("gqa", "Grouped-query attention",
+            "kv_heads K/V heads, each shared by heads/kv_heads query heads; fused kernel",
+            "Ainslie et al. 2023, GQA", GQAParams, build_gqa, causal=None),
+    Variant("mqa", "Multi-query attention",
+            "one K/V head shared by all query heads; fused kernel",
+            "Shazeer 2019, Fast Transformer Decoding", NoParams, build_mqa, causal=None),
+    Variant("sliding_window", "Sliding-window attention",
+            "each query attends to the previous `window` keys (causal local attention); fused kernel; "
+            "the KV cache keeps `window` tokens (rolling buffer)",
+            "Beltagy et al. 2020 (Longformer); Jiang et al. 2023 (Mistral 7B)", WindowParams,
+            build_sliding_window, causal=True,
+            notes=("causal by construction: the window looks back only",)),
+]
