@@ -46,8 +46,9 @@ class Estimate(BaseModel):
     kernels: int = 0
     time_s: Optional[float] = None
     bound: Optional[str] = None
-    crossover_T: Optional[dict] = None
-    crossover_d: Optional[dict] = None
+    crossover_T: Optional[dict] = None  # metric -> smallest T where cheaper than the baseline
+    cheaper_until_T: Optional[dict] = None  # metric -> first larger T where it no longer is
+    crossover_d: Optional[dict] = None  # metric -> smallest d (at this T) where cheaper
 
 
 def resolve_params(name: str, shape: Shape, params: Optional[dict] = None) -> Params:
@@ -115,7 +116,7 @@ def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estima
         activation_bytes_unfused=peak_bytes(g, readers), activation_bytes_fused=peak_bytes(g, readers, escaping),
         kv_cache_bytes_per_token=per_token, kv_cache_bytes=kv_total,
         arithmetic_intensity=flops / fused_bytes if fused_bytes else 0.0, kernels=len(ks),
-        time_s=None, bound=None, crossover_T=None, crossover_d=None)
+        time_s=None, bound=None, crossover_T=None, cheaper_until_T=None, crossover_d=None)
     if hardware is not None:
         from .timing import predict
 

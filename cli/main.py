@@ -1,0 +1,22 @@
+"""Entry point: `attncost COMMAND`. Each command lives in its own module; none imports torch
+at import time, so `attncost predict` never loads it."""
+
+import typer
+
+app = typer.Typer(
+    name="attncost",
+    help="What an attention layer really costs: predict it, profile it on your GPU, report it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from . import commands  # noqa: F401  (each module adds its commands to ``app``)
+
+
+_register()
+
+if __name__ == "__main__":
+    app()
