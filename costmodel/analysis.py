@@ -36,83 +36,79 @@ class Kernel:
         return self.ops[0].mm if self.kind == "matmul" else None
 
 
-def kernels(g: Graph, escaping: set) -> list:
-    """The graph's kernels in launch order, each with the bytes it moves (``escaping``: the
-    tensors written to memory, from ``escaping_tensors``)."""
-    groups: dict = {}
-    for op in g.ops:
-        groups.setdefault(op.kernel, []).append(op)
-    t = g.tensors
-    out = []
-    for name, ops in groups.items():
-        produced = {op.out for op in ops}
-        reads = {r for op in ops for r in op.reads if r not in produced}
-        nbytes = sum(t[r].nbytes for r in reads) + sum(t[w].nbytes for w in produced if w in escaping)
-        flops = fm = 0.0
-        for op in ops:
-            flops += op.flops
-            if op.kind in MATMUL_KINDS:
-                fm += op.flops
-        if len(ops) == 1 and ops[0].kind == "matmul":
-            kind = "matmul"
-        elif fm and any(op.kind == "softmax" for op in ops):
-            kind = "attention"
-        elif all(op.kind == "copy" for op in ops):
-            kind = "copy"
-        else:
-            kind = "vector"
-        out.append(Kernel(name, kind, flops, fm, nbytes, tuple(ops)))
-    return out
+@dataclass(slots=True)
+class Analysis:
+    kernels: list
+    bytes_unfused: float
+    peak_unfused: float
+    peak_fused: float
 
 
-def readers_of(g: Graph) -> dict:
-    readers: dict = {}
-    for op in g.ops:
+def analyse(g: Graph) -> Analysis:
+    """Kernels with their fused bytes, unfused bytes and both peaks, in one pass over the ops."""
+    t, ops, outputs = g.tensors, g.ops, set(g.outputs)
+    producer = {op.out: i for i, op in enumerate(ops)}
+    last_read: dict = {}
+    leaves: set = set()  # read by an op of another kernel than the one that wrote it
+    unfused = 0.0
+    for i, op in enumerate(ops):
+        unfused += t[op.out].nbytes
         for r in op.reads:
-            readers.setdefault(r, []).append(op)
-    return readers
-
-
-def escaping_tensors(g: Graph, readers: dict) -> set:
-    """Tensors a fused run writes to memory: read in another kernel, a layer output, or unread."""
-    outputs = set(g.outputs)
-    return {op.out for op in g.ops
-            if op.out in outputs or not readers.get(op.out)
-            or any(r.kernel != op.kernel for r in readers[op.out])}
-
-
-def unfused_bytes(g: Graph) -> float:
-    return sum(sum(g.op_bytes(op)) for op in g.ops)
-
-
-def peak_bytes(g: Graph, readers: dict, escaping: set = None) -> float:
-    """Peak of live activation bytes over the ops (unfused) or, given the ``escaping`` tensors,
-    over the kernels (fused)."""
-    fused = escaping is not None
-    step: dict = {}
-    n = -1
-    last = None
-    for i, op in enumerate(g.ops):
-        if not fused:
-            n = i
-        elif op.kernel != last:
-            n, last = n + 1, op.kernel
-        step[op.name] = n
-    outputs = set(g.outputs)
-    delta = [0.0] * (n + 2)
-    for name, t in g.tensors.items():
-        if t.role not in ACTIVATION_ROLES:
+            unfused += t[r].nbytes
+            last_read[r] = i
+            j = producer.get(r)
+            if j is not None and ops[j].kernel != op.kernel:
+                leaves.add(r)
+    escaping = {op.out for op in ops if op.out in leaves or op.out in outputs or op.out not in last_read}
+    # kernels, in launch order
+    groups: dict = {}
+    step = []  # kernel step of each op
+    for op in ops:
+        k = groups.get(op.kernel)
+        if k is None:
+            k = groups[op.kernel] = [len(groups), [], set(), 0.0, 0.0, 0.0]
+        step.append(k[0])
+        k[1].append(op)
+        for r in op.reads:
+            j = producer.get(r)
+            if j is None or ops[j].kernel != op.kernel:
+                k[2].add(r)
+        if op.out in escaping:
+            k[3] += t[op.out].nbytes
+        k[4] += op.flops
+        if op.kind in MATMUL_KINDS:
+            k[5] += op.flops
+    kernels = [Kernel(name, _kind(kops, fm), flops, fm, sum(t[r].nbytes for r in reads) + written, tuple(kops))
+               for name, (_, kops, reads, written, flops, fm) in groups.items()]
+    # peaks: a tensor is live from the step that writes it to the last step that reads it
+    n = len(ops)
+    d_unfused = [0.0] * (n + 1)
+    d_fused = [0.0] * (len(groups) + 1)
+    for name, tensor in t.items():
+        if tensor.role not in ACTIVATION_ROLES:
             continue
-        if name in step:  # produced by an op (op and output share their name)
-            if fused and name not in escaping:
-                continue
-            birth = step[name]
-        else:
-            birth = 0
-        rs = readers.get(name, ())
-        death = n if name in outputs else max((step[op.name] for op in rs), default=birth)
-        delta[birth] += t.nbytes
-        delta[death + 1] -= t.nbytes
+        i = producer.get(name, 0)
+        j = n - 1 if name in outputs else last_read.get(name, i)
+        d_unfused[i] += tensor.nbytes
+        d_unfused[j + 1] -= tensor.nbytes
+        if name in producer and name not in escaping:
+            continue
+        d_fused[step[i]] += tensor.nbytes
+        d_fused[step[j] + 1] -= tensor.nbytes
+    return Analysis(kernels, unfused, _peak(d_unfused), _peak(d_fused))
+
+
+def _kind(ops: list, flops_matmul: float) -> str:
+    if len(ops) == 1 and ops[0].kind == "matmul":
+        return "matmul"
+    if flops_matmul and any(op.kind == "softmax" for op in ops):
+        return "attention"
+    if all(op.kind == "copy" for op in ops):
+        return "copy"
+    return "vector"
+
+
+def _peak(delta: list) -> float:
     peak = live = 0.0
     for dv in delta:
         live += dv

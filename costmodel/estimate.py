@@ -4,7 +4,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from .analysis import MATMUL_KINDS, add_backward, escaping_tensors, kernels, peak_bytes, readers_of, unfused_bytes
+from .analysis import MATMUL_KINDS, add_backward, analyse
 from .graph import Graph
 from .shape import Shape
 from .variants import REGISTRY, Params, VariantError
@@ -93,9 +93,8 @@ def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estima
         if op.kind in MATMUL_KINDS:
             flops_mm += op.flops
     flops = sum(parts.values())
-    readers = readers_of(g)
-    escaping = escaping_tensors(g, readers)
-    ks = kernels(g, escaping)
+    a = analyse(g)
+    ks = a.kernels
     fused_bytes = sum(k.bytes for k in ks)
     weights = sum(t.elems for t in g.tensors.values() if t.role in ("weight", "buffer"))
     per_token = g.kv_per_token * shape.itemsize
@@ -112,8 +111,8 @@ def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estima
         flops=flops, flops_matmul=flops_mm, flops_core=parts["core"], flops_proj=parts["proj"],
         flops_other=parts["other"], param_count=sum(
             t.elems for t in g.tensors.values() if t.role == "weight"),
-        weights_bytes=weights * shape.itemsize, bytes_unfused=unfused_bytes(g), bytes_fused=fused_bytes,
-        activation_bytes_unfused=peak_bytes(g, readers), activation_bytes_fused=peak_bytes(g, readers, escaping),
+        weights_bytes=weights * shape.itemsize, bytes_unfused=a.bytes_unfused, bytes_fused=fused_bytes,
+        activation_bytes_unfused=a.peak_unfused, activation_bytes_fused=a.peak_fused,
         kv_cache_bytes_per_token=per_token, kv_cache_bytes=kv_total,
         arithmetic_intensity=flops / fused_bytes if fused_bytes else 0.0, kernels=len(ks),
         time_s=None, bound=None, crossover_T=None, cheaper_until_T=None, crossover_d=None)

@@ -34,10 +34,10 @@ class Tensor:
     elems: float
     itemsize: int
     role: Role
+    nbytes: float = 0.0
 
-    @property
-    def nbytes(self) -> float:
-        return self.elems * self.itemsize
+    def __post_init__(self):
+        self.nbytes = self.elems * self.itemsize
 
 
 @dataclass(slots=True)
