@@ -1,0 +1,486 @@
+"""Hardware profiles: published peaks, and the efficiencies that turn FLOPs and bytes into time.
+
+A profile holds two kinds of numbers:
+
+- **Published peaks** (the ceilings, cited in ``source``): dense tensor FLOP/s per dtype (no 2:4
+  sparsity), fp32 non-tensor ("vector") FLOP/s, memory bandwidth and size.
+- **Efficiencies** (how much of a peak a real kernel reaches, and its fixed costs): per-dtype
+  matmul efficiency as a smooth function of (m, k, n), per-backend fused-attention efficiency as a
+  function of head dim and keys, the bandwidth share of each kind of non-matmul op, a fixed device
+  latency per kernel and the host time PyTorch eager spends issuing each op. ``timing.predict``
+  states the formulas. Efficiencies are shares of the published peaks, at most 1, so a prediction
+  never beats the datasheet.
+
+The built-in ``h100`` is fitted to measured microbenchmarks: ``data/h100-microbench.json`` is made
+by ``timing.fit_profile`` from the raw rows in ``data/h100-microbench-2026-11-22.json`` (a verbatim
+copy of the project's shared H100 measurements) by ``bench/calibrate_from_microbench.py``.
+``h200`` is the same GH100 die, so it reuses the H100 fit with its own datasheet peaks. The others carry their datasheet peaks and generic, *assumed*
+efficiencies (said in their ``calibration`` field): run ``attncost calibrate`` on the machine for
+a fitted profile, and pass it as ``--hardware FILE.json``.
+
+Units: FLOP/s, bytes/s, bytes (memory sizes in GiB, as NVIDIA's and Apple's "GB" of device memory
+are), seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+DTYPES = ("bf16", "fp16", "fp32")
+DATA_DIR = Path(__file__).resolve().parent / "data"
+H100_MICROBENCH = DATA_DIR / "h100-microbench-2026-11-22.json"  # raw rows the h100 profile is fitted to
+GIB = 2**30
+
+
+class HardwareError(ValueError):
+    """A hardware profile cannot be found or read (one plain sentence)."""
+
+
+# -- efficiency models -----------------------------------------------------------------------------
+
+class MatmulEfficiency(BaseModel):
+    """One matmul kernel (batch x (m x k) @ (k x n)), per dtype:
+
+    ``time = latency_s + k_step_s * min(k, k_serial_cap)
+    + max(flops / (peak * eff), bytes / (mem_bandwidth * mem_eff))``
+    with ``eff = max_eff * m/(m+mn_half) * n/(n+mn_half) * k/(k+k_half)``.
+
+    ``k_step_s`` is the latency of the serial reduction loop (each output tile walks k in order),
+    which dominates small, deep matmuls; it is not extrapolated beyond ``k_serial_cap`` (the
+    largest k fitted; libraries split longer reductions across blocks).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_eff: float = Field(0.8, gt=0, le=1, description="share of the peak reached by large matmuls")
+    mn_half: float = Field(16.0, ge=0, description="m (and n) at which efficiency halves")
+    k_half: float = Field(160.0, ge=0, description="k at which efficiency halves")
+    k_step_s: float = Field(0.0, ge=0, description="serial time per unit of k (s)")
+    k_serial_cap: float = Field(4096.0, gt=0, description="k beyond which the serial term stops growing")
+    mem_eff: float = Field(0.8, gt=0, le=1, description="share of mem_bandwidth a matmul's traffic reaches")
+    latency_s: float = Field(6e-6, ge=0, description="fixed device time of one matmul kernel (s)")
+
+
+class AttentionEfficiency(BaseModel):
+    """One fused attention kernel (FlashAttention / cuDNN / memory-efficient SDPA):
+
+    ``time = latency_s + max(flops_mm' / (peak * eff), bytes / (mem_bandwidth * mem_eff))``
+    with ``eff = max_eff * dh'/(dh'+dh_half) * keys/(keys+keys_half)``, ``dh' = min(dh, dh_cap)``.
+    Non-matmul FLOPs (softmax)
+    overlap with the matmuls and are not charged. A masked (causal, windowed) kernel skips masked
+    tiles but computes the tiles the mask boundary crosses: ``flops_mm' = flops_mm + 0.5 *
+    causal_tile / keys * dense_flops_mm`` (at most the dense work).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_eff: float = Field(0.6, gt=0, le=1, description="share of the tensor peak at large head dim and keys")
+    dh_half: float = Field(32.0, ge=0, description="head dim at which efficiency halves")
+    keys_half: float = Field(128.0, ge=0, description="keys at which efficiency halves")
+    causal_tile: float = Field(128.0, ge=0, description="tile size along keys of the mask boundary")
+    dh_cap: Optional[float] = Field(None, gt=0, description="head dims above this one get its efficiency "
+                                                            "(the largest fitted: no extrapolation)")
+    mem_eff: float = Field(0.85, gt=0, le=1, description="share of mem_bandwidth reached")
+    latency_s: float = Field(8e-6, ge=0, description="fixed device time of one attention kernel (s)")
+
+
+Fp32Matmul = Literal["ieee", "tf32"]
+
+
+class Hardware(BaseModel):
+    """A device: published peaks (``source``) plus efficiencies (``calibration`` says where from)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(..., min_length=1)
+    description: str = ""
+    source: str = Field("", description="where the published peaks come from (URL or document)")
+    peak_flops: dict[Literal["bf16", "fp16", "fp32"], float] = Field(
+        ..., description="dense tensor FLOP/s per dtype, no sparsity (fp32: TF32 tensor cores)")
+    vector_flops: float = Field(..., gt=0, description="fp32 non-tensor FLOP/s")
+    mem_bandwidth: float = Field(..., gt=0, description="device memory bandwidth, bytes/s")
+    mem_bytes: float = Field(..., gt=0, description="device memory, bytes")
+    launch_overhead_s: float = Field(10e-6, ge=0, description="host time to issue one eager op (s)")
+    matmul_overhead_s: Optional[float] = Field(
+        None, ge=0, description="host time to issue one eager matmul or SDPA call (s); None: launch_overhead_s")
+    kernel_latency_s: float = Field(5e-6, ge=0, description="fixed device time of one non-matmul kernel (s)")
+    mem_efficiency: float = Field(0.85, gt=0, le=1, description="share of mem_bandwidth a large copy reaches")
+    vector_eff: dict[str, float] = Field(
+        default_factory=dict,
+        description="share of mem_bandwidth per non-matmul op kind (softmax, reduction, ...); default mem_efficiency")
+    vector_latency: dict[str, float] = Field(
+        default_factory=dict,
+        description="fixed device time per non-matmul op kind (s); default kernel_latency_s")
+    fp32_matmul: Fp32Matmul = Field(
+        "ieee", description="fp32 matmuls: 'ieee' on CUDA cores at vector_flops (PyTorch's default, "
+                            "allow_tf32=False) or 'tf32' on tensor cores at peak_flops['fp32']")
+    matmul: dict[Literal["bf16", "fp16", "fp32"], MatmulEfficiency] = Field(default_factory=dict)
+    attention: dict[str, AttentionEfficiency] = Field(default_factory=dict)
+    attention_backend: str = Field("flash", description="the fused attention backend predicted by default")
+    calibration: str = Field("", description="where the efficiencies come from")
+    notes: list[str] = Field(default_factory=list)
+
+    _cache: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Hardware":
+        missing = [d for d in DTYPES if d not in self.peak_flops]
+        if missing:
+            raise ValueError(f"peak_flops has no {', '.join(missing)}")
+        for d, v in self.peak_flops.items():
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"peak_flops[{d}] must be a positive number")
+        for k, v in self.vector_eff.items():
+            if not 0 < v <= 1:
+                raise ValueError(f"vector_eff[{k}] must be in (0, 1]")
+        for k, v in self.vector_latency.items():
+            if not 0 <= v < 1:
+                raise ValueError(f"vector_latency[{k}] must be in [0, 1) seconds")
+        if self.attention and self.attention_backend not in self.attention:
+            raise ValueError(f"attention_backend {self.attention_backend!r} is not one of "
+                             f"{', '.join(self.attention)}")
+        return self
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def tensor_peak(self, dtype: str) -> float:
+        """FLOP/s ceiling of matmuls in ``dtype`` (fp32: CUDA cores unless fp32_matmul = 'tf32')."""
+        if dtype == "fp32" and self.fp32_matmul == "ieee":
+            return self.vector_flops
+        return self.peak_flops[dtype]
+
+    def matmul_eff(self, dtype: str) -> MatmulEfficiency:
+        m = self.matmul
+        if dtype in m:
+            return m[dtype]
+        sibling = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
+        if sibling in m:
+            return m[sibling]
+        return _DEFAULT_MATMUL
+
+    def attention_eff(self, backend: Optional[str] = None) -> AttentionEfficiency:
+        b = backend or self.attention_backend
+        if b in self.attention:
+            return self.attention[b]
+        if not self.attention and backend is None:
+            return _DEFAULT_ATTENTION
+        raise HardwareError(f"hardware {self.name} has no attention backend {b!r}: choose one of "
+                            f"{', '.join(self.attention) or self.attention_backend}")
+
+    def op_eff(self, kind: str) -> float:
+        """Share of mem_bandwidth reached by a non-matmul op of this kind."""
+        return self.vector_eff.get(kind, self.mem_efficiency)
+
+    def op_latency(self, kind: str) -> float:
+        """Fixed device time of a non-matmul kernel of this kind."""
+        return self.vector_latency.get(kind, self.kernel_latency_s)
+
+    @property
+    def host_matmul_s(self) -> float:
+        return self.launch_overhead_s if self.matmul_overhead_s is None else self.matmul_overhead_s
+
+    # -- io -------------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+    def save(self, path) -> Path:
+        """Write the profile as JSON, atomically (temp file in the same folder, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file the usual mode
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.to_json())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return path
+
+    def __eq__(self, other) -> bool:  # the timing cache is not part of a profile's value
+        if isinstance(other, Hardware):
+            return self.__dict__ == other.__dict__
+        return NotImplemented
+
+    __hash__ = None  # dict fields: not hashable
+
+    def model_copy(self, *, update=None, deep: bool = False) -> "Hardware":
+        """A copy (with ``update`` validated), with its own timing cache."""
+        if update:
+            return Hardware.model_validate({**self.model_dump(), **_plain(update)})
+        c = super().model_copy(deep=deep)
+        c._cache = {}
+        return c
+
+
+def _file_mode(path: Path) -> int:
+    """The mode of the file being replaced, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def _plain(update: dict) -> dict:
+    return {k: (v.model_dump() if isinstance(v, BaseModel) else
+                {kk: (vv.model_dump() if isinstance(vv, BaseModel) else vv) for kk, vv in v.items()}
+                if isinstance(v, dict) else v) for k, v in update.items()}
+
+
+_DEFAULT_MATMUL = MatmulEfficiency()
+_DEFAULT_ATTENTION = AttentionEfficiency()
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+def load_profile(path) -> Hardware:
+    """Read a profile from a JSON file; HardwareError with one sentence if it is not one."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HardwareError(f"hardware file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        why = getattr(err, "strerror", None) or err
+        raise HardwareError(f"hardware file {path} cannot be read: {why}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HardwareError(f"hardware file {path} is not a valid profile: invalid JSON at line "
+                            f"{err.lineno} column {err.colno} ({err.msg})") from None
+    if not isinstance(data, dict):
+        raise HardwareError(f"hardware file {path} is not a valid profile: expected a JSON object, "
+                            f"got {type(data).__name__}")
+    try:
+        return Hardware.model_validate(data)
+    except ValidationError as err:
+        raise HardwareError(f"hardware file {path} is not a valid profile: {_reason(err)}") from None
+
+
+def _reason(err: ValidationError) -> str:
+    errs = err.errors()
+    e = errs[0]
+    loc = ".".join(str(x) for x in e.get("loc", ())) or "profile"
+    if e.get("type") == "missing":
+        why = f"field {loc} is missing"
+    elif e.get("type") == "extra_forbidden":
+        why = f"unknown field {loc}"
+    else:
+        msg = e.get("msg", "invalid").removeprefix("Value error, ")
+        why = f"{loc}: {msg[:1].lower() + msg[1:]}" if loc != "profile" else msg
+    more = len(errs) - 1
+    return why + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def get_hardware(name_or_path: str) -> Hardware:
+    """A built-in profile by name (case-insensitive) or a profile from a JSON file."""
+    if isinstance(name_or_path, Hardware):
+        return name_or_path
+    key = str(name_or_path).strip()
+    if key.lower() in _BUILTIN:
+        return _builtin(key.lower())
+    p = Path(key).expanduser()
+    if p.suffix.lower() == ".json" or os.sep in key or (os.altsep and os.altsep in key) or p.exists():
+        return load_profile(p)
+    raise HardwareError(f"unknown hardware {key!r}: choose one of {', '.join(_BUILTIN)} or give a JSON file")
+
+
+def list_hardware() -> list:
+    """The built-in profiles, in a fixed order."""
+    return [_builtin(n) for n in _BUILTIN]
+
+
+def hardware_names() -> tuple:
+    return tuple(_BUILTIN)
+
+
+# -- built-in profiles -----------------------------------------------------------------------------
+# Peaks are the vendors' published dense numbers. Efficiencies of the non-fitted profiles are
+# assumptions (said in ``calibration``): the H100 fit's shape for NVIDIA GPUs, with attention
+# efficiency from the FlashAttention-2 paper for Ampere/Ada; round guesses for Apple and CPUs.
+
+_NV_EAGER = dict(launch_overhead_s=10.7e-6, matmul_overhead_s=19.6e-6)  # H100 host, eager_tiny_op / _matmul
+
+# Shape of the H100 fit, used as the assumption for other NVIDIA GPUs (see data/h100-microbench.json).
+_NV_MATMUL = {
+    "bf16": MatmulEfficiency(max_eff=0.8, mn_half=1.0, k_half=160.0, k_step_s=8e-10, mem_eff=0.8, latency_s=6e-6),
+    "fp32": MatmulEfficiency(max_eff=0.8, mn_half=30.0, k_half=30.0, k_step_s=1.2e-9, mem_eff=0.85, latency_s=8e-6),
+}
+# FlashAttention-2 forward reaches 50-73% of A100's peak (Dao 2023, arXiv:2307.08691, Fig. 4-5).
+_FA2_AMPERE = AttentionEfficiency(max_eff=0.8, dh_half=25.0, keys_half=150.0, causal_tile=128.0,
+                                  mem_eff=0.85, latency_s=8e-6)
+_ASSUMED_NV = ("assumed, not measured: matmul efficiency shaped like the H100 fit, fused attention "
+               "from FlashAttention-2's reported 50-73% of peak on A100 (Dao 2023); fit it with "
+               "`attncost calibrate`")
+
+A100 = Hardware(
+    name="a100",
+    description="NVIDIA A100 80GB SXM4 (HBM2e)",
+    source="NVIDIA A100 Tensor Core GPU datasheet (nvidia-a100-datasheet-us-nvidia-1758950-r4): "
+           "BF16/FP16 312, TF32 156, FP32 19.5 TFLOPS dense; 80GB HBM2e at 2,039 GB/s; "
+           "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
+    peak_flops={"bf16": 312e12, "fp16": 312e12, "fp32": 156e12},
+    vector_flops=19.5e12, mem_bandwidth=2.039e12, mem_bytes=80 * GIB, **_NV_EAGER,
+    kernel_latency_s=5e-6, mem_efficiency=0.88, vector_eff={"softmax": 0.7, "reduction": 0.8},
+    matmul=_NV_MATMUL, attention={"flash": _FA2_AMPERE, "efficient": AttentionEfficiency(max_eff=0.35, dh_half=55)},
+    attention_backend="flash", calibration=_ASSUMED_NV,
+)
+
+L4 = Hardware(
+    name="l4",
+    description="NVIDIA L4 24GB (Ada, PCIe, 72 W)",
+    source="NVIDIA L4 Tensor Core GPU datasheet: FP32 30.3 TFLOPS; TF32 120, BF16/FP16 242 TFLOPS "
+           "with sparsity (60 / 121 dense); 24GB GDDR6 at 300 GB/s; https://www.nvidia.com/en-us/data-center/l4/",
+    peak_flops={"bf16": 121e12, "fp16": 121e12, "fp32": 60e12},
+    vector_flops=30.3e12, mem_bandwidth=300e9, mem_bytes=24 * GIB, **_NV_EAGER,
+    kernel_latency_s=5e-6, mem_efficiency=0.88, vector_eff={"softmax": 0.7, "reduction": 0.8},
+    matmul=_NV_MATMUL, attention={"flash": _FA2_AMPERE, "efficient": AttentionEfficiency(max_eff=0.35, dh_half=55)},
+    attention_backend="flash", calibration=_ASSUMED_NV,
+    notes=["a 72 W card: sustained tensor throughput is often power-limited below the datasheet peak"],
+)
+
+RTX4090 = Hardware(
+    name="rtx4090",
+    description="NVIDIA GeForce RTX 4090 24GB (Ada)",
+    source="NVIDIA Ada Lovelace GPU Architecture whitepaper v2.1, Appendix A (GeForce RTX 4090): "
+           "FP32 82.6 TFLOPS; FP16/BF16 tensor with FP32 accumulate 165.2, TF32 82.6 TFLOPS dense; "
+           "24GB GDDR6X at 1,008 GB/s; https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf",
+    peak_flops={"bf16": 165.2e12, "fp16": 165.2e12, "fp32": 82.6e12},
+    vector_flops=82.6e12, mem_bandwidth=1008e9, mem_bytes=24 * GIB, **_NV_EAGER,
+    kernel_latency_s=4e-6, mem_efficiency=0.9, vector_eff={"softmax": 0.7, "reduction": 0.8},
+    matmul=_NV_MATMUL, attention={"flash": _FA2_AMPERE, "efficient": AttentionEfficiency(max_eff=0.35, dh_half=55)},
+    attention_backend="flash", calibration=_ASSUMED_NV,
+    notes=["PyTorch accumulates half-precision matmuls in fp32: the GeForce tensor rate with FP32 "
+           "accumulate (half the FP16-accumulate rate) is the peak"],
+)
+
+_ASSUMED_APPLE = ("assumed, not measured: matmul at up to 70% of the FP32 ALU peak, fused attention "
+                  "at up to 40%, 20 us per eager op on MPS; fit it with `attncost calibrate`")
+_APPLE_MATMUL = {"fp32": MatmulEfficiency(max_eff=0.7, mn_half=32.0, k_half=64.0, k_step_s=0.0,
+                                          mem_eff=0.8, latency_s=10e-6)}
+_APPLE_ATTN = {"mps": AttentionEfficiency(max_eff=0.4, dh_half=32.0, keys_half=256.0, causal_tile=64.0,
+                                          mem_eff=0.8, latency_s=10e-6)}
+
+M2_MAX = Hardware(
+    name="m2-max",
+    description="Apple M2 Max, 38-core GPU, unified memory (up to 96GB)",
+    source="Apple newsroom, 'Apple unveils M2 Pro and M2 Max' (2023-01-17): 38-core GPU, 400GB/s, up "
+           "to 96GB; Apple publishes no FLOP figure: 38 cores x 128 FP32 ALUs x 2 x 1.398 GHz = 13.6 "
+           "TFLOP/s; no tensor cores, fp16/bf16 at the FP32 rate; "
+           "https://www.apple.com/newsroom/2023/01/apple-unveils-m2-pro-and-m2-max-next-generation-chips-for-next-level-workflows/",
+    peak_flops={"bf16": 13.6e12, "fp16": 13.6e12, "fp32": 13.6e12},
+    vector_flops=13.6e12, mem_bandwidth=400e9, mem_bytes=96 * GIB,
+    launch_overhead_s=20e-6, matmul_overhead_s=25e-6, kernel_latency_s=10e-6, mem_efficiency=0.8,
+    matmul=_APPLE_MATMUL, attention=_APPLE_ATTN, attention_backend="mps",
+    calibration=_ASSUMED_APPLE,
+    notes=["unified memory: the GPU can use only part of mem_bytes (macOS keeps a share)"],
+)
+
+M3_MAX = Hardware(
+    name="m3-max",
+    description="Apple M3 Max, 40-core GPU, unified memory (up to 128GB)",
+    source="Apple newsroom, 'Apple unveils new MacBook Pro featuring M3 chips' (2023-10-30): 40-core "
+           "GPU, 400GB/s, up to 128GB; Apple publishes no FLOP figure: 40 cores x 128 FP32 ALUs x 2 "
+           "x ~1.4 GHz = 14.2 TFLOP/s (third-party estimates range 14.2-16.4); no tensor cores; "
+           "https://www.apple.com/newsroom/2023/10/apple-unveils-new-macbook-pro-featuring-m3-family-of-chips/",
+    peak_flops={"bf16": 14.2e12, "fp16": 14.2e12, "fp32": 14.2e12},
+    vector_flops=14.2e12, mem_bandwidth=400e9, mem_bytes=128 * GIB,
+    launch_overhead_s=20e-6, matmul_overhead_s=25e-6, kernel_latency_s=10e-6, mem_efficiency=0.8,
+    matmul=_APPLE_MATMUL, attention=_APPLE_ATTN, attention_backend="mps",
+    calibration=_ASSUMED_APPLE,
+    notes=["unified memory: the GPU can use only part of mem_bytes (macOS keeps a share)"],
+)
+
+CPU = Hardware(
+    name="cpu",
+    description="A generic modest CPU: 8 cores with AVX2 at 3 GHz, dual-channel DDR4-3200, 32GB",
+    source="not a product: 8 cores x 3.0 GHz x 32 FP32 FLOP/cycle (2 AVX2 FMA units) = 768 GFLOP/s; "
+           "2 channels x 25.6 GB/s (DDR4-3200) = 51.2 GB/s; bf16/fp16 at the FP32 rate (no AMX/AVX512-BF16)",
+    peak_flops={"bf16": 768e9, "fp16": 768e9, "fp32": 768e9},
+    vector_flops=768e9, mem_bandwidth=51.2e9, mem_bytes=32 * GIB,
+    launch_overhead_s=4e-6, matmul_overhead_s=6e-6, kernel_latency_s=1e-6, mem_efficiency=0.7,
+    matmul={"fp32": MatmulEfficiency(max_eff=0.7, mn_half=16.0, k_half=32.0, k_step_s=0.0, mem_eff=0.7,
+                                     latency_s=2e-6),
+            "bf16": MatmulEfficiency(max_eff=0.35, mn_half=16.0, k_half=32.0, k_step_s=0.0, mem_eff=0.7,
+                                     latency_s=2e-6)},
+    attention={"flash": AttentionEfficiency(max_eff=0.35, dh_half=32.0, keys_half=128.0, causal_tile=64.0,
+                                            mem_eff=0.7, latency_s=2e-6)},
+    attention_backend="flash",
+    calibration="assumed, not measured: matmul at up to 70% of the FP32 peak (35% in bf16, converted "
+                "on the fly without AMX), fused attention up to 35%; fit it with `attncost calibrate`",
+)
+
+# H200: same GH100 die and software stack as the H100, more and faster memory.
+_H200_PEAKS = dict(
+    description="NVIDIA H200 141GB SXM (HBM3e)",
+    source="NVIDIA H200 Tensor Core GPU datasheet: BF16/FP16 1,979, TF32 989 TFLOPS with sparsity "
+           "(989.4 / 494.7 dense), FP32 67 TFLOPS; 141GB HBM3e at 4.8 TB/s; "
+           "https://www.nvidia.com/en-us/data-center/h200/",
+    peak_flops={"bf16": 989.4e12, "fp16": 989.4e12, "fp32": 494.7e12},
+    vector_flops=66.9e12, mem_bandwidth=4.8e12, mem_bytes=141 * GIB,
+)
+
+# The published H100 numbers: the base (and ceilings) of the fitted data/h100-microbench.json.
+H100_PUBLISHED = Hardware(
+    name="h100",
+    description="NVIDIA H100 80GB SXM5 (HBM3)",
+    source="NVIDIA H100 Tensor Core GPU datasheet (SXM5): BF16/FP16 1,979, TF32 989 TFLOPS with "
+           "sparsity (989.4 / 494.7 dense), FP32 66.9 TFLOPS; 80GB HBM3 at 3.35 TB/s; "
+           "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet",
+    peak_flops={"bf16": 989.4e12, "fp16": 989.4e12, "fp32": 494.7e12},
+    vector_flops=66.9e12, mem_bandwidth=3.35e12, mem_bytes=80 * GIB, **_NV_EAGER,
+    kernel_latency_s=5e-6, mem_efficiency=0.88, vector_eff={"softmax": 0.7, "reduction": 0.8},
+    matmul=_NV_MATMUL,
+    attention={"cudnn": AttentionEfficiency(max_eff=0.85, dh_half=50.0),
+               "flash": AttentionEfficiency(max_eff=0.45, dh_half=30.0),
+               "efficient": AttentionEfficiency(max_eff=0.25, dh_half=55.0)},
+    attention_backend="cudnn", calibration="published peaks only, efficiencies assumed",
+)
+
+
+def _h200() -> Hardware:
+    fitted = _builtin("h100")
+    return fitted.model_copy(update={
+        "name": "h200", **_H200_PEAKS,
+        "calibration": "efficiencies from the H100 microbenchmark fit (same GH100 die and software); "
+                       "peaks and bandwidth from the H200 datasheet; " + fitted.calibration,
+        "notes": ["the H100's fitted efficiencies are applied to the H200's faster memory: "
+                  "bandwidth-bound kernels are scaled by 4.8/3.35, not measured"]
+                 + ["H100 fit: " + n for n in fitted.notes]})
+
+
+_BUILTIN: dict = {
+    "h100": "h100-microbench.json",
+    "h200": None,
+    "a100": A100,
+    "l4": L4,
+    "rtx4090": RTX4090,
+    "m2-max": M2_MAX,
+    "m3-max": M3_MAX,
+    "cpu": CPU,
+}
+
+
+@lru_cache(maxsize=None)
+def _builtin(name: str) -> Hardware:
+    spec = _BUILTIN[name]
+    if name == "h200":
+        return _h200()
+    if isinstance(spec, str):  # a derived (fitted) profile shipped in data/
+        return load_profile(DATA_DIR / spec).model_copy(update={"name": name})
+    return spec

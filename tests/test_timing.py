@@ -1,0 +1,294 @@
+"""The time model against the H100 microbenchmarks (costmodel/data/h100-microbench-2026-11-22.json,
+do_bench device times), its decomposition, the eager launch queue, its speed, and the fit."""
+
+import json
+import math
+import statistics
+import time
+
+import pytest
+
+from attncost.costmodel import analysis
+from attncost.costmodel.graph import Graph
+from attncost.costmodel.hardware import H100_MICROBENCH, H100_PUBLISHED, HardwareError, get_hardware
+from attncost.costmodel.timing import (KernelTime, TimeEstimate, fit_profile, measured_s, predict, predict_row,
+                                       row_errors, summarize)
+
+ROWS = json.loads(H100_MICROBENCH.read_text())["rows"]
+H100 = get_hardware("h100")
+
+
+def _kernels(g: Graph) -> list:
+    return analysis.analyse(g).kernels if hasattr(analysis, "analyse") else analysis.kernels(g)
+
+
+def mm_kernels(M, K, N, itemsize=2, batch=1):
+    g = Graph(itemsize)
+    a = g.input("a", batch * M * K)
+    w = g.input("w", batch * K * N)
+    g.output(g.matmul("mm", a, w, batch=batch, m=M, k=K, n=N))
+    return _kernels(g)
+
+
+def sdpa_kernels(B, H, T, dh, causal, itemsize=2):
+    g = Graph(itemsize)
+    q, k, v = (g.input(n, B * H * T * dh) for n in "qkv")
+    frac = 0.5 if causal else 1.0
+    s = g.matmul("scores", q, k, batch=B * H, m=T, k=dh, n=T, kernel="attention", fraction=frac)
+    p = g.elementwise("softmax", "softmax", (s,), elems=B * H * T * T * frac, kernel="attention")
+    g.output(g.matmul("av", p, v, batch=B * H, m=T, k=T, n=dh, kernel="attention", fraction=frac))
+    return _kernels(g)
+
+
+def copy_kernels(elems, itemsize=2):
+    g = Graph(itemsize)
+    x = g.input("x", elems)
+    g.output(g.elementwise("copy", "copy", (x,), elems=elems))
+    return _kernels(g)
+
+
+def row(op, **kw):
+    return next(r for r in ROWS if r["op"] == op and all(r.get(k) == v for k, v in kw.items()))
+
+
+def rel(pred, meas):
+    return (pred - meas) / meas
+
+
+# -- single kernels against measurements -----------------------------------------------------------
+
+def test_big_matmul_is_compute_bound_and_close():
+    r = row("mm", dtype="bfloat16", M=4096, K=4096, N=4096)
+    est = predict(mm_kernels(4096, 4096, 4096), H100, "bf16", mode="device")
+    assert est.bound == "compute"
+    err = rel(est.time_s, measured_s(r))
+    assert abs(err) <= 0.15, (
+        f"4096^3 bf16: predicted {est.time_s * 1e3:.4f} ms, measured {r['ms']:.4f} ms ({err:+.1%})")
+
+
+def test_8192_cubed_matches_design_measurement():
+    """DESIGN.md "Hardware": matmul 8192^3 bf16 measured at ~770 TFLOP/s on this H100 (not a row of
+    the microbenchmark file, whose grid stops at 4096 x 4096 x 16384)."""
+    est = predict(mm_kernels(8192, 8192, 8192), H100, "bf16", mode="device")
+    tflops = 2 * 8192**3 / est.time_s / 1e12
+    assert est.bound == "compute"
+    assert abs(tflops / 770 - 1) <= 0.15, f"8192^3 bf16 predicted at {tflops:.0f} TFLOP/s vs ~770 measured"
+
+
+def test_one_row_matmul_is_not_compute_bound():
+    r = row("mm", dtype="bfloat16", M=1, K=4096, N=4096)
+    dev = predict(mm_kernels(1, 4096, 4096), H100, "bf16", mode="device")
+    assert dev.bound in ("memory", "overhead")
+    assert abs(rel(dev.time_s, measured_s(r))) <= 0.25
+    eager = predict(mm_kernels(1, 4096, 4096), H100, "bf16")
+    assert eager.bound == "overhead"  # eager host time (19.6 us per matmul) is most of it
+    tiny = predict(mm_kernels(1, 64, 64), H100, "bf16", mode="device")
+    assert tiny.bound == "overhead"
+
+
+def test_big_copy_is_memory_bound_and_close():
+    r = row("copy", elems=2**28)
+    est = predict(copy_kernels(2**28), H100, "bf16", mode="device")
+    assert est.bound == "memory"
+    err = rel(est.time_s, measured_s(r))
+    assert abs(err) <= 0.15, (
+        f"copy 2^28 bf16: predicted {est.time_s * 1e3:.4f} ms, measured {r['ms']:.4f} ms ({err:+.1%})")
+
+
+def test_causal_sdpa_is_compute_bound():
+    est = predict(sdpa_kernels(1, 16, 16384, 128, True), H100, "bf16", mode="device")
+    assert est.bound == "compute"
+    r = row("sdpa", backend="default", T=16384, dh=128, causal=True)
+    assert abs(rel(est.time_s, measured_s(r))) <= 0.15
+
+
+# -- whole groups of rows --------------------------------------------------------------------------
+
+def _median(group: str, limit: float) -> float:
+    errs = row_errors(ROWS, H100)[group]
+    s = summarize(errs)
+    assert s["median"] <= limit, (
+        f"{group}: median |pred-meas|/meas = {s['median']:.1%} (p90 {s['p90']:.1%}, n={s['n']})")
+    return s["median"]
+
+
+def test_median_error_over_all_mm_rows():
+    errs = [e for g, v in row_errors(ROWS, H100).items() if g.startswith("mm:") for e in v]
+    assert len(errs) == sum(r["op"] == "mm" for r in ROWS) == 280
+    s = summarize(errs)
+    assert s["median"] <= 0.25, f"all mm rows: median |pred-meas|/meas = {s['median']:.1%} (p90 {s['p90']:.1%})"
+
+
+@pytest.mark.parametrize("group", ["mm:bf16", "mm:fp32", "bmm"])
+def test_median_error_matmul_groups(group):
+    _median(group, 0.25)
+
+
+@pytest.mark.parametrize("backend", ["default", "cudnn", "flash", "efficient"])
+def test_median_error_sdpa_per_backend(backend):
+    _median(f"sdpa:{backend}", 0.25)
+
+
+def test_median_error_element_ops():
+    g = row_errors(ROWS, H100)
+    errs = [e for op in ("copy", "exp", "add", "softmax", "sum") for e in g[f"vector:{op}"]]
+    s = summarize(errs)
+    assert s["median"] <= 0.25, f"element ops: median |pred-meas|/meas = {s['median']:.1%} (p90 {s['p90']:.1%})"
+
+
+def test_eager_rows():
+    assert predict_row(row("eager_tiny_op"), H100) == pytest.approx(measured_s(row("eager_tiny_op")))
+    assert predict_row(row("eager_tiny_matmul"), H100) == pytest.approx(measured_s(row("eager_tiny_matmul")))
+
+
+def test_default_sdpa_backend_ranking():
+    """cuDNN > flash > efficient on this H100, as measured, at every shape of the file."""
+    for r in ROWS:
+        if r["op"] == "sdpa" and r["backend"] == "cudnn":
+            key = {k: r[k] for k in ("B", "H", "T", "dh", "causal")}
+            t = {b: predict_row({**r, "backend": b}, H100) for b in ("cudnn", "flash", "efficient")}
+            assert t["cudnn"] < t["flash"] < t["efficient"], key
+
+
+# -- predict() on graph kernels is the row model ---------------------------------------------------
+
+def test_graph_kernels_match_row_predictions():
+    for r in ROWS:
+        if r["op"] == "mm":
+            isz = 2 if r["dtype"] == "bfloat16" else 4
+            dt = "bf16" if isz == 2 else "fp32"
+            ks = mm_kernels(r["M"], r["K"], r["N"], isz)
+        elif r["op"] == "sdpa" and r["backend"] == "default":
+            ks, dt = sdpa_kernels(r["B"], r["H"], r["T"], r["dh"], r["causal"]), "bf16"
+        elif r["op"] == "copy":
+            ks, dt = copy_kernels(r["elems"]), "bf16"
+        else:
+            continue
+        assert predict(ks, H100, dt, mode="device").time_s == pytest.approx(predict_row(r, H100), rel=1e-12), r
+
+
+# -- the layer: decomposition and the eager queue ---------------------------------------------------
+
+def test_decomposition_sums_to_time_and_bound_is_largest():
+    ks = mm_kernels(1, 64, 64) * 3 + mm_kernels(8192, 8192, 8192) + copy_kernels(2**28) + copy_kernels(4096)
+    for mode in ("eager", "device"):
+        e = predict(ks, H100, "bf16", mode=mode)
+        assert isinstance(e, TimeEstimate)
+        assert e.compute_s + e.memory_s + e.overhead_s == pytest.approx(e.time_s, rel=1e-12)
+        assert e.bound == max(("compute", e.compute_s), ("memory", e.memory_s), ("overhead", e.overhead_s),
+                              key=lambda kv: kv[1])[0]
+        assert sum(k.time_s for k in e.per_kernel) == pytest.approx(e.time_s, rel=1e-12)
+        assert len(e.per_kernel) == len(ks)
+        name, t, bound = e.per_kernel[3][:3]
+        assert isinstance(e.per_kernel[3], KernelTime) and name == "mm" and bound == "compute" and t > 1e-3
+        assert e.per_kernel[-1].bound == "overhead" and e.per_kernel[4].bound == "memory"
+        assert e.as_dict()["per_kernel"][0]["name"] == "mm"
+
+
+def test_eager_queue():
+    tiny = copy_kernels(4096)
+    n = 50
+    e = predict(tiny * n, H100, "bf16")
+    # host-bound: one launch overhead per op, plus the last kernel's device time
+    dev_one = predict(tiny, H100, mode="device").time_s
+    assert e.time_s == pytest.approx(n * H100.launch_overhead_s + dev_one, rel=1e-9)
+    assert e.bound == "overhead" and e.host_s == pytest.approx(n * H100.launch_overhead_s)
+    # a long kernel first hides the host time of the tiny ones queued behind it
+    big = mm_kernels(8192, 8192, 8192)
+    dev_tiny = predict(tiny, H100, mode="device").time_s
+    e2 = predict(big + tiny * n, H100, "bf16")
+    assert e2.time_s == pytest.approx(H100.host_matmul_s + predict(big, H100, mode="device").time_s + n * dev_tiny,
+                                      rel=1e-9)
+    # ... but not when it comes last
+    e3 = predict(tiny * n + big, H100, "bf16")
+    assert e3.time_s > e2.time_s + 0.5 * n * (H100.launch_overhead_s - dev_tiny)
+    d = predict(tiny * n, H100, "bf16", mode="device")
+    assert d.host_s == 0.0 and d.time_s == pytest.approx(n * dev_tiny)
+
+
+def test_dtype_and_backend_choices():
+    ks = mm_kernels(4096, 4096, 4096)
+    bf16 = predict(ks, H100, "bf16", mode="device").time_s
+    fp32 = predict(mm_kernels(4096, 4096, 4096, itemsize=4), H100, "fp32", mode="device").time_s
+    assert fp32 > 10 * bf16  # fp32 matmuls on CUDA cores (PyTorch default), as measured: ~52 vs ~770 TFLOP/s
+    tf32 = H100.model_copy(update={"fp32_matmul": "tf32"})
+    assert predict(mm_kernels(4096, 4096, 4096, itemsize=4), tf32, "fp32", mode="device").time_s < fp32 / 5
+    att = sdpa_kernels(4, 16, 4096, 128, True)
+    t = {b: predict(att, H100, "bf16", backend=b, mode="device").time_s for b in ("cudnn", "flash", "efficient")}
+    assert t["cudnn"] < t["flash"] < t["efficient"]
+    assert predict(att, H100, "bf16", mode="device").backend == "cudnn"
+    with pytest.raises(HardwareError):
+        predict(att, H100, "bf16", backend="triton")
+    with pytest.raises(ValueError):
+        predict(att, H100, "bf16", mode="graph")
+    with pytest.raises(HardwareError):
+        predict(att, H100, "int8")
+
+
+@pytest.mark.parametrize("name", ["h100", "h200", "a100", "l4", "rtx4090", "m2-max", "m3-max", "cpu"])
+def test_every_profile_predicts_sensibly(name):
+    hw = get_hardware(name)
+    big = predict(mm_kernels(8192, 8192, 8192), hw, "bf16", mode="device")
+    assert big.bound == "compute"
+    assert 2 * 8192**3 / big.time_s <= hw.peak_flops["bf16"]  # never beats the datasheet
+    cp = predict(copy_kernels(2**28), hw, "bf16", mode="device")
+    assert cp.bound == "memory" and 4 * 2**28 / cp.time_s <= hw.mem_bandwidth
+    att = predict(sdpa_kernels(1, 16, 8192, 128, True), hw, "bf16", mode="device")
+    assert att.time_s > 0 and math.isfinite(att.time_s)
+
+
+def test_h200_is_faster_than_h100_when_memory_bound():
+    ks = copy_kernels(2**28)
+    t100 = predict(ks, get_hardware("h100"), mode="device").time_s
+    t200 = predict(ks, get_hardware("h200"), mode="device").time_s
+    assert t200 < t100 * 0.8
+
+
+# -- speed ------------------------------------------------------------------------------------------
+
+def test_predict_is_fast():
+    ks = (mm_kernels(4096, 2048, 2048) * 4 + sdpa_kernels(1, 16, 4096, 128, True) + copy_kernels(2**20) * 10
+          + mm_kernels(4096, 2048, 2048, batch=2) * 15)
+    assert len(ks) == 30
+    predict(ks, H100, "bf16")
+    n = 10_000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        predict(ks, H100, "bf16")
+    per = (time.perf_counter() - t0) / n
+    assert per < 50e-6, f"predict of 30 kernels took {per * 1e6:.1f} us"
+
+
+# -- the fit ---------------------------------------------------------------------------------------
+
+def test_fit_recovers_a_known_profile():
+    """Rows made by a known profile are fitted back from the generic published base."""
+    truth = get_hardware("h100")
+    synth = []
+    for r in ROWS:
+        p = predict_row(r, truth)
+        if p is None or r["op"] == "cumsum":
+            continue
+        s = dict(r)
+        if "ms" in s:
+            s["ms"] = p * 1e3
+        else:
+            s["us_per_op"] = p * 1e6
+        synth.append(s)
+    fitted = fit_profile(H100_PUBLISHED, synth)
+    errs = [abs(e) for v in row_errors(synth, fitted).values() for e in v]
+    assert statistics.median(errs) < 0.01 and max(errs) < 0.1
+    assert fitted.attention_backend == truth.attention_backend
+
+
+def test_fit_without_rows_keeps_the_base():
+    fitted = fit_profile(H100_PUBLISHED, [{"op": "unknown", "ms": 1.0}])
+    assert fitted.matmul == H100_PUBLISHED.matmul and fitted.attention == H100_PUBLISHED.attention
+    assert "nothing" in fitted.calibration
+
+
+def test_head_dim_is_not_extrapolated_beyond_the_fit():
+    """The fit saw head dims 64 and 128: a larger one gets the dh=128 efficiency, no more."""
+    t128 = predict(sdpa_kernels(1, 16, 16384, 128, False), H100, "bf16", mode="device").time_s
+    t256 = predict(sdpa_kernels(1, 8, 16384, 256, False), H100, "bf16", mode="device").time_s  # same FLOPs
+    assert t256 == pytest.approx(t128, rel=0.02)
