@@ -5,6 +5,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich import box
 from rich.table import Table
 
 from ..costmodel.units import GIGA, MIB
@@ -12,7 +13,7 @@ from .errors import fail
 from .main import app
 from .options import check_params, make_shape, parse_ints, parse_params, parse_T, parse_variants
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if Console().is_terminal else 160)
 
 
 def _load_hardware(name: str):
@@ -91,10 +92,6 @@ def _evaluate(names, base, params, shapes, hw) -> list:
 
 
 # -- presentation ------------------------------------------------------------------------
-def _num(x: Optional[float], fmt: str = "{:,.2f}") -> str:
-    return "–" if x is None else fmt.format(x)
-
-
 def _ratio(base: Optional[float], x: Optional[float]) -> str:
     if not base or not x:
         return "–"
@@ -111,60 +108,69 @@ def _crossover(e) -> str:
         return "never"
     if end is None:
         return f"from {start:,}"
-    return f"{start:,}–{end - 1:,}"
+    return f"{start:,} to {end - 1:,}"
 
 
 def _print(results, base, hw, shapes) -> None:
     s0 = shapes[0]
     sweep = len(shapes) > 1
+    ds = sorted({s.d for s in shapes})
     console.print(
-        f"[bold]{s0.phase}[/], batch {s0.batch}, d {s0.d if len({s.d for s in shapes}) == 1 else 'sweep'}, "
-        f"{s0.heads} heads (head dim {s0.head_dim}), {s0.dtype}, {'causal' if s0.causal else 'non-causal'}"
-        + ("" if sweep else f", T {s0.T:,}") + f" · {hw.name}: {hw.description}")
+        f"[bold]{s0.phase}[/] · batch {s0.batch} · d {', '.join(map(str, ds))} · {s0.heads} heads "
+        f"(head dim {', '.join(str(d // s0.heads) for d in ds)}) · {s0.dtype} · "
+        f"{'causal' if s0.causal else 'non-causal'}" + ("" if sweep else f" · T {s0.T:,}")
+        + f" · {hw.name} ({hw.description})")
     by_shape: dict = {}
     for e in results:
         by_shape.setdefault(e.shape, {})[e.variant] = e
-    table = Table(show_lines=False, header_style="bold", pad_edge=False)
-    cols = (["T"] if sweep else []) + ["variant", "GFLOP core", "GFLOP total", f"FLOPs vs {base}",
-                                        "act MiB unfused", "act MiB fused", "KV MiB", "FLOP/B",
-                                        "bound", "ms", f"time vs {base}", "cheaper (T)"]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("variant", "bound", "cheaper (T)") else "right",
-                         overflow="fold")
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, padding=(0, 1))
+    heads = ((["T", "d"] if sweep else []) + ["variant", "GFLOP\ncore", "GFLOP\ntotal", f"FLOPs\nvs {base}",
+             "act MiB\nunfused/fused", "KV\nMiB", "FLOP\n/byte", "bound", "ms", f"time\nvs {base}",
+             f"faster than\n{base} at T"])
+    for c in heads:
+        table.add_column(c, justify="left" if c in ("variant", "bound") or c.startswith("faster") else "right",
+                         no_wrap=True)
     notes: dict = {}
+    params: dict = {}
     for i, (shape, row) in enumerate(by_shape.items()):
         b = row.get(base)
+        bb = b if b is not None and b.status == "ok" else None
         if i and sweep:
             table.add_section()
         for e in row.values():
-            label = e.variant + _param_text(e)
-            lead = [f"{shape.T:,}"] if sweep else []
+            lead = [f"{shape.T:,}", f"{shape.d:,}"] if sweep else []
+            if e.params:
+                params[e.variant] = ", ".join(f"{k}={v}" for k, v in e.params.items())
             if e.status != "ok":
-                table.add_row(*lead, label, *["–"] * 10, f"[dim]n/a[/]")
+                table.add_row(*lead, e.variant, *["–"] * 9, "[dim]n/a[/]")
                 notes[f"{e.variant}: {e.reason}"] = None
                 continue
             for n in e.notes:
                 notes[f"{e.variant}: {n}"] = None
-            bb = b if b is not None and b.status == "ok" else None
             table.add_row(
-                *lead, label, _num(e.flops_core / GIGA), _num(e.flops / GIGA),
+                *lead, e.variant, _sig(e.flops_core / GIGA), _sig(e.flops / GIGA),
                 _ratio(bb.flops if bb else None, e.flops),
-                _num(e.activation_bytes_unfused / MIB, "{:,.1f}"), _num(e.activation_bytes_fused / MIB, "{:,.1f}"),
-                _num(e.kv_cache_bytes / MIB, "{:,.2f}"), _num(e.arithmetic_intensity, "{:,.0f}"),
-                e.bound or "–", _num(e.time_s * 1e3 if e.time_s is not None else None, "{:,.3f}"),
+                f"{_sig(e.activation_bytes_unfused / MIB)} / {_sig(e.activation_bytes_fused / MIB)}",
+                _sig(e.kv_cache_bytes / MIB), _sig(e.arithmetic_intensity),
+                e.bound or "–", _sig(e.time_s * 1e3) if e.time_s is not None else "–",
                 _ratio(bb.time_s if bb else None, e.time_s), _crossover(e))
     console.print(table)
-    console.print(f"[dim]x > 1: cheaper than {base}. 'cheaper (T)': where the predicted time beats {base} "
-                  f"(searched 16 to 4,194,304 tokens). Fused causal kernels are counted as half the dense core "
-                  f"(FlashAttention's convention); the math path (mha) as dense.[/]")
+    console.print(f"[dim]x > 1: cheaper than {base}. 'faster than {base} at T': where the predicted "
+                  f"time is lower, searched from 16 to 4,194,304 tokens. Fused causal kernels count half the "
+                  f"dense core (FlashAttention's convention); the math path (mha) counts it dense.[/]")
+    if params:
+        console.print("[dim]parameters: " + "; ".join(f"{k} {v}" for k, v in params.items()) + "[/]")
     for n in notes:
         console.print(f"[dim]- {n}[/]")
 
 
-def _param_text(e) -> str:
-    if not e.params:
-        return ""
-    return " [dim](" + ", ".join(f"{k}={v}" for k, v in e.params.items()) + ")[/]"
+def _sig(x: float) -> str:
+    """Three significant digits, thousands separated: 0.187, 35.2, 1,032."""
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
 
 
 @app.command("variants")

@@ -102,10 +102,7 @@ def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estima
     variant = REGISTRY[name]
     notes = list(variant.notes)
     if variant.causal is False and shape.causal:
-        notes.insert(0, f"{name} is not causal by nature: costed as non-causal")
-    if shape.causal and variant.causal is None and shape.phase != "decode":
-        notes.append("causal" + (" (fused: masked tiles skipped, half the dense core)"
-                                 if any(op.kernel == "attention" for op in g.ops) else ""))
+        notes.insert(0, "not causal by nature: costed as non-causal")
     est = Estimate.model_construct(
         variant=name, params=p.model_dump(), shape=shape, status="ok", reason=None, notes=notes,
         flops=flops, flops_matmul=flops_mm, flops_core=parts["core"], flops_proj=parts["proj"],

@@ -91,10 +91,12 @@ def build_nystrom(s: Shape, p: NystromParams):
 
 def _pinv(g, a: str, BH: int, m: int, iters: int) -> str:
     """Moore-Penrose pseudo-inverse by the Newton-Schulz iteration of Nystromformer's code:
-    Z0 = A^T / (max col sum * max row sum); each iteration AZ = A Z,
+    Z0 = A^T / max column sum of A (A = softmax(...) is row-stochastic, so ||A||_inf = 1 and the
+    code's iterative_inv computes column sums only); each iteration AZ = A Z,
     Z = 1/4 Z (13I - AZ (15I - AZ (7I - AZ))): 4 matmuls of m x m x m and 3 updates of m x m."""
     mm = BH * m * m
-    z = g.elementwise("pinv_init", "max", (a,), elems=2 * mm, out_elems=mm)  # row/col sums and their max
+    z = g.elementwise("pinv_norm", "max", (a,), elems=mm + BH * m, out_elems=BH)  # column sums, their max
+    z = g.elementwise("pinv_init", "div", (a, z), elems=mm)  # A^T / max column sum
     for i in range(iters):
         az = g.matmul(f"pinv{i}_az", a, z, batch=BH, m=m, k=m, n=m)
         t = g.elementwise(f"pinv{i}_u1", "pinv_update", (az,), elems=mm)
@@ -185,12 +187,12 @@ VARIANTS = [
             "softmax(Q (E K)^T / sqrt(dh)) (F V) with E, F (k x T) projecting along the sequence",
             "Wang et al. 2020, Linformer (arXiv:2006.04768)", LinformerParams, build_linformer,
             causal=False, decode=False,
-            notes=("not causal: E and F mix all positions, future tokens included; no decode path",)),
+            notes=("E and F mix all positions, future tokens included; no decode path",)),
     Variant("nystrom", "Nystromformer",
             "softmax(Q K~^T) pinv(softmax(Q~ K~^T)) softmax(Q~ K^T) V + DConv(V), landmarks = segment means",
             "Xiong et al. 2021, Nystromformer (arXiv:2102.03902)", NystromParams, build_nystrom,
             causal=False, decode=False,
-            notes=("not causal: segment means mix future tokens; no decode path",)),
+            notes=("segment means mix future tokens; no decode path",)),
     Variant("performer", "Performer (FAVOR+)",
             "phi(Q) (phi(K)^T V) normalised, phi = positive random features; causal by chunked prefix sums",
             "Choromanski et al. 2021, Rethinking Attention with Performers (arXiv:2009.14794)",
