@@ -53,7 +53,7 @@ def predict(
     for v, p in params.items():  # explicit parameters must fit every shape asked for
         for s in shapes:
             check_params(v, p, s)
-    results = _evaluate(names, base, params, shapes, hw)
+    results = _evaluate(names, base, params, shapes, hw, over_d=as_json or bool(html))
     if as_json:
         print(json.dumps({"shape": shapes[0].model_dump(), "sweep": {"T": Ts, "d": ds},
                           "hardware": hw.model_dump(), "baseline": base,
@@ -75,7 +75,8 @@ def _argv() -> str:
     return " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def _evaluate(names, base, params, shapes, hw) -> list:
+def _evaluate(names, base, params, shapes, hw, over_d: bool) -> list:
+    """Estimates with crossovers over T, and over d where asked (the table does not show them)."""
     from ..costmodel.crossover import crossovers
     from ..costmodel.estimate import estimate
 
@@ -86,7 +87,8 @@ def _evaluate(names, base, params, shapes, hw) -> list:
             e = estimate(n, s, params.get(n), hw)
             if e.status == "ok":
                 e.crossover_T, e.cheaper_until_T = crossovers(n, base, s, params.get(n), params.get(base), hw, "T", cache)
-                e.crossover_d, _ = crossovers(n, base, s, params.get(n), params.get(base), hw, "d", cache)
+                if over_d:
+                    e.crossover_d, _ = crossovers(n, base, s, params.get(n), params.get(base), hw, "d", cache)
             results.append(e)
     return results
 

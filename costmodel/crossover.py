@@ -2,8 +2,8 @@
 
 For each metric (FLOPs, peak memory = fused activations + KV cache, predicted time) the model is
 evaluated at powers of two from 16 up to 4,194,304; within the first octave where the variant is
-cheaper, bisection finds the smallest integer T (or the smallest d, in steps of ``heads``) at which
-it is strictly cheaper, and the search goes on for where (if anywhere) it stops being cheaper.
+cheaper, bisection finds the smallest T (or d, in steps of ``heads``) at which it is strictly
+cheaper, to within 0.4% (exact below T = 256), and the search goes on for where (if anywhere) it stops being cheaper.
 None ("never") when it is not cheaper anywhere in the range. A point where
 the variant does not apply (e.g. linformer's k above T) counts as not cheaper.
 """
@@ -15,6 +15,7 @@ from .shape import MAX_T, Shape
 
 LO = 16
 HI = MAX_T
+REL_TOL = 1 / 256
 
 
 def metric_values(e: Estimate) -> dict:
@@ -38,8 +39,10 @@ def crossovers(variant: str, baseline: str, shape: Shape, params: Optional[dict]
     lo, hi = -(-LO // step), HI // step  # search over units of ``step``
     cache = {} if cache is None else cache
 
+    fixed = (axis, id(hardware), shape)
+
     def value(name, p, n):
-        key = (name, axis, n, repr(p), id(hardware), shape)
+        key = (name, n, repr(p), fixed)
         if key not in cache:
             s = shape.model_copy(update={axis: n * step})
             cache[key] = metric_values(estimate(name, s, p, hardware))
@@ -68,10 +71,11 @@ def crossovers(variant: str, baseline: str, shape: Shape, params: Optional[dict]
 
 
 def _bisect(flipped: Callable, below: Optional[int], at: int) -> int:
-    """Smallest n in (below, at] with flipped(n), given flipped(at) and not flipped(below)."""
+    """Smallest n in (below, at] with flipped(n), given flipped(at) and not flipped(below), to
+    within REL_TOL of n (an exact integer below 256): the model is not more accurate than that."""
     if below is None:
         return at
-    while at - below > 1:
+    while at - below > max(1, int(below * REL_TOL)):
         mid = (below + at) // 2
         if flipped(mid):
             at = mid

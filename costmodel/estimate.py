@@ -1,8 +1,7 @@
 """Evaluate a variant at a shape: the numbers `attncost predict` prints and `--json` dumps."""
 
+from dataclasses import dataclass, field
 from typing import Optional
-
-from pydantic import BaseModel, ConfigDict
 
 from .analysis import MATMUL_KINDS, add_backward, analyse
 from .graph import Graph
@@ -12,23 +11,23 @@ from .variants import REGISTRY, Params, VariantError
 METRICS = ("flops", "memory", "time")
 
 
-class Estimate(BaseModel):
+@dataclass(slots=True)
+class Estimate:
     """One (variant, shape) point. Field names are a stable interface: scripts depend on them.
 
     flops: all FLOPs (matmuls as 2 x MACs plus the documented non-matmul counts); flops_matmul:
     matmuls and convolutions only; flops_core / flops_proj / flops_other: the attention core
     (token mixing), the projections (Q/K/V/O and any extra maps), the rest (cache writes, RoPE).
-    Bytes are per layer; kv_cache_bytes is for batch x T tokens.
+    Bytes are per layer; kv_cache_bytes is for batch x T tokens. A plain dataclass rather than a
+    pydantic model: sweeps build thousands (pydantic's construction costs 70 us each).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     variant: str
     params: dict
     shape: Shape
     status: str = "ok"  # ok | n/a
     reason: Optional[str] = None
-    notes: list = []
+    notes: list = field(default_factory=list)
     flops: float = 0.0
     flops_matmul: float = 0.0
     flops_core: float = 0.0
@@ -49,6 +48,12 @@ class Estimate(BaseModel):
     crossover_T: Optional[dict] = None  # metric -> smallest T where cheaper than the baseline
     cheaper_until_T: Optional[dict] = None  # metric -> first larger T where it no longer is
     crossover_d: Optional[dict] = None  # metric -> smallest d (at this T) where cheaper
+
+    def model_dump(self) -> dict:
+        """A JSON-ready dict (the shape as a dict too)."""
+        out = {f: getattr(self, f) for f in self.__slots__}
+        out["shape"] = self.shape.model_dump()
+        return out
 
 
 def resolve_params(name: str, shape: Shape, params: Optional[dict] = None) -> Params:
@@ -103,8 +108,8 @@ def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estima
     notes = list(variant.notes)
     if variant.causal is False and shape.causal:
         notes.insert(0, "not causal by nature: costed as non-causal")
-    est = Estimate.model_construct(
-        variant=name, params=p.model_dump(), shape=shape, status="ok", reason=None, notes=notes,
+    est = Estimate(
+        variant=name, params=dict(p), shape=shape, status="ok", reason=None, notes=notes,
         flops=flops, flops_matmul=flops_mm, flops_core=parts["core"], flops_proj=parts["proj"],
         flops_other=parts["other"], param_count=sum(
             t.elems for t in g.tensors.values() if t.role == "weight"),

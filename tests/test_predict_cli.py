@@ -1,0 +1,115 @@
+"""`attncost predict`, `variants`, `hardware` as a user runs them."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from attncost.cli.main import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_default_table_has_every_variant():
+    r = run("predict", "--d", "1024", "--T", "4096")
+    assert r.exit_code == 0, r.output
+    from attncost.costmodel.variants import NAMES
+
+    for name in NAMES:
+        assert name in r.output
+    assert "faster than" in r.output
+
+
+def test_json_has_the_stable_fields():
+    r = run("predict", "--d", "1024", "--T", "4096", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert {"shape", "hardware", "baseline", "results"} <= set(data)
+    assert data["baseline"] == "flash"
+    fields = {"variant", "params", "shape", "flops", "flops_matmul", "flops_core", "weights_bytes",
+              "activation_bytes_unfused", "activation_bytes_fused", "kv_cache_bytes", "time_s", "bound",
+              "crossover_T"}
+    for row in data["results"]:
+        assert fields <= set(row), fields - set(row)
+    mha = next(r for r in data["results"] if r["variant"] == "mha")
+    assert mha["flops_matmul"] == pytest.approx(103.08e9, rel=1e-4)
+    lin = next(r for r in data["results"] if r["variant"] == "linformer")
+    assert set(lin["crossover_T"]) == {"flops", "memory", "time"}
+    assert lin["crossover_d"] is not None
+
+
+def test_sweep_over_T_prints_one_row_per_variant_and_T():
+    r = run("predict", "--d", "512", "--heads", "8", "--T", "512:2048", "--variants", "flash,linformer", "--json")
+    data = json.loads(r.output)
+    assert [(x["variant"], x["shape"]["T"]) for x in data["results"]] == [
+        ("flash", 512), ("linformer", 512), ("flash", 1024), ("linformer", 1024), ("flash", 2048), ("linformer", 2048)]
+    r = run("predict", "--d", "512", "--heads", "8", "--T", "512,1024", "--variants", "flash,linformer")
+    assert r.exit_code == 0 and "1,024" in r.output
+
+
+def test_param_changes_the_variant():
+    a = json.loads(run("predict", "--d", "1024", "--T", "4096", "--variants", "linformer", "--json").output)
+    b = json.loads(run("predict", "--d", "1024", "--T", "4096", "--variants", "linformer",
+                       "--param", "linformer.k=128", "--json").output)
+    assert b["results"][0]["params"]["k"] == 128
+    assert b["results"][0]["flops_core"] == a["results"][0]["flops_core"] / 2
+
+
+def test_default_parameter_above_T_is_marked_not_fatal():
+    r = run("predict", "--d", "256", "--heads", "4", "--T", "128", "--json")
+    assert r.exit_code == 0
+    lin = next(x for x in json.loads(r.output)["results"] if x["variant"] == "linformer")
+    assert lin["status"] == "n/a" and "at most T=128" in lin["reason"]
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--d", "1000", "--T", "64"], "--heads"),  # 16 heads do not divide 1000
+    (["--d", "1024", "--T", "64", "--kv-heads", "3"], "--kv-heads"),
+    (["--d", "1024", "--T", "0"], "--T"),
+    (["--d", "1024", "--T", "-5"], "--T"),
+    (["--d", "1024", "--T", "abc"], "--T"),
+    (["--d", "1024", "--T", "64", "--variants", "nope"], "--variants"),
+    (["--d", "1024", "--T", "64", "--param", "linformer.q=3"], "--param"),
+    (["--d", "1024", "--T", "64", "--param", "linformer.k=zero"], "--param"),
+    (["--d", "1024", "--T", "64", "--param", "nystrom.landmarks=128"], "--param"),
+    (["--d", "1024", "--T", "64", "--hardware", "tpu9"], "--hardware"),
+    (["--d", "1024", "--T", "64", "--dtype", "int3"], "--dtype"),
+    (["--d", "1024", "--T", "64", "--phase", "serve"], "--phase"),
+])
+def test_bad_input_is_one_sentence_and_exit_2(args, flag):
+    r = run("predict", *args)
+    assert r.exit_code == 2, r.output
+    assert flag in r.output
+    assert "Traceback" not in r.output
+    assert len([line for line in r.output.strip().splitlines() if line.strip()]) <= 2
+
+
+def test_malformed_hardware_file(tmp_path):
+    bad = tmp_path / "hw.json"
+    bad.write_text("{not json")
+    r = run("predict", "--d", "1024", "--T", "64", "--hardware", str(bad))
+    assert r.exit_code == 2 and "--hardware" in r.output and "Traceback" not in r.output
+
+
+def test_variants_and_hardware_commands():
+    r = run("variants", "--json")
+    assert r.exit_code == 0
+    names = [v["name"] for v in json.loads(r.output)]
+    assert "msla" in names and "dsa" in names
+    assert run("variants").exit_code == 0
+    r = run("hardware", "--json")
+    assert r.exit_code == 0 and "h100" in [h["name"] for h in json.loads(r.output)]
+
+
+def test_predict_process_never_imports_torch():
+    code = ("import sys; from attncost.cli.main import app\n"
+            "try:\n    app(['predict', '--d', '256', '--heads', '4', '--T', '256'])\n"
+            "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "assert 'torch' not in sys.modules, 'predict imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL)
