@@ -63,7 +63,7 @@ def predict(
     if html:
         from ..reports import write_prediction_report
 
-        path = write_prediction_report(results, html, hw, command="attncost predict " + _argv())
+        path = write_prediction_report(results, html, hw, command="attncost " + _argv())
         if not as_json:
             console.print(f"Report written to [bold]{path}[/]")
 

@@ -1,0 +1,721 @@
+"""What a report shows, gathered from Runs or Estimates: series over T, crossovers, findings.
+
+No cost logic here: every number comes from a Run's points or from ``costmodel.estimate``.
+This module only groups, pairs and phrases them. Strings are kept raw; the page and the figures
+escape them where they are rendered.
+"""
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..costmodel.estimate import Estimate, estimate, resolve_params
+from ..costmodel.results import Counts, Run, Timing
+from ..costmodel.shape import Shape
+from ..costmodel.variants import REGISTRY
+from . import fmt
+
+# The parameter named in a variant's label even when it has its default value.
+KEY_PARAM = {"dsa": "k", "mla": "kv_lora_rank", "msla": "latents", "topk": "k"}
+_SHAPE_LABEL = {"batch": "B", "d": "d", "heads": "heads", "kv_heads": "kv_heads", "dtype": "",
+                "causal": "causal", "phase": ""}
+
+
+# -- hardware ------------------------------------------------------------------------------
+
+@dataclass
+class HardwareInfo:
+    """What the report needs from a hardware profile: ceilings and a name."""
+
+    name: str
+    peak_flops: dict  # dtype -> FLOP/s
+    bandwidth: Optional[float]  # bytes/s
+    memory: Optional[float]  # bytes
+    profile: object = None  # the Hardware object itself, for estimate()
+    description: str = ""
+
+    def peak(self, dtype: str) -> Optional[float]:
+        """The matmul ceiling for ``dtype`` (the profile's own rule where it has one)."""
+        fn = getattr(self.profile, "tensor_peak", None)
+        if callable(fn):
+            try:
+                return float(fn(dtype))
+            except Exception:
+                pass
+        if not self.peak_flops:
+            return None
+        return self.peak_flops.get(dtype) or self.peak_flops.get("bf16") or max(self.peak_flops.values())
+
+
+def hardware_info(hw) -> Optional[HardwareInfo]:
+    """Wrap a Hardware profile (or a profile name or file) for the report; None if unknown."""
+    if hw is None:
+        return None
+    if isinstance(hw, HardwareInfo):
+        return hw
+    if isinstance(hw, str):
+        hw = load_hardware(hw)
+        if hw is None:
+            return None
+    peaks = getattr(hw, "peak_flops", None) or {}
+    if not isinstance(peaks, dict):
+        peaks = {"bf16": float(peaks)}
+    peaks = {str(k): float(v) for k, v in peaks.items() if isinstance(v, (int, float)) and v > 0}
+    bw = getattr(hw, "mem_bandwidth", None)
+    mem = getattr(hw, "mem_bytes", None)
+    name = str(getattr(hw, "name", None) or "hardware profile")
+    desc = str(getattr(hw, "description", None) or "")
+    return HardwareInfo(name, peaks, float(bw) if bw else None, float(mem) if mem else None, hw, desc)
+
+
+def load_hardware(name: str):
+    """``costmodel.hardware.get_hardware(name)``, or None where it is unavailable or unknown."""
+    try:
+        from ..costmodel.hardware import get_hardware
+    except ImportError:
+        return None
+    try:
+        return get_hardware(name)
+    except Exception:  # an unknown profile only costs the report its ceilings, not the page
+        return None
+
+
+# -- points and series ---------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One point: a measured Point beside the cost model's estimate, or a prediction alone."""
+
+    variant: str
+    params: dict
+    shape: Shape
+    status: str = "ok"
+    message: Optional[str] = None
+    est: Optional[Estimate] = None
+    predicted_time_s: Optional[float] = None
+    predicted_flops: Optional[float] = None
+    timing: Optional[Timing] = None
+    peak_memory_bytes: Optional[float] = None
+    counts: Optional[Counts] = None
+    backend: Optional[str] = None
+
+    @property
+    def T(self) -> int:
+        return self.shape.T
+
+    @property
+    def flops(self) -> Optional[float]:
+        if self.predicted_flops is not None:
+            return self.predicted_flops
+        return self.est.flops if self.est is not None and self.est.status == "ok" else None
+
+    @property
+    def measured_s(self) -> Optional[float]:
+        return self.timing.median_s if self.status == "ok" and self.timing else None
+
+
+@dataclass
+class Source:
+    """One run (or one prediction sweep): its label, its hardware, where it came from."""
+
+    index: int
+    label: str
+    run: Optional[Run] = None
+    path: Optional[str] = None
+    hardware: Optional[HardwareInfo] = None
+    dtype: str = "bf16"
+    command: str = ""
+    rows: list = field(default_factory=list)
+
+
+@dataclass
+class Series:
+    """The rows of one (source, variant, params, shape but T) over T, sorted by T."""
+
+    source: Source
+    variant: str
+    params: dict
+    shape: Shape  # the first row's shape: everything but T is common
+    label: str = ""  # name · shape_text · run label, each where needed to tell series apart
+    style: int = 0
+    rows: list = field(default_factory=list)
+    name: str = ""  # variant(params)
+    shape_text: str = ""  # the shape fields that differ between series ("d=1024")
+
+    def values(self, what: str) -> list:
+        """[(T, value)] for what in: measured, predicted, flops (skipping missing values)."""
+        out = []
+        for r in self.rows:
+            if what == "measured":
+                v = r.measured_s
+            elif what == "predicted":
+                v = r.predicted_time_s
+            elif what == "flops":
+                v = r.flops
+            else:
+                raise ValueError(what)
+            if v is not None and v > 0:
+                out.append((r.T, v))
+        return out
+
+
+@dataclass
+class ReportData:
+    kind: str  # "run" | "prediction"
+    sources: list
+    series: list
+    baseline: str
+    heatmap_variant: Optional[str]
+    title: str
+    _model_crossovers: Optional[list] = None
+
+    @property
+    def rows(self) -> list:
+        return [r for s in self.sources for r in s.rows]
+
+    def baseline_for(self, s: Series) -> Optional[Series]:
+        if s.variant == self.baseline:
+            return None
+        for b in self.series:
+            if b.source is s.source and b.variant == self.baseline and _base_key(b.shape) == _base_key(s.shape):
+                return b
+        return None
+
+
+def _estimate(variant: str, shape: Shape, params: dict, hw: Optional[HardwareInfo]) -> Optional[Estimate]:
+    """The cost model at one point, with time where a hardware profile is known. None where the
+    model cannot evaluate it (a variant from another version, parameters out of range)."""
+    if variant not in REGISTRY:
+        return None
+    try:
+        if hw is not None and hw.profile is not None:
+            try:
+                return estimate(variant, shape, params, hw.profile)
+            except ImportError:  # no timing model installed: FLOPs and bytes still stand
+                pass
+        return estimate(variant, shape, params)
+    except Exception:  # a report renders whatever it can; the point stays in the tables
+        return None
+
+
+def _base_key(shape: Shape) -> tuple:
+    d = shape.model_dump()
+    d.pop("T")
+    return tuple(sorted(d.items()))
+
+
+def params_label(variant: str, params: dict, shape: Shape) -> str:
+    """"linformer(k=256)": the variant's key parameter and any that differ from its defaults."""
+    if not params:
+        return variant
+    try:
+        defaults = resolve_params(variant, shape).model_dump()
+    except Exception:
+        defaults = {}
+    key = KEY_PARAM.get(variant)
+    if key is None and variant in REGISTRY:
+        fields = list(REGISTRY[variant].params.model_fields)
+        key = fields[0] if fields else None
+    shown = [(k, v) for k, v in params.items() if k == key or defaults.get(k, object()) != v]
+    if not shown:
+        return variant
+    return f"{variant}(" + ", ".join(f"{k}={v}" for k, v in shown) + ")"
+
+
+def _unique_labels(labels: list) -> list:
+    seen: dict = {}
+    out = []
+    for lab in labels:
+        n = seen.get(lab, 0) + 1
+        seen[lab] = n
+        out.append(lab if n == 1 else f"{lab} #{n}")
+    return out
+
+
+def run_label(run: Run, path: Optional[str]) -> str:
+    env = run.environment
+    if run.name:
+        return run.name
+    if env.device_name:
+        return env.device_name
+    if path:
+        return path.rsplit("/", 1)[-1]
+    return env.device or "run"
+
+
+def from_runs(runs: list, paths: Optional[list] = None, hardware=None, baseline: str = "flash",
+              heatmap_variant: Optional[str] = None) -> ReportData:
+    """The report's data from measured runs; ``hardware`` overrides each run's named profile."""
+    paths = list(paths or [None] * len(runs))
+    labels = _unique_labels([run_label(r, p) for r, p in zip(runs, paths)])
+    override = hardware_info(hardware)
+    sources = []
+    for i, (run, path, label) in enumerate(zip(runs, paths, labels)):
+        hw = override or hardware_info(run.environment.hardware_profile)
+        src = Source(i, label, run, path, hw, run.dtype, run.command)
+        for p in run.points:
+            est = _estimate(p.variant, p.shape, p.params, hw) if p.status != "n/a" else None
+            pred_t = p.predicted_time_s
+            if pred_t is None and est is not None:
+                pred_t = est.time_s
+            src.rows.append(Row(p.variant, dict(p.params), p.shape, p.status, p.message, est, pred_t,
+                                p.predicted_flops, p.timing, p.peak_memory_bytes, p.counts, p.backend))
+        sources.append(src)
+    title = "attncost report: " + ", ".join(labels)
+    return _finish("run", sources, baseline, heatmap_variant, title)
+
+
+def from_estimates(estimates: list, hardware=None, command: str = "", baseline: str = "flash",
+                   heatmap_variant: Optional[str] = None) -> ReportData:
+    """The report's data from a prediction sweep (a list of Estimate)."""
+    hw = hardware_info(hardware)
+    label = f"predicted for {hw.name}" if hw else "predicted"
+    src = Source(0, label, None, None, hw, estimates[0].shape.dtype if estimates else "bf16", command)
+    for e in estimates:
+        src.rows.append(Row(e.variant, dict(e.params), e.shape, e.status, e.reason, e,
+                            e.time_s if e.status == "ok" else None, e.flops if e.status == "ok" else None))
+    return _finish("prediction", [src], baseline, heatmap_variant, "attncost prediction report")
+
+
+def _finish(kind: str, sources: list, baseline: str, heatmap_variant: Optional[str], title: str) -> ReportData:
+    series: dict = {}
+    for src in sources:
+        for r in src.rows:
+            if r.status == "n/a":
+                continue
+            key = (src.index, r.variant, repr(sorted(r.params.items())), _base_key(r.shape))
+            s = series.get(key)
+            if s is None:
+                s = series[key] = Series(src, r.variant, r.params, r.shape)
+            s.rows.append(r)
+    out = list(series.values())
+    for s in out:
+        s.rows.sort(key=lambda r: r.T)
+    # Labels: variant(params), plus whatever else tells two series apart.
+    varying = set()
+    shapes = [s.shape.model_dump() for s in out]
+    for f in _SHAPE_LABEL:
+        if len({repr(sh[f]) for sh in shapes}) > 1:
+            varying.add(f)
+    for s in out:
+        s.name = params_label(s.variant, s.params, s.shape)
+        sh = s.shape.model_dump()
+        extra = []
+        for f in _SHAPE_LABEL:
+            if f in varying:
+                v = sh[f]
+                name = _SHAPE_LABEL[f]
+                extra.append(f"{name}={v}" if name else str(v))
+        s.shape_text = " ".join(extra)
+        parts = [s.name] + ([s.shape_text] if s.shape_text else [])
+        if len(sources) > 1:
+            parts.append(s.source.label)
+        s.label = " · ".join(parts)
+    # Style index: series of one variant differ by dash and symbol.
+    per_variant: dict = {}
+    for s in out:
+        s.style = per_variant.get(s.variant, 0)
+        per_variant[s.variant] = s.style + 1
+    if heatmap_variant is None:
+        heatmap_variant = _pick_heatmap_variant(out, baseline)
+    return ReportData(kind, sources, out, baseline, heatmap_variant, title)
+
+
+def _pick_heatmap_variant(series: list, baseline: str) -> Optional[str]:
+    """The first variant with a crossover against the baseline, else the first other variant."""
+    others = [s for s in series if s.variant != baseline and s.variant in REGISTRY]
+    for s in others:
+        b = next((x for x in series if x.source is s.source and x.variant == baseline
+                  and _base_key(x.shape) == _base_key(s.shape)), None)
+        if b is None:
+            continue
+        for what in ("predicted", "flops"):
+            if crossovers(s.values(what), b.values(what)):
+                return s.variant
+    return others[0].variant if others else None
+
+
+# -- crossovers and findings ----------------------------------------------------------------
+
+def paired(a: list, b: list) -> list:
+    """[(T, a, b)] at the T values both have."""
+    bd = dict(b)
+    return [(T, v, bd[T]) for T, v in a if T in bd]
+
+
+def crossovers(a: list, b: list) -> list:
+    """Where curve ``a`` crosses curve ``b`` (both [(T, value)]): [(T*, value*, "below"|"above")],
+    T* and value* interpolated linearly in log-log between the two T values around it; "below"
+    means ``a`` becomes the smaller (cheaper) one."""
+    pts = paired(a, b)
+    out = []
+    for (t1, a1, b1), (t2, a2, b2) in zip(pts, pts[1:]):
+        r1, r2 = math.log(a1 / b1), math.log(a2 / b2)
+        if r1 == 0 or (r1 > 0) == (r2 > 0) or r2 == 0:
+            continue
+        f = r1 / (r1 - r2)
+        lt = math.log(t1) + f * (math.log(t2) - math.log(t1))
+        la = math.log(a1) + f * (math.log(a2) - math.log(a1))
+        out.append((math.exp(lt), math.exp(la), "below" if r2 < 0 else "above"))
+    return out
+
+
+def _join(names: list) -> str:
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _comparison(pts: list) -> tuple:
+    """Classify [(T, a, b)]: ("always"|"never"|"from"|"until"|"mixed", detail)."""
+    faster = [a < b for _, a, b in pts]
+    Ts = [T for T, _, _ in pts]
+    if all(faster):
+        return "always", None
+    if not any(faster):
+        return "never", None
+    first = faster.index(True)
+    if all(faster[first:]):
+        return "from", Ts[first]
+    last = len(faster) - 1 - faster[::-1].index(True)
+    if all(faster[: last + 1]):
+        return "until", Ts[last]
+    return "mixed", [T for T, f in zip(Ts, faster) if f]
+
+
+def findings(data: ReportData) -> list:
+    """The headline findings, in words, computed from the data."""
+    out = []
+    for src in data.sources:
+        where = f" on {src.label}" if len(data.sources) > 1 else ""
+        if data.kind == "run":  # measured (or the run's recorded predictions) over its T values
+            out.extend(_versus_baseline(data, src, where))
+        out.extend(_model_crossover_finding(data, src, where))
+        if data.kind == "run":
+            out.extend(_fastest(data, src, where))
+            out.extend(_failures(src, where))
+    if data.kind == "run":
+        out.extend(_model_error_finding(data))
+        out.extend(_crosscheck_finding(data))
+    if not out:
+        out.append("No comparison can be drawn from these data: no variant has two or more points "
+                   f"beside the baseline ({data.baseline}).")
+    return out
+
+
+_BASIS = {"measured": "measured", "predicted": "predicted by the model", "flops": "FLOPs"}
+
+
+def _verb(what: str, plural: bool, never: bool = False) -> str:
+    if what == "flops":
+        v = ("need" if plural else "needs") + " fewer FLOPs than"
+    else:
+        v = "beat" if plural else "beats"
+    return ("never " + v) if never else v
+
+
+def _versus_baseline(data: ReportData, src: Source, where: str) -> list:
+    """Each variant against the baseline over T: measured where two or more T values were
+    measured for both, else predicted time, else FLOPs."""
+    out = []
+    groups: dict = {}
+    for s in data.series:
+        if s.source is not src:
+            continue
+        b = data.baseline_for(s)
+        if b is None:
+            continue
+        for what in ("measured", "predicted", "flops"):
+            pts = paired(s.values(what), b.values(what))
+            if len(pts) >= 2:
+                break
+        else:
+            continue
+        kind, detail = _comparison(pts)
+        lo, hi = fmt.count(pts[0][0]), fmt.count(pts[-1][0])
+        basis = f"{_BASIS[what]} at {len(pts)} T values from {lo} to {hi}"
+        if kind in ("never", "always"):
+            groups.setdefault((kind, what, lo, hi, b.label), []).append(s.label)
+        elif kind == "from":
+            cross = crossovers(s.values(what), b.values(what))
+            near = f"; the curves cross near T ≈ {fmt.count(cross[-1][0])}" if cross else ""
+            out.append(f"{s.label} {_verb(what, False)} {b.label} from T = {fmt.count(detail)}{where} "
+                       f"({basis}{near}).")
+        elif kind == "until":
+            out.append(f"{s.label} {_verb(what, False)} {b.label} only up to T = {fmt.count(detail)}{where} "
+                       f"({basis}).")
+        else:
+            out.append(f"{s.label} {_verb(what, False)} {b.label} only at T = "
+                       f"{_join([fmt.count(t) for t in detail])}{where} ({basis}).")
+    for (kind, what, lo, hi, blabel), names in groups.items():
+        plural = len(names) > 1
+        span = f"{_BASIS[what]}, T = {lo} to {hi}" if lo != hi else f"{_BASIS[what]}, T = {lo}"
+        if kind == "never":
+            out.append(f"{_join(names)} {_verb(what, plural, never=True)} {blabel}{where} ({span}).")
+        else:
+            out.append(f"{_join(names)} {_verb(what, plural)} {blabel} at every T{where} ({span}).")
+    return out
+
+
+def model_crossover(data: ReportData, s: Series, cache: Optional[dict] = None) -> Optional[tuple]:
+    """The cost model's own crossover of series ``s`` with the baseline over T (searched from 16
+    to 4,194,304 tokens by ``costmodel.crossover``): (metric, first T where cheaper or None, first
+    T after that where it is not, or None). Time with the source's hardware profile, else FLOPs."""
+    if s.variant not in REGISTRY or data.baseline not in REGISTRY or s.variant == data.baseline:
+        return None
+    from ..costmodel.crossover import crossovers as search
+
+    hw = s.source.hardware.profile if s.source.hardware is not None else None
+    try:
+        start, end = search(s.variant, data.baseline, s.shape, s.params, None, hw, "T", cache)
+        metric = "time" if hw is not None else "flops"
+        if hw is not None and start.get("time") is None and end.get("time") is None:
+            probe = estimate(data.baseline, s.shape, None, hw)
+            if probe.time_s is None:
+                metric = "flops"
+    except ImportError:  # no timing model: FLOPs only
+        try:
+            start, end = search(s.variant, data.baseline, s.shape, s.params, None, None, "T", cache)
+        except Exception:
+            return None
+        metric = "flops"
+    except Exception:
+        return None
+    return metric, start.get(metric), end.get(metric)
+
+
+def model_crossovers(data: ReportData) -> list:
+    """[(series, metric, first T where cheaper or None, first T where no longer, or None)] for
+    every series but the baseline's, by ``costmodel.crossover`` (computed once per report)."""
+    if data._model_crossovers is None:
+        out = []
+        caches: dict = {}
+        for s in data.series:
+            if s.variant == data.baseline:
+                continue
+            mc = model_crossover(data, s, caches.setdefault((s.source.index, _base_key(s.shape)), {}))
+            if mc is not None:
+                out.append((s,) + mc)
+        data._model_crossovers = out
+    return data._model_crossovers
+
+
+def _model_crossover_finding(data: ReportData, src: Source, where: str) -> list:
+    """One sentence per shape: where each variant becomes cheaper than the baseline."""
+    by_shape: dict = {}
+    for s, metric, start, end in model_crossovers(data):
+        if s.source is src:
+            by_shape.setdefault(s.shape_text, []).append((s, metric, start, end))
+    out = []
+    for shape_text, items in by_shape.items():
+        metrics = {m for _, m, _, _ in items}
+        time_only = metrics == {"time"}
+        what = "predicted time" if time_only else "FLOPs" if metrics == {"flops"} else "predicted time or FLOPs"
+        hw = f" on {src.hardware.name}" if src.hardware is not None and "time" in metrics else ""
+        ranges, never = [], []
+        for s, _, start, end in items:
+            if start is None:
+                never.append(s.name)
+            elif end is None:
+                ranges.append((start, s.name, f"from T = {fmt.count(start)}"))
+            else:
+                ranges.append((start, s.name, f"from T = {fmt.count(start)} to {fmt.count(end - 1)}"))
+        at = f" at {shape_text}" if shape_text else ""
+        text = f"By the cost model ({what}{hw}, searching T from 16 to {fmt.count(4194304)}){at}{where}, "
+        if ranges:
+            ranges.sort()
+            (_, name, span), *rest = ranges
+            text += (f"{name} {'is faster' if time_only else 'is cheaper'} than {data.baseline} {span}"
+                     + "".join(f"; {n} {sp}" for _, n, sp in rest))
+            if never:
+                text += f"; never: {_join(never)}"
+        else:
+            text += f"{_join(never)} never {'beats' if len(never) == 1 else 'beat'} {data.baseline}"
+        out.append(text + ".")
+    return out
+
+
+def _fastest(data: ReportData, src: Source, where: str) -> list:
+    best: dict = {}
+    for s in data.series:
+        if s.source is not src:
+            continue
+        for T, v in s.values("measured"):
+            best.setdefault(T, []).append((v, s.label))
+    if not best:
+        return []
+    T = max(best)
+    ranked = sorted(best[T])
+    if len(ranked) < 2:
+        return []
+    top = ", then ".join(f"{lab} ({fmt.ms(v)})" for v, lab in ranked[:3])
+    return [f"At the longest measured sequence, T = {fmt.count(T)}{where}, the fastest is {top}."]
+
+
+def _failures(src: Source, where: str) -> list:
+    out = []
+    ooms: dict = {}
+    errors = []
+    for r in src.rows:
+        if r.status == "oom":
+            ooms.setdefault(r.variant, []).append(r.T)
+        elif r.status == "error":
+            errors.append(r)
+    for variant, Ts in ooms.items():
+        out.append(f"{variant} ran out of memory{where} at T = {', '.join(fmt.count(t) for t in sorted(Ts))}.")
+    if errors:
+        first = errors[0]
+        text = (first.message or "").strip()
+        msg = text.splitlines()[0][:120] if text else "no message"
+        out.append(f"{len(errors)} point{'s' if len(errors) > 1 else ''} failed with an error{where} "
+                   f"(first: {first.variant} at T = {fmt.count(first.T)}: {msg}).")
+    return out
+
+
+def error_rows(data: ReportData) -> list:
+    """[(series, row, predicted_s, measured_s, relative error)] for measured points."""
+    out = []
+    for s in data.series:
+        for r in s.rows:
+            m, p = r.measured_s, r.predicted_time_s
+            if m and p:
+                out.append((s, r, p, m, p / m - 1.0))
+    return out
+
+
+def error_by_series(data: ReportData) -> list:
+    """[(series, n, median signed error, median |error|)]."""
+    by: dict = {}
+    for s, r, p, m, e in error_rows(data):
+        by.setdefault(id(s), (s, []))[1].append(e)
+    return [(s, len(es), statistics.median(es), statistics.median(abs(e) for e in es)) for s, es in by.values()]
+
+
+def _model_error_finding(data: ReportData) -> list:
+    errs = [e for *_, e in error_rows(data)]
+    if not errs:
+        return []
+    med = statistics.median(abs(e) for e in errs)
+    within = sum(abs(e) <= 0.25 for e in errs)
+    text = (f"The model's median time error is {fmt.pct(med, signed=False)} over {len(errs)} measured "
+            f"point{'s' if len(errs) > 1 else ''}; {within} of {len(errs)} are within ±25%.")
+    per = error_by_series(data)
+    if len(per) > 1:
+        worst = max(per, key=lambda x: x[3])
+        text += f" It is furthest off for {worst[0].label} (median {fmt.pct(worst[2])})."
+    return [text]
+
+
+def model_notes(data: ReportData) -> list:
+    """The cost model's notes on the variants shown (not causal by nature, still quadratic, ...)."""
+    seen: dict = {}
+    for s in data.series:
+        for r in s.rows:
+            if r.est is not None:
+                for n in r.est.notes:
+                    if n != "causal" and not n.startswith("causal (fused"):
+                        seen.setdefault(f"{s.variant}: {n}" if not n.startswith(s.variant) else n, None)
+                break
+    return list(seen)
+
+
+def crosscheck_rows(data: ReportData) -> list:
+    return [(s, r) for s in data.series for r in s.rows if r.counts is not None]
+
+
+def _crosscheck_finding(data: ReportData) -> list:
+    rows = crosscheck_rows(data)
+    if not rows:
+        return []
+    out = []
+    for attr, name in (("flop_counter", "FlopCounterMode"), ("fvcore", "fvcore")):
+        vals = [(r.counts.analytic, getattr(r.counts, attr)) for _, r in rows if getattr(r.counts, attr) is not None]
+        if not vals:
+            continue
+        agree = sum(abs(c - a) <= 0.01 * max(abs(a), 1.0) for a, c in vals)
+        out.append(f"{name} agrees with the analytic count within 1% on {agree} of {len(vals)} points.")
+    return out
+
+
+# -- the speedup grid ------------------------------------------------------------------------
+
+@dataclass
+class Grid:
+    variant: str
+    baseline: str
+    label: str
+    metric: str  # "time" | "flops"
+    Ts: list
+    ds: list
+    speedup: list  # [d][T] baseline / variant, None where n/a
+    variant_values: list
+    baseline_values: list
+    shape: Shape
+    hardware: Optional[str]
+
+
+def speedup_grid(data: ReportData, Ts: Optional[list] = None, ds: Optional[list] = None) -> Optional[Grid]:
+    """Baseline cost / variant cost over d x T by the cost model (time with a hardware profile,
+    else FLOPs), heads scaled with d so the head dim stays that of the data."""
+    variant = data.heatmap_variant
+    if variant is None or variant not in REGISTRY or data.baseline not in REGISTRY:
+        return None
+    ref = next((s for s in data.series if s.variant == variant), None)
+    shape = ref.shape if ref else (data.series[0].shape if data.series else Shape(T=4096, d=2048))
+    src = ref.source if ref else (data.sources[0] if data.sources else None)
+    hw = src.hardware if src else None
+    explicit = {}
+    if ref:
+        try:
+            defaults = resolve_params(variant, ref.shape).model_dump()
+        except Exception:
+            defaults = {}
+        explicit = {k: v for k, v in ref.params.items() if defaults.get(k, object()) != v}
+    all_T = sorted({r.T for r in data.rows}) or [4096]
+    if Ts is None:
+        lo = min(min(all_T), 1024)
+        hi = max(max(all_T), 32768)
+        Ts = []
+        t = 2 ** max(6, math.floor(math.log2(lo)))
+        while t <= hi and len(Ts) < 14:
+            Ts.append(t)
+            t *= 2
+    dh = shape.head_dim
+    if ds is None:
+        ds = sorted({256, 512, 1024, 2048, 4096, 8192} | {s.shape.d for s in data.series})
+    ds = [d for d in ds if d % dh == 0 and d >= dh]
+    base = shape.model_dump()
+    base.pop("kv_heads", None)
+    metric = "flops"
+    if hw is not None and hw.profile is not None:
+        probe = _estimate(data.baseline, shape, {}, hw)
+        if probe is not None and probe.time_s:
+            metric = "time"
+    hw_m = hw if metric == "time" else None
+    rows_s, rows_v, rows_b = [], [], []
+    for d in ds:
+        zs, vs, bs = [], [], []
+        for T in Ts:
+            try:
+                sh = Shape(**{**base, "T": T, "d": d, "heads": d // dh})
+            except ValueError:
+                sh = None
+            v = _metric(_estimate(variant, sh, explicit, hw_m), metric) if sh else None
+            b = _metric(_estimate(data.baseline, sh, {}, hw_m), metric) if sh else None
+            zs.append(b / v if v and b else None)
+            vs.append(v)
+            bs.append(b)
+        rows_s.append(zs)
+        rows_v.append(vs)
+        rows_b.append(bs)
+    label = params_label(variant, ref.params, shape) if ref else variant
+    return Grid(variant, data.baseline, label, metric, Ts, ds, rows_s, rows_v, rows_b, shape,
+                hw.name if hw_m else None)
+
+
+def _metric(e: Optional[Estimate], metric: str) -> Optional[float]:
+    if e is None or e.status != "ok":
+        return None
+    v = e.time_s if metric == "time" else e.flops
+    return v if v and v > 0 else None

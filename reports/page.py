@@ -1,0 +1,411 @@
+"""Assemble the report into one self-contained HTML page: plotly.js inlined once, no external
+script, style, font or image, and a Content-Security-Policy that forbids any network request."""
+
+import json
+import platform
+from datetime import datetime, timezone
+from typing import Optional
+
+import plotly
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+from plotly.utils import PlotlyJSONEncoder
+
+from .. import __version__
+from . import fmt
+from .data import (ReportData, crosscheck_rows, error_by_series, error_rows, findings, model_crossovers,
+                   model_notes, speedup_grid)
+from .figures import (flops_figure, heatmap_figure, kv_figure, memory_figure, roofline_figure,
+                      time_figure)
+from .fmt import esc
+
+# The page may run inline scripts and styles and show data: images; it may fetch nothing.
+CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+       "img-src data: blob:; font-src data:; connect-src 'none'; worker-src blob:; "
+       "base-uri 'none'; form-action 'none'")
+
+PLOT_CONFIG = {"responsive": True, "displaylogo": False, "scrollZoom": False,
+               "modeBarButtonsToRemove": ["select2d", "lasso2d"],
+               "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+CSS = """
+:root { --fg:#1d1d1f; --muted:#5f6368; --line:#e3e3e6; --bg:#fff; --band:#f6f7f9; --accent:#1f5fa8; }
+* { box-sizing: border-box; }
+body { margin:0; color:var(--fg); background:var(--bg);
+  font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+header { padding: 28px 40px 18px; border-bottom: 1px solid var(--line); background: var(--band); }
+header h1 { margin: 0 0 4px; font-size: 26px; font-weight: 650; overflow-wrap: anywhere; }
+header .sub { color: var(--muted); font-size: 14px; }
+main { max-width: 1320px; margin: 0 auto; padding: 8px 40px 60px; }
+nav.toc { margin: 18px 0 8px; padding: 12px 18px; border: 1px solid var(--line); border-radius: 8px;
+  background: var(--band); }
+nav.toc ol { margin: 4px 0 0; padding-left: 22px; columns: 2; column-gap: 40px; }
+nav.toc a { color: var(--accent); text-decoration: none; }
+nav.toc a:hover { text-decoration: underline; }
+section { padding-top: 14px; margin-top: 18px; border-top: 1px solid var(--line); }
+h2 { font-size: 21px; margin: 8px 0 6px; font-weight: 620; }
+h3 { font-size: 16px; margin: 18px 0 6px; font-weight: 620; }
+p.lead { color: var(--muted); margin: 0 0 10px; max-width: 92ch; }
+ul.findings { padding-left: 20px; margin: 6px 0 12px; }
+ul.findings li { margin: 4px 0; max-width: 110ch; }
+.plot { width: 100%; border: 1px solid var(--line); border-radius: 6px; margin: 10px 0 4px; overflow: hidden; }
+ul.cross { margin: 4px 0 8px; padding-left: 20px; color: var(--muted); font-size: 14px; }
+.table-wrap { overflow: auto; max-height: 560px; border: 1px solid var(--line); border-radius: 6px; margin: 8px 0; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: right; vertical-align: top;
+  white-space: nowrap; }
+th { position: sticky; top: 0; background: #eef0f3; font-weight: 600; z-index: 1; }
+td.l, th.l { text-align: left; }
+td.v { white-space: normal; min-width: 14ch; max-width: 40ch; overflow-wrap: anywhere; text-align: left; }
+th.msg { text-align: left; }
+td.msg { white-space: normal; min-width: 18ch; max-width: 60ch; overflow-wrap: anywhere; text-align: left; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+.status-oom { color: #b00020; font-weight: 600; }
+.status-error { color: #000; font-weight: 600; background: #fff3cd; }
+.bad { color: #b00020; } .good { color: #137333; }
+dl.env { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; margin: 8px 0; font-size: 14px; }
+dl.env dt { color: var(--muted); } dl.env dd { margin: 0; overflow-wrap: anywhere; }
+pre.cmd { background: #f3f4f6; border: 1px solid var(--line); border-radius: 6px; padding: 10px 14px;
+  white-space: pre-wrap; overflow-wrap: anywhere;
+  font: 13px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+.note { color: var(--muted); font-size: 13px; }
+.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
+footer { color: var(--muted); font-size: 12px; text-align: center; padding: 20px; border-top: 1px solid var(--line); }
+"""
+
+# Draw every figure once the bundle is loaded; mark the body when all have drawn (or failed).
+_BOOT = """
+(function () {
+  var figs = JSON.parse(document.getElementById("attncost-figures").textContent);
+  var config = JSON.parse(document.getElementById("attncost-config").textContent);
+  var pending = [];
+  figs.forEach(function (f) {
+    var el = document.getElementById(f.id);
+    if (!el) { return; }
+    if (typeof Plotly === "undefined") { el.textContent = "plotly.js failed to load: no chart."; return; }
+    pending.push(Plotly.newPlot(el, f.figure.data, f.figure.layout, config));
+  });
+  Promise.all(pending).then(function () { document.body.setAttribute("data-plots-ready", String(pending.length)); },
+                            function (e) { document.body.setAttribute("data-plots-ready", "error"); throw e; });
+})();
+"""
+
+
+def _json_for_script(obj) -> str:
+    """JSON safe inside a <script> element: no "</script>", no "<!--", no HTML-sensitive bytes."""
+    text = json.dumps(obj, cls=PlotlyJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+class Page:
+    """Sections in order; each has an id (the anchor), a title, and HTML built with ``esc``."""
+
+    def __init__(self, title: str, subtitle: str = ""):
+        self.title = title
+        self.subtitle = subtitle
+        self.sections: list = []  # (id, title, html)
+        self.figures: list = []  # (div id, figure)
+
+    def section(self, sid: str, title: str, body: str) -> None:
+        self.sections.append((sid, title, body))
+
+    def figure(self, fid: str, fig: go.Figure) -> str:
+        """A div for ``fig``, as tall as the figure (plotly's resize keeps to the div's height)."""
+        self.figures.append((fid, fig))
+        height = int(fig.layout.height or 520)
+        return f'<div class="plot" id="{esc(fid)}" style="height:{height + 2}px"></div>'
+
+    def render(self) -> str:
+        toc = "".join(f'<li><a href="#{esc(sid)}">{esc(t)}</a></li>' for sid, t, _ in self.sections)
+        body = "".join(f'<section id="{esc(sid)}"><h2>{esc(t)}</h2>{html}</section>'
+                       for sid, t, html in self.sections)
+        figs = [{"id": fid, "figure": fig.to_plotly_json()} for fid, fig in self.figures]
+        plotly_js = get_plotlyjs() if self.figures else ""
+        if "</script" in plotly_js.lower():  # never happens with the published bundles
+            raise RuntimeError("plotly.js bundle contains '</script': cannot inline it")
+        generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return "".join([
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+            f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">\n',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
+            f"<title>{esc(self.title)}</title>\n<style>{CSS}</style>\n",
+            f"<script>{plotly_js}</script>\n" if plotly_js else "",
+            "</head>\n<body>\n",
+            f"<header><h1>{esc(self.title)}</h1><div class=\"sub\">{esc(self.subtitle)}</div></header>\n",
+            "<main>\n<noscript><p class=\"note\">The charts need JavaScript; the tables below do not.</p></noscript>\n",
+            f'<nav class="toc" aria-label="Contents"><strong>Contents</strong><ol>{toc}</ol></nav>\n',
+            body,
+            "\n</main>\n",
+            f"<footer>attncost {esc(__version__)} · plotly {esc(plotly.__version__)} · generated {esc(generated)}"
+            " · self-contained: this page loads nothing from the network</footer>\n",
+            f'<script type="application/json" id="attncost-figures">{_json_for_script(figs)}</script>\n',
+            f'<script type="application/json" id="attncost-config">{_json_for_script(PLOT_CONFIG)}</script>\n',
+            f"<script>{_BOOT}</script>\n" if figs else "",
+            "</body>\n</html>\n",
+        ])
+
+
+# -- tables ------------------------------------------------------------------------------
+
+def _table(headers: list, rows: list, left: tuple = (0,), msg_cols: tuple = ()) -> str:
+    """``rows`` of already-escaped cell HTML; ``headers`` raw. Column 0 (the series) wraps."""
+    def cls(j, head=False):
+        if j in msg_cols:
+            return ' class="msg"'
+        if j == 0 and not head:
+            return ' class="v"'
+        return ' class="l"' if j in left else ""
+    head = "".join(f"<th{cls(j, True)}>{esc(h)}</th>" for j, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f"<td{cls(j)}>{c}</td>" for j, c in enumerate(r)) + "</tr>" for r in rows)
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _swatch(variant: str) -> str:
+    from .colors import color_for
+    return f'<span class="swatch" style="background:{esc(color_for(variant))}"></span>'
+
+
+def _rel(a: Optional[float], b: Optional[float]) -> str:
+    if a is None or b is None or not b:
+        return "–"
+    x = a / b - 1
+    cls = "good" if abs(x) <= 0.01 else "bad"
+    return f'<span class="{cls}">{esc(fmt.pct(x, 3))}</span>'
+
+
+def crosscheck_table(data: ReportData) -> str:
+    rows = crosscheck_rows(data)
+    if not rows:
+        return '<p class="note">No point carries counter results (Point.counts): nothing to cross-check.</p>'
+    out = []
+    for s, r in rows:
+        c = r.counts
+        skipped = []
+        if c.fvcore_skipped:
+            skipped.append("fvcore: " + ", ".join(f"{k} ×{v}" for k, v in c.fvcore_skipped.items()))
+        if c.flop_counter_skipped:
+            skipped.append("FlopCounterMode: " + ", ".join(str(x) for x in c.flop_counter_skipped))
+        out.append([
+            _swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(r.shape.phase),
+            f'<span title="{esc(fmt.count(c.analytic))}">{esc(fmt.flops(c.analytic, digits=5))}</span>',
+            esc(fmt.flops(c.analytic_matmul, digits=5)),
+            esc(fmt.flops(c.fvcore, digits=5)) if c.fvcore is not None else "–", _rel(c.fvcore, c.analytic),
+            esc(fmt.flops(c.flop_counter, digits=5)) if c.flop_counter is not None else "–",
+            _rel(c.flop_counter, c.analytic), esc("; ".join(skipped)) or "none"])
+    return _table(["variant", "T", "phase", "analytic", "analytic (matmuls)", "fvcore", "vs analytic",
+                   "FlopCounterMode", "vs analytic", "ops a counter skipped"], out, left=(0, 2), msg_cols=(9,))
+
+
+def error_tables(data: ReportData) -> str:
+    rows = error_rows(data)
+    status_rows = [(s, r) for s in data.series for r in s.rows if r.status in ("oom", "error")]
+    if not rows and not status_rows:
+        return '<p class="note">No point was measured successfully: nothing to compare the model with.</p>'
+    html = ""
+    per = error_by_series(data)
+    if per:
+        html += "<h3>Median error per variant</h3>" + _table(
+            ["variant", "measured points", "median error (signed)", "median |error|"],
+            [[_swatch(s.variant) + esc(s.label), esc(n), esc(fmt.pct(m)), esc(fmt.pct(a, signed=False))]
+             for s, n, m, a in sorted(per, key=lambda x: x[3])])
+    out = []
+    for s, r, p, m, e in rows:
+        out.append([_swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(p, 4)),
+                    esc(fmt.ms(m, 4)), esc(fmt.ms(r.timing.p10_s, 4)), esc(fmt.ms(r.timing.p90_s, 4)),
+                    esc(r.timing.repetitions), esc(fmt.pct(e)), esc(r.backend or "–"),
+                    "ok" + (" (not stable)" if getattr(r.timing, "stable", None) is False else "")])
+    for s, r in status_rows:
+        out.append([_swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(r.predicted_time_s, 4)),
+                    "–", "–", "–", "–", "–", esc(r.backend or "–"),
+                    f'<span class="status-{esc(r.status)}">{esc(r.status)}</span>'
+                    + (f": {esc(r.message)}" if r.message else "")])
+    html += "<h3>Every point</h3>" + _table(
+        ["variant", "T", "predicted", "measured median", "p10", "p90", "reps", "error", "backend", "status"],
+        out, left=(0, 8), msg_cols=(9,))
+    return html
+
+
+def _env_list(items: list) -> str:
+    return '<dl class="env">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items
+                                        if v not in (None, "")) + "</dl>"
+
+
+def environment_html(data: ReportData) -> str:
+    parts = []
+    for src in data.sources:
+        items = []
+        if src.run is not None:
+            run = src.run
+            env = run.environment.model_dump()
+            items += [("run", src.label), ("file", src.path), ("created", run.created),
+                      ("attncost version", run.attncost_version), ("schema version", run.schema_version),
+                      ("dtype", run.dtype)]
+            items += [(k.replace("_", " "), v if not isinstance(v, (dict, list)) else json.dumps(v))
+                      for k, v in env.items() if k != "hardware_profile"]  # shown with its peaks below
+            backends = sorted({r.backend for r in src.rows if r.backend})
+            if backends:
+                items.append(("SDPA backends that ran", ", ".join(backends)))
+            statuses = {}
+            for r in src.rows:
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+            items.append(("points", ", ".join(f"{n} {k}" for k, n in sorted(statuses.items())) or "none"))
+        else:
+            items += [("attncost version", __version__), ("python", platform.python_version()),
+                      ("points", len(src.rows))]
+        hw = src.hardware
+        if hw is not None:
+            items.append(("hardware profile", hw.name + (f" — {hw.description}" if hw.description else "")))
+            if hw.peak(src.dtype):
+                items.append((f"peak ({src.dtype})", fmt.rate(hw.peak(src.dtype), 4)))
+            if hw.bandwidth:
+                items.append(("memory bandwidth", fmt.bandwidth(hw.bandwidth, 4)))
+            if hw.memory:
+                items.append(("memory (profile)", fmt.nbytes(hw.memory, 4)))
+        elif src.run is not None and src.run.environment.hardware_profile:
+            items.append(("hardware profile",
+                          f"{src.run.environment.hardware_profile} (not found: ceilings not drawn)"))
+        cmd = src.command or ""
+        h = f"<h3>{esc(src.label)}</h3>" if len(data.sources) > 1 else ""
+        parts.append(h + _env_list(items) + "<h3>Command</h3>"
+                     + (f'<pre class="cmd">{esc(cmd)}</pre>' if cmd else '<p class="note">not recorded</p>'))
+    return "".join(parts)
+
+
+# -- the summary ---------------------------------------------------------------------------
+
+def _shapes_text(data: ReportData) -> str:
+    shapes = {}
+    for s in data.series:
+        sh = s.shape
+        key = (sh.batch, sh.d, sh.heads, sh.kv_heads, sh.dtype, sh.causal, sh.phase)
+        shapes.setdefault(key, set()).update(r.T for r in s.rows)
+    out = []
+    for (b, d, h, kvh, dtype, causal, phase), Ts in shapes.items():
+        Ts = sorted(Ts)
+        span = (f"T = {fmt.count(Ts[0])}" if len(Ts) == 1
+                else f"T = {fmt.count(Ts[0])} to {fmt.count(Ts[-1])} ({len(Ts)} values)")
+        out.append(f"{phase}, batch {b}, d = {d}, {h} heads (head dim {d // h})"
+                   + (f", {kvh} KV heads" if kvh else "")
+                   + f", {dtype}, {'causal' if causal else 'not causal'}, {span}")
+    return "; ".join(out) or "no points"
+
+
+def summary_html(data: ReportData) -> str:
+    items = []
+    for src in data.sources:
+        if src.run is not None:
+            env = src.run.environment
+            dev = env.device_name or env.device
+            sw = ", ".join(f"{k} {v}" for k, v in (("torch", env.torch), ("CUDA", env.cuda), ("driver", env.driver),
+                                                     ("python", env.python)) if v)
+            items.append((f"device ({src.label})" if len(data.sources) > 1 else "device", dev))
+            items.append(("software", (sw + ", " if sw else "") + f"attncost {src.run.attncost_version}"))
+        else:
+            hw = src.hardware
+            items.append(("hardware", (hw.name + (f" — {hw.description}" if hw.description else "")) if hw
+                           else "none given: FLOPs and bytes only"))
+    items.append(("shape", _shapes_text(data)))
+    items.append(("baseline", data.baseline))
+    variants = sorted({s.variant for s in data.series})
+    items.append(("variants", ", ".join(variants) or "none"))
+    n = len(data.rows)
+    by = {}
+    for r in data.rows:
+        by[r.status] = by.get(r.status, 0) + 1
+    items.append(("points", f"{n}: " + ", ".join(f"{v} {k}" for k, v in sorted(by.items())) if n else "none"))
+    lis = "".join(f"<li>{esc(f)}</li>" for f in findings(data))
+    notes = model_notes(data)
+    notes_html = ("<h3>Notes from the cost model</h3>" + '<ul class="cross">'
+                  + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>") if notes else ""
+    return (_env_list(items) + "<h3>Findings</h3>" + f'<ul class="findings">{lis}</ul>' + notes_html
+            + '<p class="note">FLOPs count a matmul as 2 × multiply-accumulates; a fused causal kernel is '
+              'counted as half the dense core (FlashAttention\'s convention). Units: FLOPs decimal '
+              '(GFLOP = 10⁹), memory binary (MiB = 2²⁰ bytes), time in ms. Hover any chart for exact numbers.</p>')
+
+
+# -- the report ----------------------------------------------------------------------------
+
+def build_html(data: ReportData) -> str:
+    """The whole page for ``data``: sections that make sense for a run or for a prediction."""
+    measured = data.kind == "run"
+    subtitle = ("measured runs: " if measured else "cost-model prediction: ") + ", ".join(s.label for s in data.sources)
+    page = Page(data.title, subtitle)
+    page.section("summary", "Summary", summary_html(data))
+    page.section("flops", "FLOPs vs sequence length",
+                 '<p class="lead">FLOPs per layer by the cost model, log-log: the slope tells the growth '
+                 '(slope 2: quadratic in T, slope 1: linear).</p>' + page.figure("fig-flops", flops_figure(data)))
+    has_time = any(r.predicted_time_s or r.measured_s for r in data.rows)
+    if measured or has_time:
+        lead = ("Predicted time per layer (lines) with measured medians (markers; bars span p10–p90). "
+                "Red crosses: out of memory; black asterisks: errors; stars: crossovers with the baseline "
+                f"({data.baseline})." if measured else
+                "Predicted time per layer on the hardware profile; stars mark crossovers with the baseline "
+                f"({data.baseline}).")
+        page.section("time", "Time vs sequence length", f'<p class="lead">{esc(lead)}</p>'
+                     + page.figure("fig-time", time_figure(data)))
+    page.section("memory", "Memory",
+                 '<p class="lead">Peak activation memory per layer: the model\'s fused (solid) and unfused '
+                 '(dashed) peaks' + (", the measured allocator peak (markers) and out-of-memory points "
+                                     "(red crosses)" if measured else "") + '. Weights and the KV cache are not '
+                 'included; the KV cache per token is below.</p>'
+                 + page.figure("fig-memory", memory_figure(data))
+                 + page.figure("fig-kv", kv_figure(data)))
+    grid = speedup_grid(data)
+    basis = ("predicted time" if grid is not None and grid.metric == "time" else "FLOPs")
+    page.section("crossover", "Crossovers and speedup",
+                 (_crossover_list(data) if measured else "") + _model_crossover_table(data)
+                 + f'<p class="lead">The heatmap compares {esc(grid.label if grid else "no variant")} with '
+                   f'{esc(data.baseline)} over model width and sequence length by the cost model ({esc(basis)}), '
+                   'the head dimension kept fixed.</p>'
+                 + page.figure("fig-heatmap", heatmap_figure(grid, data.baseline)))
+    page.section("roofline", "Roofline",
+                 '<p class="lead">Each point is one layer at one shape: its FLOPs over the bytes it moves '
+                 '(fused kernels, by the model) against the FLOP/s it ' + ("achieved (measured time)." if measured
+                                                                            else "is predicted to achieve.")
+                 + ' Ceilings: the device\'s peak FLOP/s for the dtype and its memory bandwidth.</p>'
+                 + page.figure("fig-roofline", roofline_figure(data)))
+    if measured:
+        page.section("crosscheck", "FLOP cross-check",
+                     '<p class="lead">The analytic count beside fvcore (converted from MACs to FLOPs) and '
+                     'torch\'s FlopCounterMode, with the ops each counter skipped.</p>' + crosscheck_table(data))
+        page.section("model-error", "Model error",
+                     '<p class="lead">Predicted time against the measured median: error = predicted / measured − 1 '
+                     '(positive: the model is pessimistic).</p>' + error_tables(data))
+    page.section("environment", "Environment and command", environment_html(data))
+    return page.render()
+
+
+def _model_crossover_table(data: ReportData) -> str:
+    items = model_crossovers(data)
+    if not items:
+        return ""
+    rows = []
+    for s, metric, start, end in sorted(items, key=lambda x: (x[0].source.index, x[0].shape_text,
+                                                              x[2] is None, x[2] or 0)):
+        rows.append([_swatch(s.variant) + esc(s.label), esc("predicted time" if metric == "time" else "FLOPs"),
+                     esc(fmt.count(start)) if start is not None else "never",
+                     esc(fmt.count(end - 1)) if end is not None else ("–" if start is None else "end of search")])
+    return ('<p class="lead">Where the cost model puts each variant below the baseline ('
+            + esc(data.baseline) + '), searching T from 16 to 4,194,304 at the shape of the data:</p>'
+            + _table(["variant", "compared by", f"cheaper than {data.baseline} from T", "up to T"], rows))
+
+
+def _crossover_list(data: ReportData) -> str:
+    from .data import crossovers
+
+    found = []
+    for s in data.series:
+        b = data.baseline_for(s)
+        if b is None:
+            continue
+        for what in ("measured", "predicted"):
+            for T, _, direction in crossovers(s.values(what), b.values(what)):
+                found.append(f"{s.label} {'overtakes' if direction == 'below' else 'falls behind'} "
+                             f"{b.label} near T ≈ {fmt.count(T)} ({what})")
+    if not found:
+        return (f'<p class="lead">No curve crosses the baseline ({esc(data.baseline)}) within the range of '
+                'the data; the summary gives the cost model\'s crossovers over T = 16 to 4,194,304.</p>')
+    return ('<p class="lead">Where the curves cross the baseline\'s (stars on the time chart; T interpolated '
+            'between the T values of the data):</p><ul class="cross">'
+            + "".join(f"<li>{esc(f)}</li>" for f in found) + "</ul>")

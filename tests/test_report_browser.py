@@ -1,0 +1,278 @@
+"""Open a report in headless Chromium with the network disabled: no console error, no request
+beyond the file itself, every chart drew its SVG; a screenshot lands in the test's tmp dir (and in
+$ATTNCOST_SCREENSHOT_DIR when set).
+
+Chromium is driven over the DevTools protocol through ``--remote-debugging-pipe`` (file
+descriptors 3 and 4, NUL-terminated JSON), so the test needs only the standard library.
+Chromium is Debian's ``chromium`` package (``.ci/install-chromium.sh``): the test is skipped when
+it is missing, except under CI=true, where it fails.
+"""
+
+import base64
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report_fixtures as F  # noqa: E402
+
+from attncost.costmodel.results import Run  # noqa: E402
+from attncost.reports import SECTIONS_RUN, write_prediction_report, write_run_report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def _find_chromium():
+    """$ATTNCOST_CHROMIUM if set (None if it does not exist), else chromium on PATH or /usr/bin."""
+    given = os.environ.get("ATTNCOST_CHROMIUM")
+    if given:
+        return given if os.path.isfile(given) and os.access(given, os.X_OK) else None
+    return shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+
+
+CHROMIUM = _find_chromium()
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+if CHROMIUM is None:
+    if IN_CI:
+        pytest.fail("CI=true but chromium is missing: run .ci/install-chromium.sh", pytrace=False)
+    pytestmark = pytest.mark.skip(reason="headless Chromium (/usr/bin/chromium) is not installed; "
+                                         "install it with .ci/install-chromium.sh")
+
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--disable-extensions", "--disable-default-apps", "--mute-audio",
+    "--disable-domain-reliability", "--disable-breakpad", "--metrics-recording-only",
+    "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+    "--hide-scrollbars", "--force-device-scale-factor=1", "--disable-dev-shm-usage",
+]
+
+
+class Browser:
+    """A headless Chromium driven over --remote-debugging-pipe."""
+
+    def __init__(self, profile_dir: Path, timeout: float = 60.0):
+        self.timeout = timeout
+        to_chrome_r, to_chrome_w = os.pipe()
+        from_chrome_r, from_chrome_w = os.pipe()
+
+        def child_fds():  # chromium reads commands on fd 3 and writes replies on fd 4
+            r, w = os.dup(to_chrome_r), os.dup(from_chrome_w)  # in case either already is 3 or 4
+            os.dup2(r, 3)
+            os.dup2(w, 4)
+
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        self.log = profile_dir.parent / "chromium-stderr.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [CHROMIUM, *FLAGS, f"--user-data-dir={profile_dir}", "--remote-debugging-pipe", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                pass_fds=(3, 4), preexec_fn=child_fds)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self.w = os.fdopen(to_chrome_w, "wb", buffering=0)
+        self.r = os.fdopen(from_chrome_r, "rb", buffering=0)
+        self.buf = b""
+        self.next_id = 0
+        self.events: list = []
+
+    def _read_message(self, deadline: float) -> dict:
+        import select
+
+        while b"\0" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("chromium did not answer in time")
+            ready, _, _ = select.select([self.r], [], [], left)
+            if ready:
+                chunk = os.read(self.r.fileno(), 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium closed the pipe: " + self.log.read_text(errors="replace")[-2000:])
+                self.buf += chunk
+        msg, _, self.buf = self.buf.partition(b"\0")
+        return json.loads(msg)
+
+    def send(self, method: str, params: dict = None, session: str = None) -> dict:
+        self.next_id += 1
+        mid = self.next_id
+        msg = {"id": mid, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        self.w.write(json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            m = self._read_message(deadline)
+            if m.get("id") == mid:
+                if "error" in m:
+                    raise RuntimeError(f"{method}: {m['error']}")
+                return m.get("result", {})
+            self.events.append(m)
+
+    def pump(self, seconds: float) -> None:
+        """Collect events for ``seconds``."""
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                self.events.append(self._read_message(end))
+        except TimeoutError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.w.write(json.dumps({"id": 10**6, "method": "Browser.close", "params": {}}).encode() + b"\0")
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.w, self.r):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def render_in_chromium(html_path: Path, shot: Path, tmp: Path, width: int = 1400) -> dict:
+    """Load ``html_path``; return console errors, network requests and per-plot SVG counts, and
+    write a full-page screenshot to ``shot``."""
+    b = Browser(tmp / "chromium-profile")
+    try:
+        target = b.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        sid = b.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            b.send(f"{domain}.enable", {}, sid)
+        b.send("Emulation.setDeviceMetricsOverride",
+               {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, sid)
+        b.send("Page.navigate", {"url": html_path.resolve().as_uri()}, sid)
+        deadline = time.monotonic() + 60
+        state = None
+        while time.monotonic() < deadline:
+            res = b.send("Runtime.evaluate", {"expression": _PROBE, "returnByValue": True}, sid)
+            state = res.get("result", {}).get("value")
+            if state and state.get("ready"):
+                break
+            b.pump(0.25)
+        b.pump(0.5)  # late errors
+        height = b.send("Runtime.evaluate", {"expression": "document.documentElement.scrollHeight",
+                                             "returnByValue": True}, sid)["result"]["value"]
+        b.send("Emulation.setDeviceMetricsOverride",
+               {"width": width, "height": int(height), "deviceScaleFactor": 1, "mobile": False}, sid)
+        b.pump(0.5)
+        png = b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, sid)["data"]
+        shot.write_bytes(base64.b64decode(png))
+        errors, requests = [], []
+        for e in b.events:
+            method, p = e.get("method"), e.get("params", {})
+            if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                errors.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
+            elif method == "Runtime.exceptionThrown":
+                d = p["exceptionDetails"]
+                errors.append("exception: " + str(d.get("exception", {}).get("description") or d.get("text")))
+            elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
+                errors.append("log: " + p["entry"].get("text", ""))
+            elif method == "Network.requestWillBeSent":
+                requests.append(p["request"]["url"])
+            elif method == "Page.javascriptDialogOpening":
+                errors.append(f"dialog opened: {p.get('type')} {p.get('message')}")
+            elif method == "Network.loadingFailed":
+                errors.append(f"network: {p.get('errorText')} {p.get('blockedReason', '')}")
+        return {"state": state, "errors": errors, "requests": requests, "height": height}
+    finally:
+        b.close()
+
+
+_PROBE = """(() => {
+  const plots = Array.from(document.querySelectorAll('div.plot'));
+  const counts = {};
+  plots.forEach(p => { counts[p.id] = p.querySelectorAll('svg.main-svg').length; });
+  return {ready: document.body && document.body.getAttribute('data-plots-ready') !== null,
+          flag: document.body && document.body.getAttribute('data-plots-ready'),
+          plots: counts, scripts_with_src: document.querySelectorAll('script[src]').length,
+          title: document.title};
+})()"""
+
+
+def _check(result: dict, expected_plots: int) -> None:
+    state = result["state"]
+    assert state and state["ready"], f"charts never finished drawing: {state}"
+    assert state["flag"] == str(expected_plots), state
+    assert not result["errors"], result["errors"]
+    foreign = [u for u in result["requests"] if not u.startswith(("file:", "data:", "blob:", "about:"))]
+    assert not foreign, f"the page made network requests: {foreign}"
+    assert len(state["plots"]) == expected_plots
+    missing = [pid for pid, n in state["plots"].items() if n < 1]
+    assert not missing, f"charts without an SVG: {missing}"
+    assert state["scripts_with_src"] == 0
+
+
+def _keep(shot: Path) -> None:
+    out = os.environ.get("ATTNCOST_SCREENSHOT_DIR")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(out) / shot.name)
+
+
+def _example_runs() -> list:
+    """The committed example results (examples/*.json that are Runs), else the fixture."""
+    runs, paths = [], []
+    for p in sorted(glob.glob(str(ROOT / "examples" / "*.json"))):
+        try:
+            runs.append(Run.load(p))
+            paths.append(p)
+        except Exception:  # examples/ may hold other JSON (predictions, profiles)
+            continue
+    return (runs, paths) if runs else ([F.full_run()], ["fixture: tests/report_fixtures.py"])
+
+
+def test_report_renders_offline(tmp_path):
+    runs, paths = _example_runs()
+    html = write_run_report(runs, tmp_path / "report.html", paths=paths)
+    shot = tmp_path / "report.png"
+    result = render_in_chromium(html, shot, tmp_path)
+    _check(result, expected_plots=6)
+    assert shot.stat().st_size > 50_000
+    _keep(shot)
+    text = html.read_text()
+    for sid in SECTIONS_RUN:
+        assert f'id="{sid}"' in text
+
+
+def test_hostile_and_broken_runs_render(tmp_path):
+    """XSS names render as text (no alert, no extra script), OOM/error/single-point/no-ok runs draw."""
+    runs = [F.xss_run(), F.single_point_run(), F.no_ok_run()]
+    html = write_run_report(runs, tmp_path / "hostile.html", paths=["<x>.json", "b.json", "c.json"])
+    shot = tmp_path / "hostile.png"
+    result = render_in_chromium(html, shot, tmp_path)
+    _check(result, expected_plots=6)
+    assert "<script>alert(1)</script>" in result["state"]["title"]  # shown as text, not run
+    _keep(shot)
+
+
+def test_prediction_report_renders(tmp_path):
+    from attncost.costmodel.estimate import estimate
+    from attncost.costmodel.shape import Shape
+
+    hw = F._hardware()
+    ests = []
+    for v in ("flash", "mha", "linformer", "performer", "gqa"):
+        for T in (512, 2048, 8192, 32768, 131072):
+            try:
+                ests.append(estimate(v, Shape(T=T, d=2048, heads=16), None, hw))
+            except ImportError:
+                ests.append(estimate(v, Shape(T=T, d=2048, heads=16)))
+    html = write_prediction_report(ests, tmp_path / "predict.html", hw,
+                                   command="attncost predict --d 2048 --T 512:131072")
+    shot = tmp_path / "predict.png"
+    result = render_in_chromium(html, shot, tmp_path)
+    n = html.read_text().count('<div class="plot')
+    _check(result, expected_plots=n)
+    _keep(shot)
