@@ -27,22 +27,46 @@ def _load_hardware(name: str):
 
 @app.command()
 def predict(
-    d: str = typer.Option(..., "--d", help="Model width, or a comma-separated list (sweep)."),
+    d: Optional[str] = typer.Option(None, "--d", help="Model width, or a comma-separated list (sweep); required unless --model."),
     T: str = typer.Option(..., "--T", help="Tokens: 4096, a list 512,1024,4096 or powers of two 512:65536."),
-    heads: int = typer.Option(16, help="Attention heads (must divide d)."),
+    heads: Optional[int] = typer.Option(None, help="Attention heads (must divide d) [default: 16]."),
     kv_heads: Optional[int] = typer.Option(None, "--kv-heads", help="K/V heads of gqa (default heads/4)."),
     batch: int = typer.Option(1, help="Sequences per batch."),
     dtype: str = typer.Option("bf16", help="bf16, fp16 or fp32."),
-    phase: str = typer.Option("prefill", help="prefill, decode (one token against a cache of T) or train."),
+    phase: Optional[str] = typer.Option(None, help="prefill, decode (one token against a cache of T) or train [default: prefill]."),
     causal: bool = typer.Option(True, "--causal/--no-causal", help="Causal (decoder) attention."),
-    variants: str = typer.Option("all", help="'all' or a comma-separated list (see `attncost variants`)."),
+    variants: Optional[str] = typer.Option(None, help="'all' or a comma-separated list (see `attncost variants`) "
+                                           "[default: all; with --model: its native variant, flash, gqa, mqa, mla]."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="A variant parameter, e.g. linformer.k=128 (repeatable)."),
     hardware: str = typer.Option("h100", help="A built-in profile (see `attncost hardware`) or a JSON file."),
     baseline: str = typer.Option("flash", help="The variant others are compared with."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     html: Optional[str] = typer.Option(None, "--html", help="Also write an HTML report to this file."),
+    model: Optional[str] = typer.Option(None, "--model", help="A whole model: a preset (gpt2, gpt2-medium, gpt2-xl, "
+                                        "llama-3-8b, mistral-7b, deepseek-v2-lite) or a JSON file; shows prefill "
+                                        "(time to first token) and decode (tokens/s) at --batch, per variant."),
+    logits: str = typer.Option("all", "--logits", help="With --model: the prefill's LM head over 'all' T tokens "
+                                                       "(a forward pass) or the 'last' one (generation)."),
 ) -> None:
-    """Predict FLOPs, memory and time of attention variants, with crossovers against a baseline."""
+    """Predict FLOPs, memory and time of attention variants, with crossovers against a baseline;
+    with --model, of a whole model with each attention variant swapped in."""
+    if model is not None:
+        given = [f for f, v in (("--d", d), ("--heads", heads), ("--kv-heads", kv_heads), ("--phase", phase),
+                                ("--html", html)) if v is not None] + ([] if causal else ["--no-causal"])
+        if given:
+            raise fail(f"{', '.join(given)} cannot be combined with --model: the model sets the shape, and "
+                       f"the view shows both prefill and decode")
+        from .model_view import run
+
+        run(model, T, batch, dtype, variants, param, _load_hardware(hardware), as_json, logits)
+        return
+    if d is None:
+        raise fail("--d is required unless --model is given")
+    if logits != "all":
+        raise fail("--logits applies only with --model")
+    heads = 16 if heads is None else heads
+    phase = phase or "prefill"
+    variants = "all" if variants is None else variants
     Ts, ds = parse_T(T), parse_ints(d, "--d")
     names = parse_variants(variants)
     base = parse_variants(baseline, "--baseline")[0]

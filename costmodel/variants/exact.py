@@ -52,16 +52,17 @@ def build_flash(s: Shape, p: Params):
 
 class GQAParams(Params):
     kv_heads: Optional[int] = Field(None, ge=1, description="K/V heads (default: --kv-heads, else heads/4)")
+    window: Optional[int] = Field(None, ge=1, description="sliding window, as Mistral 7B v0.1 (default: none)")
 
     def resolve(self, shape: Shape) -> "GQAParams":
         kv = self.kv_heads or shape.kv_heads or max(1, shape.heads // 4)
         if shape.heads % kv:
             raise VariantError(f"gqa.kv_heads={kv} must divide heads={shape.heads}")
-        return GQAParams(kv_heads=kv)
+        return self.model_copy(update={"kv_heads": kv})
 
 
 def build_gqa(s: Shape, p: GQAParams):
-    return _exact(s, p.kv_heads, fused=True)
+    return _exact(s, p.kv_heads, fused=True, window=p.window)
 
 
 def build_mqa(s: Shape, p: Params):

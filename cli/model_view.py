@@ -1,0 +1,177 @@
+"""`attncost predict --model NAME|FILE.json`: a whole model, per attention variant (presentation only;
+the numbers come from ``costmodel.models``)."""
+
+import json
+from typing import Optional
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from ..costmodel.units import DTYPE_BYTES, GIB, GIGA, MIB
+from .errors import fail
+from .options import check_params, make_shape, parse_params, parse_T, parse_variants
+
+console = Console(highlight=False, width=None if Console().is_terminal else 160)
+
+COMPONENT_LABELS = {"attention_core": "attention core", "attention_proj": "attention projections",
+                    "mlp": "MLP", "norms": "norms + residual", "embed": "embeddings", "lm_head": "LM head"}
+
+
+def load_model_or_fail(text: str):
+    from ..costmodel.models import ModelError, get_model
+
+    try:
+        return get_model(text)
+    except ModelError as err:
+        raise fail(f"--model: {err}")
+
+
+def run(model: str, T: str, batch: int, dtype: str, variants: Optional[str], param: Optional[list],
+        hw, as_json: bool, logits: str = "all") -> None:
+    """Evaluate and print (table or JSON) the whole model for each T and variant."""
+    from ..costmodel.models import default_variants, predict_model
+
+    cfg = load_model_or_fail(model)
+    Ts = parse_T(T)
+    if dtype not in DTYPE_BYTES:
+        raise fail(f"--dtype must be one of {', '.join(DTYPE_BYTES)}, not {dtype!r}")
+    if logits not in ("all", "last"):
+        raise fail(f"--logits must be 'all' or 'last', not {logits!r}")
+    names = default_variants(cfg) if variants is None else parse_variants(variants)
+    params = parse_params(param)
+    for t in Ts:  # the shape and explicit parameters must be valid (exit 2 naming the flag)
+        s = make_shape(T=t, d=cfg.d, heads=cfg.heads, kv_heads=cfg.kv_heads, batch=batch, dtype=dtype)
+        for v, p in params.items():
+            check_params(v, cfg.variant_params(v, p), s)
+    results = [predict_model(cfg, T=t, batch=batch, dtype=dtype, variant=v, params=params.get(v), hardware=hw,
+                             logits=logits) for t in Ts for v in names]
+    if as_json:
+        print(json.dumps({"model": cfg.model_dump(), "hardware": hw.model_dump(),
+                          "results": [r.as_dict() for r in results]}, indent=1))
+        return
+    _print(cfg, results, hw)
+
+
+# -- presentation ------------------------------------------------------------------------------
+def _sig(x: float) -> str:
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.4g}M"
+
+
+def _bytes(n: Optional[float]) -> str:
+    if n is None:
+        return "–"
+    if n >= GIB:
+        return f"{n / GIB:.3g} GiB"
+    return f"{n / MIB:.3g} MiB" if n >= MIB else f"{n / 1024:.3g} KiB"
+
+
+def _pct(x: Optional[float]) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _print(cfg, results, hw) -> None:
+    first = results[0]
+    moe = (f", MoE {cfg.moe.routed_experts} routed + {cfg.moe.shared_experts} shared experts, "
+           f"{cfg.moe.active_experts} active, width {cfg.moe.expert_hidden}") if cfg.moe else ""
+    kv = f" ({cfg.kv_heads} KV)" if cfg.kv_heads else ""
+    console.print(
+        f"[bold]{cfg.name}[/]: {cfg.layers} layers, d {cfg.d}, {cfg.heads} heads{kv}, "
+        f"{cfg.mlp} MLP {cfg.mlp_hidden}{moe}, vocab {cfg.vocab:,}, {cfg.positions} positions, "
+        f"{'tied' if cfg.tied_embeddings else 'untied'} embeddings, context {cfg.context:,}; "
+        f"native attention [bold]{cfg.attention}[/]")
+    pub = []
+    if cfg.published_params:
+        pub.append(f"published {_count(cfg.published_params)}")
+    if cfg.published_active_params:
+        pub.append(f"{_count(cfg.published_active_params)} active")
+    console.print(f"batch {first.batch} · {first.dtype} · {hw.name} ({hw.description}, "
+                  f"{hw.mem_bytes / GIB:.0f} GiB, {hw.mem_bandwidth / 1e12:.2f} TB/s)"
+                  + (f" · parameters {', '.join(pub)}" if pub else ""))
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, padding=(0, 1))
+    cols = ["T", "variant", "params", "GFLOP\nprefill", "attn\ncore", "attn\nproj", "MLP", "LM\nhead",
+            "KV cache", "TTFT\nms", "bound", "decode\ntok/s", "roofline\ntok/s", "decode\nbound", "max T\nfits",
+            "max batch\nat T"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("variant", "bound", "decode\nbound") else "right", no_wrap=True)
+    notes: dict = {}
+    last_T = None
+    for r in results:
+        if last_T is not None and r.T != last_T:
+            table.add_section()
+        last_T = r.T
+        name = f"[bold]{r.variant}[/]" if r.variant == cfg.attention else r.variant
+        if r.status != "ok":
+            table.add_row(f"{r.T:,}", name, *["–"] * 13, "[dim]n/a[/]")
+            notes[f"{r.variant}: {r.reason}"] = None
+            continue
+        for n in r.notes:
+            notes[n if r.variant == cfg.attention or "exceeds" in n or "MoE" in n else f"{r.variant}: {n}"] = None
+        if r.decode_reason:
+            notes[f"{r.variant}: decode n/a: {r.decode_reason}"] = None
+        pre, dec = r.prefill, r.decode
+        sh = {c: v / pre.flops_total for c, v in pre.flops.items()}
+        params = _count(r.param_count)
+        if r.param_count_active < 0.5 * r.param_count:
+            params += f" ({_count(r.param_count_active)})"
+        table.add_row(
+            f"{r.T:,}", name, params, _sig(pre.flops_total / GIGA), _pct(sh["attention_core"]),
+            _pct(sh["attention_proj"]), _pct(sh["mlp"]), _pct(sh["lm_head"]), _bytes(r.kv_cache_bytes),
+            _sig(r.ttft_s * 1e3) if r.ttft_s is not None else "–", pre.bound or "–",
+            _sig(r.decode_tokens_per_s) if r.decode_tokens_per_s else "n/a",
+            _sig(r.decode_tokens_per_s_roofline) if r.decode_tokens_per_s_roofline else "–",
+            (dec.bound or "–") if dec else "–",
+            _max_T(r),
+            f"{r.max_batch_fitting:,}" if r.max_batch_fitting is not None else "–")
+    console.print(table)
+    native = [r for r in results if r.variant == cfg.attention and r.status == "ok"]
+    for r in native:
+        _print_components(r)
+    console.print(
+        "[dim]params: total (active per token, MoE). Shares are of prefill FLOPs; TTFT = predicted time of "
+        f"the prefill of T tokens x batch (PyTorch eager), with the LM head over "
+        f"{'all T tokens (--logits last: the last only)' if first.logits == 'all' else 'the last token'}; decode: one token per sequence against a cache of "
+        "T; roofline = batch x bandwidth / (weights read + KV cache). max T fits: weights + KV cache + prefill "
+        "activations within the device memory at this batch (*: beyond the model's context); max batch: at this T.[/]")
+    for n in notes:
+        console.print(f"[dim]- {n}[/]")
+
+
+def _max_T(r) -> str:
+    if r.max_T_fitting is None:
+        return "–"
+    return f"{r.max_T_fitting:,}" + ("*" if r.max_T_fitting > r.context else "")
+
+
+def _print_components(r) -> None:
+    pre, dec = r.prefill, r.decode
+    t = Table(title=f"{r.model} · {r.variant} · T {r.T:,} · batch {r.batch}: by component", title_justify="left",
+              box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, padding=(0, 1))
+    for c in ("component", "GFLOP", "FLOPs", "ms", "time", "GFLOP/layer", "decode ms", "decode time"):
+        t.add_column(c, justify="left" if c == "component" else "right", no_wrap=True)
+    tot_t = sum(pre.time.values()) if pre.time else 0.0
+    dtot = sum(dec.time.values()) if dec and dec.time else 0.0
+    per_layer = pre.per_layer[-1]["flops"] if pre.per_layer else {}
+    for c, label in COMPONENT_LABELS.items():
+        pl = per_layer.get(c)
+        t.add_row(label, _sig(pre.flops[c] / GIGA), _pct(pre.flops[c] / pre.flops_total),
+                  _sig(pre.time[c] * 1e3) if pre.time else "–", _pct(pre.time[c] / tot_t) if tot_t else "–",
+                  _sig(pl / GIGA) if pl is not None else "",
+                  _sig(dec.time[c] * 1e3) if dec and dec.time else "–",
+                  _pct(dec.time[c] / dtot) if dtot else "–")
+    t.add_row("[bold]total[/]", _sig(pre.flops_total / GIGA), "100%", _sig(tot_t * 1e3) if tot_t else "–",
+              "100%" if tot_t else "–", "", _sig(dtot * 1e3) if dtot else "–", "100%" if dtot else "–")
+    console.print(t)
+    console.print(f"[dim]weights {_bytes(r.weights_bytes)}, KV cache {_bytes(r.kv_cache_bytes)} "
+                  f"({_bytes(r.kv_cache_bytes_per_token)} per token), peak prefill activations "
+                  f"{_bytes(pre.activation_bytes)}; total {_bytes(r.memory_bytes)} of {_bytes(r.mem_bytes)}"
+                  f"{'' if r.fits is None or r.fits else ' [bold red]does not fit[/]'}. GFLOP/layer: "
+                  f"{pre.per_layer[-1]['kind']} layer.[/]")

@@ -1,0 +1,133 @@
+"""`attncost predict --model …` as a user runs it."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from attncost.cli.main import app
+
+runner = CliRunner()
+
+FIELDS = {"model", "variant", "params", "T", "batch", "dtype", "status", "param_count", "param_count_active",
+          "weights_bytes", "kv_cache_bytes", "kv_cache_bytes_per_token", "flops_total", "flops_attention_core",
+          "flops_attention_proj", "flops_mlp", "flops_norms", "flops_embed", "flops_lm_head", "shares",
+          "ttft_s", "prefill_tokens_per_s", "bound", "decode_step_s", "decode_tokens_per_s", "decode_bound",
+          "decode_bytes_min", "decode_tokens_per_s_roofline", "memory_bytes", "fits", "max_T_fitting",
+          "max_batch_fitting", "per_layer", "time_prefill_s", "context"}
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_gpt2_table_shows_the_native_variant_and_alternatives():
+    r = run("predict", "--model", "gpt2", "--T", "1024")
+    assert r.exit_code == 0, r.output
+    for word in ("gpt2", "mha", "flash", "gqa", "mqa", "mla", "TTFT", "attention core", "MLP", "LM head"):
+        assert word in r.output
+
+
+def test_json_has_the_stable_fields_and_seed5_answer():
+    r = run("predict", "--model", "gpt2", "--T", "1024", "--variants", "mha,mla,gqa", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["model"]["name"] == "gpt2" and data["hardware"]["name"] == "h100"
+    rows = {x["variant"]: x for x in data["results"]}
+    assert list(rows) == ["mha", "mla", "gqa"]
+    for x in rows.values():
+        assert FIELDS <= set(x), FIELDS - set(x)
+        assert x["status"] == "ok" and x["T"] == 1024 and x["batch"] == 1
+        assert set(x["shares"]) == {"flops", "time"}
+        parts = sum(x["flops_" + c] for c in ("attention_core", "attention_proj", "mlp", "norms", "embed", "lm_head"))
+        assert parts == pytest.approx(x["flops_total"])
+    assert rows["mha"]["param_count"] == 124_439_808
+    assert rows["mha"]["shares"]["flops"]["attention_core"] < 0.15  # seed #5: attention is a small share
+    assert rows["mla"]["kv_cache_bytes"] < rows["mha"]["kv_cache_bytes"] / 5  # MLA: the KV cache
+
+
+def test_default_variants_start_with_the_native_one_and_T_lists_give_rows_per_T():
+    r = run("predict", "--model", "llama-3-8b", "--T", "1024,8192", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["results"]
+    assert [(x["T"], x["variant"]) for x in rows] == [(t, v) for t in (1024, 8192)
+                                                      for v in ("gqa", "flash", "mqa", "mla")]
+    assert rows[0]["param_count"] == 8_030_261_248
+
+
+def test_variants_all_marks_what_does_not_apply():
+    r = run("predict", "--model", "gpt2", "--T", "128", "--variants", "all", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {x["variant"]: x for x in json.loads(r.output)["results"]}
+    assert rows["linformer"]["status"] == "n/a"  # k=256 > T
+    assert rows["nystrom"]["decode_tokens_per_s"] is None and rows["nystrom"]["decode_reason"]
+    r = run("predict", "--model", "gpt2", "--T", "128", "--variants", "all")
+    assert r.exit_code == 0 and "n/a" in r.output
+
+
+def test_params_and_batch_reach_the_model():
+    r = run("predict", "--model", "gpt2", "--T", "1024", "--variants", "gqa", "--param", "gqa.kv_heads=2",
+            "--batch", "4", "--hardware", "a100", "--json")
+    assert r.exit_code == 0, r.output
+    x = json.loads(r.output)["results"][0]
+    assert x["params"] == {"kv_heads": 2, "window": None} and x["batch"] == 4 and x["hardware"] == "a100"
+    assert x["kv_cache_bytes"] == 12 * 2 * 2 * 64 * 1024 * 4 * 2
+
+
+def test_custom_model_file(tmp_path):
+    p = tmp_path / "tiny.json"
+    p.write_text(json.dumps({"name": "tiny", "layers": 2, "d": 64, "heads": 4, "vocab": 100, "mlp_hidden": 256}))
+    r = run("predict", "--model", str(p), "--T", "256")
+    assert r.exit_code == 0, r.output
+    assert "tiny" in r.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "gpt5", "--T", "1024"], "unknown model 'gpt5'"),
+    (["--model", "gpt2", "--d", "768", "--T", "1024"], "--d cannot be combined with --model"),
+    (["--model", "gpt2", "--heads", "8", "--T", "1024"], "--heads cannot be combined"),
+    (["--model", "gpt2", "--phase", "decode", "--T", "1024"], "--phase cannot be combined"),
+    (["--model", "gpt2", "--html", "x.html", "--T", "1024"], "--html cannot be combined"),
+    (["--model", "gpt2", "--T", "1024", "--dtype", "fp8"], "--dtype must be one of"),
+    (["--model", "gpt2", "--T", "1024", "--variants", "foo"], "unknown variant 'foo'"),
+    (["--model", "gpt2", "--T", "1024", "--param", "gqa.kv_heads=5"], "must divide heads=12"),
+    (["--model", "gpt2", "--T", "1024", "--batch", "0"], "--batch"),
+    (["--model", "gpt2", "--T", "abc"], "--T must be"),
+    (["--T", "1024"], "--d is required unless --model is given"),
+    (["--d", "64", "--T", "8", "--logits", "last"], "--logits applies only with --model"),
+    (["--model", "gpt2", "--T", "1024", "--logits", "first"], "--logits must be 'all' or 'last'"),
+])
+def test_bad_input_is_one_sentence_and_exit_2(args, message):
+    r = run("predict", *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "invalid JSON"),
+    ('{"name": "x", "layers": 2}', "is missing"),
+    ('{"name": "x", "layers": 2, "d": 64, "heads": 4, "vocab": 10, "mlp_hidden": 8, "moe": '
+     '{"routed_experts": 4, "active_experts": 8, "expert_hidden": 8}}', "active_experts=8 exceeds"),
+])
+def test_malformed_model_file_exit_2(tmp_path, content, message):
+    p = tmp_path / "m.json"
+    p.write_text(content)
+    r = run("predict", "--model", str(p), "--T", "1024")
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "error:" in r.output
+
+
+def test_the_layer_view_is_unchanged_without_model():
+    r = run("predict", "--d", "1024", "--T", "4096", "--variants", "mha,flash", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["shape"]["heads"] == 16 and data["shape"]["phase"] == "prefill"
+    assert [x["variant"] for x in data["results"]] == ["mha", "flash"]
+
+
+def test_last_token_logits():
+    r = run("predict", "--model", "gpt2", "--T", "1024", "--variants", "mha", "--logits", "last", "--json")
+    assert r.exit_code == 0, r.output
+    x = json.loads(r.output)["results"][0]
+    assert x["logits"] == "last" and x["flops_lm_head"] == 2 * 768 * 50257
