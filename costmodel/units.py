@@ -27,6 +27,7 @@ ELEMENT_FLOPS = {
     "div": 1,
     "square_sum": 2,  # |x|^2: multiply + add per input element
     "feature_map": 5,  # Performer phi: subtract |x|^2/2, stabiliser max, subtract it, exp, scale by 1/sqrt(m)
+    "feature_map_fixed": 4,  # Performer decode key: the recurrent state fixes its stabiliser (no max)
     "rope": 3,  # x*cos + rotate(x)*sin: 2 mul + 1 add
     "mean": 1,  # one add per input element (the divide per output is negligible and ignored)
     "cumsum": 1,  # one add per element
@@ -49,6 +50,7 @@ BACKWARD_ELEMENT_FLOPS = {
     "div": 3,
     "square_sum": 2,
     "feature_map": 3,
+    "feature_map_fixed": 3,
     "rope": 3,
     "mean": 1,
     "cumsum": 1,  # reverse cumsum

@@ -4,7 +4,6 @@ do_bench device times), its decomposition, the eager launch queue, its speed, an
 import json
 import math
 import statistics
-import time
 
 import pytest
 
@@ -245,19 +244,6 @@ def test_h200_is_faster_than_h100_when_memory_bound():
 
 
 # -- speed ------------------------------------------------------------------------------------------
-
-def test_predict_is_fast():
-    ks = (mm_kernels(4096, 2048, 2048) * 4 + sdpa_kernels(1, 16, 4096, 128, True) + copy_kernels(2**20) * 10
-          + mm_kernels(4096, 2048, 2048, batch=2) * 15)
-    assert len(ks) == 30
-    predict(ks, H100, "bf16")
-    n = 10_000
-    t0 = time.perf_counter()
-    for _ in range(n):
-        predict(ks, H100, "bf16")
-    per = (time.perf_counter() - t0) / n
-    assert per < 50e-6, f"predict of 30 kernels took {per * 1e6:.1f} us"
-
 
 # -- the fit ---------------------------------------------------------------------------------------
 

@@ -115,14 +115,16 @@ class PerformerParams(Params):
     chunk: int = Field(64, ge=1, description="causal form: tokens per chunk of the prefix sum")
 
 
-def _features(g, s: Shape, t: str, w: str, rows_h: int, name: str) -> str:
-    """phi(t) for rows_h (token, head) rows: scale, project on the m random features, exp map."""
+def _features(g, s: Shape, t: str, w: str, rows_h: int, name: str, fn: str = "feature_map") -> str:
+    """phi(t) for rows_h (token, head) rows: scale, project on the m random features, exp map.
+    ``fn`` "feature_map_fixed": a decode key, whose stabiliser is the one the state was built with
+    (a data-dependent max would change the scale of S and z), so no max is taken."""
     dh = s.head_dim
     m = g.tensors[w].elems // dh
     t = g.elementwise(f"{name}_scale", "scale", (t,), elems=rows_h * dh)
     sq = g.elementwise(f"{name}_sqnorm", "square_sum", (t,), elems=rows_h * dh, out_elems=rows_h, part="proj")
     pr = g.matmul(f"{name}_rf", t, w, m=rows_h, k=dh, n=m, part="proj")
-    return g.elementwise(f"{name}_phi", "feature_map", (pr, sq), elems=rows_h * m, part="proj")
+    return g.elementwise(f"{name}_phi", fn, (pr, sq), elems=rows_h * m, part="proj")
 
 
 def build_performer(s: Shape, p: PerformerParams):
@@ -131,7 +133,8 @@ def build_performer(s: Shape, p: PerformerParams):
     BH, R = B * H, rows * H  # R: (token, head) rows
     q, k, v = _qkv(g, s, x, rows)
     w = g.weight("W_rf", m * dh, trainable=False)
-    qf, kf = _features(g, s, q, w, R, "q"), _features(g, s, k, w, R, "k")
+    qf = _features(g, s, q, w, R, "q")
+    kf = _features(g, s, k, w, R, "k", "feature_map_fixed" if s.phase == "decode" else "feature_map")
     if s.phase == "decode":
         o = _performer_step(g, s, qf, kf, v, m)
     elif s.causal:

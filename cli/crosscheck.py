@@ -1,0 +1,162 @@
+"""`attncost crosscheck`: the analytic FLOP counts beside fvcore's and FlopCounterMode's, counted
+on each variant's real PyTorch module. torch and fvcore are imported inside the command only."""
+
+import json
+from typing import List, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from .errors import fail
+from .main import app
+from .options import check_params, make_shape, parse_ints, parse_params, parse_T, parse_variants
+
+console = Console(highlight=False, width=None if Console().is_terminal else 200)
+
+CONVENTIONS = (
+    "FLOPs = 2 x MACs for matmuls; fvcore's MACs are converted explicitly; other ops use "
+    "costmodel/units.py ELEMENT_FLOPS per element (attncost's fvcore handles)",
+    "fused attention (SDPA) counts the (query, key) pairs it computes: half the square when causal, "
+    "T*w - w^2/2 for a sliding window",
+    "FlopCounterMode counts matmul-like ops only and counts SDPA dense (it ignores is_causal and masks): "
+    "it is compared with the analytic matmul FLOPs",
+    "skipped: ops a counter saw and did not count (FCM, FlopCounterMode: everything but matmuls)",
+    "exit status 1 when analytic and fvcore matmul FLOPs differ (relative 1e-9) for any variant",
+)
+
+
+@app.command()
+def crosscheck(
+    variants: str = typer.Option("all", help="'all' or a comma-separated list (see `attncost variants`)."),
+    d: str = typer.Option("256", "--d", help="Model width, or a comma-separated list."),
+    T: str = typer.Option("256", "--T", help="Tokens (decode: the cache length), or a list 128,256."),
+    heads: int = typer.Option(4, help="Attention heads (must divide d)."),
+    kv_heads: Optional[int] = typer.Option(None, "--kv-heads", help="K/V heads of gqa (default heads/4)."),
+    batch: int = typer.Option(1, help="Sequences per batch."),
+    phase: str = typer.Option("prefill", help="prefill or decode (fvcore traces the forward only)."),
+    causal: bool = typer.Option(True, "--causal/--no-causal", help="Causal (decoder) attention."),
+    param: Optional[List[str]] = typer.Option(None, "--param",
+                                              help="A variant parameter, e.g. linformer.k=128 (repeatable)."),
+    backend: str = typer.Option("auto", help="SDPA backend the modules ask for: auto, flash, cudnn, efficient, math."),
+    device: str = typer.Option("cpu", help="Where the modules run: cpu, cuda or mps."),
+    by_op: bool = typer.Option(False, "--by-op", help="Also print each variant's FLOPs by op category and fvcore op."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Check the analytic FLOPs against fvcore and FlopCounterMode on each variant's module."""
+    if phase not in ("prefill", "decode"):
+        raise fail(f"--phase must be prefill or decode (fvcore traces the forward only), not {phase!r}")
+    backends = ("auto", "flash", "cudnn", "efficient", "math")
+    if backend not in backends:
+        raise fail(f"--backend must be one of {', '.join(backends)}, not {backend!r}")
+    Ts, ds = parse_T(T), parse_ints(d, "--d")
+    names = parse_variants(variants)
+    params = parse_params(param)
+    common = dict(heads=heads, kv_heads=kv_heads, batch=batch, dtype="fp32", phase=phase, causal=causal)
+    shapes = [make_shape(T=t, d=dd, **common) for dd in ds for t in Ts]
+    for v, p in params.items():
+        for s in shapes:
+            check_params(v, p, s)
+    dev = _device(device)
+
+    from ..profiler.counting import crosscheck as check
+
+    results = [check(v, s, params.get(v), backend=backend, device=dev) for s in shapes for v in names]
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        print(json.dumps({"conventions": list(CONVENTIONS), "ok": not failed,
+                          "results": [r.model_dump(mode="json") for r in results]}, indent=1))
+    else:
+        _print(results)
+        if by_op:
+            _print_by_op(results)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    name = name.lower()
+    ok = {"cpu": True, "cuda": torch.cuda.is_available(),
+          "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    if name not in ok:
+        raise fail(f"--device must be cpu, cuda or mps, not {name!r}")
+    if not ok[name]:
+        raise fail(f"--device {name} is not available here; use --device cpu")
+    return name
+
+
+def _f(x: Optional[float]) -> str:
+    if x is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:,.4f} {unit}"
+    return f"{x:,.0f}"
+
+
+def _rel(r: Optional[float]) -> str:
+    if r is None:
+        return "-"
+    return "=" if r <= 1e-9 else f"{r:.2e}"
+
+
+def _print(results: list) -> None:
+    t = Table(box=box.SIMPLE_HEAVY, title="FLOPs: analytic vs fvcore vs FlopCounterMode",
+              caption="\n".join(CONVENTIONS), caption_justify="left")
+    for col, just in (("variant", "left"), ("B,T,d,H", "left"), ("analytic", "right"),
+                      ("analytic matmul", "right"), ("fvcore", "right"), ("Δ total", "right"),
+                      ("fvcore matmul", "right"), ("Δ matmul", "right"), ("FlopCounterMode", "right"),
+                      ("Δ vs matmul", "right"), ("where they differ", "left"), ("skipped", "left")):
+        t.add_column(col, justify=just, overflow="fold")
+    for r in results:
+        s = r.shape
+        shape = f"{s.batch},{s.T},{s.d},{s.heads}" + ("" if s.causal else " nc")
+        if r.status != "ok":
+            style = "yellow" if r.status == "n/a" else "bold red"
+            t.add_row(r.variant, shape, f"[{style}]{r.status}[/]", "", "", "", "", "", "", "",
+                      r.reason or "", "")
+            continue
+        mm = "[green]=[/]" if r.matmul_match else f"[bold red]{_rel(r.rel_diff_matmul)}[/]"
+        fc = _rel(r.rel_diff_flop_counter)
+        if r.flop_counter_match_dense and fc != "=":
+            fc += " (dense)"
+        diffs = "; ".join(r.differences) or "-"
+        fv = ", ".join(f"{k} x{n}" for k, n in r.fvcore_skipped.items())
+        skipped = f"[bold red]fvcore: {fv}[/]" if fv else "fvcore: none"
+        if r.flop_counter_skipped:
+            skipped += "; FCM: " + ", ".join(x.removeprefix("aten.") for x in r.flop_counter_skipped)
+        t.add_row(r.variant, shape, _f(r.analytic), _f(r.analytic_matmul), _f(r.fvcore), _rel(r.rel_diff),
+                  _f(r.fvcore_matmul), mm, _f(r.flop_counter), fc, diffs, skipped)
+    console.print(t)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        names = ", ".join(sorted({f"{r.variant} (T={r.shape.T}, d={r.shape.d})" for r in failed}))
+        console.print(f"[bold red]analytic and fvcore matmul FLOPs differ, or the module failed:[/] {names}")
+    else:
+        console.print("[green]analytic matmul FLOPs == fvcore matmul FLOPs for every variant that applies.[/]")
+
+
+def _print_by_op(results: list) -> None:
+    """Analytic FLOPs by op category beside fvcore's, and the fvcore ops in each category."""
+    from ..profiler.counting import key_category
+
+    t = Table(box=box.SIMPLE_HEAVY, title="FLOPs by op category: analytic (cost-model graph) vs fvcore (aten ops)")
+    for col, just in (("variant", "left"), ("B,T,d,H", "left"), ("category", "left"), ("analytic", "right"),
+                      ("fvcore", "right"), ("Δ", "right"), ("fvcore ops", "left")):
+        t.add_column(col, justify=just, overflow="fold")
+    for r in results:
+        if r.status != "ok":
+            continue
+        s = r.shape
+        shape = f"{s.batch},{s.T},{s.d},{s.heads}"
+        for i, (cat, v) in enumerate(r.categories.items()):
+            ops = ", ".join(f"{k} {_f(x)}" for k, x in r.fvcore_by_op.items() if key_category(k) == cat)
+            diff = v["fvcore"] - v["analytic"]
+            t.add_row(r.variant if i == 0 else "", shape if i == 0 else "", cat, _f(v["analytic"]),
+                      _f(v["fvcore"]), "=" if abs(diff) <= 1e-9 * max(abs(v["analytic"]), 1.0) else f"{diff:+,.0f}",
+                      ops or "-")
+        t.add_section()
+    console.print(t)
