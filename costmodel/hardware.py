@@ -27,10 +27,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional
+
+from .atomic import write_atomic
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
@@ -193,21 +194,7 @@ class Hardware(BaseModel):
     def save(self, path) -> Path:
         """Write the profile as JSON, atomically (temp file in the same folder, then rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the file the usual mode
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(path, self.to_json())
         return path
 
     def __eq__(self, other) -> bool:  # the timing cache is not part of a profile's value
@@ -224,16 +211,6 @@ class Hardware(BaseModel):
         c = super().model_copy(deep=deep)
         c._cache = {}
         return c
-
-
-def _file_mode(path: Path) -> int:
-    """The mode of the file being replaced, else 0666 less the umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
 
 
 def _plain(update: dict) -> dict:

@@ -4,14 +4,13 @@ Pure pydantic (no torch), shared by the profiler that writes it and the reports 
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
+from .atomic import write_atomic
 from .shape import Shape
 
 SCHEMA_VERSION = 1
@@ -37,6 +36,9 @@ class Timing(BaseModel):
     p10_s: float
     p90_s: float
     repetitions: int
+    min_s: Optional[float] = None
+    ci_rel: Optional[float] = None  # half-width of the ~95% confidence interval of the median / median
+    stable: Optional[bool] = None  # ci_rel reached the target before the time budget ran out
 
 
 class Counts(BaseModel):
@@ -89,18 +91,3 @@ class Run(BaseModel):
     @classmethod
     def load(cls, path) -> "Run":
         return cls.model_validate_json(Path(path).read_text())
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that no reader ever sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

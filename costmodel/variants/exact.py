@@ -17,7 +17,7 @@ from .base import NoParams, Params, Variant, VariantError, append, attention_cor
 def _exact(s: Shape, kv_heads: int, *, fused: bool, window: Optional[int] = None):
     """Q/K/V projections, attention (with a KV cache of T tokens in decode), output projection."""
     g, x, rows = new_graph(s)
-    dh, H = s.head_dim, s.heads
+    dh = s.head_dim
     kv_dim = kv_heads * dh
     q = proj(g, "q_proj", x, rows, s.d, s.d)
     k = proj(g, "k_proj", x, rows, s.d, kv_dim)

@@ -1,0 +1,332 @@
+"""The local device: which one to use, what it is, and how SDPA picks a kernel on it.
+
+Devices are named as torch names them: ``"cuda"``, ``"mps"``, ``"cpu"``. ``resolve_device("auto")``
+prefers a CUDA GPU, then Apple's MPS, then the CPU. ``environment()`` describes the machine for
+``Run.environment`` (device name, NVIDIA driver, torch / CUDA / cuDNN versions, threads, L2 size).
+
+SDPA backends: ``sdpa_context(backend)`` forces one (``auto`` leaves torch's own choice), and
+``sdpa_backends_used(fn)`` runs ``fn`` once and reports which backend every
+``scaled_dot_product_attention`` call really took, asking torch's own selector
+(``torch._fused_sdp_choice``) with the call's real arguments, under the same forced backends.
+"""
+
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..costmodel.results import Environment
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+
+# SDPBackend member -> the name attncost uses (the names of --backend)
+_SDP_NAMES = {"MATH": "math", "FLASH_ATTENTION": "flash", "EFFICIENT_ATTENTION": "efficient",
+              "CUDNN_ATTENTION": "cudnn", "OVERRIDEABLE": "overrideable", "ERROR": "none"}
+
+
+class DeviceError(ValueError):
+    """The requested device or backend is not available here (one plain sentence)."""
+
+
+def torch_dtype(name: str):
+    """``"bf16"`` -> ``torch.bfloat16`` (also accepts torch's own names)."""
+    import torch
+
+    name = DTYPES.get(name, name)
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise DeviceError(f"unknown dtype {name!r}: choose bf16, fp16 or fp32")
+    return dt
+
+
+def available(device: str) -> bool:
+    import torch
+
+    if device == "cpu":
+        return True
+    if device == "cuda":
+        return torch.cuda.is_available()
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps and mps.is_available())
+    return False
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """``auto`` -> cuda, else mps, else cpu; an explicit device must be usable here."""
+    requested = (requested or "auto").lower()
+    if requested not in DEVICES:
+        raise DeviceError(f"--device must be one of {', '.join(DEVICES)}, not {requested!r}")
+    if requested == "auto":
+        for dev in ("cuda", "mps"):
+            if available(dev):
+                return dev
+        return "cpu"
+    if not available(requested):
+        what = {"cuda": "no CUDA GPU is visible to this torch build",
+                "mps": "Apple's MPS backend is not available here"}[requested]
+        raise DeviceError(f"--device {requested}: {what}; use --device auto or --device cpu")
+    return requested
+
+
+def synchronize(device: str) -> None:
+    """Wait until the device has finished all queued work."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    if device == "mps":
+        return _sysctl("machdep.cpu.brand_string") or "Apple MPS"
+    return _cpu_name()
+
+
+def l2_bytes(device: str) -> Optional[int]:
+    """The GPU's L2 cache size, where torch reports it."""
+    if device != "cuda":
+        return None
+    import torch
+
+    return getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "L2_cache_size", None)
+
+
+def environment(device: str, dtype: str, *, hardware_profile: Optional[str] = None) -> Environment:
+    """What a Run records about the machine it ran on."""
+    import torch
+
+    extra: dict = {"dtype": dtype, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    load = load_average()
+    if load is not None:
+        extra["load_average"] = round(load, 2)  # other work on the host when the run started
+    driver = cuda = None
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        cuda = torch.version.cuda
+        driver = nvidia_driver()
+        extra.update(
+            sm_count=props.multi_processor_count,
+            memory_bytes=props.total_memory,
+            l2_bytes=getattr(props, "L2_cache_size", None),
+            compute_capability=f"{props.major}.{props.minor}",
+            cudnn=_cudnn_version(),
+            timing_method="cuda events per repetition, L2 flushed between repetitions",
+            peak_memory_method="CUDA caching allocator: max_memory_allocated above memory_allocated before",
+        )
+    else:
+        extra.update(
+            timing_method=("perf_counter around torch.mps.synchronize()" if device == "mps"
+                           else "perf_counter (host wall clock)"),
+            peak_memory_method="live tensor bytes at the dispatcher (op outputs, not kernel workspaces)",
+        )
+    return Environment(
+        device=device, device_name=device_name(device), driver=driver, torch=torch.__version__,
+        cuda=cuda, python=platform.python_version(), platform=platform.platform(),
+        hardware_profile=hardware_profile, **extra)
+
+
+def load_average() -> Optional[float]:
+    """The host's 1-minute load average (None where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_warning(device: str) -> Optional[str]:
+    """A sentence when other work loads the host enough to disturb timings (None otherwise): on a
+    CPU every multi-threaded op then waits for a core; on a GPU, eager PyTorch's host time grows."""
+    load, cores = load_average(), os.cpu_count() or 1
+    if load is None or load < max(1.0, 0.5 * cores):
+        return None
+    what = "CPU timings" if device == "cpu" else "host-bound (eager, small-shape) timings"
+    return (f"the host is busy (load average {load:.1f} on {cores} cores): {what} will be noisy; "
+            f"rerun on an idle machine for numbers to keep")
+
+
+def nvidia_driver() -> Optional[str]:
+    """The NVIDIA driver version (e.g. "580.159.04"), or the CUDA driver API version."""
+    try:
+        import pynvml  # nvidia-ml-py
+
+        pynvml.nvmlInit()
+        v = pynvml.nvmlSystemGetDriverVersion()
+        return v.decode() if isinstance(v, bytes) else str(v)
+    except Exception:
+        pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[0]
+    except Exception:
+        pass
+    try:
+        import torch
+
+        v = torch._C._cuda_getDriverVersion()  # e.g. 13000 -> CUDA driver API 13.0
+        return f"CUDA driver API {v // 1000}.{v % 1000 // 10}"
+    except Exception:
+        return None
+
+
+def _cudnn_version() -> Optional[str]:
+    try:
+        import torch
+
+        v = torch.backends.cudnn.version()
+        return str(v) if v else None
+    except Exception:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        name = _sysctl("machdep.cpu.brand_string")
+        if name:
+            return name
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _sysctl(key: str) -> Optional[str]:
+    if sys.platform != "darwin":
+        return None
+    try:
+        out = subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def slug(text: str) -> str:
+    """A file-name-safe lowercase form: "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3"."""
+    out = "".join(c.lower() if c.isalnum() else "-" for c in text)
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out.strip("-")[:60] or "device"
+
+
+# -- hardware profile for predictions -------------------------------------------------------
+# (substring of the device name, candidate built-in profile names in order of preference)
+_PROFILE_HINTS = (
+    ("h200", ("h200",)),
+    ("h100", ("h100", "h100-sxm", "h100_sxm")),
+    ("a100", ("a100", "a100-80gb", "a100_80gb")),
+    ("l4", ("l4",)),
+    ("4090", ("rtx4090", "rtx-4090", "4090")),
+    ("m3 max", ("m3-max", "m3_max", "m3max")),
+    ("m2 max", ("m2-max", "m2_max", "m2max")),
+)
+
+
+def default_hardware(device: str, name: Optional[str] = None) -> Optional[str]:
+    """The built-in profile that matches this device, or None when none does."""
+    from ..costmodel.hardware import get_hardware
+
+    name = (name if name is not None else device_name(device)).lower()
+    candidates: list = []
+    if device != "cpu":
+        for key, profiles in _PROFILE_HINTS:
+            if key in name:
+                candidates.extend(profiles)
+    if device == "cpu":
+        candidates.extend(("cpu", "generic-cpu", "generic_cpu"))
+    for c in candidates:
+        try:
+            get_hardware(c)
+            return c
+        except Exception:
+            continue
+    return None
+
+
+# -- SDPA backends ------------------------------------------------------------------------
+def sdpa_context(backend: str = "auto"):
+    """A context that restricts SDPA to one backend; ``auto`` leaves torch's choice alone."""
+    backend = (backend or "auto").lower()
+    if backend == "auto":
+        return contextlib.nullcontext()
+    if backend not in BACKENDS:
+        raise DeviceError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    member = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+              "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[backend]
+    return sdpa_kernel([member])
+
+
+def check_backend(backend: str, device: str) -> None:
+    """cuDNN and memory-efficient attention exist only on CUDA."""
+    backend = (backend or "auto").lower()
+    if backend not in BACKENDS:
+        raise DeviceError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend in ("cudnn", "efficient") and device != "cuda":
+        raise DeviceError(f"--backend {backend} needs a CUDA device (this run is on {device}); "
+                          f"use auto, flash or math")
+
+
+def _recorder_class():
+    import torch
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    class SdpaRecorder(TorchFunctionMode):
+        """Notes the backend torch's selector picks for each SDPA call that passes through."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is F.scaled_dot_product_attention:
+                self.seen.append(_choice(torch, args, kwargs))
+            return func(*args, **kwargs)
+
+    return SdpaRecorder
+
+
+def _choice(torch, args, kwargs) -> str:
+    from torch.nn.attention import SDPBackend
+
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    call = {**dict(zip(names, args)), **kwargs}
+    q, k, v = call.pop("query"), call.pop("key"), call.pop("value")
+    try:
+        with torch._C.DisableTorchFunction():
+            try:
+                code = torch._fused_sdp_choice(q, k, v, **call)
+            except TypeError:  # an older torch without enable_gqa
+                call.pop("enable_gqa", None)
+                code = torch._fused_sdp_choice(q, k, v, **call)
+        return _SDP_NAMES.get(SDPBackend(code).name, str(code))
+    except Exception:
+        return getattr(getattr(q, "device", None), "type", "unknown") + "-default"
+
+
+def sdpa_backends_used(fn: Callable[[], object]) -> Optional[str]:
+    """Run ``fn`` once; the SDPA backend(s) it used ("flash", "cudnn", "math", ...; several
+    joined by "+"), or None when it made no SDPA call."""
+    rec = _recorder_class()()
+    with rec:
+        fn()
+    names = list(dict.fromkeys(rec.seen))
+    return "+".join(names) if names else None

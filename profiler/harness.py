@@ -1,0 +1,302 @@
+"""Timing and peak memory of one callable on one device.
+
+``measure(fn, device)`` times repeated calls of ``fn`` and returns a ``Timing`` (median, p10, p90,
+repetitions, and how tight the median is):
+
+- CUDA: one pair of CUDA events around each call. Before each call the L2 cache is flushed by
+  zeroing a buffer of max(2 x L2, 256 MiB), and the device is synchronised after the flush, so
+  the call starts on an idle GPU with a cold cache: the measured time includes the host's
+  per-kernel launch cost wherever the host, not the GPU, is the bottleneck (eager PyTorch on small
+  shapes), as it does in a model run layer after layer. (``triton.testing.do_bench`` lets the
+  host run ahead during its flush and so hides that cost; ``do_bench_check`` compares the two.)
+- MPS: ``torch.mps.synchronize()`` before and after the call, host ``perf_counter`` between.
+- CPU: host ``perf_counter`` around the call.
+
+Repetition: ``warmup`` untimed calls (fewer when one call alone eats half the budget), then at
+least ``min_reps`` timed calls, going on until the median is stable (the ~95% confidence interval
+of the median, from order statistics, is within ``rel_ci`` of it on either side), ``max_reps``
+calls have run, or ``budget_s`` seconds have passed. A single call slower than the budget is timed
+fewer than ``min_reps`` times: timing stops once 3 x ``budget_s`` has passed.
+
+``peak_memory(fn, device)`` is the memory one call needs above what was allocated before it
+(its temporaries, outputs and, in training, saved activations and gradients):
+
+- CUDA: the caching allocator's counters (``reset_peak_memory_stats``, then
+  ``max_memory_allocated`` minus ``memory_allocated`` before the call).
+- CPU and MPS: neither allocator keeps a peak counter that torch exposes, so attncost counts the
+  bytes of live tensor storages at the dispatcher (a ``TorchDispatchMode`` that adds each op's
+  new output storage and subtracts it when its last tensor dies) and reports their peak. It sees
+  every tensor an op returns, including those autograd saves, but not a kernel's internal
+  workspace nor the allocator's rounding, so it is a close lower bound of the allocator's peak.
+"""
+
+import gc
+import math
+import time
+import weakref
+from typing import Callable, Optional
+
+from ..costmodel.results import Timing
+from .device import l2_bytes, sdpa_backends_used, sdpa_context, synchronize, torch_dtype
+
+FLUSH_MIN_BYTES = 256 * 2**20
+_flush_buffers: dict = {}
+
+
+def measure(fn: Callable[[], object], device: str, *, min_reps: int = 5, max_reps: int = 1000,
+            budget_s: float = 2.0, warmup: int = 3, rel_ci: float = 0.02,
+            flush_l2: bool = True) -> Timing:
+    """Time ``fn()`` on ``device`` ("cuda", "mps" or "cpu"); see the module docstring."""
+    if min_reps < 1 or max_reps < min_reps:
+        raise ValueError(f"need 1 <= min_reps <= max_reps, got min_reps={min_reps}, max_reps={max_reps}")
+    cuda = device == "cuda"
+    flush = _flusher(device) if (cuda and flush_l2) else None
+    if cuda:
+        import torch
+
+        make_event = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
+
+    start = time.perf_counter()
+    for i in range(max(0, warmup)):
+        t0 = time.perf_counter()
+        if flush is not None:
+            flush()
+        fn()
+        synchronize(device)
+        if time.perf_counter() - t0 > budget_s / 2:
+            break  # one slow call is warm-up enough
+    hard_stop = start + 3 * budget_s
+    samples: list = []
+    t_begin = time.perf_counter()
+    stable = False
+    while True:
+        n = len(samples)
+        elapsed = time.perf_counter() - t_begin
+        per_rep = elapsed / n if n else 0.0
+        if n < min_reps:
+            batch = min_reps - n
+            if n and time.perf_counter() + per_rep > hard_stop:
+                break
+        else:
+            remaining = budget_s - elapsed
+            if remaining <= 0 or n >= max_reps:
+                break
+            batch = min(max_reps - n, max(1, n // 4), max(1, int(remaining / per_rep)) if per_rep else n)
+        if cuda:
+            pairs = []
+            for _ in range(batch):
+                if flush is not None:
+                    flush()
+                    synchronize(device)
+                a, b = make_event(), make_event()
+                a.record()
+                fn()
+                b.record()
+                pairs.append((a, b))
+                if n == 0 and len(pairs) == 1:
+                    # the first call decides whether more fit in the budget
+                    break
+            synchronize(device)
+            samples.extend(a.elapsed_time(b) / 1e3 for a, b in pairs)
+        else:
+            for _ in range(batch):
+                synchronize(device)
+                t0 = time.perf_counter()
+                fn()
+                synchronize(device)
+                samples.append(time.perf_counter() - t0)
+                if time.perf_counter() > hard_stop:
+                    break
+        if time.perf_counter() > hard_stop:
+            break
+        if len(samples) >= min_reps and _ci_rel(sorted(samples)) <= rel_ci:
+            stable = True
+            break
+    s = sorted(samples)
+    ci = _ci_rel(s)
+    return Timing(median_s=_percentile(s, 50), p10_s=_percentile(s, 10), p90_s=_percentile(s, 90),
+                  repetitions=len(s), min_s=s[0], ci_rel=ci if math.isfinite(ci) else None, stable=stable)
+
+
+def _percentile(s: list, q: float) -> float:
+    """Linear interpolation between order statistics of the sorted list ``s``."""
+    if len(s) == 1:
+        return s[0]
+    pos = (len(s) - 1) * q / 100
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _ci_rel(s: list) -> float:
+    """Half-width of the ~95% distribution-free confidence interval of the median, relative to
+    it: order statistics n/2 -+ 0.98 sqrt(n) of the sorted samples ``s``."""
+    n = len(s)
+    if n < 2:
+        return math.inf
+    med = _percentile(s, 50)
+    if med <= 0:
+        return math.inf
+    lo = max(0, int(math.floor(n / 2 - 0.98 * math.sqrt(n))) - 1)
+    hi = min(n - 1, int(math.ceil(n / 2 + 0.98 * math.sqrt(n))) - 1)
+    return (s[hi] - s[lo]) / (2 * med)
+
+
+def _flusher(device: str) -> Optional[Callable[[], None]]:
+    """A function that evicts the GPU's L2 cache by writing a buffer of at least twice its size."""
+    buf = _flush_buffers.get(device)
+    if buf is None:
+        import torch
+
+        size = max(FLUSH_MIN_BYTES, 2 * (l2_bytes(device) or 0))
+        try:
+            buf = torch.empty(size // 4, dtype=torch.int32, device=device)
+        except RuntimeError:  # no room for it: time without flushing
+            return None
+        _flush_buffers[device] = buf
+    return buf.zero_
+
+
+def release_flush_buffer(device: str = "cuda") -> None:
+    """Free the L2-flush buffer (it is kept between calls of ``measure``)."""
+    _flush_buffers.pop(device, None)
+
+
+# -- peak memory ---------------------------------------------------------------------------
+def peak_memory(fn: Callable[[], object], device: str) -> Optional[int]:
+    """Bytes one call of ``fn`` needs above what was allocated before it; see the module docstring."""
+    import torch
+
+    if device == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        out = fn()
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated()
+        del out
+        return max(0, int(peak - before))
+    counter = _live_bytes_mode()
+    with counter:
+        out = fn()
+        synchronize(device)
+    del out
+    return int(counter.peak)
+
+
+def _live_bytes_mode():
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveBytes(TorchDispatchMode):
+        """Peak of the bytes held by tensor storages that ops create while the mode is on."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.live: dict = {}  # storage data_ptr -> [nbytes, live tensors]
+            self.current = 0
+            self.peak = 0
+
+        def _drop(self, key: int) -> None:
+            entry = self.live.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] <= 0:
+                self.current -= entry[0]
+                del self.live[key]
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = None
+            for t in tree_flatten(out)[0]:
+                if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                    continue
+                try:
+                    storage = t.untyped_storage()
+                    key = storage.data_ptr()
+                except Exception:  # tensors without storage (sparse, nested, wrappers)
+                    continue
+                if key == 0:
+                    continue
+                entry = self.live.get(key)
+                if entry is None:
+                    if inputs is None:
+                        inputs = {a.untyped_storage().data_ptr()
+                                  for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)
+                                  and a.device.type != "meta"}
+                    if key in inputs:  # a view of, or in-place write to, memory from before
+                        continue
+                    entry = self.live[key] = [storage.nbytes(), 0]
+                    self.current += entry[0]
+                    self.peak = max(self.peak, self.current)
+                entry[1] += 1
+                weakref.finalize(t, self._drop, key)
+            return out
+
+    return LiveBytes()
+
+
+def is_oom(err: BaseException) -> bool:
+    """True for the out-of-memory errors of torch's allocators (CUDA, MPS, CPU)."""
+    try:
+        import torch
+
+        oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
+                                      getattr(torch.cuda, "OutOfMemoryError", None)) if t is not None)
+    except Exception:
+        oom_types = ()
+    if oom_types and isinstance(err, oom_types):
+        return True
+    if isinstance(err, (RuntimeError, MemoryError)):
+        text = str(err).lower()
+        return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+    return False
+
+
+def release_memory(device: str) -> None:
+    """Give freed memory back after a failure: collect garbage and empty the allocator's cache."""
+    gc.collect()
+    try:
+        import torch
+
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        elif device == "mps":
+            torch.mps.empty_cache()
+    except Exception:
+        pass
+
+
+# -- a second opinion on the GPU -------------------------------------------------------------
+def do_bench_check(*, batch: int = 4, heads: int = 16, T: int = 4096, head_dim: int = 128,
+                   dtype: str = "bf16", causal: bool = True, backend: str = "auto",
+                   budget_s: float = 2.0) -> Optional[dict]:
+    """Time one SDPA call with ``measure`` and with ``triton.testing.do_bench`` (median, L2
+    flushed): the two should agree within a few percent for a kernel this large. None without
+    CUDA or Triton."""
+    try:
+        import torch
+        import triton.testing
+    except Exception:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    import torch.nn.functional as F
+
+    dt = torch_dtype(dtype)
+    q, k, v = (torch.randn(batch, heads, T, head_dim, device="cuda", dtype=dt) for _ in range(3))
+
+    def fn():
+        with sdpa_context(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    used = sdpa_backends_used(fn)
+    ours = measure(fn, "cuda", budget_s=budget_s)
+    theirs_ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+    flops = 4 * batch * heads * T * T * head_dim * (0.5 if causal else 1.0)
+    return {"op": "do_bench_check", "backend": used or backend, "B": batch, "H": heads, "T": T,
+            "dh": head_dim, "causal": causal, "dtype": dtype, "ours_ms": ours.median_s * 1e3,
+            "do_bench_ms": theirs_ms, "rel_diff": ours.median_s * 1e3 / theirs_ms - 1.0,
+            "tflops": flops / (ours.median_s * 1e12), "repetitions": ours.repetitions}

@@ -1,0 +1,144 @@
+"""profiler.calibrate and `attncost calibrate` on the CPU: rows in the reference file's format, a
+fitted profile that --hardware loads, the raw rows beside it, bad flags."""
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from attncost.costmodel.hardware import Hardware, get_hardware  # noqa: E402
+from attncost.profiler import calibrate as C  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a loaded 2-core machine every two-thread op waits for a core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+# the keys of each row kind in /work/shared/data/h100-microbench-2026-11-22.json
+REFERENCE_KEYS = {
+    "mm": {"op", "dtype", "M", "K", "N", "ms", "tflops"},
+    "bmm_qk": {"op", "dtype", "BH", "T", "dh", "ms", "tflops"},
+    "bmm_pv": {"op", "dtype", "BH", "T", "dh", "ms", "tflops"},
+    "softmax": {"op", "dtype", "elems", "ms", "GBps"},
+    "copy": {"op", "dtype", "elems", "ms", "GBps"},
+    "exp": {"op", "dtype", "elems", "ms", "GBps"},
+    "add": {"op", "dtype", "elems", "ms", "GBps"},
+    "sum": {"op", "dtype", "elems", "ms", "GBps"},
+    "cumsum": {"op", "dtype", "elems", "ms", "GBps"},
+    "eager_tiny_op": {"op", "us_per_op"},
+    "eager_tiny_matmul": {"op", "us_per_op"},
+    "sdpa": {"op", "backend", "B", "H", "T", "dh", "causal", "ms", "tflops"},
+}
+
+
+def tiny_plan() -> C.Plan:
+    grid = [(m, k, n) for m in (1, 16, 64) for k in (16, 64) for n in (16, 64)]  # 12 >= the fit's 8
+    return C.Plan(mm={"fp32": grid}, bmm=[(2, 32, 16)], bmm_dtype="fp32", elems=[1024, 16384],
+                  vector_dtype="fp32", softmax=[4096],
+                  sdpa=[(1, 2, T, 16, c) for T in (32, 64) for c in (True, False)],
+                  sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32", tiny_ops=100, budget_s=0.01)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return C.measure_rows("cpu", plan=tiny_plan())
+
+
+def test_rows_have_the_reference_format(rows):
+    ops = {r["op"] for r in rows}
+    assert ops == set(REFERENCE_KEYS)
+    for r in rows:
+        assert REFERENCE_KEYS[r["op"]] <= set(r), r
+        if "ms" in r:
+            assert r["ms"] > 0
+        if r["op"] in ("mm", "bmm_qk", "bmm_pv"):
+            assert r["dtype"] == "float32"
+            flops = 2 * (r["M"] * r["K"] * r["N"] if r["op"] == "mm" else r["BH"] * r["T"] * r["T"] * r["dh"])
+            assert r["tflops"] == pytest.approx(flops / (r["ms"] * 1e-3) / 1e12, rel=1e-6)
+    sdpa = [r for r in rows if r["op"] == "sdpa"]
+    assert {r["backend"] for r in sdpa} == {"flash", "math", "default"}
+    causal = next(r for r in sdpa if r["causal"] and r["backend"] == "flash")
+    # FlashAttention's convention: causal = half the dense FLOPs
+    assert causal["tflops"] == pytest.approx(2 * causal["B"] * causal["H"] * causal["T"] ** 2 * causal["dh"]
+                                             / (causal["ms"] * 1e-3) / 1e12, rel=1e-6)
+    assert all(r["ran"] == "flash" for r in sdpa if r["backend"] == "default")
+    json.dumps(rows)  # plain JSON
+
+
+def test_calibrate_writes_a_profile_and_its_rows(tmp_path, rows):
+    out = tmp_path / "cpu.json"
+    result = C.calibrate("cpu", out, rows=rows)
+    hw = get_hardware(str(out))
+    assert isinstance(hw, Hardware) and hw == result["hardware"]
+    assert hw.name.startswith("calibrated-") and "cpu" in hw.description
+    assert "attncost calibrate" in hw.calibration and "matmul fp32" in hw.calibration
+    assert "flash" in hw.attention
+    assert hw.tensor_peak("fp32") >= max(r["tflops"] for r in rows if r["op"] == "mm") * 1e12
+    side = json.loads((tmp_path / "cpu.microbench.json").read_text())
+    assert side["rows"] == rows and side["device"] and side["torch"] == torch.__version__
+    assert result["rows_path"] == tmp_path / "cpu.microbench.json"
+    assert (out.stat().st_mode & 0o077) != 0 or (out.stat().st_mode & 0o600) == 0o600
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sidecar_path():
+    assert C.sidecar_path("a/hw.json").as_posix() == "a/hw.microbench.json"
+    assert C.sidecar_path("hw").as_posix() == "hw.microbench.json"
+
+
+def test_summary_headlines(rows):
+    s = C.summary(rows)
+    assert s["matmul float32 TFLOP/s (best)"] > 0
+    assert s["eager_tiny_op us/op"] > 0 and "copy GB/s (largest, float32)" in s
+
+
+def test_plans_fit_the_fit():
+    """Every default plan gives the fit enough rows: 8 mm rows per dtype, 4 sdpa rows per backend."""
+    for device in ("cpu", "cuda", "mps"):
+        for quick in (False, True):
+            p = C.plan_for(device, quick)
+            for dt, grid in p.mm.items():
+                assert not grid or len(grid) >= 8, (device, quick, dt)
+            fused = [b for b in p.sdpa_backends if b not in ("math", "default")]
+            assert not fused or len(p.sdpa) >= 4
+
+
+# -- the command line ------------------------------------------------------------------------
+def invoke(args):
+    from typer.testing import CliRunner
+
+    from attncost.cli.main import app
+
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_calibrate_quick_on_cpu(tmp_path):
+    out = tmp_path / "mine.json"
+    r = invoke(["calibrate", "--device", "cpu", "--quick", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    hw = get_hardware(str(out))
+    assert hw.name.startswith("calibrated-")
+    assert (tmp_path / "mine.microbench.json").exists()
+    assert str(out) in r.stdout and "--hardware" in r.stdout
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--device", "tpu"], "--device"),
+    (["--out", "profile.txt"], "--out"),
+])
+def test_cli_calibrate_bad_flags(tmp_path, args, flag):
+    r = invoke(["calibrate"] + args)
+    assert r.exit_code == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and flag in lines[0] and lines[0].endswith(".")
+    assert "Traceback" not in r.output
+
+
+def test_cli_calibrate_out_is_a_folder(tmp_path):
+    r = invoke(["calibrate", "--device", "cpu", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "folder" in r.stderr

@@ -1,0 +1,181 @@
+"""profiler.harness and profiler.device on the CPU: timing statistics, peak memory, OOM detection,
+SDPA backend detection, device resolution."""
+
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from attncost.profiler import harness  # noqa: E402
+from attncost.profiler.device import (DeviceError, check_backend, environment, resolve_device,  # noqa: E402
+                                      sdpa_backends_used, sdpa_context, slug, torch_dtype)
+from attncost.profiler.harness import is_oom, measure, peak_memory  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a loaded 2-core machine every two-thread op waits for a core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_measure_sleep_gives_sane_stats():
+    t = measure(lambda: time.sleep(0.002), "cpu", budget_s=0.5)
+    assert t.repetitions >= 5
+    assert 0.002 <= t.min_s <= t.p10_s <= t.median_s <= t.p90_s
+    assert t.median_s < 0.05  # 2 ms plus scheduling noise, even on a loaded machine
+    assert t.ci_rel is not None and t.ci_rel >= 0
+
+
+def test_measure_stops_when_stable_or_at_max_reps():
+    t = measure(lambda: None, "cpu", min_reps=5, max_reps=7, budget_s=5.0)
+    assert 5 <= t.repetitions <= 7
+    x = torch.randn(64, 64)
+    t = measure(lambda: x @ x, "cpu", budget_s=1.0, rel_ci=0.5)  # loose target: stops early
+    assert t.stable and t.repetitions < 1000
+
+
+def test_measure_keeps_to_the_budget_for_slow_calls():
+    start = time.perf_counter()
+    t = measure(lambda: time.sleep(0.06), "cpu", budget_s=0.1, warmup=3)
+    elapsed = time.perf_counter() - start
+    assert 1 <= t.repetitions < 5  # fewer than min_reps: one call alone eats the budget
+    assert elapsed < 0.8
+    assert not t.stable
+
+
+def test_measure_rejects_bad_repetition_counts():
+    with pytest.raises(ValueError):
+        measure(lambda: None, "cpu", min_reps=0)
+    with pytest.raises(ValueError):
+        measure(lambda: None, "cpu", min_reps=10, max_reps=5)
+
+
+def test_percentiles_and_confidence_interval():
+    s = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert harness._percentile(s, 50) == 3.0
+    assert harness._percentile(s, 10) == pytest.approx(1.4)
+    assert harness._percentile([7.0], 90) == 7.0
+    assert harness._ci_rel([1.0] * 50) == 0.0
+    assert harness._ci_rel([1.0]) == float("inf")
+    wide = harness._ci_rel(sorted([1.0, 2.0] * 10))
+    assert wide > 0.1
+
+
+def test_peak_memory_on_cpu_counts_live_tensor_bytes():
+    a = torch.randn(256, 256)
+    nbytes = 256 * 256 * 4
+    # a @ a is alive while softmax writes its own output: two tensors at the peak
+    assert peak_memory(lambda: (a @ a).softmax(-1), "cpu") == 2 * nbytes
+    # views of the inputs and in-place writes allocate nothing
+    assert peak_memory(lambda: a.t(), "cpu") == 0
+    b = torch.randn(256, 256)
+    assert peak_memory(lambda: b.mul_(1.0), "cpu") == 0
+
+
+def test_peak_memory_counts_what_autograd_saves():
+    w = torch.randn(128, 128, requires_grad=True)
+    x = torch.randn(64, 128)
+
+    def step():
+        w.grad = None
+        y = (x @ w).relu()  # relu saves its output for the backward
+        y.sum().backward()
+
+    peak = peak_memory(step, "cpu")
+    assert peak >= 64 * 128 * 4 + 128 * 128 * 4  # the activation and the weight's gradient
+
+
+def test_is_oom():
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_oom(RuntimeError("MPS backend out of memory"))
+    assert is_oom(MemoryError())
+    assert not is_oom(RuntimeError("shape mismatch"))
+    assert not is_oom(ValueError("out of memory"))  # only the allocators' error types
+
+
+def test_sdpa_backend_detection():
+    import torch.nn.functional as F
+
+    q = torch.randn(1, 2, 32, 16)
+    assert sdpa_backends_used(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True)) == "flash"
+    with sdpa_context("math"):
+        assert sdpa_backends_used(lambda: F.scaled_dot_product_attention(q, q, q)) == "math"
+    assert sdpa_backends_used(lambda: q @ q.transpose(-1, -2)) is None
+
+
+def test_device_resolution_and_checks():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cuda", "mps", "cpu")
+    with pytest.raises(DeviceError, match="--device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA GPU"):
+            resolve_device("cuda")
+        with pytest.raises(DeviceError, match="needs a CUDA device"):
+            check_backend("cudnn", "cpu")
+    check_backend("math", "cpu")
+    assert torch_dtype("bf16") is torch.bfloat16 and torch_dtype("fp32") is torch.float32
+    assert slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+
+
+def test_environment_describes_the_cpu():
+    env = environment("cpu", "fp32")
+    assert env.device == "cpu" and env.device_name and env.torch == torch.__version__
+    extra = env.model_dump()
+    assert extra["dtype"] == "fp32" and extra["threads"] >= 1
+    assert "peak_memory_method" in extra and "timing_method" in extra
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the check really runs")
+def test_do_bench_check_needs_cuda():
+    assert harness.do_bench_check() is None
+
+
+class _FakeEvent:
+    """Stands in for torch.cuda.Event on a machine without CUDA: records the host clock."""
+
+    def __init__(self, enable_timing=False):
+        self.t = None
+
+    def record(self):
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, other):  # milliseconds, as CUDA events report
+        return (other.t - self.t) * 1e3
+
+
+def test_measure_cuda_path_flushes_and_uses_events(monkeypatch):
+    """The CUDA branch's control flow, with fake events: a flush before every call, one event
+    pair per timed call, the same statistics."""
+    flushes, syncs = [], []
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(harness, "synchronize", lambda device: syncs.append(device))
+    monkeypatch.setattr(harness, "_flusher", lambda device: lambda: flushes.append(1))
+    calls = []
+    t = measure(lambda: (calls.append(1), time.sleep(0.001)), "cuda", budget_s=0.2, warmup=2)
+    assert t.repetitions >= 5 and 0.001 <= t.median_s < 0.05
+    assert len(calls) == t.repetitions + 2  # warm-up calls are not timed
+    assert len(flushes) == len(calls)  # the L2 is flushed before every call, warm-up included
+    assert set(syncs) == {"cuda"}
+
+
+def test_peak_memory_cuda_path_uses_allocator_counters(monkeypatch):
+    state = {"allocated": 1000, "peak": 0}
+
+    def reset():
+        state["peak"] = state["allocated"]
+
+    def alloc():
+        state["peak"] = max(state["peak"], state["allocated"] + 5000)
+        state["allocated"] += 200  # the output stays
+
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda: state["allocated"])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: state["peak"])
+    monkeypatch.setattr(harness, "synchronize", lambda device: None)
+    assert peak_memory(alloc, "cuda") == 5000
