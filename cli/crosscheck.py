@@ -43,8 +43,15 @@ def crosscheck(
     device: str = typer.Option("cpu", help="Where the modules run: cpu, cuda or mps."),
     by_op: bool = typer.Option(False, "--by-op", help="Also print each variant's FLOPs by op category and fvcore op."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    time: Optional[str] = typer.Option(None, "--time", help="A results file of `attncost profile`: check the "
+                                       "predicted times against its measurements instead (exit 1 above 15%)."),
 ) -> None:
-    """Check the analytic FLOPs against fvcore and FlopCounterMode on each variant's module."""
+    """Check the analytic FLOPs against fvcore and FlopCounterMode on each variant's module,
+    or (--time RUN.json) the predicted times against a profiled run."""
+    if time is not None:
+        from .accuracy_view import time_check
+
+        return time_check(time, as_json)
     if phase not in ("prefill", "decode"):
         raise fail(f"--phase must be prefill or decode (fvcore traces the forward only), not {phase!r}")
     backends = ("auto", "flash", "cudnn", "efficient", "math")

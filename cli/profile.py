@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .errors import fail
 from .main import app
-from .options import make_shape, parse_params, parse_T, parse_variants
+from .options import make_shape, parse_ints, parse_params, parse_T, parse_variants
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -29,7 +29,7 @@ def profile(
     dtype: Optional[str] = typer.Option(None, help="bf16, fp16 or fp32 (default: bf16 on a GPU, fp32 on the CPU)."),
     phase: str = typer.Option("prefill", help="prefill, decode (one token against a cache of T) or train (forward + backward)."),
     variants: str = typer.Option("all", help="'all' or a comma-separated list (see `attncost variants`)."),
-    d: Optional[int] = typer.Option(None, "--d", help="Model width (default 1024 on a GPU, 256 on the CPU)."),
+    d: Optional[str] = typer.Option(None, "--d", help="Model width or a list 1024,2048 (default 1024 on a GPU, 256 on the CPU)."),
     T: Optional[str] = typer.Option(None, "--T", help="Tokens: 4096, a list 512,1024 or powers of two 512:32768 "
                                                        "(default 512:32768 on a GPU, 128:1024 on the CPU)."),
     heads: Optional[int] = typer.Option(None, help="Attention heads, must divide d (default 16 on a GPU, 4 on the CPU)."),
@@ -56,7 +56,7 @@ def profile(
         raise fail(f"--device must be one of auto, cuda, mps or cpu, not {device!r}")
     if budget is not None and not budget > 0:
         raise fail(f"--budget must be a positive number of seconds, not {budget}")
-    for flag, value in (("--d", d), ("--heads", heads), ("--batch", batch)):
+    for flag, value in (("--heads", heads), ("--batch", batch)):
         if value is not None and value < 1:
             raise fail(f"{flag} must be a positive integer, not {value}")
     if resume and overwrite:
@@ -75,9 +75,10 @@ def profile(
         raise fail(str(err))
     defaults = GPU_DEFAULTS if dev != "cpu" else CPU_DEFAULTS
     dt = dtype or ("fp32" if dev == "cpu" else "bf16")
-    d_, heads_ = d or defaults["d"], heads or defaults["heads"]
+    ds, heads_ = parse_ints(d, "--d") if d else [defaults["d"]], heads or defaults["heads"]
+    d_ = ds[0]
     Ts = parse_T(T or defaults["T"])
-    shapes = [make_shape(T=t, d=d_, heads=heads_, batch=batch, dtype=dt, phase=phase) for t in Ts]
+    shapes = [make_shape(T=t, d=w, heads=heads_, batch=batch, dtype=dt, phase=phase) for w in ds for t in Ts]
     name = device_name(dev)
     _say_device(dev, device, name, dt, dtype, d, heads, T, d_, heads_, Ts)
 

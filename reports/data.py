@@ -10,6 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..costmodel.accuracy import crossings
 from ..costmodel.estimate import Estimate, estimate, resolve_params
 from ..costmodel.results import Counts, Run, Timing
 from ..costmodel.shape import Shape
@@ -345,20 +346,8 @@ def paired(a: list, b: list) -> list:
 
 
 def crossovers(a: list, b: list) -> list:
-    """Where curve ``a`` crosses curve ``b`` (both [(T, value)]): [(T*, value*, "below"|"above")],
-    T* and value* interpolated linearly in log-log between the two T values around it; "below"
-    means ``a`` becomes the smaller (cheaper) one."""
-    pts = paired(a, b)
-    out = []
-    for (t1, a1, b1), (t2, a2, b2) in zip(pts, pts[1:]):
-        r1, r2 = math.log(a1 / b1), math.log(a2 / b2)
-        if r1 == 0 or (r1 > 0) == (r2 > 0) or r2 == 0:
-            continue
-        f = r1 / (r1 - r2)
-        lt = math.log(t1) + f * (math.log(t2) - math.log(t1))
-        la = math.log(a1) + f * (math.log(a2) - math.log(a1))
-        out.append((math.exp(lt), math.exp(la), "below" if r2 < 0 else "above"))
-    return out
+    """Where curve ``a`` crosses curve ``b``: ``costmodel.accuracy.crossings``."""
+    return crossings(a, b)
 
 
 def _join(names: list) -> str:

@@ -1,0 +1,87 @@
+"""`attncost crosscheck --time RUN.json`: the time model's error on a measured run."""
+
+import json
+
+import typer
+from pydantic import ValidationError
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from ..costmodel.accuracy import TARGET_MEDIAN, TARGET_P90, by_variant, crossover_table, point_errors, summary
+from ..costmodel.results import Run
+from .errors import fail
+
+console = Console(highlight=False, width=None if Console().is_terminal else 140)
+
+
+def load_run(path: str) -> Run:
+    try:
+        return Run.load(path)
+    except FileNotFoundError:
+        raise fail(f"--time: no file {path!r}")
+    except IsADirectoryError:
+        raise fail(f"--time: {path!r} is a directory, not a results file")
+    except (ValidationError, ValueError, UnicodeDecodeError):
+        raise fail(f"--time: {path!r} is not an attncost results file (written by `attncost profile`)")
+
+
+def time_check(path: str, as_json: bool) -> None:
+    """Print the error table; exit 1 when the median error is above the 15 % target."""
+    run = load_run(path)
+    errors = point_errors(run)
+    total, per_variant, cross = summary(errors), by_variant(errors), crossover_table(run)
+    passed = total["median"] is not None and total["median"] <= TARGET_MEDIAN
+    if as_json:
+        print(json.dumps({"run": path, "device": run.environment.device_name or run.environment.device,
+                          "hardware_profile": run.environment.hardware_profile, "summary": total,
+                          "target": {"median": TARGET_MEDIAN, "p90": TARGET_P90}, "ok": passed,
+                          "by_variant": per_variant, "crossovers": cross,
+                          "points": [{"variant": p.variant, "shape": p.shape.model_dump(), "predicted_s": pr,
+                                      "measured_s": m, "error": e} for p, pr, m, e in errors]}, indent=1))
+    else:
+        _print(run, path, errors, total, per_variant, cross)
+    if not passed:
+        raise typer.Exit(1)
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:+.1f}%" if x < 0 else f"{100 * x:.1f}%"
+
+
+def _print(run, path, errors, total, per_variant, cross) -> None:
+    env = run.environment
+    console.print(f"[bold]time model vs measured[/] · {path} · {env.device_name or env.device} · "
+                  f"profile {env.hardware_profile or '?'} · {run.dtype}")
+    t = Table(box=box.SIMPLE_HEAD, header_style="bold")
+    for c in ("variant", "d", "T", "phase", "measured ms", "predicted ms", "error"):
+        t.add_column(c, justify="left" if c in ("variant", "phase") else "right")
+    for p, pr, m, e in errors:
+        style = "" if abs(e) <= TARGET_MEDIAN else "yellow" if abs(e) <= TARGET_P90 else "red"
+        t.add_row(p.variant, f"{p.shape.d:,}", f"{p.shape.T:,}", p.shape.phase, f"{m * 1e3:,.3f}",
+                  f"{pr * 1e3:,.3f}", f"[{style}]{_pct(e)}[/]" if style else _pct(e))
+    console.print(t)
+    v = Table(box=box.SIMPLE_HEAD, header_style="bold", title="by variant")
+    for c in ("variant", "points", "median |error|", "p90 |error|", "bias (median signed)"):
+        v.add_column(c, justify="left" if c == "variant" else "right")
+    for name, s in per_variant.items():
+        v.add_row(name, str(s["points"]), _pct(s["median"]), _pct(s["p90"]), _pct(s["bias"]))
+    console.print(v)
+    if cross:
+        c = Table(box=box.SIMPLE_HEAD, header_style="bold", title="where each variant becomes faster (T)")
+        for col in ("variant", "vs", "d", "measured", "predicted", "ratio"):
+            c.add_column(col, justify="left" if col in ("variant", "vs") else "right")
+        for r in cross:
+            c.add_row(r["variant"], r["baseline"], f"{r['d']:,}", _T(r["measured_T"]), _T(r["predicted_T"]),
+                      "–" if r["ratio"] is None else f"{r['ratio']:.2f}x")
+        console.print(c)
+    if total["median"] is None:
+        console.print("[red]no measured point with a prediction: nothing to judge[/]")
+        return
+    ok = total["median"] <= TARGET_MEDIAN
+    console.print(f"{'[green]' if ok else '[red]'}median |error| {_pct(total['median'])} over {total['points']} "
+                  f"points (target {TARGET_MEDIAN:.0%}), p90 {_pct(total['p90'])} (target {TARGET_P90:.0%})[/]")
+
+
+def _T(x) -> str:
+    return "never in the sweep" if x is None else f"{x:,.0f}"
