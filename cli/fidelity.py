@@ -1,0 +1,197 @@
+"""`attncost fidelity`: how closely each approximate variant reproduces exact softmax attention on
+the same Q/K/V (profiler/fidelity.py). torch is imported only when the command runs."""
+
+import json
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import fail
+from .main import app
+from .options import make_shape, parse_params, parse_T, parse_variants
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+INPUT_CHOICES = ("random", "structured", "both")
+MAX_T = 4096  # profiler.fidelity.MAX_T, repeated here so that bad flags fail before torch loads
+MAX_STEPS = 100_000
+
+
+def _sweep_values(params: dict) -> dict:
+    """--param values with commas become lists (swept): linformer.k=32,64,128."""
+    return {v: {k: (x.split(",") if "," in x else x) for k, x in kv.items()} for v, kv in params.items()}
+
+
+def _check_values(params: dict) -> None:
+    """Each --param value (each swept value too) must be valid for its variant's model."""
+    from pydantic import ValidationError
+
+    from ..costmodel.variants import REGISTRY
+
+    for variant, kv in params.items():
+        for key, value in kv.items():
+            for x in value if isinstance(value, list) else [value]:
+                try:
+                    REGISTRY[variant].params(**{key: x})
+                except ValidationError as err:
+                    msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise fail(f"--param {variant}.{key}={x}: {msg}")
+
+
+def _fmt(x: Optional[float], digits: int = 3) -> str:
+    if x is None:
+        return "[dim]–[/]"
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:.3g}"
+
+
+def _params_cell(point: dict) -> str:
+    return point["label"].partition(" ")[2] or "[dim]–[/]"
+
+
+def _distill_cell(point: dict) -> str:
+    d = point.get("distill")
+    if not d:
+        return ""
+    cell = f"{d['steps']} / {d['final_loss']:.3g} (from {d['initial_loss']:.3g})"
+    if "selector_top1" in d:
+        cell += f", top-1 {100 * d['selector_top1']:.1f}% (chance {100 * d['selector_top1_chance']:.1f}%)"
+    return cell
+
+
+def _table(points: list) -> Table:
+    table = Table(title="Fidelity to exact softmax attention (same Q/K/V, fp32)", title_justify="left")
+    for name, justify in (("variant", "left"), ("params", "left"), ("T", "right"), ("inputs", "left"),
+                          ("causal", "left"), ("cos out", "right"), ("rel err out", "right"),
+                          ("cos attn", "right"), ("rel err attn", "right"),
+                          ("distill steps / final loss", "left")):
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=name in ("variant", "T", "causal"))
+    group = None
+    for p in points:
+        key = (p["T"], p["inputs"])
+        if group is not None and key != group[0]:
+            _baseline_row(table, group[1])
+            table.add_section()
+        if group is None or key != group[0]:
+            group = (key, {})
+        if p["baseline_cosine_output"] is not None:
+            group[1][p["causal"]] = p
+        causal = "yes" if p["causal"] else "no"
+        if p["status"] != "ok":
+            table.add_row(p["variant"], _params_cell(p), str(p["T"]), p["inputs"], causal,
+                          *["[dim]–[/]"] * 4, f"[dim]{p['status']}[/]")
+            continue
+        style = "dim" if p["kind"] == "reference" else None
+        table.add_row(p["variant"], _params_cell(p), str(p["T"]), p["inputs"], causal,
+                      _fmt(p["cosine_output"]), _fmt(p["rel_error_output"]),
+                      _fmt(p["cosine_attention"]), _fmt(p["rel_error_attention"]), _distill_cell(p), style=style)
+    if group is not None:
+        _baseline_row(table, group[1])
+    return table
+
+
+def _baseline_row(table: Table, by_causal: dict) -> None:
+    """Uniform attention (the mean of the visible values), for each causality in the group."""
+    for causal, p in sorted(by_causal.items()):
+        table.add_row("[italic]uniform mean[/]", "[dim]baseline[/]", str(p["T"]), p["inputs"],
+                      "yes" if causal else "no", _fmt(p["baseline_cosine_output"]),
+                      _fmt(p["baseline_rel_error_output"]), "", "", "", style="dim")
+
+
+def _footnotes(points: list) -> list:
+    lines, seen = [], set()
+    for p in points:
+        if p["status"] != "ok" and p["reason"] and (p["variant"], p["reason"]) not in seen:
+            seen.add((p["variant"], p["reason"]))
+            lines.append(f"{p['variant']} skipped: {p['reason']}.")
+    for p in points:
+        for note in p["notes"]:
+            if (p["variant"], note) not in seen:
+                seen.add((p["variant"], note))
+                lines.append(f"{p['variant']}: {note}.")
+    return lines
+
+
+@app.command()
+def fidelity(
+    variants: str = typer.Option("all", help="'all' or a comma-separated list (see `attncost variants`)."),
+    T: str = typer.Option("256,1024", "--T", help=f"Tokens: 1024, a list 256,1024 or powers of two 256:4096 (at most {MAX_T})."),
+    d: int = typer.Option(256, "--d", help="Model width; the head dim is d / heads."),
+    heads: int = typer.Option(4, help="Attention heads, must divide d."),
+    batch: int = typer.Option(1, help="Sequences per sample."),
+    causal: bool = typer.Option(True, "--causal/--no-causal", help="Causal attention (variants that are causal or not by nature keep theirs)."),
+    param: Optional[List[str]] = typer.Option(None, "--param", help="A variant parameter, e.g. linformer.k=128; "
+                                                                     "a comma list sweeps it: linformer.k=32,64,128 (repeatable)."),
+    inputs: str = typer.Option("both", help="random (iid N(0,1) Q/K/V), structured (local band + low-rank heads) or both."),
+    distill_steps: int = typer.Option(200, "--distill-steps", help="Adam steps distilling the learned variants (topk, mlp_attention); 0: untrained."),
+    seed: int = typer.Option(0, help="Seed of the inputs, random features and initial weights."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """How closely each approximate variant reproduces exact softmax attention on the same Q/K/V:
+    cosine similarity and relative error of the output and the attention matrix, on random and
+    structured inputs; the learned variants are distilled first."""
+    # -- flags (no torch yet) ----------------------------------------------------------------
+    if inputs not in INPUT_CHOICES:
+        raise fail(f"--inputs must be one of {', '.join(INPUT_CHOICES)}, not {inputs!r}")
+    for flag, value in (("--d", d), ("--heads", heads), ("--batch", batch)):
+        if value < 1:
+            raise fail(f"{flag} must be a positive integer, not {value}")
+    if batch > 64:
+        raise fail(f"--batch must be between 1 and 64 for fidelity, not {batch}")
+    if not 0 <= distill_steps <= MAX_STEPS:
+        raise fail(f"--distill-steps must be between 0 and {MAX_STEPS:,}, not {distill_steps}")
+    if not 0 <= seed < 2**31:
+        raise fail(f"--seed must be between 0 and {2**31 - 1}, not {seed}")
+    Ts = parse_T(T)
+    if max(Ts) > MAX_T:
+        raise fail(f"--T values must be between 1 and {MAX_T} for fidelity (it forms T x T attention matrices), got {T!r}")
+    names = parse_variants(variants)
+    params = _sweep_values(parse_params(param))
+    _check_values(params)
+    for t in Ts:
+        make_shape(T=t, d=d, heads=heads, batch=batch, causal=causal, dtype="fp32")
+    kinds = ["random", "structured"] if inputs == "both" else [inputs]
+    if "structured" in kinds and d // heads < 3:
+        raise fail(f"--d / --heads: structured inputs need a head dimension of at least 3, not {d // heads}")
+
+    # -- run ---------------------------------------------------------------------------------
+    from ..profiler.fidelity import SCHEMA_VERSION, FidelityError, fidelity_points
+
+    total = len(Ts) * len(kinds) * len(names)
+    done = []
+
+    def progress(pt: dict) -> None:
+        done.append(pt)
+        status.update(f"fidelity: {len(done)}/{total} points (last: {pt['label']}, T={pt['T']}, {pt['inputs']})")
+
+    with err_console.status("fidelity: starting", spinner="dots") as status:
+        try:
+            points = fidelity_points(names, Ts, d=d, heads=heads, batch=batch, causal=causal, params=params,
+                                     inputs=kinds, distill_steps=distill_steps, seed=seed, progress=progress)
+        except FidelityError as err:
+            raise fail(str(err))
+
+    if as_json:
+        import torch
+
+        from .. import __version__
+
+        print(json.dumps({
+            "schema": "attncost-fidelity", "schema_version": SCHEMA_VERSION, "attncost_version": __version__,
+            "torch_version": torch.__version__,
+            "settings": {"variants": names, "T": Ts, "d": d, "heads": heads, "batch": batch, "causal": causal,
+                         "params": params, "inputs": kinds, "distill_steps": distill_steps, "seed": seed,
+                         "dtype": "fp32", "device": "cpu"},
+            "points": points,
+        }, indent=1))
+        return
+    console.print(_table(points))
+    for line in _footnotes(points):
+        console.print(f"[dim]{line}[/]", soft_wrap=True)
+    console.print("[dim]cos: cosine similarity to exact attention (1 = same direction); rel err: |approx - exact|_F / "
+                  "|exact|_F. Learned variants: distillation steps / final loss (its initial loss), on held-out "
+                  "inputs; topk: selector top-1 accuracy against the exact top-1 key.[/]", soft_wrap=True)
