@@ -8,6 +8,7 @@ escape them where they are rendered.
 import math
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from ..costmodel.accuracy import crossings
@@ -245,6 +246,15 @@ def run_label(run: Run, path: Optional[str]) -> str:
     return env.device or "run"
 
 
+def _profile_near(profile: Optional[str], run_path: Optional[str]) -> Optional[str]:
+    """A run names its profile as given to `profile --hardware`: a built-in name, or a file path
+    relative to where it ran. Look for such a file as given, then beside the run file."""
+    if not profile or not run_path or not profile.lower().endswith(".json") or Path(profile).exists():
+        return profile
+    beside = Path(run_path).parent / Path(profile).name
+    return str(beside) if beside.exists() else profile
+
+
 def from_runs(runs: list, paths: Optional[list] = None, hardware=None, baseline: str = "flash",
               heatmap_variant: Optional[str] = None) -> ReportData:
     """The report's data from measured runs; ``hardware`` overrides each run's named profile."""
@@ -253,7 +263,7 @@ def from_runs(runs: list, paths: Optional[list] = None, hardware=None, baseline:
     override = hardware_info(hardware)
     sources = []
     for i, (run, path, label) in enumerate(zip(runs, paths, labels)):
-        hw = override or hardware_info(run.environment.hardware_profile)
+        hw = override or hardware_info(_profile_near(run.environment.hardware_profile, path))
         src = Source(i, label, run, path, hw, run.dtype, run.command)
         for p in run.points:
             est = _estimate(p.variant, p.shape, p.params, hw) if p.status != "n/a" else None

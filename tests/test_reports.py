@@ -270,3 +270,23 @@ def test_cli_bad_flags(tmp_path):
         assert words in res.output, res.output
     res = runner.invoke(app, ["report", str(tmp_path), "-o", str(tmp_path / "x.html")])
     assert res.exit_code == 2 and "is a directory" in res.output
+
+
+def test_profile_file_named_by_a_run_is_found_beside_it(tmp_path):
+    """`profile --hardware examples/x.json` records the path as typed; the report, run from any
+    folder, looks for the file beside the results file."""
+    import shutil
+    from pathlib import Path
+
+    from attncost.costmodel.results import Run
+    from attncost.reports.data import from_runs
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    run_path = tmp_path / "cpu-prefill-fp32.json"
+    shutil.copy(root / "cpu-prefill-fp32.json", run_path)
+    shutil.copy(root / "cpu-calibrated.json", tmp_path / "cpu-calibrated.json")
+    run = Run.load(run_path)
+    assert run.environment.hardware_profile == "examples/cpu-calibrated.json"
+    data = from_runs([run], [str(run_path)])
+    assert data.sources[0].hardware is not None
+    assert data.sources[0].hardware.name.startswith("calibrated-")
