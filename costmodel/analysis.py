@@ -47,54 +47,65 @@ class Analysis:
 def analyse(g: Graph) -> Analysis:
     """Kernels with their fused bytes, unfused bytes and both peaks, in one pass over the ops."""
     t, ops, outputs = g.tensors, g.ops, set(g.outputs)
-    producer = {op.out: i for i, op in enumerate(ops)}
+    kernel_of = {op.out: op.kernel for op in ops}
+    first: dict = {}  # op index that writes each tensor
     last_read: dict = {}
     leaves: set = set()  # read by an op of another kernel than the one that wrote it
+    groups: dict = {}  # kernel -> [step, ops, outside reads, bytes written, flops, matmul flops]
+    step = []  # kernel step of each op
     unfused = 0.0
-    for i, op in enumerate(ops):
-        unfused += t[op.out].nbytes
+    i = 0
+    for op in ops:
+        kname, out = op.kernel, op.out
+        k = groups.get(kname)
+        if k is None:
+            k = groups[kname] = [len(groups), [], set(), 0.0, 0.0, 0.0]
+        step.append(k[0])
+        k[1].append(op)
+        first[out] = i
+        unfused += t[out].nbytes
+        outside = k[2]
         for r in op.reads:
             unfused += t[r].nbytes
             last_read[r] = i
-            j = producer.get(r)
-            if j is not None and ops[j].kernel != op.kernel:
-                leaves.add(r)
-    escaping = {op.out for op in ops if op.out in leaves or op.out in outputs or op.out not in last_read}
-    # kernels, in launch order
-    groups: dict = {}
-    step = []  # kernel step of each op
-    for op in ops:
-        k = groups.get(op.kernel)
-        if k is None:
-            k = groups[op.kernel] = [len(groups), [], set(), 0.0, 0.0, 0.0]
-        step.append(k[0])
-        k[1].append(op)
-        for r in op.reads:
-            j = producer.get(r)
-            if j is None or ops[j].kernel != op.kernel:
-                k[2].add(r)
-        if op.out in escaping:
-            k[3] += t[op.out].nbytes
+            pk = kernel_of.get(r)
+            if pk != kname:
+                outside.add(r)
+                if pk is not None:
+                    leaves.add(r)
         k[4] += op.flops
-        if op.kind in MATMUL_KINDS:
+        if op.macs:
             k[5] += op.flops
-    kernels = [Kernel(name, _kind(kops, fm), flops, fm, sum(t[r].nbytes for r in reads) + written, tuple(kops))
-               for name, (_, kops, reads, written, flops, fm) in groups.items()]
+        i += 1
+    # written to memory: read by another kernel, a layer output, or never read (a cache write)
+    escaping = leaves | outputs | (kernel_of.keys() - last_read.keys())
+    for name in escaping:
+        groups[kernel_of[name]][3] += t[name].nbytes
+    kernels = []
+    for name, (_, kops, outside, written, flops, fm) in groups.items():
+        if len(kops) == 1:
+            kind = "matmul" if kops[0].kind == "matmul" else "copy" if kops[0].kind == "copy" else "vector"
+        else:
+            kind = _kind(kops, fm)
+        for r in outside:
+            written += t[r].nbytes
+        kernels.append(Kernel(name, kind, flops, fm, written, tuple(kops)))
     # peaks: a tensor is live from the step that writes it to the last step that reads it
-    n = len(ops)
+    n = i
     d_unfused = [0.0] * (n + 1)
     d_fused = [0.0] * (len(groups) + 1)
     for name, tensor in t.items():
         if tensor.role not in ACTIVATION_ROLES:
             continue
-        i = producer.get(name, 0)
+        b = tensor.nbytes
+        i = first.get(name, 0)
         j = n - 1 if name in outputs else last_read.get(name, i)
-        d_unfused[i] += tensor.nbytes
-        d_unfused[j + 1] -= tensor.nbytes
-        if name in producer and name not in escaping:
+        d_unfused[i] += b
+        d_unfused[j + 1] -= b
+        if name in first and name not in escaping:
             continue
-        d_fused[step[i]] += tensor.nbytes
-        d_fused[step[j] + 1] -= tensor.nbytes
+        d_fused[step[i]] += b
+        d_fused[step[j] + 1] -= b
     return Analysis(kernels, unfused, _peak(d_unfused), _peak(d_fused))
 
 
