@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..costmodel.units import DTYPE_BYTES, GIB, GIGA, MIB
 from .errors import fail
+from .fmt import sig
 from .options import check_params, make_shape, parse_params, parse_T, parse_variants
 
 console = Console(highlight=False, width=None if Console().is_terminal else 160)
@@ -54,13 +55,6 @@ def run(model: str, T: str, batch: int, dtype: str, variants: Optional[str], par
 
 
 # -- presentation ------------------------------------------------------------------------------
-def _sig(x: float) -> str:
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.3g}"
-
 
 def _count(n: float) -> str:
     return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.4g}M"
@@ -123,11 +117,11 @@ def _print(cfg, results, hw) -> None:
         if r.param_count_active < 0.5 * r.param_count:
             params += f" ({_count(r.param_count_active)})"
         table.add_row(
-            f"{r.T:,}", name, params, _sig(pre.flops_total / GIGA), _pct(sh["attention_core"]),
+            f"{r.T:,}", name, params, sig(pre.flops_total / GIGA), _pct(sh["attention_core"]),
             _pct(sh["attention_proj"]), _pct(sh["mlp"]), _pct(sh["lm_head"]), _bytes(r.kv_cache_bytes),
-            _sig(r.ttft_s * 1e3) if r.ttft_s is not None else "–", pre.bound or "–",
-            _sig(r.decode_tokens_per_s) if r.decode_tokens_per_s else "n/a",
-            _sig(r.decode_tokens_per_s_roofline) if r.decode_tokens_per_s_roofline else "–",
+            sig(r.ttft_s * 1e3) if r.ttft_s is not None else "–", pre.bound or "–",
+            sig(r.decode_tokens_per_s) if r.decode_tokens_per_s else "n/a",
+            sig(r.decode_tokens_per_s_roofline) if r.decode_tokens_per_s_roofline else "–",
             (dec.bound or "–") if dec else "–",
             _max_T(r),
             f"{r.max_batch_fitting:,}" if r.max_batch_fitting is not None else "–")
@@ -162,13 +156,13 @@ def _print_components(r) -> None:
     per_layer = pre.per_layer[-1]["flops"] if pre.per_layer else {}
     for c, label in COMPONENT_LABELS.items():
         pl = per_layer.get(c)
-        t.add_row(label, _sig(pre.flops[c] / GIGA), _pct(pre.flops[c] / pre.flops_total),
-                  _sig(pre.time[c] * 1e3) if pre.time else "–", _pct(pre.time[c] / tot_t) if tot_t else "–",
-                  _sig(pl / GIGA) if pl is not None else "",
-                  _sig(dec.time[c] * 1e3) if dec and dec.time else "–",
+        t.add_row(label, sig(pre.flops[c] / GIGA), _pct(pre.flops[c] / pre.flops_total),
+                  sig(pre.time[c] * 1e3) if pre.time else "–", _pct(pre.time[c] / tot_t) if tot_t else "–",
+                  sig(pl / GIGA) if pl is not None else "",
+                  sig(dec.time[c] * 1e3) if dec and dec.time else "–",
                   _pct(dec.time[c] / dtot) if dtot else "–")
-    t.add_row("[bold]total[/]", _sig(pre.flops_total / GIGA), "100%", _sig(tot_t * 1e3) if tot_t else "–",
-              "100%" if tot_t else "–", "", _sig(dtot * 1e3) if dtot else "–", "100%" if dtot else "–")
+    t.add_row("[bold]total[/]", sig(pre.flops_total / GIGA), "100%", sig(tot_t * 1e3) if tot_t else "–",
+              "100%" if tot_t else "–", "", sig(dtot * 1e3) if dtot else "–", "100%" if dtot else "–")
     console.print(t)
     console.print(f"[dim]weights {_bytes(r.weights_bytes)}, KV cache {_bytes(r.kv_cache_bytes)} "
                   f"({_bytes(r.kv_cache_bytes_per_token)} per token), peak prefill activations "

@@ -4,12 +4,13 @@ import json
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from ..costmodel.units import GIGA, MIB
 from .errors import fail
+from .fmt import sig
 from .main import app
 from .options import check_params, make_shape, parse_ints, parse_params, parse_T, parse_variants
 
@@ -174,11 +175,11 @@ def _print(results, base, hw, shapes) -> None:
             for n in e.notes:
                 notes[f"{e.variant}: {n}"] = None
             table.add_row(
-                *lead, e.variant, _sig(e.flops_core / GIGA), _sig(e.flops / GIGA),
+                *lead, e.variant, sig(e.flops_core / GIGA), sig(e.flops / GIGA),
                 _ratio(bb.flops if bb else None, e.flops),
-                f"{_sig(e.activation_bytes_unfused / MIB)} / {_sig(e.activation_bytes_fused / MIB)}",
-                _sig(e.kv_cache_bytes / MIB), _sig(e.arithmetic_intensity),
-                e.bound or "–", _sig(e.time_s * 1e3) if e.time_s is not None else "–",
+                f"{sig(e.activation_bytes_unfused / MIB)} / {sig(e.activation_bytes_fused / MIB)}",
+                sig(e.kv_cache_bytes / MIB), sig(e.arithmetic_intensity),
+                e.bound or "–", sig(e.time_s * 1e3) if e.time_s is not None else "–",
                 _ratio(bb.time_s if bb else None, e.time_s), _crossover(e))
     console.print(table)
     console.print(f"[dim]x > 1: cheaper than {base}. 'faster than {base} at T': where the predicted "
@@ -189,14 +190,6 @@ def _print(results, base, hw, shapes) -> None:
     for n in notes:
         console.print(f"[dim]- {n}[/]")
 
-
-def _sig(x: float) -> str:
-    """Three significant digits, thousands separated: 0.187, 35.2, 1,032."""
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.3g}"
 
 
 @app.command("variants")

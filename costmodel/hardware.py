@@ -24,7 +24,6 @@ are), seconds.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from functools import lru_cache
@@ -32,8 +31,9 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from .atomic import write_atomic
+from .jsonfile import load_json_model
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 DTYPES = ("bf16", "fp16", "fp32")
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -227,41 +227,7 @@ _DEFAULT_ATTENTION = AttentionEfficiency()
 
 def load_profile(path) -> Hardware:
     """Read a profile from a JSON file; HardwareError with one sentence if it is not one."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HardwareError(f"hardware file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        why = getattr(err, "strerror", None) or err
-        raise HardwareError(f"hardware file {path} cannot be read: {why}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise HardwareError(f"hardware file {path} is not a valid profile: invalid JSON at line "
-                            f"{err.lineno} column {err.colno} ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise HardwareError(f"hardware file {path} is not a valid profile: expected a JSON object, "
-                            f"got {type(data).__name__}")
-    try:
-        return Hardware.model_validate(data)
-    except ValidationError as err:
-        raise HardwareError(f"hardware file {path} is not a valid profile: {_reason(err)}") from None
-
-
-def _reason(err: ValidationError) -> str:
-    errs = err.errors()
-    e = errs[0]
-    loc = ".".join(str(x) for x in e.get("loc", ())) or "profile"
-    if e.get("type") == "missing":
-        why = f"field {loc} is missing"
-    elif e.get("type") == "extra_forbidden":
-        why = f"unknown field {loc}"
-    else:
-        msg = e.get("msg", "invalid").removeprefix("Value error, ")
-        why = f"{loc}: {msg[:1].lower() + msg[1:]}" if loc != "profile" else msg
-    more = len(errs) - 1
-    return why + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+    return load_json_model(path, Hardware, ("hardware file", "profile"), HardwareError)
 
 
 def get_hardware(name_or_path: str) -> Hardware:

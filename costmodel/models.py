@@ -59,7 +59,6 @@ Attention core: 13.5% of the FLOPs; with its projections 33.3%; MLP 39.7%; LM he
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .analysis import analyse
 from .estimate import estimate, graph, resolve_params
 from .graph import Graph
+from .jsonfile import load_json_model
 from .shape import MAX_T, Shape
 from .variants import REGISTRY, VariantError
 
@@ -253,39 +253,8 @@ def get_model(name_or_path) -> ModelConfig:
 
 
 def load_model(path) -> ModelConfig:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ModelError(f"model file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ModelError(f"model file {path} cannot be read: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ModelError(f"model file {path} is not a valid model: invalid JSON at line {err.lineno} "
-                         f"column {err.colno} ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"model file {path} is not a valid model: expected a JSON object, got {type(data).__name__}")
-    try:
-        return ModelConfig.model_validate(data)
-    except ValidationError as err:
-        raise ModelError(f"model file {path} is not a valid model: {_reason(err)}") from None
-
-
-def _reason(err: ValidationError) -> str:
-    errs = err.errors()
-    e = errs[0]
-    loc = ".".join(str(x) for x in e.get("loc", ()))
-    if e.get("type") == "missing":
-        why = f"field {loc} is missing"
-    elif e.get("type") == "extra_forbidden":
-        why = f"unknown field {loc}"
-    else:
-        msg = e.get("msg", "invalid").removeprefix("Value error, ")
-        why = f"{loc}: {msg}" if loc else msg
-    more = len(errs) - 1
-    return why + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+    """Read a model from a JSON file; ModelError with one sentence if it is not one."""
+    return load_json_model(path, ModelConfig, ("model file", "model"), ModelError)
 
 
 # -- parameters --------------------------------------------------------------------------------

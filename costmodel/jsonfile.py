@@ -1,0 +1,47 @@
+"""Reading a pydantic model from a JSON file a user gave, with failures as one plain sentence."""
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+
+def load_json_model(path, model: type, what: str, error: type) -> BaseModel:
+    """``model`` validated from the JSON file at ``path``; otherwise raises ``error`` with one
+    sentence such as "hardware file x.json is not a valid profile: field vector_flops is missing".
+    ``what`` names the file's kind: ("hardware file", "profile") or ("model file", "model")."""
+    kind, thing = what
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{kind} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{kind} {path} cannot be read: {getattr(err, 'strerror', None) or err}") from None
+    invalid = f"{kind} {path} is not a valid {thing}"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{invalid}: invalid JSON at line {err.lineno} column {err.colno} ({err.msg})") from None
+    if not isinstance(data, dict):
+        raise error(f"{invalid}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise error(f"{invalid}: {validation_reason(err)}") from None
+
+
+def validation_reason(err: ValidationError) -> str:
+    """The first problem pydantic found, in words, and how many more there are."""
+    errs = err.errors()
+    e = errs[0]
+    loc = ".".join(str(x) for x in e.get("loc", ()))
+    if e.get("type") == "missing":
+        why = f"field {loc} is missing"
+    elif e.get("type") == "extra_forbidden":
+        why = f"unknown field {loc}"
+    else:
+        msg = e.get("msg", "invalid").removeprefix("Value error, ")
+        why = f"{loc}: {msg[:1].lower() + msg[1:]}" if loc else msg
+    more = len(errs) - 1
+    return why + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
