@@ -83,6 +83,11 @@ def make_shape(**fields) -> Shape:
         e = err.errors()[0]
         field = str(e["loc"][0]) if e["loc"] else ""
         flag = FLAG_OF.get(field, field)
+        ctx, got = e.get("ctx") or {}, e.get("input")
+        if e["type"] == "greater_than_equal":
+            raise fail(f"{flag} must be at least {ctx['ge']}, not {got}")
+        if e["type"] == "less_than_equal":
+            raise fail(f"{flag} must be at most {ctx['le']:,}, not {got}")
         msg = e["msg"].removeprefix("Value error, ")
         raise fail(f"{flag}: {msg}")
 
