@@ -2,6 +2,7 @@
 the same Q/K/V (profiler/fidelity.py). torch is imported only when the command runs."""
 
 import json
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -130,6 +131,8 @@ def fidelity(
     distill_steps: int = typer.Option(200, "--distill-steps", help="Adam steps distilling the learned variants (topk, mlp_attention); 0: untrained."),
     seed: int = typer.Option(0, help="Seed of the inputs, random features and initial weights."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML report with the cost-vs-fidelity "
+                                                             "chart (Pareto front per T; cost in FLOPs)."),
 ) -> None:
     """How closely each approximate variant reproduces exact softmax attention on the same Q/K/V:
     cosine similarity and relative error of the output and the attention matrix, on random and
@@ -144,6 +147,8 @@ def fidelity(
         raise fail(f"--batch must be between 1 and 64 for fidelity, not {batch}")
     if not 0 <= distill_steps <= MAX_STEPS:
         raise fail(f"--distill-steps must be between 0 and {MAX_STEPS:,}, not {distill_steps}")
+    if html is not None and html.is_dir():
+        raise fail(f"--html {html} is a directory; give a file name such as {html / 'fidelity.html'}")
     if not 0 <= seed < 2**31:
         raise fail(f"--seed must be between 0 and {2**31 - 1}, not {seed}")
     Ts = parse_T(T)
@@ -175,19 +180,28 @@ def fidelity(
         except FidelityError as err:
             raise fail(str(err))
 
+    import torch
+
+    from .. import __version__
+
+    doc = {
+        "schema": "attncost-fidelity", "schema_version": SCHEMA_VERSION, "attncost_version": __version__,
+        "torch_version": torch.__version__,
+        "settings": {"variants": names, "T": Ts, "d": d, "heads": heads, "batch": batch, "causal": causal,
+                     "params": params, "inputs": kinds, "distill_steps": distill_steps, "seed": seed,
+                     "dtype": "fp32", "device": "cpu"},
+        "points": points,
+    }
+    if html is not None:
+        from ..reports import write_fidelity_report
+
+        try:
+            path = write_fidelity_report([doc], html, paths=["attncost fidelity (this run)"])
+        except OSError as err:
+            raise fail(f"cannot write {html}: {err.strerror or err}")
+        err_console.print(f"Report written to {path.resolve()}", markup=False, soft_wrap=True)
     if as_json:
-        import torch
-
-        from .. import __version__
-
-        print(json.dumps({
-            "schema": "attncost-fidelity", "schema_version": SCHEMA_VERSION, "attncost_version": __version__,
-            "torch_version": torch.__version__,
-            "settings": {"variants": names, "T": Ts, "d": d, "heads": heads, "batch": batch, "causal": causal,
-                         "params": params, "inputs": kinds, "distill_steps": distill_steps, "seed": seed,
-                         "dtype": "fp32", "device": "cpu"},
-            "points": points,
-        }, indent=1))
+        print(json.dumps(doc, indent=1))
         return
     console.print(_table(points))
     for line in _footnotes(points):

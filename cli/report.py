@@ -45,10 +45,21 @@ def _check_variant(name: Optional[str], flag: str) -> None:
         raise fail(f"{flag}: unknown variant {name!r}; choose from {', '.join(NAMES)}")
 
 
+def _load_fidelity(path: Path) -> dict:
+    from ..reports.fidelity import FidelityFileError, load_fidelity
+
+    try:
+        return load_fidelity(path)
+    except FidelityFileError as err:
+        raise fail(f"--fidelity: {err}")
+
+
 @app.command()
 def report(
-    runs: List[Path] = typer.Argument(..., show_default=False, metavar="RUN.json", help="One or more results files of "
-                                      "`attncost profile` (several: compared on the same charts)."),
+    ctx: typer.Context,
+    runs: Optional[List[Path]] = typer.Argument(None, show_default=False, metavar="RUN.json",
+                                                help="One or more results files of `attncost profile` (several: "
+                                                     "compared on the same charts); none with --fidelity."),
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The HTML file to write."),
     variant_heatmap: Optional[str] = typer.Option(
         None, "--variant-heatmap", help="The variant of the speedup heatmap (default: the first with a crossover)."),
@@ -56,11 +67,24 @@ def report(
     hardware: Optional[str] = typer.Option(
         None, "--hardware", help="A hardware profile (name or JSON file) for the roofline ceilings and the "
                                  "heatmap, instead of the one each run names."),
+    fidelity: Optional[List[Path]] = typer.Option(
+        None, "--fidelity", metavar="FILE.json", help="Output of `attncost fidelity --json`: adds a cost-vs-fidelity "
+                                                      "chart (Pareto front per T). Repeatable."),
 ) -> None:
     """Write one self-contained HTML report (works offline) from results files."""
+    try:  # typer's own click (recent typer vendors it): its usage-error box, exit 2
+        from typer._click.exceptions import MissingParameter
+    except ImportError:
+        from click.exceptions import MissingParameter
+
+    runs = list(runs or [])
+    fidelity = list(fidelity or [])
+    if not runs and not fidelity:
+        raise MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "runs"))
     _check_variant(baseline, "--baseline")
     _check_variant(variant_heatmap, "--variant-heatmap")
     loaded = [_load_run(p) for p in runs]
+    fid_docs = [_load_fidelity(p) for p in fidelity]
     hw = None
     if hardware is not None:
         from ..costmodel.hardware import get_hardware
@@ -71,13 +95,22 @@ def report(
             raise fail(f"--hardware: {err}")
     if output.exists() and output.is_dir():
         raise fail(f"-o {output} is a directory; give a file name such as {output / 'report.html'}")
-    from ..reports import write_run_report
+    from ..reports import write_fidelity_report, write_run_report
 
     try:
-        path = write_run_report(loaded, output, paths=[str(p) for p in runs], hardware=hw, baseline=baseline,
-                                heatmap_variant=variant_heatmap)
+        if loaded:
+            path = write_run_report(loaded, output, paths=[str(p) for p in runs], hardware=hw, baseline=baseline,
+                                    heatmap_variant=variant_heatmap, fidelity=fid_docs or None,
+                                    fidelity_paths=[str(p) for p in fidelity])
+        else:
+            path = write_fidelity_report(fid_docs, output, paths=[str(p) for p in fidelity], hardware=hw)
     except OSError as err:
         raise fail(f"cannot write {output}: {err.strerror or err}")
     n = sum(len(r.points) for r in loaded)
-    console.print(f"Report written to [bold]{escape(str(path.resolve()))}[/] ({len(loaded)} "
-                  f"run{'s' if len(loaded) > 1 else ''}, {n} point{'s' if n != 1 else ''})", soft_wrap=True)
+    what = []
+    if loaded:
+        what.append(f"{len(loaded)} run{'s' if len(loaded) > 1 else ''}, {n} point{'s' if n != 1 else ''}")
+    if fid_docs:
+        nf = sum(len(d["points"]) for d in fid_docs)
+        what.append(f"{len(fid_docs)} fidelity file{'s' if len(fid_docs) > 1 else ''}, {nf} point{'s' if nf != 1 else ''}")
+    console.print(f"Report written to [bold]{escape(str(path.resolve()))}[/] ({'; '.join(what)})", soft_wrap=True)

@@ -2,11 +2,18 @@
 self-contained page that loads nothing from the network. Never imports torch.
 
 Public API:
-    build_run_report(runs, paths=None, *, hardware=None, baseline="flash", heatmap_variant=None) -> str
-    write_run_report(runs, path, *, paths=None, hardware=None, baseline="flash", heatmap_variant=None) -> Path
+    build_run_report(runs, paths=None, *, hardware=None, baseline="flash", heatmap_variant=None,
+                     fidelity=None, fidelity_paths=None) -> str
+    write_run_report(runs, path, *, paths=None, hardware=None, baseline="flash", heatmap_variant=None,
+                     fidelity=None, fidelity_paths=None) -> Path
     build_prediction_report(estimates, hardware=None, command="", *, baseline="flash", heatmap_variant=None) -> str
     write_prediction_report(estimates, path, hardware=None, command="", *, baseline="flash",
                             heatmap_variant=None) -> Path
+    build_fidelity_report(docs, paths=None, *, hardware=None) -> str
+    write_fidelity_report(docs, path, *, paths=None, hardware=None) -> Path
+
+``fidelity``/``docs``: parsed `attncost fidelity --json` documents (``reports.fidelity.load_fidelity``);
+a malformed one raises ``reports.fidelity.FidelityFileError``.
 """
 
 from pathlib import Path
@@ -14,30 +21,53 @@ from typing import Optional
 
 from ..costmodel.results import write_atomic
 from .data import from_estimates, from_runs
-from .page import build_html
+from .fidelity import FidelityFileError, fidelity_data, load_fidelity
+from .page import build_fidelity_html, build_html
 
 SECTIONS_RUN = ("summary", "flops", "time", "memory", "crossover", "roofline", "crosscheck",
                 "model-error", "environment")
+SECTIONS_FIDELITY = ("fidelity",)
 SECTIONS_PREDICTION = ("summary", "flops", "time", "memory", "crossover", "roofline", "environment")
 
 
 def build_run_report(runs: list, paths: Optional[list] = None, *, hardware=None, baseline: str = "flash",
-                     heatmap_variant: Optional[str] = None) -> str:
+                     heatmap_variant: Optional[str] = None, fidelity: Optional[list] = None,
+                     fidelity_paths: Optional[list] = None) -> str:
     """The HTML of a report on one or more measured ``Run``s (several: compared on the same
     charts). ``paths``: the files they came from, shown in the environment section. ``hardware``
     (a Hardware or a profile name) overrides the profile each run names, for the roofline
-    ceilings and the heatmap's time model."""
+    ceilings and the heatmap's time model. ``fidelity``: fidelity documents for a cost-vs-fidelity
+    section, costed on ``hardware`` or else the first run's profile."""
     data = from_runs(list(runs), paths=[str(p) for p in paths] if paths else None, hardware=hardware,
                      baseline=baseline, heatmap_variant=heatmap_variant)
-    return build_html(data)
+    fid = None
+    if fidelity:
+        hw = next((s.hardware for s in data.sources if s.hardware is not None), None)
+        fid = fidelity_data(list(fidelity), fidelity_paths, hw)
+    return build_html(data, fid)
 
 
 def write_run_report(runs: list, path, *, paths: Optional[list] = None, hardware=None, baseline: str = "flash",
-                     heatmap_variant: Optional[str] = None) -> Path:
+                     heatmap_variant: Optional[str] = None, fidelity: Optional[list] = None,
+                     fidelity_paths: Optional[list] = None) -> Path:
     """Write ``build_run_report`` to ``path`` atomically; returns the path."""
     path = Path(path)
     write_atomic(path, build_run_report(runs, paths, hardware=hardware, baseline=baseline,
-                                        heatmap_variant=heatmap_variant))
+                                        heatmap_variant=heatmap_variant, fidelity=fidelity,
+                                        fidelity_paths=fidelity_paths))
+    return path
+
+
+def build_fidelity_report(docs: list, paths: Optional[list] = None, *, hardware=None) -> str:
+    """A page with the cost-vs-fidelity section alone: x is predicted time on ``hardware`` (a
+    Hardware or a profile name) where given, else FLOPs."""
+    return build_fidelity_html(fidelity_data(list(docs), [str(p) for p in paths] if paths else None, hardware))
+
+
+def write_fidelity_report(docs: list, path, *, paths: Optional[list] = None, hardware=None) -> Path:
+    """Write ``build_fidelity_report`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    write_atomic(path, build_fidelity_report(docs, paths, hardware=hardware))
     return path
 
 
@@ -60,4 +90,5 @@ def write_prediction_report(estimates: list, path, hardware=None, command: str =
 
 
 __all__ = ["build_run_report", "write_run_report", "build_prediction_report", "write_prediction_report",
-           "SECTIONS_RUN", "SECTIONS_PREDICTION"]
+           "build_fidelity_report", "write_fidelity_report", "load_fidelity", "FidelityFileError",
+           "SECTIONS_RUN", "SECTIONS_PREDICTION", "SECTIONS_FIDELITY"]

@@ -326,8 +326,9 @@ def summary_html(data: ReportData) -> str:
 
 # -- the report ----------------------------------------------------------------------------
 
-def build_html(data: ReportData) -> str:
-    """The whole page for ``data``: sections that make sense for a run or for a prediction."""
+def build_html(data: ReportData, fidelity=None) -> str:
+    """The whole page for ``data``: sections that make sense for a run or for a prediction; with
+    ``fidelity`` (a ``reports.fidelity.FidelityData``), a cost-vs-fidelity section too."""
     measured = data.kind == "run"
     subtitle = ("measured runs: " if measured else "cost-model prediction: ") + ", ".join(s.label for s in data.sources)
     page = Page(data.title, subtitle)
@@ -372,7 +373,21 @@ def build_html(data: ReportData) -> str:
         page.section("model-error", "Model error",
                      '<p class="lead">Predicted time against the measured median: error = predicted / measured − 1 '
                      '(positive: the model is pessimistic).</p>' + error_tables(data))
+    if fidelity is not None:
+        from .fidelity import section_html as fidelity_section
+
+        page.section("fidelity", "Cost vs fidelity", fidelity_section(page, fidelity))
     page.section("environment", "Environment and command", environment_html(data))
+    return page.render()
+
+
+def build_fidelity_html(fidelity) -> str:
+    """A page with the cost-vs-fidelity section alone (no run, no prediction sweep)."""
+    from .fidelity import section_html as fidelity_section
+
+    names = ", ".join(label for label, _, _ in fidelity.sources)
+    page = Page("attncost fidelity report: " + names, "approximations against exact attention, beside their cost")
+    page.section("fidelity", "Cost vs fidelity", fidelity_section(page, fidelity))
     return page.render()
 
 

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report_fixtures as F  # noqa: E402
 
 from attncost.costmodel.results import Run  # noqa: E402
-from attncost.reports import SECTIONS_RUN, write_prediction_report, write_run_report  # noqa: E402
+from attncost.reports import (SECTIONS_FIDELITY, SECTIONS_RUN, load_fidelity, write_fidelity_report,  # noqa: E402
+                              write_prediction_report, write_run_report)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,7 +197,9 @@ _PROBE = """(() => {
   plots.forEach(p => { counts[p.id] = p.querySelectorAll('svg.main-svg').length; });
   return {ready: document.body && document.body.getAttribute('data-plots-ready') !== null,
           flag: document.body && document.body.getAttribute('data-plots-ready'),
-          plots: counts, scripts_with_src: document.querySelectorAll('script[src]').length,
+          plots: counts, fidelity_traces: document.querySelectorAll('#fig-fidelity g.trace.scatter').length,
+          fidelity_lines: document.querySelectorAll('#fig-fidelity g.trace.scatter path.js-line').length,
+          scripts_with_src: document.querySelectorAll('script[src]').length,
           title: document.title};
 })()"""
 
@@ -233,17 +236,35 @@ def _example_runs() -> list:
     return (runs, paths) if runs else ([F.full_run()], ["fixture: tests/report_fixtures.py"])
 
 
+EXAMPLE_FIDELITY = ROOT / "examples" / "fidelity-cpu.json"  # `attncost fidelity --T 256,1024 --json` on CPU
+
+
 def test_report_renders_offline(tmp_path):
+    """The committed example runs with the committed fidelity example: every chart, the
+    cost-vs-fidelity one included, draws its SVG (its Pareto step lines too)."""
     runs, paths = _example_runs()
-    html = write_run_report(runs, tmp_path / "report.html", paths=paths)
+    html = write_run_report(runs, tmp_path / "report.html", paths=paths, fidelity=[load_fidelity(EXAMPLE_FIDELITY)],
+                            fidelity_paths=[str(EXAMPLE_FIDELITY)])
     shot = tmp_path / "report.png"
     result = render_in_chromium(html, shot, tmp_path)
-    _check(result, expected_plots=6)
+    _check(result, expected_plots=7)
+    assert result["state"]["fidelity_traces"] > 10
+    assert result["state"]["fidelity_lines"] >= 4  # a Pareto front per (T, inputs), plus the baselines
     assert shot.stat().st_size > 50_000
     _keep(shot)
     text = html.read_text()
-    for sid in SECTIONS_RUN:
+    for sid in SECTIONS_RUN + SECTIONS_FIDELITY:
         assert f'id="{sid}"' in text
+
+
+def test_fidelity_report_alone_renders(tmp_path):
+    html = write_fidelity_report([load_fidelity(EXAMPLE_FIDELITY)], tmp_path / "fidelity.html",
+                                 paths=[str(EXAMPLE_FIDELITY)])
+    shot = tmp_path / "fidelity.png"
+    result = render_in_chromium(html, shot, tmp_path)
+    _check(result, expected_plots=1)
+    assert result["state"]["fidelity_lines"] >= 4
+    _keep(shot)
 
 
 def test_hostile_and_broken_runs_render(tmp_path):

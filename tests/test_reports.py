@@ -290,3 +290,176 @@ def test_profile_file_named_by_a_run_is_found_beside_it(tmp_path):
     data = from_runs([run], [str(run_path)])
     assert data.sources[0].hardware is not None
     assert data.sources[0].hardware.name.startswith("calibrated-")
+
+
+# -- cost vs fidelity ------------------------------------------------------------------------
+# FIXTURE: a small hand-made `attncost fidelity --json` document (made-up cosines, not
+# measurements), plus the committed example examples/fidelity-cpu.json (a real CPU run).
+
+from attncost.reports import (SECTIONS_FIDELITY, FidelityFileError, build_fidelity_report,  # noqa: E402
+                              load_fidelity)
+from attncost.reports.fidelity import check_fidelity, fidelity_data, pareto_front  # noqa: E402
+
+EXAMPLE_FIDELITY = Path(__file__).resolve().parents[1] / "examples" / "fidelity-cpu.json"
+
+
+def _fid_point(variant, label, params, cos, T=1024, inputs="structured", causal=True, status="ok", base=0.2):
+    shape = {"batch": 1, "T": T, "d": 256, "heads": 4, "kv_heads": None, "dtype": "fp32", "causal": causal,
+             "phase": "prefill"}
+    ok = status == "ok"
+    return {"variant": variant, "label": label, "kind": "approximation", "status": status,
+            "reason": None if ok else "fixture: not measured", "params": params, "T": T, "d": 256, "heads": 4,
+            "batch": 1, "inputs": inputs, "causal": causal, "shape": shape,
+            "cosine_output": cos if ok else None, "rel_error_output": (1 - cos) if ok else None,
+            "cosine_attention": None, "rel_error_attention": None,
+            "baseline_cosine_output": base if ok else None, "baseline_rel_error_output": None,
+            "distill": None, "notes": []}
+
+
+def fidelity_fixture(label_of_linformer="linformer k=64"):
+    """FIXTURE (made-up numbers): flash exact, sliding_window close, linformer cheap, performer
+    dominated, mla skipped; at two T on structured inputs and one T on random ones."""
+    pts = []
+    for T in (256, 1024):
+        pts += [_fid_point("flash", "flash", {}, 1.0, T),
+                _fid_point("sliding_window", "sliding_window window=128", {"window": 128}, 0.97, T),
+                _fid_point("linformer", label_of_linformer, {"k": 64}, 0.6, T, causal=False),
+                _fid_point("performer", "performer features=256", {"features": 256}, 0.1, T),
+                _fid_point("mla", "mla", {}, None, T, status="skipped")]
+    pts.append(_fid_point("flash", "flash", {}, 1.0, 1024, inputs="random"))
+    return {"schema": "attncost-fidelity", "schema_version": 1,
+            "settings": {"d": 256, "heads": 4, "batch": 1, "seed": 0}, "points": pts}
+
+
+def test_pareto_front_hand_example():
+    # (cost, fidelity): lower cost and higher fidelity are better
+    items = [(1.0, 0.5),   # 0: cheapest: front
+             (2.0, 0.4),   # 1: dominated by 0
+             (2.0, 0.8),   # 2: front
+             (3.0, 0.8),   # 3: dominated by 2 (same fidelity, dearer)
+             (4.0, 1.0),   # 4: front
+             (5.0, 1.0 - 1e-12),  # 5: dominated by 4 (equal within tolerance, dearer)
+             (1.0, 0.5),   # 6: a twin of 0: both on the front
+             (0.5, 0.1)]   # 7: cheapest of all: front
+    assert pareto_front(items) == [7, 0, 6, 2, 4]
+    assert pareto_front([]) == []
+    assert pareto_front([(1.0, 0.3)]) == [0]
+
+
+def test_fidelity_section_from_fixture():
+    page = build_fidelity_report([fidelity_fixture()], ["fixture.json"])
+    for sid in SECTIONS_FIDELITY:
+        assert f'<section id="{sid}">' in page and f'href="#{sid}"' in page
+    figs = _figures(page)
+    assert len(figs) == 1 and figs[0]["id"] == "fig-fidelity"
+    data = figs[0]["figure"]["data"]
+    fronts = [t for t in data if t.get("name") == "Pareto front"]
+    assert len(fronts) == 3  # one step line per (T, inputs)
+    assert all(t.get("line", {}).get("shape") == "hv" for t in fronts)
+    layout = figs[0]["figure"]["layout"]
+    assert [layout[k].get("type") for k in sorted(layout) if k.startswith("xaxis")].count("log") == 3
+    assert "no point at this T and input kind" in json.dumps(layout)  # random inputs at T = 1,024 only
+    assert "FLOPs per layer" in json.dumps(layout)  # no hardware: cost in FLOPs, said on the axis
+    text = htmllib.unescape(re.sub(r"<[^>]+>", " ", page[page.index('<section id="fidelity">'):]))
+    assert "2 points skipped" in text and "mla (skipped: fixture: not measured)" in text
+    assert "performer features=256" in text and "dominated" in text
+    # by the cost model at d = 256, sliding_window(128) needs fewer FLOPs than linformer(k=64) here,
+    # so linformer, less faithful, is dominated
+    assert re.search(r"At T = 1,024 on structured inputs, the Pareto front \(by FLOPs\), cheapest first, is "
+                     r"sliding_window window=128 \(cosine 0.970, [^)]*\), flash \(cosine 1.000, [^)]*\); 2 of 4 "
+                     r"points are dominated: performer features=256 and linformer k=64", text)
+    assert "less faithful than uniform attention" in text  # performer 0.1 < 0.2
+    fd = fidelity_data([fidelity_fixture()])
+    f = next(f for f in fd.facets if f.T == 1024 and f.inputs == "structured")
+    assert [q.label for q in f.front] == ["sliding_window window=128", "flash"]
+    perf = next(q for q in f.points if q.variant == "performer")
+    assert not perf.on_front and perf.dominated_by is not None
+
+
+def test_fidelity_with_hardware_uses_predicted_time():
+    fd = fidelity_data([fidelity_fixture()], hardware=F._hardware())
+    if fd.metric != "time":
+        pytest.skip("no timing model installed")
+    page = build_fidelity_report([fidelity_fixture()], hardware=F._hardware())
+    assert "predicted time per layer on" in json.dumps(_figures(page)[0]["figure"]["layout"])
+
+
+def test_fidelity_labels_are_escaped():
+    evil = '<img src=x onerror=alert(1)>"&'
+    page = build_fidelity_report([fidelity_fixture(evil)], ["<b>x</b>.json"])
+    assert "<img src=x" not in page
+    assert "<b>x</b>" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page  # escaped in the HTML text and in plotly's strings
+    for fig in _figures(page):
+        assert "<img" not in json.dumps(fig)
+
+
+def test_run_report_with_the_example_fidelity_file():
+    doc = load_fidelity(EXAMPLE_FIDELITY)
+    page = build_run_report([F.full_run()], ["run.json"], fidelity=[doc], fidelity_paths=[str(EXAMPLE_FIDELITY)])
+    for sid in SECTIONS_RUN + SECTIONS_FIDELITY:
+        assert f'<section id="{sid}">' in page
+    assert page.index('<section id="fidelity">') < page.index('<section id="environment">')
+    assert len(_figures(page)) == 7
+    assert "predicted time per layer on a100" in page or "FLOPs per layer" in page
+    assert "Pareto front" in page and "uniform-mean baseline" in page
+
+
+@pytest.mark.parametrize("doc, words", [
+    ([1], "top level"),
+    ({"schema": "attncost-fidelity", "schema_version": 99, "points": []}, "schema_version"),
+    ({"schema": "attncost-fidelity", "schema_version": 1, "points": [{"variant": "flash"}]}, "points.0.label"),
+])
+def test_check_fidelity_rejects_bad_documents(doc, words):
+    with pytest.raises(FidelityFileError, match=re.escape(words)):
+        check_fidelity(doc, "x.json")
+
+
+def test_cli_report_with_fidelity(tmp_path):
+    run_file = tmp_path / "run.json"
+    F.single_point_run().save(run_file)
+    fid = tmp_path / "fid.json"
+    fid.write_text(json.dumps(fidelity_fixture()))
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", str(run_file), "--fidelity", str(fid), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert '<section id="fidelity">' in out.read_text() and '<section id="roofline">' in out.read_text()
+    out2 = tmp_path / "f.html"  # fidelity alone, no run, the example file twice (repeatable)
+    res = runner.invoke(app, ["report", "--fidelity", str(EXAMPLE_FIDELITY), "--fidelity", str(fid),
+                              "-o", str(out2)])
+    assert res.exit_code == 0, res.output
+    assert "2 fidelity files" in res.output
+    page = out2.read_text()
+    assert '<section id="fidelity">' in page and '<section id="roofline">' not in page
+    res = runner.invoke(app, ["report", "-o", str(tmp_path / "none.html")])  # neither: usage error
+    assert res.exit_code == 2 and "Missing argument" in res.output
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "no such fidelity file"),
+    ("{not json", "is not JSON"),
+    ('{"schema": "attncost-fidelity", "schema_version": 1}', "is not an attncost fidelity file"),
+    ("RUN", "is not an attncost fidelity file"),
+])
+def test_cli_report_bad_fidelity_file(tmp_path, content, words):
+    path = tmp_path / "bad.json"
+    if content == "RUN":
+        F.single_point_run().save(path)
+    elif content is not None:
+        path.write_text(content)
+    res = runner.invoke(app, ["report", "--fidelity", str(path), "-o", str(tmp_path / "r.html")])
+    assert res.exit_code == 2, res.output
+    assert words in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_cli_fidelity_html(tmp_path):
+    out = tmp_path / "fid.html"
+    res = runner.invoke(app, ["fidelity", "--variants", "flash,sliding_window,linformer", "--T", "64",
+                              "--d", "64", "--heads", "2", "--inputs", "structured", "--param",
+                              "linformer.k=8,32", "--html", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    assert '<section id="fidelity">' in page and "Pareto front" in page
+    res = runner.invoke(app, ["fidelity", "--T", "64", "--html", str(tmp_path)])
+    assert res.exit_code == 2 and "is a directory" in res.output
