@@ -43,8 +43,21 @@ def profile(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
     no_count: bool = typer.Option(False, "--no-count", help="Skip the FLOP counters (fvcore, FlopCounterMode): faster on big sweeps."),
     budget: Optional[float] = typer.Option(None, help="Seconds of timing per point (default 1 on a GPU, 0.2 on the CPU)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Run a whole model instead of one layer: a preset "
+                                        "(gpt2, llama-3-8b, ...) or a model JSON file, random weights; measures time "
+                                        "to first token and decode tokens/s (default variant: the model's own)."),
+    new_tokens: int = typer.Option(8, "--new-tokens", help="With --model: decode steps per timed call (the "
+                                   "per-token time is the call's time / N, each step against a cache of T)."),
+    logits: str = typer.Option("all", "--logits", help="With --model: the prefill's LM head over 'all' T tokens "
+                               "or the 'last' one, as `attncost predict --model`."),
 ) -> None:
     """Measure time and peak memory of attention variants on this machine, beside the prediction."""
+    if model is not None:
+        return _profile_model(model, device=device, dtype=dtype, variants=variants, d=d, heads=heads, T=T,
+                              batch=batch, backend=backend, param=param, hardware=hardware, out=out, resume=resume,
+                              overwrite=overwrite, budget=budget, new_tokens=new_tokens, logits=logits)
+    if new_tokens != 8 or logits != "all":
+        raise fail("--new-tokens and --logits apply only with --model")
     # -- flags that need no torch ----------------------------------------------------------
     if phase not in PHASES:
         raise fail(f"--phase must be one of {', '.join(PHASES)}, not {phase!r}")
@@ -281,3 +294,116 @@ def _ms(x: Optional[float]) -> str:
         return "–"
     ms = x * 1e3
     return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:,.0f}"
+
+
+# -- `attncost profile --model`: a whole model ---------------------------------------------------
+MODEL_T = {"gpu": "512,2048", "cpu": "128"}
+
+
+def _profile_model(model: str, *, device, dtype, variants, d, heads, T, batch, backend, param, hardware, out,
+                   resume, overwrite, budget, new_tokens, logits) -> None:
+    """Time to first token and decode tokens/s of a whole model (random weights), beside predict_model."""
+    from ..costmodel.models import ModelError, get_model
+
+    try:
+        cfg = get_model(model)
+    except ModelError as err:
+        raise fail(f"--model: {err}")
+    if d is not None or heads is not None:
+        raise fail(f"--d and --heads come from the model with --model ({cfg.name}: d={cfg.d}, heads={cfg.heads})")
+    if dtype is not None and dtype not in DTYPES:
+        raise fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if backend not in BACKENDS:
+        raise fail(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if device not in ("auto", "cuda", "mps", "cpu"):
+        raise fail(f"--device must be one of auto, cuda, mps or cpu, not {device!r}")
+    if budget is not None and not budget > 0:
+        raise fail(f"--budget must be a positive number of seconds, not {budget}")
+    if batch < 1 or new_tokens < 1:
+        raise fail(f"--batch and --new-tokens must be positive integers, not {batch} and {new_tokens}")
+    if logits not in ("all", "last"):
+        raise fail(f"--logits must be 'all' or 'last', not {logits!r}")
+    if resume and overwrite:
+        raise fail("--resume and --overwrite contradict each other: pass one of them")
+    names = [cfg.attention] if variants.strip().lower() == "all" else parse_variants(variants)
+    params = parse_params(param)
+    _check_param_values(params)
+
+    from ..profiler.device import DeviceError, check_backend, device_name, environment, resolve_device, slug
+
+    try:
+        dev = resolve_device(device)
+        check_backend(backend, dev)
+    except DeviceError as err:
+        raise fail(str(err))
+    dt = dtype or ("fp32" if dev == "cpu" else "bf16")
+    Ts = parse_T(T or MODEL_T["cpu" if dev == "cpu" else "gpu"])
+    name = device_name(dev)
+    err_console.print(f"Running {cfg.name} ({cfg.layers} layers, d={cfg.d}, random weights) on {name} ({dev}), {dt}; "
+                      f"T {', '.join(f'{t:,}' for t in Ts)}, batch {batch}, {new_tokens} decode steps per timed call.")
+    hw, hw_label = _hardware(hardware, dev, name)
+    path = Path(out) if out else Path("runs") / f"{slug(name)}-model-{slug(cfg.name)}-{dt}.json"
+    if path.exists() and path.is_dir():
+        raise fail(f"--out {path} is a folder: give a file name such as {path / 'run.json'}")
+    if path.exists() and not resume and not overwrite:
+        raise fail(f"--out {path} already exists: pass --resume to complete it, --overwrite to start again, "
+                   f"or another --out")
+
+    from ..profiler.model_stack import run_models
+    from ..profiler.sweep import SweepError
+
+    env = environment(dev, dt, hardware_profile=hw_label)
+    total = len(Ts) * len(names)
+    try:
+        with _progress() as progress:
+            task = progress.add_task("starting", total=total)
+            run = run_models(
+                path, model, names, Ts, batch, dev, dt, params=params, new_tokens=new_tokens, logits=logits,
+                hardware=hw, backend=backend, resume=resume, env=env, name=path.stem,
+                command=_command({"--model": model, "--device": device, "--dtype": dtype, "--variants": variants,
+                                  "--T": T, "--batch": batch, "--backend": backend, "--param": param,
+                                  "--hardware": hardware, "--out": out, "--resume": resume,
+                                  "--overwrite": overwrite, "--budget": budget, "--new-tokens": new_tokens,
+                                  "--logits": logits}),
+                measure_kwargs=dict(budget_s=budget or (GPU_DEFAULTS if dev != "cpu" else CPU_DEFAULTS)["budget"]),
+                on_begin=lambda v, t, i, n: progress.update(task, description=f"{cfg.name} {v} T={t:,}"),
+                on_point=lambda p, i, n, skipped: progress.advance(task))
+    except SweepError as err:
+        raise fail(str(err))
+    except KeyboardInterrupt:
+        err_console.print(f"[yellow]interrupted[/]: {path} holds {_count_points(path)} points; run the same "
+                          f"command with --resume to finish it.")
+        raise typer.Exit(130)
+    except OSError as err:
+        raise fail(f"--out {path}: cannot write there ({err.strerror or err})")
+    _print_model_summary(run, path)
+
+
+def _print_model_summary(run, path: Path) -> None:
+    from rich import box
+
+    table = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1))
+    for c, j in (("model", "left"), ("variant", "left"), ("T", "right"), ("TTFT ms", "right"), ("pred", "right"),
+                 ("err", "right"), ("ms/tok", "right"), ("pred", "right"), ("err", "right"),
+                 ("tok/s", "right"), ("status", "left")):
+        table.add_column(c, justify=j, no_wrap=True)
+
+    def err(pred, meas):
+        return "–" if not meas or pred is None else f"{pred / meas - 1:+.0%}"
+
+    points = [p for p in run.points if p.model is not None]
+    for p in points:
+        status = p.status if p.status == "ok" else f"[red]{p.status}[/]" if p.status in ("error", "oom") else f"[dim]{p.status}[/]"
+        table.add_row(p.model, p.variant, f"{p.shape.T:,}", _ms(p.ttft_s), _ms(p.predicted_ttft_s),
+                      err(p.predicted_ttft_s, p.ttft_s), _ms(p.decode_s_per_token),
+                      _ms(p.predicted_decode_s_per_token), err(p.predicted_decode_s_per_token, p.decode_s_per_token),
+                      "–" if p.decode_tokens_per_s is None else f"{p.decode_tokens_per_s:,.1f}", status)
+    console.print(table)
+    for p in points:
+        if p.message:
+            console.print(f"[dim]- {p.model} {p.variant} T={p.shape.T:,}: {p.message}[/]")
+    n_ok = sum(p.status == "ok" for p in points)
+    console.print(f"Wrote {path} ({len(points)} points: {n_ok} ok). TTFT = prefill of T tokens (median); ms/tok = "
+                  f"one decode step (a token per sequence) against a cache of T; tok/s = batch / ms/tok measured; "
+                  f"pred = `attncost predict --model` for {run.environment.hardware_profile or 'no profile'}; "
+                  f"err = pred / measured - 1.")

@@ -67,11 +67,29 @@ class Point(BaseModel):
     timing: Optional[Timing] = None
     peak_memory_bytes: Optional[float] = None  # allocator peak above the inputs
     counts: Optional[Counts] = None
+    # -- whole-model points (`attncost profile --model`); None on the points of a layer sweep.
+    # ``shape`` is then the model's prefill shape (T tokens, its d and heads); ``timing`` and
+    # ``predicted_time_s`` the prefill's, i.e. the time to first token; decode: one new token per
+    # sequence against each layer's cache of T tokens.
+    model: Optional[str] = None  # preset name or model file
+    logits: Optional[Literal["all", "last"]] = None  # the prefill's LM head rows
+    new_tokens: Optional[int] = None  # decode steps per timed call
+    ttft_s: Optional[float] = None  # measured: median prefill time
+    predicted_ttft_s: Optional[float] = None
+    decode_timing: Optional[Timing] = None  # one decode step (all sequences), per token
+    decode_s_per_token: Optional[float] = None  # measured median decode step
+    decode_tokens_per_s: Optional[float] = None  # measured: batch / decode_s_per_token
+    predicted_decode_s_per_token: Optional[float] = None
+    predicted_decode_tokens_per_s: Optional[float] = None
+    predicted_memory_bytes: Optional[float] = None  # weights + KV cache + prefill activations
 
     @property
     def key(self) -> str:
-        """Identity of the point for --resume."""
-        return json.dumps([self.variant, self.params, self.shape.model_dump()], sort_keys=True)
+        """Identity of the point for --resume (a layer point's key ignores the model fields)."""
+        ident = [self.variant, self.params, self.shape.model_dump()]
+        if self.model is not None:
+            ident += [self.model, self.logits, self.new_tokens]
+        return json.dumps(ident, sort_keys=True)
 
 
 class Run(BaseModel):
