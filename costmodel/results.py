@@ -46,6 +46,8 @@ class Counts(BaseModel):
 
     analytic: float
     analytic_matmul: float
+    # the analytic matmuls with fused causal cores counted dense: what FlopCounterMode counts
+    analytic_matmul_dense: Optional[float] = None
     fvcore: Optional[float] = None
     flop_counter: Optional[float] = None
     fvcore_skipped: dict = Field(default_factory=dict)  # op name -> occurrences

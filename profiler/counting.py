@@ -482,14 +482,17 @@ def count(module, inputs, *, analytic: Optional[float] = None, analytic_matmul: 
     """Counts of one call ``module(*inputs)`` for the results file. The analytic FLOPs come from
     the cost-model graph ``build_module`` attached to the module (``module.graph``) unless given."""
     detail = count_detailed(module, inputs, backward=backward)
-    if analytic is None or analytic_matmul is None:
-        g = getattr(module, "graph", None)
-        if g is None:
-            raise ValueError("count(): pass analytic= and analytic_matmul=, or a module from build_module")
+    dense = None
+    g = getattr(module, "graph", None)
+    if g is not None:
         a = analytic_counts(g)
         analytic = a.flops if analytic is None else analytic
         analytic_matmul = a.matmul if analytic_matmul is None else analytic_matmul
-    return Counts(analytic=analytic, analytic_matmul=analytic_matmul, fvcore=detail.fvcore,
+        dense = a.matmul_dense
+    elif analytic is None or analytic_matmul is None:
+        raise ValueError("count(): pass analytic= and analytic_matmul=, or a module from build_module")
+    return Counts(analytic=analytic, analytic_matmul=analytic_matmul, analytic_matmul_dense=dense,
+                  fvcore=detail.fvcore,
                   flop_counter=detail.flop_counter, fvcore_skipped=detail.fvcore_skipped,
                   flop_counter_skipped=detail.flop_counter_skipped)
 
