@@ -11,13 +11,7 @@ from attncost.costmodel.hardware import Hardware, get_hardware  # noqa: E402
 from attncost.profiler import calibrate as C  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a loaded 2-core machine every two-thread op waits for a core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # the keys of each row kind in /work/shared/data/h100-microbench-2026-11-22.json
 REFERENCE_KEYS = {

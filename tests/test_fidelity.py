@@ -26,14 +26,7 @@ from attncost.profiler import fidelity as Fi
 HEADS = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: these small CPU kernels lose more to OpenMP contention on a busy 2-core
-    machine than they gain from a second thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def params(name, T, dh, **over):

@@ -13,13 +13,7 @@ from attncost.profiler.device import (DeviceError, check_backend, environment, r
 from attncost.profiler.harness import is_oom, measure, peak_memory  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a loaded 2-core machine every two-thread op waits for a core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_measure_sleep_gives_sane_stats():

@@ -16,13 +16,7 @@ from attncost.profiler import sweep as S  # noqa: E402
 from attncost.profiler.sweep import SweepError, make_grid, run_sweep  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a loaded 2-core machine every two-thread op waits for a core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = dict(budget_s=0.02, min_reps=3, warmup=1)
 
