@@ -10,7 +10,25 @@ import torch.nn as nn
 from .base import AttentionModule, linear, uniform_, write_slot
 
 
-class TopK(AttentionModule):
+class _ValueCache(AttentionModule):
+    """Variants whose cache holds V alone (no keys): ``_attend(x, v_all, mask)`` mixes V."""
+
+    def prefill(self, x):
+        return self._attend(x, self.v_proj(x), self.causal)
+
+    def decode(self, x, v_cache):
+        """v_cache (B, T, d), slot T-1 takes the new token's V."""
+        write_slot(v_cache, 1, self.T - 1, self.v_proj(x))
+        return self._attend(x, v_cache, False)
+
+    def cache_from(self, x_past):
+        B, P = x_past.shape[:2]
+        cache = x_past.new_zeros(B, self.T, self.d)
+        cache[:, :P] = self.v_proj(x_past)
+        return (cache,)
+
+
+class TopK(_ValueCache):
     """KeySelector MLP (dh -> hidden -> T logits, weights shared by the heads) on each head's
     query; causal mask (prefill); top-k key indices; the gathered values (k*dh per query and
     head) go through the HeadApproximator MLP (k*dh -> hidden -> dh). No softmax, no K.
@@ -51,22 +69,9 @@ class TopK(AttentionModule):
         o = self.approx_out(a)  # (B, H, L, dh)
         return self.o_proj(self.merge_heads(o))
 
-    def prefill(self, x):
-        return self._attend(x, self.v_proj(x), self.causal)
-
-    def decode(self, x, v_cache):
-        """v_cache (B, T, d), slot T-1 takes the new token's V."""
-        write_slot(v_cache, 1, self.T - 1, self.v_proj(x))
-        return self._attend(x, v_cache, False)
-
-    def cache_from(self, x_past):
-        B, P = x_past.shape[:2]
-        cache = x_past.new_zeros(B, self.T, self.d)
-        cache[:, :P] = self.v_proj(x_past)
-        return (cache,)
 
 
-class MLPAttention(AttentionModule):
+class MLPAttention(_ValueCache):
     """Dense Synthesizer: per head, logits = ReLU(x W1_h) W2_h (W2_h: hidden x T, grows with T),
     causal mask (prefill), softmax over the T positions, then weights @ V. No Q, no K, no scale."""
 
@@ -95,18 +100,6 @@ class MLPAttention(AttentionModule):
         o = torch.matmul(w, self.split_heads(v_all, H))  # (B, H, L, dh)
         return self.o_proj(self.merge_heads(o))
 
-    def prefill(self, x):
-        return self._attend(x, self.v_proj(x), self.causal)
-
-    def decode(self, x, v_cache):
-        write_slot(v_cache, 1, self.T - 1, self.v_proj(x))
-        return self._attend(x, v_cache, False)
-
-    def cache_from(self, x_past):
-        B, P = x_past.shape[:2]
-        cache = x_past.new_zeros(B, self.T, self.d)
-        cache[:, :P] = self.v_proj(x_past)
-        return (cache,)
 
 
 class MSLA(AttentionModule):
