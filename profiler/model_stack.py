@@ -373,7 +373,6 @@ def _measure(point: Point, cfg, est, device, dtype, params, new_tokens, logits, 
         return
     stack.to_decode(ids)  # the caches of the T-1 first tokens; decode steps repeat token T
     first = ids[:, -1:].clone()
-    del ids
 
     def generate():
         tok = first
