@@ -106,8 +106,8 @@ def _evaluate(names, base, params, shapes, hw, over_d: bool) -> list:
     from ..costmodel.estimate import estimate
 
     results = []
+    cache: dict = {}  # crossover estimates, shared by the shapes of a sweep
     for s in shapes:
-        cache: dict = {}
         for n in names:
             e = estimate(n, s, params.get(n), hw)
             if e.status == "ok":

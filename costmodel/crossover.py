@@ -39,7 +39,7 @@ def crossovers(variant: str, baseline: str, shape: Shape, params: Optional[dict]
     lo, hi = -(-LO // step), HI // step  # search over units of ``step``
     cache = {} if cache is None else cache
 
-    fixed = (axis, id(hardware), shape)
+    fixed = (axis, id(hardware), shape.model_copy(update={axis: step}))  # shapes that differ on ``axis`` share
 
     def value(name, p, n):
         key = (name, n, repr(p), fixed)
