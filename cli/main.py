@@ -12,6 +12,20 @@ app = typer.Typer(
 )
 
 
+def _version(show: bool) -> None:
+    if show:
+        from .. import __version__
+
+        print(f"attncost {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """What an attention layer really costs: predict it, profile it on your GPU, report it."""
+
+
 def _register() -> None:
     from . import commands  # noqa: F401  (each module adds its commands to ``app``)
 

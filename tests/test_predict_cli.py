@@ -113,3 +113,10 @@ def test_predict_process_never_imports_torch():
             "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
             "assert 'torch' not in sys.modules, 'predict imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL)
+
+
+def test_version():
+    from attncost import __version__
+
+    r = run("--version")
+    assert r.exit_code == 0 and r.output.strip() == f"attncost {__version__}"
