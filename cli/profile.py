@@ -79,13 +79,9 @@ def profile(
     _check_param_values(params)
 
     # -- the device --------------------------------------------------------------------------
-    from ..profiler.device import DeviceError, check_backend, device_name, resolve_device, slug
+    from ..profiler.device import device_name, slug
 
-    try:
-        dev = resolve_device(device)
-        check_backend(backend, dev)
-    except DeviceError as err:
-        raise fail(str(err))
+    dev = _resolve(device, backend)
     defaults = GPU_DEFAULTS if dev != "cpu" else CPU_DEFAULTS
     dt = dtype or ("fp32" if dev == "cpu" else "bf16")
     ds, heads_ = parse_ints(d, "--d") if d else [defaults["d"]], heads or defaults["heads"]
@@ -155,6 +151,18 @@ def _check_param_values(params: dict) -> None:
             e = err.errors()[0]
             key = e["loc"][0] if e["loc"] else "?"
             raise fail(f"--param {variant}.{key}={p.get(key)!r}: {e['msg'].removeprefix('Value error, ')}")
+
+
+def _resolve(device: str, backend: str) -> str:
+    """The torch device to run on ("auto": CUDA, else MPS, else CPU), checked against --backend."""
+    from ..profiler.device import DeviceError, check_backend, resolve_device
+
+    try:
+        dev = resolve_device(device)
+        check_backend(backend, dev)
+    except DeviceError as err:
+        raise fail(str(err))
+    return dev
 
 
 def _say_device(dev, requested, name, dt, dtype_flag, d_flag, heads_flag, T_flag, d_, heads_, Ts) -> None:
@@ -329,13 +337,9 @@ def _profile_model(model: str, *, device, dtype, variants, d, heads, T, batch, b
     params = parse_params(param)
     _check_param_values(params)
 
-    from ..profiler.device import DeviceError, check_backend, device_name, environment, resolve_device, slug
+    from ..profiler.device import device_name, environment, slug
 
-    try:
-        dev = resolve_device(device)
-        check_backend(backend, dev)
-    except DeviceError as err:
-        raise fail(str(err))
+    dev = _resolve(device, backend)
     dt = dtype or ("fp32" if dev == "cpu" else "bf16")
     Ts = parse_T(T or MODEL_T["cpu" if dev == "cpu" else "gpu"])
     name = device_name(dev)
