@@ -1,6 +1,5 @@
 """`attncost report`: one self-contained HTML page from one or more results files."""
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -16,22 +15,15 @@ console = Console(highlight=False)
 
 
 def _load_run(path: Path):
+    from ..costmodel.jsonfile import read_json_file
     from ..costmodel.results import Run
 
-    if not path.exists():
-        raise fail(f"no such results file: {path}")
-    if path.is_dir():
-        raise fail(f"{path} is a directory, not a results file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise fail(f"cannot read {path}: {getattr(err, 'strerror', None) or err}")
-    try:
-        json.loads(text)
+        data = read_json_file(path, "results file", ValueError)
     except ValueError as err:
-        raise fail(f"{path} is not JSON ({err.msg} at line {err.lineno})")
+        raise fail(str(err))
     try:
-        return Run.model_validate_json(text)
+        return Run.model_validate(data)
     except ValidationError as err:
         e = err.errors()[0]
         where = ".".join(str(x) for x in e["loc"]) or "top level"

@@ -45,3 +45,22 @@ def validation_reason(err: ValidationError) -> str:
         why = f"{loc}: {msg[:1].lower() + msg[1:]}" if loc else msg
     more = len(errs) - 1
     return why + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def read_json_file(path, kind: str, error: type):
+    """The parsed JSON of a file a user named (``kind``: "results file", "fidelity file"), or
+    ``error`` with one sentence: no such file, a directory, unreadable, or not JSON."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"no such {kind}: {path}")
+    if path.is_dir():
+        raise error(f"{path} is a directory, not a {kind}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{path} is not JSON ({err.msg} at line {err.lineno})") from None
+

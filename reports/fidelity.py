@@ -90,22 +90,9 @@ def check_fidelity(doc, where: str = "the fidelity data") -> dict:
 
 def load_fidelity(path) -> dict:
     """Read and validate a file written by `attncost fidelity --json`."""
-    import json
+    from ..costmodel.jsonfile import read_json_file
 
-    path = Path(path)
-    if not path.exists():
-        raise FidelityFileError(f"no such fidelity file: {path}")
-    if path.is_dir():
-        raise FidelityFileError(f"{path} is a directory, not a fidelity file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise FidelityFileError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}")
-    try:
-        doc = json.loads(text)
-    except ValueError as err:
-        raise FidelityFileError(f"{path} is not JSON ({getattr(err, 'msg', err)} at line {getattr(err, 'lineno', '?')})")
-    return check_fidelity(doc, str(path))
+    return check_fidelity(read_json_file(path, "fidelity file", FidelityFileError), str(path))
 
 
 # -- the Pareto front -------------------------------------------------------------------------
