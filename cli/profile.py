@@ -61,14 +61,7 @@ def profile(
     # -- flags that need no torch ----------------------------------------------------------
     if phase not in PHASES:
         raise fail(f"--phase must be one of {', '.join(PHASES)}, not {phase!r}")
-    if dtype is not None and dtype not in DTYPES:
-        raise fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if backend not in BACKENDS:
-        raise fail(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if device not in ("auto", "cuda", "mps", "cpu"):
-        raise fail(f"--device must be one of auto, cuda, mps or cpu, not {device!r}")
-    if budget is not None and not budget > 0:
-        raise fail(f"--budget must be a positive number of seconds, not {budget}")
+    _check_run_flags(dtype, backend, device, budget)
     for flag, value in (("--heads", heads), ("--batch", batch)):
         if value is not None and value < 1:
             raise fail(f"{flag} must be a positive integer, not {value}")
@@ -151,6 +144,18 @@ def _check_param_values(params: dict) -> None:
             e = err.errors()[0]
             key = e["loc"][0] if e["loc"] else "?"
             raise fail(f"--param {variant}.{key}={p.get(key)!r}: {e['msg'].removeprefix('Value error, ')}")
+
+
+def _check_run_flags(dtype, backend: str, device: str, budget) -> None:
+    """The flags the layer sweep and the model run share, checked before torch is imported."""
+    if dtype is not None and dtype not in DTYPES:
+        raise fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if backend not in BACKENDS:
+        raise fail(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if device not in ("auto", "cuda", "mps", "cpu"):
+        raise fail(f"--device must be one of auto, cuda, mps or cpu, not {device!r}")
+    if budget is not None and not budget > 0:
+        raise fail(f"--budget must be a positive number of seconds, not {budget}")
 
 
 def _resolve(device: str, backend: str) -> str:
@@ -319,14 +324,7 @@ def _profile_model(model: str, *, device, dtype, variants, d, heads, T, batch, b
         raise fail(f"--model: {err}")
     if d is not None or heads is not None:
         raise fail(f"--d and --heads come from the model with --model ({cfg.name}: d={cfg.d}, heads={cfg.heads})")
-    if dtype is not None and dtype not in DTYPES:
-        raise fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if backend not in BACKENDS:
-        raise fail(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if device not in ("auto", "cuda", "mps", "cpu"):
-        raise fail(f"--device must be one of auto, cuda, mps or cpu, not {device!r}")
-    if budget is not None and not budget > 0:
-        raise fail(f"--budget must be a positive number of seconds, not {budget}")
+    _check_run_flags(dtype, backend, device, budget)
     if batch < 1 or new_tokens < 1:
         raise fail(f"--batch and --new-tokens must be positive integers, not {batch} and {new_tokens}")
     if logits not in ("all", "last"):
