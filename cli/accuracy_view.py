@@ -3,32 +3,19 @@
 import json
 
 import typer
-from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from ..costmodel.accuracy import TARGET_MEDIAN, TARGET_P90, by_variant, crossover_table, point_errors, summary
-from ..costmodel.results import Run
-from .errors import fail
+from .options import load_run
 
 console = Console(highlight=False, width=None if Console().is_terminal else 140)
 
 
-def load_run(path: str) -> Run:
-    try:
-        return Run.load(path)
-    except FileNotFoundError:
-        raise fail(f"--time: no file {path!r}")
-    except IsADirectoryError:
-        raise fail(f"--time: {path!r} is a directory, not a results file")
-    except (ValidationError, ValueError, UnicodeDecodeError):
-        raise fail(f"--time: {path!r} is not an attncost results file (written by `attncost profile`)")
-
-
 def time_check(path: str, as_json: bool) -> None:
     """Print the error table; exit 1 when the median error is above the 15 % target."""
-    run = load_run(path)
+    run = load_run(path, "--time")
     errors = point_errors(run)
     total, per_variant, cross = summary(errors), by_variant(errors), crossover_table(run)
     passed = total["median"] is not None and total["median"] <= TARGET_MEDIAN

@@ -105,3 +105,22 @@ def check_params(variant: str, params: dict, shape: Shape):
         raise fail(f"--param {variant}.{key}={params.get(key)!r}: {e['msg'].removeprefix('Value error, ')}")
     except VariantError as err:
         raise fail(f"--param {err}")
+
+
+def load_run(path, flag: str = ""):
+    """A results file of `attncost profile`, or exit 2 with one sentence (prefixed by ``flag``)."""
+    from ..costmodel.jsonfile import read_json_file
+    from ..costmodel.results import Run
+
+    lead = f"{flag}: " if flag else ""
+    try:
+        data = read_json_file(path, "results file", ValueError)
+    except ValueError as err:
+        raise fail(lead + str(err))
+    try:
+        return Run.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        where = ".".join(str(x) for x in e["loc"]) or "top level"
+        raise fail(f"{lead}{path} is not an attncost results file ({where}: {e['msg']})")
+

@@ -4,30 +4,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from .errors import fail
+from .options import load_run
 from .main import app
 
 console = Console(highlight=False)
-
-
-def _load_run(path: Path):
-    from ..costmodel.jsonfile import read_json_file
-    from ..costmodel.results import Run
-
-    try:
-        data = read_json_file(path, "results file", ValueError)
-    except ValueError as err:
-        raise fail(str(err))
-    try:
-        return Run.model_validate(data)
-    except ValidationError as err:
-        e = err.errors()[0]
-        where = ".".join(str(x) for x in e["loc"]) or "top level"
-        raise fail(f"{path} is not an attncost results file ({where}: {e['msg']})")
 
 
 def _check_variant(name: Optional[str], flag: str) -> None:
@@ -75,7 +59,7 @@ def report(
         raise MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "runs"))
     _check_variant(baseline, "--baseline")
     _check_variant(variant_heatmap, "--variant-heatmap")
-    loaded = [_load_run(p) for p in runs]
+    loaded = [load_run(p) for p in runs]
     fid_docs = [_load_fidelity(p) for p in fidelity]
     hw = None
     if hardware is not None:
