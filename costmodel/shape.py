@@ -1,13 +1,11 @@
 """The shape of one attention layer and the phase it runs in."""
 
-from typing import Literal, Optional
+from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from .units import DTYPE_BYTES
+from .units import DTYPE_BYTES, Dtype, Phase
 
-Dtype = Literal["bf16", "fp16", "fp32"]
-Phase = Literal["prefill", "decode", "train"]
 MAX_T = 4_194_304
 
 

@@ -11,6 +11,20 @@
 - On screen: FLOPs in decimal units (GFLOP = 1e9), memory in binary units (MiB = 2**20), time in ms.
 """
 
+from typing import Literal, get_args
+
+# The vocabularies every command, profile and results file shares (flags check against these).
+Dtype = Literal["bf16", "fp16", "fp32"]
+Phase = Literal["prefill", "decode", "train"]
+SdpaBackend = Literal["flash", "cudnn", "efficient", "math"]
+Device = Literal["cuda", "mps", "cpu"]
+DTYPES: tuple = get_args(Dtype)
+PHASES: tuple = get_args(Phase)
+SDPA_BACKENDS: tuple = get_args(SdpaBackend)  # torch's fused/math SDPA backends
+FUSED_BACKENDS: tuple = ("cudnn", "flash", "efficient")  # the ones that skip masked tiles, fastest first
+DEVICES: tuple = get_args(Device)
+TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 INDEX_BYTES = 8  # torch.topk returns int64 indices
 CAUSAL_FUSED_FRACTION = 0.5
