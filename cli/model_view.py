@@ -1,5 +1,5 @@
 """`attncost predict --model NAME|FILE.json`: a whole model, per attention variant (presentation only;
-the numbers come from ``costmodel.models``)."""
+the numbers come from ``costmodel.model_cost``)."""
 
 import json
 from typing import Optional
@@ -8,7 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..costmodel.units import DTYPE_BYTES, GIB, GIGA, MIB
+from ..costmodel.units import DTYPES, GIB, GIGA, MIB
 from .errors import fail
 from .fmt import sig
 from .options import check_params, make_shape, parse_params, parse_T, parse_variants
@@ -20,7 +20,8 @@ COMPONENT_LABELS = {"attention_core": "attention core", "attention_proj": "atten
 
 
 def load_model_or_fail(text: str):
-    from ..costmodel.models import ModelError, get_model
+    from ..costmodel.model_presets import get_model
+    from ..costmodel.model_spec import ModelError
 
     try:
         return get_model(text)
@@ -31,13 +32,14 @@ def load_model_or_fail(text: str):
 def run(model: str, T: str, batch: int, dtype: str, variants: Optional[str], param: Optional[list],
         hw, as_json: bool, logits: str = "all") -> None:
     """Evaluate and print (table or JSON) the whole model for each T and variant."""
-    from ..costmodel.models import default_variants, predict_model
+    from ..costmodel.model_cost import default_variants, predict_model
+    from ..costmodel.model_graphs import LOGITS
 
     cfg = load_model_or_fail(model)
     Ts = parse_T(T)
-    if dtype not in DTYPE_BYTES:
-        raise fail(f"--dtype must be one of {', '.join(DTYPE_BYTES)}, not {dtype!r}")
-    if logits not in ("all", "last"):
+    if dtype not in DTYPES:
+        raise fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if logits not in LOGITS:
         raise fail(f"--logits must be 'all' or 'last', not {logits!r}")
     names = default_variants(cfg) if variants is None else parse_variants(variants)
     params = parse_params(param)

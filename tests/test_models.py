@@ -9,9 +9,12 @@ import pytest
 
 from attncost.costmodel.estimate import estimate
 from attncost.costmodel.hardware import get_hardware
-from attncost.costmodel.models import (COMPONENTS, PRESETS, ModelConfig, ModelError, count_params, get_model,
-                                       max_batch_fitting, max_T_fitting, memory_bytes, predict_model,
-                                       touched_experts)
+from attncost.costmodel.model_cost import predict_model
+from attncost.costmodel.model_memory import max_batch_fitting, max_T_fitting, memory_bytes
+from attncost.costmodel.model_params import count_params, touched_experts
+from attncost.costmodel.model_pass import COMPONENTS
+from attncost.costmodel.model_presets import PRESETS, get_model
+from attncost.costmodel.model_spec import ModelConfig, ModelError
 from attncost.costmodel.shape import Shape
 
 H100 = get_hardware("h100")
@@ -55,7 +58,7 @@ def test_deepseek_v2_lite_active_parameters():
 
 
 def test_gpt2_worked_example_by_hand():
-    """gpt2, T=1024, batch 1, mha (math path: causal scores counted dense). See models.py."""
+    """gpt2, T=1024, batch 1, mha (math path: causal scores counted dense). See model_cost.py."""
     e = predict_model("gpt2", T=1024)
     f = e.prefill.flops
     T, d, L, H, dh, V, h = 1024, 768, 12, 12, 64, 50257, 3072
@@ -263,6 +266,8 @@ def test_custom_model_file(tmp_path):
      "unknown attention variant"),
     ('{"name": "x", "layers": 2, "d": 64, "heads": 4, "vocab": 10, "mlp_hidden": 8, "colour": 1}',
      "unknown field colour"),
+    ('{"name": "x", "layers": 2, "d": 64, "heads": 4, "vocab": 10, "mlp_hidden": 8, '
+     '"attention_params": {"mla": {"kv_lora_rank": 0}}}', "attention_params.mla: kv_lora_rank: input should be"),
 ])
 def test_malformed_model_files_fail_with_one_sentence(tmp_path, content, match):
     p = tmp_path / "m.json"
@@ -272,13 +277,22 @@ def test_malformed_model_files_fail_with_one_sentence(tmp_path, content, match):
     assert "\n" not in str(info.value)
 
 
+def test_layer_kinds_list_the_layers_in_order():
+    cfg = get_model("deepseek-v2-lite")
+    assert cfg.layer_kinds() == [("dense", 1), ("moe", 26)]
+    kinds = [cfg.layer_kind(i) for i in range(cfg.layers)]
+    assert kinds == [k for k, n in cfg.layer_kinds() for _ in range(n)]
+    assert {get_model("gpt2").layer_kind(i) for i in range(12)} == {"dense"}
+
+
 def test_unknown_model_names_the_presets():
     with pytest.raises(ModelError, match="gpt2, gpt2-medium"):
         get_model("gpt5")
 
 
 def test_costmodel_models_never_imports_torch():
-    code = "import sys, attncost.costmodel.models as m; m.predict_model('gpt2', T=64); print('torch' in sys.modules)"
+    code = ("import sys, attncost.costmodel.model_cost as m; m.predict_model('gpt2', T=64); "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
