@@ -2,7 +2,7 @@
 
 Each variant builds a ``Graph``: tensors (inputs, weights, KV cache, activations) and the ops that
 read and write them, each op tagged with the kernel (fused group) it runs in. Everything else is
-derived from it in one place (``cost.py``): FLOPs, bytes moved, peak live memory for the unfused
+derived from it in one place (``analysis.py``): FLOPs, bytes moved, peak live memory for the unfused
 path (every op writes its output to memory) and for the fused one (tensors that never leave a
 kernel never touch memory), and the backward pass for ``train``.
 """
