@@ -26,7 +26,7 @@ DEFAULT_OUT = ROOT / "costmodel" / "data" / "h100-microbench.json"
 
 def main(argv) -> int:
     from attncost.costmodel.hardware import H100_PUBLISHED
-    from attncost.costmodel.timing import fit_profile, row_errors, summarize
+    from attncost.costmodel.fit import fit_profile, row_errors, summarize
 
     src = Path(argv[1]) if len(argv) > 1 else DEFAULT_IN
     out = Path(argv[2]) if len(argv) > 2 else DEFAULT_OUT

@@ -12,11 +12,12 @@ A profile holds two kinds of numbers:
   never beats the datasheet.
 
 The built-in ``h100`` is fitted to measured microbenchmarks: ``data/h100-microbench.json`` is made
-by ``timing.fit_profile`` from the raw rows in ``data/h100-microbench-2026-11-22.json`` (a verbatim
+by ``fit.fit_profile`` from the raw rows in ``data/h100-microbench-2026-11-22.json`` (a verbatim
 copy of the project's shared H100 measurements) by ``bench/calibrate_from_microbench.py``.
-``h200`` is the same GH100 die, so it reuses the H100 fit with its own datasheet peaks. The others carry their datasheet peaks and generic, *assumed*
-efficiencies (said in their ``calibration`` field): run ``attncost calibrate`` on the machine for
-a fitted profile, and pass it as ``--hardware FILE.json``.
+``h200`` is the same GH100 die, so it reuses the H100 fit with its own datasheet peaks. The others
+carry their datasheet peaks and generic, *assumed* efficiencies (said in their ``calibration``
+field): run ``attncost calibrate`` on the machine for a fitted profile, and pass it as
+``--hardware FILE.json``.
 
 Units: FLOP/s, bytes/s, bytes (memory sizes in GiB, as NVIDIA's and Apple's "GB" of device memory
 are), seconds.
@@ -28,17 +29,17 @@ import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Optional
-
-from .atomic import write_atomic
-from .jsonfile import load_json_model
+from typing import Callable, Hashable, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-DTYPES = ("bf16", "fp16", "fp32")
+from .atomic import write_atomic
+from .jsonfile import load_json_model
+from .units import DTYPES, GIB, Dtype
+
+T = TypeVar("T")
 DATA_DIR = Path(__file__).resolve().parent / "data"
 H100_MICROBENCH = DATA_DIR / "h100-microbench-2026-11-22.json"  # raw rows the h100 profile is fitted to
-GIB = 2**30
 
 
 class HardwareError(ValueError):
@@ -104,7 +105,7 @@ class Hardware(BaseModel):
     name: str = Field(..., min_length=1)
     description: str = ""
     source: str = Field("", description="where the published peaks come from (URL or document)")
-    peak_flops: dict[Literal["bf16", "fp16", "fp32"], float] = Field(
+    peak_flops: dict[Dtype, float] = Field(
         ..., description="dense tensor FLOP/s per dtype, no sparsity (fp32: TF32 tensor cores)")
     vector_flops: float = Field(..., gt=0, description="fp32 non-tensor FLOP/s")
     mem_bandwidth: float = Field(..., gt=0, description="device memory bandwidth, bytes/s")
@@ -123,13 +124,13 @@ class Hardware(BaseModel):
     fp32_matmul: Fp32Matmul = Field(
         "ieee", description="fp32 matmuls: 'ieee' on CUDA cores at vector_flops (PyTorch's default, "
                             "allow_tf32=False) or 'tf32' on tensor cores at peak_flops['fp32']")
-    matmul: dict[Literal["bf16", "fp16", "fp32"], MatmulEfficiency] = Field(default_factory=dict)
+    matmul: dict[Dtype, MatmulEfficiency] = Field(default_factory=dict)
     attention: dict[str, AttentionEfficiency] = Field(default_factory=dict)
     attention_backend: str = Field("flash", description="the fused attention backend predicted by default")
     calibration: str = Field("", description="where the efficiencies come from")
     notes: list[str] = Field(default_factory=list)
 
-    _cache: dict = PrivateAttr(default_factory=dict)
+    _derived: dict = PrivateAttr(default_factory=dict)  # see ``cached``
 
     @model_validator(mode="after")
     def _check(self) -> "Hardware":
@@ -187,6 +188,18 @@ class Hardware(BaseModel):
     def host_matmul_s(self) -> float:
         return self.launch_overhead_s if self.matmul_overhead_s is None else self.matmul_overhead_s
 
+    def cached(self, key: Hashable, build: Callable[..., T], *args) -> T:
+        """A value derived from this profile (``timing.compiled``): ``build(*args)`` on the first
+        call with ``key``, the kept value after. A profile is frozen, so what is derived from it does
+        not go stale; the values are not part of the profile (not compared, not saved), and a copy
+        starts without them. A ``build`` that raises keeps nothing."""
+        derived = self.__pydantic_private__["_derived"]  # ~70x faster than self._derived (pydantic's __getattr__)
+        try:
+            return derived[key]
+        except KeyError:
+            value = derived[key] = build(*args)
+            return value
+
     # -- io -------------------------------------------------------------------------------------
     def to_json(self) -> str:
         return self.model_dump_json(indent=2) + "\n"
@@ -197,7 +210,7 @@ class Hardware(BaseModel):
         write_atomic(path, self.to_json())
         return path
 
-    def __eq__(self, other) -> bool:  # the timing cache is not part of a profile's value
+    def __eq__(self, other) -> bool:  # the derived values (``cached``) are not part of a profile's value
         if isinstance(other, Hardware):
             return self.__dict__ == other.__dict__
         return NotImplemented
@@ -205,11 +218,11 @@ class Hardware(BaseModel):
     __hash__ = None  # dict fields: not hashable
 
     def model_copy(self, *, update=None, deep: bool = False) -> "Hardware":
-        """A copy (with ``update`` validated), with its own timing cache."""
+        """A copy (with ``update`` validated), with no derived values (``cached``)."""
         if update:
             return Hardware.model_validate({**self.model_dump(), **_plain(update)})
         c = super().model_copy(deep=deep)
-        c._cache = {}
+        c._derived = {}
         return c
 
 

@@ -61,7 +61,7 @@ def test_h200_reuses_the_h100_fit():
 
 def test_committed_h100_profile_is_reproducible():
     """data/h100-microbench.json is what fit_profile makes of the raw rows (bench/calibrate_from_microbench.py)."""
-    from attncost.costmodel.timing import fit_profile
+    from attncost.costmodel.fit import fit_profile
 
     rows = json.loads(H100_MICROBENCH.read_text())["rows"]
     fresh = fit_profile(H100_PUBLISHED, rows, exclude_ops=("cumsum",))
@@ -147,7 +147,7 @@ def test_save_roundtrip_and_atomic(tmp_path, monkeypatch):
 
 
 def test_model_copy_gets_its_own_timing_cache():
-    from attncost.costmodel.timing import predict_row
+    from attncost.costmodel.fit import predict_row
 
     h = get_hardware("h100")
     row = {"op": "copy", "dtype": "bfloat16", "elems": 2**28}
@@ -155,6 +155,30 @@ def test_model_copy_gets_its_own_timing_cache():
     slow = h.model_copy(update={"mem_bandwidth": h.mem_bandwidth / 2})
     assert predict_row(row, slow) > 1.8 * t1
     assert predict_row(row, h) == t1
+
+
+def test_cached_builds_once_per_key_and_is_not_part_of_the_value():
+    h = get_hardware("a100").model_copy()
+    calls = []
+
+    def build():
+        calls.append(1)
+        return object()
+
+    first = h.cached("probe", build)
+    assert h.cached("probe", build) is first and len(calls) == 1
+    assert h.cached("probe2", build) is not first and len(calls) == 2
+    assert h.cached("probe3", lambda *a: a, 1, 2) == (1, 2)  # build gets the extra arguments
+    copy = h.model_copy()
+    assert copy == h and copy.cached("probe", build) is not first  # a copy starts without derived values
+    assert "probe" not in h.to_json()
+
+    def broken():
+        raise HardwareError("no")
+
+    with pytest.raises(HardwareError):
+        h.cached("bad", broken)
+    assert h.cached("bad", build) is not None  # a failed build keeps nothing
 
 
 def test_unknown_attention_backend():

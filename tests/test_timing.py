@@ -1,17 +1,16 @@
 """The time model against the H100 microbenchmarks (costmodel/data/h100-microbench-2026-11-22.json,
-do_bench device times), its decomposition, the eager launch queue, its speed, and the fit."""
+do_bench device times), its decomposition and the eager launch queue. The fit: test_fit.py."""
 
 import json
 import math
-import statistics
 
 import pytest
 
 from attncost.costmodel import analysis
 from attncost.costmodel.graph import Graph
-from attncost.costmodel.hardware import H100_MICROBENCH, H100_PUBLISHED, HardwareError, get_hardware
-from attncost.costmodel.timing import (KernelTime, TimeEstimate, fit_profile, measured_s, predict, predict_row,
-                                       row_errors, summarize)
+from attncost.costmodel.fit import measured_s, predict_row, row_errors, summarize
+from attncost.costmodel.hardware import H100_MICROBENCH, HardwareError, get_hardware
+from attncost.costmodel.timing import KernelTime, TimeEstimate, predict
 
 ROWS = json.loads(H100_MICROBENCH.read_text())["rows"]
 H100 = get_hardware("h100")
@@ -241,36 +240,6 @@ def test_h200_is_faster_than_h100_when_memory_bound():
     t100 = predict(ks, get_hardware("h100"), mode="device").time_s
     t200 = predict(ks, get_hardware("h200"), mode="device").time_s
     assert t200 < t100 * 0.8
-
-
-# -- speed ------------------------------------------------------------------------------------------
-
-# -- the fit ---------------------------------------------------------------------------------------
-
-def test_fit_recovers_a_known_profile():
-    """Rows made by a known profile are fitted back from the generic published base."""
-    truth = get_hardware("h100")
-    synth = []
-    for r in ROWS:
-        p = predict_row(r, truth)
-        if p is None or r["op"] == "cumsum":
-            continue
-        s = dict(r)
-        if "ms" in s:
-            s["ms"] = p * 1e3
-        else:
-            s["us_per_op"] = p * 1e6
-        synth.append(s)
-    fitted = fit_profile(H100_PUBLISHED, synth)
-    errs = [abs(e) for v in row_errors(synth, fitted).values() for e in v]
-    assert statistics.median(errs) < 0.01 and max(errs) < 0.1
-    assert fitted.attention_backend == truth.attention_backend
-
-
-def test_fit_without_rows_keeps_the_base():
-    fitted = fit_profile(H100_PUBLISHED, [{"op": "unknown", "ms": 1.0}])
-    assert fitted.matmul == H100_PUBLISHED.matmul and fitted.attention == H100_PUBLISHED.attention
-    assert "nothing" in fitted.calibration
 
 
 def test_head_dim_is_not_extrapolated_beyond_the_fit():
