@@ -17,7 +17,7 @@ Every row is timed with ``harness.measure`` (CUDA events with the L2 flushed bef
 median) on random normal data. Out-of-place ops allocate their output as eager PyTorch does, so
 on a CPU the rows include the first-touch cost of fresh memory.
 
-``calibrate(device, out)`` then fits a profile to the rows with ``costmodel.timing.fit_profile``
+``calibrate(device, out)`` then fits a profile to the rows with ``costmodel.fit.fit_profile``
 on the built-in profile of this device (``cpu`` on a CPU, ``h100`` on an H100, ...), writes it
 atomically with ``Hardware.save`` and writes the rows beside it (``NAME.microbench.json``), so that
 ``--hardware NAME.json`` uses the fitted profile. For the CPU, and for any device without a
@@ -271,8 +271,8 @@ def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw):
 def base_profile(device: str, rows: list, name: Optional[str] = None):
     """The built-in profile to fit, with this machine's name, memory size and, where no datasheet
     backs it (CPU, unknown device), peaks raised to what was measured."""
+    from ..costmodel.fit import measured_s
     from ..costmodel.hardware import get_hardware
-    from ..costmodel.timing import measured_s
     from .device import default_hardware
 
     dev_name = name or device_name(device)
@@ -322,7 +322,7 @@ def calibrate(device: str, out, *, quick: bool = False, plan: Optional[Plan] = N
               progress: Optional[Callable[[str, int, int], None]] = None, rows: Optional[list] = None) -> dict:
     """Measure, fit and write. Returns {"hardware", "path", "rows_path", "rows", "errors", "base",
     "seconds"}; ``rows`` given skips the measurement (refit of earlier rows)."""
-    from ..costmodel.timing import fit_profile, row_errors, summarize
+    from ..costmodel.fit import fit_profile, row_errors, summarize
 
     t0 = time.perf_counter()
     env = environment(device, "mixed")
