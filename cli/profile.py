@@ -1,26 +1,35 @@
-"""`attncost profile`: measure variants on this machine's device, beside the model's prediction."""
+"""`attncost profile`: measure variants on this machine's device, beside the model's prediction.
+
+One skeleton (``_profile``: flags, device, dtype, hardware profile, results file, progress bar,
+Ctrl-C) runs two kinds of run, which differ only in ``check`` (their own flags), ``variants``,
+``plan`` (the points, said on stderr), ``run`` and ``summary``: a layer sweep (``LayerRun``,
+every variant at every shape, ``profiler.sweep``) and a whole model (``ModelRun``, ``--model``:
+time to first token and decode tokens/s, ``profiler.model_stack``).
+"""
 
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import List, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..costmodel.units import DTYPES, PHASES
 from .errors import fail
 from .main import app
-from .options import make_shape, parse_ints, parse_params, parse_T, parse_variants
+from .options import (BACKEND_CHOICES, DEVICE_CHOICES, check_choice, check_output, check_param_values, load_hardware,
+                      load_model, make_shape, parse_ints, parse_params, parse_T, parse_variants)
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-PHASES = ("prefill", "decode", "train")
-DTYPES = ("bf16", "fp16", "fp32")
-BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
 GPU_DEFAULTS = dict(d=1024, heads=16, T="512:32768", budget=1.0)
 CPU_DEFAULTS = dict(d=256, heads=4, T="128:1024", budget=0.2)
+MODEL_T = {"gpu": "512,2048", "cpu": "128"}
 
 
 @app.command()
@@ -52,112 +61,228 @@ def profile(
                                "or the 'last' one, as `attncost predict --model`."),
 ) -> None:
     """Measure time and peak memory of attention variants on this machine, beside the prediction."""
-    if model is not None:
-        return _profile_model(model, device=device, dtype=dtype, variants=variants, d=d, heads=heads, T=T,
-                              batch=batch, backend=backend, param=param, hardware=hardware, out=out, resume=resume,
-                              overwrite=overwrite, budget=budget, new_tokens=new_tokens, logits=logits)
-    if new_tokens != 8 or logits != "all":
-        raise fail("--new-tokens and --logits apply only with --model")
-    # -- flags that need no torch ----------------------------------------------------------
-    if phase not in PHASES:
-        raise fail(f"--phase must be one of {', '.join(PHASES)}, not {phase!r}")
-    _check_run_flags(dtype, backend, device, budget)
-    for flag, value in (("--heads", heads), ("--batch", batch)):
-        if value is not None and value < 1:
-            raise fail(f"{flag} must be a positive integer, not {value}")
-    if resume and overwrite:
+    o = SimpleNamespace(**locals())
+    kind = ModelRun(o) if model is not None else LayerRun(o)
+    _profile(kind, o, _command({"--" + k.replace("_", "-"): v for k, v in vars(o).items() if k not in kind.unused}))
+
+
+def _profile(kind, o: SimpleNamespace, command: str) -> None:
+    """Check the flags (before torch is imported), resolve the device, dtype and profile, measure
+    ``kind``'s points into the results file, and print its summary."""
+    kind.check()
+    if o.dtype is not None:
+        check_choice(o.dtype, DTYPES, "--dtype")
+    check_choice(o.backend, BACKEND_CHOICES, "--backend")
+    check_choice(o.device, DEVICE_CHOICES, "--device")
+    if o.budget is not None and not o.budget > 0:
+        raise fail(f"--budget must be a positive number of seconds, not {o.budget}")
+    if o.resume and o.overwrite:
         raise fail("--resume and --overwrite contradict each other: pass one of them")
-    names = parse_variants(variants)
-    params = parse_params(param)
-    _check_param_values(params)
+    names = kind.variants(o.variants)
+    params = parse_params(o.param)
+    check_param_values(params)
 
-    # -- the device --------------------------------------------------------------------------
-    from ..profiler.device import device_name, slug
+    from ..profiler.device import device_name, environment, slug
+    from ..profiler.runner import RunError
 
-    dev = _resolve(device, backend)
-    defaults = GPU_DEFAULTS if dev != "cpu" else CPU_DEFAULTS
-    dt = dtype or ("fp32" if dev == "cpu" else "bf16")
-    ds, heads_ = parse_ints(d, "--d") if d else [defaults["d"]], heads or defaults["heads"]
-    d_ = ds[0]
-    Ts = parse_T(T or defaults["T"])
-    shapes = [make_shape(T=t, d=w, heads=heads_, batch=batch, dtype=dt, phase=phase) for w in ds for t in Ts]
+    dev = _resolve(o.device, o.backend)
+    dt = o.dtype or ("fp32" if dev == "cpu" else "bf16")
     name = device_name(dev)
-    _say_device(dev, device, name, dt, dtype, d, heads, T, d_, heads_, Ts)
-
-    hw, hw_label = _hardware(hardware, dev, name)
-    path = Path(out) if out else Path("runs") / f"{slug(name)}-{phase}-{dt}.json"
-    if path.exists() and path.is_dir():
-        raise fail(f"--out {path} is a folder: give a file name such as {path / 'run.json'}")
-    if path.exists() and not resume and not overwrite:
+    kind.plan(dev, dt, name, names, params)
+    hw, hw_label = _hardware(o.hardware, dev, name)
+    path = check_output(o.out or Path("runs") / f"{slug(name)}-{kind.file_tag}-{dt}.json", "--out", "run.json")
+    if path.exists() and not o.resume and not o.overwrite:
         raise fail(f"--out {path} already exists: pass --resume to complete it, --overwrite to start again, "
                    f"or another --out")
-
-    from ..profiler.device import environment
-    from ..profiler.sweep import SweepError, make_grid, run_sweep
-
-    grid = make_grid(names, shapes, params)
-    env = environment(dev, dt, hardware_profile=hw_label)
-    budget_s = budget or defaults["budget"]
-    run = None
+    budget_s = o.budget or (GPU_DEFAULTS if dev != "cpu" else CPU_DEFAULTS)["budget"]
     try:
         with _progress() as progress:
-            task = progress.add_task("starting", total=len(grid))
-
-            def on_begin(variant, prm, shape, index, total):
-                progress.update(task, description=f"{variant} T={shape.T:,}")
-
-            def on_point(point, index, total, skipped):
-                progress.advance(task)
-
-            run = run_sweep(path, grid, dev, dt, backend, resume, on_point, count=not no_count, hardware=hw,
-                            env=env, command=_command({
-                                "--device": device, "--dtype": dtype, "--phase": phase, "--variants": variants,
-                                "--d": d, "--T": T, "--heads": heads, "--batch": batch, "--backend": backend,
-                                "--param": param, "--hardware": hardware, "--out": out, "--resume": resume,
-                                "--overwrite": overwrite, "--no-count": no_count, "--budget": budget}),
-                            name=path.stem, on_begin=on_begin,
-                            measure_kwargs=dict(budget_s=budget_s))
-    except SweepError as err:
+            task = progress.add_task("starting", total=kind.total)
+            run = kind.run(path, dev, dt, backend=o.backend, resume=o.resume, hardware=hw,
+                           env=environment(dev, dt, hardware_profile=hw_label), command=command, name=path.stem,
+                           measure_kwargs=dict(budget_s=budget_s),
+                           on_begin=lambda p, i, n: progress.update(task, description=_describe(p)),
+                           on_point=lambda p, i, n, skipped: progress.advance(task))
+    except RunError as err:
         raise fail(str(err))
     except KeyboardInterrupt:
-        done = _count_points(path)
-        err_console.print(f"[yellow]interrupted[/]: {path} holds {done} of {len(grid)} points; run the same "
+        held = _count_points(path)
+        err_console.print(f"[yellow]interrupted[/]: {path} holds {held}{kind.of_total} points; run the same "
                           f"command with --resume to finish it.")
         raise typer.Exit(130)
     except OSError as err:
         raise fail(f"--out {path}: cannot write there ({err.strerror or err})")
-    _print_summary(run, grid, path)
+    kind.summary(run, path)
+
+
+class LayerRun:
+    """A layer sweep: every variant at every (d, T) shape of one phase (``profiler.sweep``)."""
+
+    unused = ("model", "new_tokens", "logits")  # flags of the model run
+
+    def __init__(self, o: SimpleNamespace):
+        self.o, self.grid, self.total, self.of_total, self.file_tag = o, [], 0, "", o.phase
+        self.variants = parse_variants
+
+    def check(self) -> None:
+        o = self.o
+        if o.new_tokens != 8 or o.logits != "all":
+            raise fail("--new-tokens and --logits apply only with --model")
+        check_choice(o.phase, PHASES, "--phase")
+        for flag, value in (("--heads", o.heads), ("--batch", o.batch)):
+            if value is not None and value < 1:
+                raise fail(f"{flag} must be a positive integer, not {value}")
+
+    def plan(self, dev: str, dt: str, name: str, names: list, params: dict) -> None:
+        """The grid of points (defaults sized for a GPU or the CPU), said on stderr."""
+        from ..profiler.sweep import make_grid
+
+        o, defaults = self.o, GPU_DEFAULTS if dev != "cpu" else CPU_DEFAULTS
+        ds, heads = parse_ints(o.d, "--d") if o.d else [defaults["d"]], o.heads or defaults["heads"]
+        Ts = parse_T(o.T or defaults["T"])
+        shapes = [make_shape(T=t, d=w, heads=heads, batch=o.batch, dtype=dt, phase=o.phase) for w in ds for t in Ts]
+        self._say(dev, name, dt, ds[0], heads, Ts)
+        self.grid = make_grid(names, shapes, params)
+        self.total, self.of_total = len(self.grid), f" of {len(self.grid)}"
+
+    def _say(self, dev, name, dt, d, heads, Ts) -> None:
+        import torch
+
+        from ..profiler.device import busy_warning
+
+        o = self.o
+        if dev == "cpu":
+            lead = "No GPU found: running on the CPU" if o.device == "auto" else "Running on the CPU"
+            err_console.print(f"{lead} ({name}, {torch.get_num_threads()} threads).")
+            if o.dtype is None:
+                err_console.print("dtype fp32 (the CPU default: bf16 and fp16 matmuls are slow on most CPUs, "
+                                  "fast only with AVX512-BF16 or AMX).")
+            elif dt != "fp32":
+                err_console.print(f"[yellow]note[/]: {dt} on the CPU: matmuls are slow without AVX512-BF16 or AMX "
+                                  f"(fp16 especially), so times may say more about the conversion than the variant.")
+            if o.d is None or o.heads is None or o.T is None:
+                err_console.print(f"Small CPU grid (about a minute on 2 cores): d={d}, heads={heads}, "
+                                  f"T {Ts[0]:,}..{Ts[-1]:,}.")
+        else:
+            err_console.print(f"Running on {name} ({dev}), {dt}.")
+        busy = busy_warning(dev)
+        if busy:
+            err_console.print(f"[yellow]note[/]: {busy}.")
+
+    def run(self, path: Path, dev: str, dt: str, **common):
+        from ..profiler.sweep import run_sweep
+
+        return run_sweep(path, self.grid, dev, dt, count=not self.o.no_count, **common)
+
+    def summary(self, run, path: Path) -> None:
+        from ..profiler.sweep import grid_points
+
+        by_key = {p.key: p for p in run.points}
+        keys = dict.fromkeys(p.key for p in grid_points(self.grid))  # this command's points, in grid order
+        points = [by_key[k] for k in keys if k in by_key]  # (a resumed file may hold more)
+        table = _table((("variant", "left"), ("T", "right"), ("meas. ms", "right"), ("pred. ms", "right"),
+                        ("error", "right"), ("peak MiB", "right"), ("sdpa", "left"), ("status", "left")))
+        errors = []
+        messages: dict = {}
+        for p in points:
+            meas = p.timing.median_s if p.timing else None
+            pred = p.predicted_time_s
+            err = (pred - meas) / meas if (meas and pred is not None) else None
+            if err is not None and p.status == "ok":
+                errors.append(abs(err))
+            if p.message:
+                messages.setdefault(p.message, []).append(f"{p.variant} T={p.shape.T:,}")
+            table.add_row(p.variant, f"{p.shape.T:,}", _ms(meas), _ms(pred), "–" if err is None else f"{err:+.0%}",
+                          "–" if p.peak_memory_bytes is None else f"{p.peak_memory_bytes / 2**20:,.1f}",
+                          p.backend or "–", _status(p))
+        console.print(table)
+        for msg, where in messages.items():
+            more = f" and {len(where) - 3} more" if len(where) > 3 else ""
+            console.print(f"[dim]- {', '.join(where[:3])}{more}: {msg}[/]")
+        line = f"Wrote {path} ({len(points)} points: {sum(p.status == 'ok' for p in points)} ok"
+        for s in ("oom", "error", "n/a"):
+            k = sum(p.status == s for p in points)
+            if k:
+                line += f", {k} {s}"
+        console.print(line + ").")
+        unstable = sum(1 for p in points if p.timing is not None and p.timing.stable is False)
+        if unstable:
+            console.print(f"[dim]{unstable} of {len(points)} points did not reach a stable median (95% interval "
+                          f"within 2%) in the time budget: raise --budget for tighter numbers.[/]")
+        if errors:
+            errors.sort()
+            console.print(f"Predicted vs measured time: median |error| {errors[len(errors) // 2]:.0%} over "
+                          f"{len(errors)} points (error = predicted / measured - 1; meas. = median of repeated calls; "
+                          f"peak MiB = memory above the inputs; sdpa = the backend that ran).")
+
+
+class ModelRun:
+    """A whole model with random weights, every variant at every T (``profiler.model_stack``)."""
+
+    unused = ("phase", "d", "heads", "no_count")  # flags of the layer sweep
+
+    def __init__(self, o: SimpleNamespace):
+        self.o, self.cfg, self.names, self.params, self.Ts = o, None, [], {}, []
+        self.total, self.of_total, self.file_tag = 0, "", ""  # file_tag: set once the model is known
+
+    def check(self) -> None:
+        from ..costmodel.model_graphs import LOGITS
+        from ..profiler.device import slug
+
+        o = self.o
+        self.cfg = cfg = load_model(o.model)
+        self.file_tag = f"model-{slug(cfg.name)}"
+        if o.d is not None or o.heads is not None:
+            raise fail(f"--d and --heads come from the model with --model ({cfg.name}: d={cfg.d}, heads={cfg.heads})")
+        if o.batch < 1 or o.new_tokens < 1:
+            raise fail(f"--batch and --new-tokens must be positive integers, not {o.batch} and {o.new_tokens}")
+        check_choice(o.logits, LOGITS, "--logits")
+
+    def variants(self, text: str) -> list:
+        return [self.cfg.attention] if text.strip().lower() == "all" else parse_variants(text)
+
+    def plan(self, dev: str, dt: str, name: str, names: list, params: dict) -> None:
+        cfg, o = self.cfg, self.o
+        self.Ts = Ts = parse_T(o.T or MODEL_T["cpu" if dev == "cpu" else "gpu"])
+        self.names, self.params, self.total = names, params, len(Ts) * len(names)
+        err_console.print(f"Running {cfg.name} ({cfg.layers} layers, d={cfg.d}, random weights) on {name} ({dev}), "
+                          f"{dt}; T {', '.join(f'{t:,}' for t in Ts)}, batch {o.batch}, {o.new_tokens} decode steps "
+                          f"per timed call.")
+
+    def run(self, path: Path, dev: str, dt: str, **common):
+        from ..profiler.model_stack import run_models
+
+        o = self.o
+        return run_models(path, o.model, self.names, self.Ts, o.batch, dev, dt, params=self.params,
+                          new_tokens=o.new_tokens, logits=o.logits, **common)
+
+    def summary(self, run, path: Path) -> None:
+        table = _table((("model", "left"), ("variant", "left"), ("T", "right"), ("TTFT ms", "right"),
+                        ("pred", "right"), ("err", "right"), ("ms/tok", "right"), ("pred", "right"), ("err", "right"),
+                        ("tok/s", "right"), ("status", "left")))
+
+        def err(pred, meas):
+            return "–" if not meas or pred is None else f"{pred / meas - 1:+.0%}"
+
+        points = [p for p in run.points if p.model is not None]
+        for p in points:
+            table.add_row(p.model, p.variant, f"{p.shape.T:,}", _ms(p.ttft_s), _ms(p.predicted_ttft_s),
+                          err(p.predicted_ttft_s, p.ttft_s), _ms(p.decode_s_per_token),
+                          _ms(p.predicted_decode_s_per_token),
+                          err(p.predicted_decode_s_per_token, p.decode_s_per_token),
+                          "–" if p.decode_tokens_per_s is None else f"{p.decode_tokens_per_s:,.1f}", _status(p))
+        console.print(table)
+        for p in points:
+            if p.message:
+                console.print(f"[dim]- {p.model} {p.variant} T={p.shape.T:,}: {p.message}[/]")
+        n_ok = sum(p.status == "ok" for p in points)
+        console.print(f"Wrote {path} ({len(points)} points: {n_ok} ok). TTFT = prefill of T tokens (median); ms/tok "
+                      f"= one decode step (a token per sequence) against a cache of T; tok/s = batch / ms/tok "
+                      f"measured; pred = `attncost predict --model` for "
+                      f"{run.environment.hardware_profile or 'no profile'}; err = pred / measured - 1.")
 
 
 # -- helpers -------------------------------------------------------------------------------
-def _check_param_values(params: dict) -> None:
-    """Values out of every range fail now; values that do not fit one shape (linformer.k > T) make
-    that point n/a instead."""
-    from pydantic import ValidationError
-
-    from ..costmodel.variants import REGISTRY
-
-    for variant, p in params.items():
-        try:
-            REGISTRY[variant].params(**p)
-        except ValidationError as err:
-            e = err.errors()[0]
-            key = e["loc"][0] if e["loc"] else "?"
-            raise fail(f"--param {variant}.{key}={p.get(key)!r}: {e['msg'].removeprefix('Value error, ')}")
-
-
-def _check_run_flags(dtype, backend: str, device: str, budget) -> None:
-    """The flags the layer sweep and the model run share, checked before torch is imported."""
-    if dtype is not None and dtype not in DTYPES:
-        raise fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if backend not in BACKENDS:
-        raise fail(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if device not in ("auto", "cuda", "mps", "cpu"):
-        raise fail(f"--device must be one of auto, cuda, mps or cpu, not {device!r}")
-    if budget is not None and not budget > 0:
-        raise fail(f"--budget must be a positive number of seconds, not {budget}")
-
-
 def _resolve(device: str, backend: str) -> str:
     """The torch device to run on ("auto": CUDA, else MPS, else CPU), checked against --backend."""
     from ..profiler.device import DeviceError, check_backend, resolve_device
@@ -170,40 +295,12 @@ def _resolve(device: str, backend: str) -> str:
     return dev
 
 
-def _say_device(dev, requested, name, dt, dtype_flag, d_flag, heads_flag, T_flag, d_, heads_, Ts) -> None:
-    import torch
-
-    if dev == "cpu":
-        lead = "No GPU found: running on the CPU" if requested == "auto" else "Running on the CPU"
-        err_console.print(f"{lead} ({name}, {torch.get_num_threads()} threads).")
-        if dtype_flag is None:
-            err_console.print("dtype fp32 (the CPU default: bf16 and fp16 matmuls are slow on most CPUs, "
-                              "fast only with AVX512-BF16 or AMX).")
-        elif dt != "fp32":
-            err_console.print(f"[yellow]note[/]: {dt} on the CPU: matmuls are slow without AVX512-BF16 or AMX "
-                              f"(fp16 especially), so times may say more about the conversion than the variant.")
-        if d_flag is None or heads_flag is None or T_flag is None:
-            err_console.print(f"Small CPU grid (about a minute on 2 cores): d={d_}, heads={heads_}, "
-                              f"T {Ts[0]:,}..{Ts[-1]:,}.")
-    else:
-        err_console.print(f"Running on {name} ({dev}), {dt}.")
-    from ..profiler.device import busy_warning
-
-    busy = busy_warning(dev)
-    if busy:
-        err_console.print(f"[yellow]note[/]: {busy}.")
-
-
 def _hardware(hardware: Optional[str], dev: str, name: str):
-    from ..costmodel.hardware import HardwareError, get_hardware
+    from ..costmodel.hardware import get_hardware
     from ..profiler.device import default_hardware
 
     if hardware:
-        try:
-            hw = get_hardware(hardware)
-        except HardwareError as err:
-            raise fail(f"--hardware: {err}")
-        return hw, hardware
+        return load_hardware(hardware), hardware
     matched = default_hardware(dev, name)
     if matched is None:
         err_console.print(f"[yellow]note[/]: no built-in hardware profile matches {name}: predicted times are left "
@@ -242,63 +339,25 @@ def _count_points(path: Path) -> int:
 
     try:
         return len(Run.load(path).points)
-    except Exception:
+    except (OSError, ValueError):  # gone, unreadable or not a results file
         return 0
 
 
-def _print_summary(run, grid, path: Path) -> None:
-    if run is None:
-        return
-    keys = {}
-    from ..profiler.sweep import point_params
-    from ..costmodel.results import Point
+def _describe(point) -> str:
+    """The progress bar's label of the point being measured."""
+    return f"{point.model + ' ' if point.model else ''}{point.variant} T={point.shape.T:,}"
 
-    for v, p, s in grid:  # this command's points, in grid order (a resumed file may hold more)
-        keys[Point(variant=v, params=point_params(v, s, p), shape=s).key] = None
-    by_key = {p.key: p for p in run.points}
-    points = [by_key[k] for k in keys if k in by_key]
-    from rich import box
 
+def _table(columns: tuple) -> Table:
     table = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1))
-    for c, j in (("variant", "left"), ("T", "right"), ("meas. ms", "right"), ("pred. ms", "right"),
-                 ("error", "right"), ("peak MiB", "right"), ("sdpa", "left"), ("status", "left")):
+    for c, j in columns:
         table.add_column(c, justify=j, no_wrap=True)
-    errors = []
-    messages: dict = {}
-    for p in points:
-        meas = p.timing.median_s if p.timing else None
-        pred = p.predicted_time_s
-        err = (pred - meas) / meas if (meas and pred is not None) else None
-        if err is not None and p.status == "ok":
-            errors.append(abs(err))
-        status = p.status if p.status == "ok" else f"[red]{p.status}[/]" if p.status in ("error", "oom") else f"[dim]{p.status}[/]"
-        if p.message:
-            messages.setdefault(p.message, []).append(f"{p.variant} T={p.shape.T:,}")
-        table.add_row(p.variant, f"{p.shape.T:,}", _ms(meas), _ms(pred),
-                      "–" if err is None else f"{err:+.0%}",
-                      "–" if p.peak_memory_bytes is None else f"{p.peak_memory_bytes / 2**20:,.1f}",
-                      p.backend or "–", status)
-    console.print(table)
-    for msg, where in messages.items():
-        more = f" and {len(where) - 3} more" if len(where) > 3 else ""
-        console.print(f"[dim]- {', '.join(where[:3])}{more}: {msg}[/]")
-    n_ok = sum(p.status == "ok" for p in points)
-    line = f"Wrote {path} ({len(points)} points: {n_ok} ok"
-    for s in ("oom", "error", "n/a"):
-        k = sum(p.status == s for p in points)
-        if k:
-            line += f", {k} {s}"
-    line += ")."
-    console.print(line)
-    unstable = sum(1 for p in points if p.timing is not None and p.timing.stable is False)
-    if unstable:
-        console.print(f"[dim]{unstable} of {len(points)} points did not reach a stable median (95% interval within "
-                      f"2%) in the time budget: raise --budget for tighter numbers.[/]")
-    if errors:
-        errors.sort()
-        console.print(f"Predicted vs measured time: median |error| {errors[len(errors) // 2]:.0%} over {len(errors)} "
-                      f"points (error = predicted / measured - 1; meas. = median of repeated calls; peak MiB = "
-                      f"memory above the inputs; sdpa = the backend that ran).")
+    return table
+
+
+def _status(p) -> str:
+    style = "" if p.status == "ok" else "red" if p.status in ("error", "oom") else "dim"
+    return f"[{style}]{p.status}[/]" if style else p.status
 
 
 def _ms(x: Optional[float]) -> str:
@@ -307,105 +366,3 @@ def _ms(x: Optional[float]) -> str:
         return "–"
     ms = x * 1e3
     return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:,.0f}"
-
-
-# -- `attncost profile --model`: a whole model ---------------------------------------------------
-MODEL_T = {"gpu": "512,2048", "cpu": "128"}
-
-
-def _profile_model(model: str, *, device, dtype, variants, d, heads, T, batch, backend, param, hardware, out,
-                   resume, overwrite, budget, new_tokens, logits) -> None:
-    """Time to first token and decode tokens/s of a whole model (random weights), beside predict_model."""
-    from ..costmodel.models import ModelError, get_model
-
-    try:
-        cfg = get_model(model)
-    except ModelError as err:
-        raise fail(f"--model: {err}")
-    if d is not None or heads is not None:
-        raise fail(f"--d and --heads come from the model with --model ({cfg.name}: d={cfg.d}, heads={cfg.heads})")
-    _check_run_flags(dtype, backend, device, budget)
-    if batch < 1 or new_tokens < 1:
-        raise fail(f"--batch and --new-tokens must be positive integers, not {batch} and {new_tokens}")
-    if logits not in ("all", "last"):
-        raise fail(f"--logits must be 'all' or 'last', not {logits!r}")
-    if resume and overwrite:
-        raise fail("--resume and --overwrite contradict each other: pass one of them")
-    names = [cfg.attention] if variants.strip().lower() == "all" else parse_variants(variants)
-    params = parse_params(param)
-    _check_param_values(params)
-
-    from ..profiler.device import device_name, environment, slug
-
-    dev = _resolve(device, backend)
-    dt = dtype or ("fp32" if dev == "cpu" else "bf16")
-    Ts = parse_T(T or MODEL_T["cpu" if dev == "cpu" else "gpu"])
-    name = device_name(dev)
-    err_console.print(f"Running {cfg.name} ({cfg.layers} layers, d={cfg.d}, random weights) on {name} ({dev}), {dt}; "
-                      f"T {', '.join(f'{t:,}' for t in Ts)}, batch {batch}, {new_tokens} decode steps per timed call.")
-    hw, hw_label = _hardware(hardware, dev, name)
-    path = Path(out) if out else Path("runs") / f"{slug(name)}-model-{slug(cfg.name)}-{dt}.json"
-    if path.exists() and path.is_dir():
-        raise fail(f"--out {path} is a folder: give a file name such as {path / 'run.json'}")
-    if path.exists() and not resume and not overwrite:
-        raise fail(f"--out {path} already exists: pass --resume to complete it, --overwrite to start again, "
-                   f"or another --out")
-
-    from ..profiler.model_stack import run_models
-    from ..profiler.sweep import SweepError
-
-    env = environment(dev, dt, hardware_profile=hw_label)
-    total = len(Ts) * len(names)
-    try:
-        with _progress() as progress:
-            task = progress.add_task("starting", total=total)
-            run = run_models(
-                path, model, names, Ts, batch, dev, dt, params=params, new_tokens=new_tokens, logits=logits,
-                hardware=hw, backend=backend, resume=resume, env=env, name=path.stem,
-                command=_command({"--model": model, "--device": device, "--dtype": dtype, "--variants": variants,
-                                  "--T": T, "--batch": batch, "--backend": backend, "--param": param,
-                                  "--hardware": hardware, "--out": out, "--resume": resume,
-                                  "--overwrite": overwrite, "--budget": budget, "--new-tokens": new_tokens,
-                                  "--logits": logits}),
-                measure_kwargs=dict(budget_s=budget or (GPU_DEFAULTS if dev != "cpu" else CPU_DEFAULTS)["budget"]),
-                on_begin=lambda v, t, i, n: progress.update(task, description=f"{cfg.name} {v} T={t:,}"),
-                on_point=lambda p, i, n, skipped: progress.advance(task))
-    except SweepError as err:
-        raise fail(str(err))
-    except KeyboardInterrupt:
-        err_console.print(f"[yellow]interrupted[/]: {path} holds {_count_points(path)} points; run the same "
-                          f"command with --resume to finish it.")
-        raise typer.Exit(130)
-    except OSError as err:
-        raise fail(f"--out {path}: cannot write there ({err.strerror or err})")
-    _print_model_summary(run, path)
-
-
-def _print_model_summary(run, path: Path) -> None:
-    from rich import box
-
-    table = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1))
-    for c, j in (("model", "left"), ("variant", "left"), ("T", "right"), ("TTFT ms", "right"), ("pred", "right"),
-                 ("err", "right"), ("ms/tok", "right"), ("pred", "right"), ("err", "right"),
-                 ("tok/s", "right"), ("status", "left")):
-        table.add_column(c, justify=j, no_wrap=True)
-
-    def err(pred, meas):
-        return "–" if not meas or pred is None else f"{pred / meas - 1:+.0%}"
-
-    points = [p for p in run.points if p.model is not None]
-    for p in points:
-        status = p.status if p.status == "ok" else f"[red]{p.status}[/]" if p.status in ("error", "oom") else f"[dim]{p.status}[/]"
-        table.add_row(p.model, p.variant, f"{p.shape.T:,}", _ms(p.ttft_s), _ms(p.predicted_ttft_s),
-                      err(p.predicted_ttft_s, p.ttft_s), _ms(p.decode_s_per_token),
-                      _ms(p.predicted_decode_s_per_token), err(p.predicted_decode_s_per_token, p.decode_s_per_token),
-                      "–" if p.decode_tokens_per_s is None else f"{p.decode_tokens_per_s:,.1f}", status)
-    console.print(table)
-    for p in points:
-        if p.message:
-            console.print(f"[dim]- {p.model} {p.variant} T={p.shape.T:,}: {p.message}[/]")
-    n_ok = sum(p.status == "ok" for p in points)
-    console.print(f"Wrote {path} ({len(points)} points: {n_ok} ok). TTFT = prefill of T tokens (median); ms/tok = "
-                  f"one decode step (a token per sequence) against a cache of T; tok/s = batch / ms/tok measured; "
-                  f"pred = `attncost predict --model` for {run.environment.hardware_profile or 'no profile'}; "
-                  f"err = pred / measured - 1.")

@@ -1,6 +1,8 @@
 """The results file of `attncost profile`: one `Run`, written atomically point by point.
 
-Pure pydantic (no torch), shared by the profiler that writes it and the reports that read it.
+Pure pydantic (no torch), shared by the profiler that writes it and the reports that read it. A
+Run embeds the hardware profile its predictions were made with, so a report does not depend on
+where the file lies.
 """
 
 import json
@@ -11,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from .atomic import write_atomic
+from .hardware import Hardware
 from .shape import Shape
 
 SCHEMA_VERSION = 1
@@ -27,6 +30,8 @@ class Environment(BaseModel):
     python: Optional[str] = None
     platform: Optional[str] = None
     hardware_profile: Optional[str] = None  # name or file of the profile used for predictions
+    sdpa_backend_requested: Optional[str] = None  # --backend of a layer sweep: "auto" or a forced one
+    sdpa_backend: Optional[str] = None  # the SDPA backends that really ran, joined by "+"
 
 
 class Timing(BaseModel):
@@ -102,6 +107,7 @@ class Run(BaseModel):
     created: str = ""
     environment: Environment
     dtype: str = "bf16"
+    hardware: Optional[Hardware] = None  # the profile the predictions were made with
     points: list[Point] = Field(default_factory=list)
 
     def save(self, path) -> None:

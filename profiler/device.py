@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..costmodel.hardware import HardwareError
 from ..costmodel.results import Environment
+from ..costmodel.units import DEVICES, SDPA_BACKENDS, TORCH_DTYPE_NAMES
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+DEVICE_CHOICES = ("auto",) + DEVICES  # what --device accepts
+BACKEND_CHOICES = ("auto",) + SDPA_BACKENDS  # what --backend accepts ("auto": torch's own choice)
 
 # SDPBackend member -> the name attncost uses (the names of --backend)
 _SDP_NAMES = {"MATH": "math", "FLASH_ATTENTION": "flash", "EFFICIENT_ATTENTION": "efficient",
@@ -33,11 +34,13 @@ class DeviceError(ValueError):
     """The requested device or backend is not available here (one plain sentence)."""
 
 
-def torch_dtype(name: str):
-    """``"bf16"`` -> ``torch.bfloat16`` (also accepts torch's own names)."""
+def torch_dtype(name):
+    """``"bf16"`` -> ``torch.bfloat16`` (also accepts torch's own names, and a torch dtype)."""
     import torch
 
-    name = DTYPES.get(name, name)
+    if isinstance(name, torch.dtype):
+        return name
+    name = TORCH_DTYPE_NAMES.get(name, name)
     dt = getattr(torch, name, None)
     if not isinstance(dt, torch.dtype):
         raise DeviceError(f"unknown dtype {name!r}: choose bf16, fp16 or fp32")
@@ -60,8 +63,8 @@ def available(device: str) -> bool:
 def resolve_device(requested: str = "auto") -> str:
     """``auto`` -> cuda, else mps, else cpu; an explicit device must be usable here."""
     requested = (requested or "auto").lower()
-    if requested not in DEVICES:
-        raise DeviceError(f"--device must be one of {', '.join(DEVICES)}, not {requested!r}")
+    if requested not in DEVICE_CHOICES:
+        raise DeviceError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, not {requested!r}")
     if requested == "auto":
         for dev in ("cuda", "mps"):
             if available(dev):
@@ -160,36 +163,35 @@ def nvidia_driver() -> Optional[str]:
     """The NVIDIA driver version (e.g. "580.159.04"), or the CUDA driver API version."""
     try:
         import pynvml  # nvidia-ml-py
+    except ImportError:
+        pynvml = None
+    if pynvml is not None:
+        try:
+            pynvml.nvmlInit()
+            v = pynvml.nvmlSystemGetDriverVersion()
+            return v.decode() if isinstance(v, bytes) else str(v)
+        except pynvml.NVMLError:  # no driver library, no GPU
+            pass
+    out = _output(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], timeout=10)
+    if out:
+        return out.splitlines()[0]
+    import torch
 
-        pynvml.nvmlInit()
-        v = pynvml.nvmlSystemGetDriverVersion()
-        return v.decode() if isinstance(v, bytes) else str(v)
-    except Exception:
-        pass
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip().splitlines()[0]
-    except Exception:
-        pass
-    try:
-        import torch
-
         v = torch._C._cuda_getDriverVersion()  # e.g. 13000 -> CUDA driver API 13.0
-        return f"CUDA driver API {v // 1000}.{v % 1000 // 10}"
-    except Exception:
+    except (AttributeError, RuntimeError):  # a torch without CUDA, or no driver
         return None
+    return f"CUDA driver API {v // 1000}.{v % 1000 // 10}"
 
 
 def _cudnn_version() -> Optional[str]:
-    try:
-        import torch
+    import torch
 
+    try:
         v = torch.backends.cudnn.version()
-        return str(v) if v else None
-    except Exception:
+    except (AttributeError, RuntimeError):  # a build without cuDNN
         return None
+    return str(v) if v else None
 
 
 def _cpu_name() -> str:
@@ -209,11 +211,16 @@ def _cpu_name() -> str:
 def _sysctl(key: str) -> Optional[str]:
     if sys.platform != "darwin":
         return None
+    return _output(["sysctl", "-n", key], timeout=5)
+
+
+def _output(command: list, timeout: float) -> Optional[str]:
+    """The stripped standard output of a command that succeeded; None otherwise."""
     try:
-        out = subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except Exception:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):  # not installed, not runnable, timed out
         return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def slug(text: str) -> str:
@@ -253,7 +260,7 @@ def default_hardware(device: str, name: Optional[str] = None) -> Optional[str]:
         try:
             get_hardware(c)
             return c
-        except Exception:
+        except HardwareError:
             continue
     return None
 
@@ -264,8 +271,8 @@ def sdpa_context(backend: str = "auto"):
     backend = (backend or "auto").lower()
     if backend == "auto":
         return contextlib.nullcontext()
-    if backend not in BACKENDS:
-        raise DeviceError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend not in BACKEND_CHOICES:
+        raise DeviceError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     member = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -276,8 +283,8 @@ def sdpa_context(backend: str = "auto"):
 def check_backend(backend: str, device: str) -> None:
     """cuDNN and memory-efficient attention exist only on CUDA."""
     backend = (backend or "auto").lower()
-    if backend not in BACKENDS:
-        raise DeviceError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend not in BACKEND_CHOICES:
+        raise DeviceError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
     if backend in ("cudnn", "efficient") and device != "cuda":
         raise DeviceError(f"--backend {backend} needs a CUDA device (this run is on {device}); "
                           f"use auto, flash or math")
@@ -318,7 +325,7 @@ def _choice(torch, args, kwargs) -> str:
                 call.pop("enable_gqa", None)
                 code = torch._fused_sdp_choice(q, k, v, **call)
         return _SDP_NAMES.get(SDPBackend(code).name, str(code))
-    except Exception:
+    except (AttributeError, RuntimeError, TypeError, ValueError):  # a torch without this selector, or a new code
         return getattr(getattr(q, "device", None), "type", "unknown") + "-default"
 
 

@@ -216,7 +216,7 @@ def _live_bytes_mode():
                 try:
                     storage = t.untyped_storage()
                     key = storage.data_ptr()
-                except Exception:  # tensors without storage (sparse, nested, wrappers)
+                except (RuntimeError, NotImplementedError):  # tensors without storage (sparse, nested, wrappers)
                     continue
                 if key == 0:
                     continue
@@ -245,7 +245,7 @@ def is_oom(err: BaseException) -> bool:
 
         oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
                                       getattr(torch.cuda, "OutOfMemoryError", None)) if t is not None)
-    except Exception:
+    except ImportError:
         oom_types = ()
     if oom_types and isinstance(err, oom_types):
         return True
@@ -265,7 +265,7 @@ def release_memory(device: str) -> None:
             torch.cuda.empty_cache()
         elif device == "mps":
             torch.mps.empty_cache()
-    except Exception:
+    except (ImportError, AttributeError, RuntimeError):  # no torch, no such backend, a device in error
         pass
 
 
@@ -279,7 +279,7 @@ def do_bench_check(*, batch: int = 4, heads: int = 16, T: int = 4096, head_dim: 
     try:
         import torch
         import triton.testing
-    except Exception:
+    except ImportError:  # no Triton in this install
         return None
     if not torch.cuda.is_available():
         return None

@@ -1,13 +1,13 @@
 """A whole model preset as a torch stack with random weights: time to first token and decode speed.
 
-``build_stack(cfg, variant, T, batch, device, dtype)`` builds ``cfg`` (a ``costmodel.models``
-preset, file or ``ModelConfig``) the way ``costmodel.models`` costs it: token embedding (+ learned
+``build_stack(cfg, variant, T, batch, device, dtype)`` builds ``cfg`` (a ``costmodel.model_presets``
+preset, file or ``ModelConfig``) the way ``costmodel.model_cost`` costs it: token embedding (+ learned
 positions), ``layers`` pre-norm blocks [norm, attention, residual add, norm, MLP, residual add],
 final norm, LM head (tied to the token table or not). The attention of every layer is the
 profiler's own module of the variant (``profiler.modules.build_module``, with the preset's
 parameters for it), the op-for-op module the cost model counts; a ``rope`` model whose variant
 does not rotate its own queries gets RoPE on the q_proj and k_proj outputs (forward hooks), as
-``costmodel.models`` prices it. MLP: GELU (tanh form, 2 matmuls), SwiGLU (3 matmuls), or MoE: a
+``costmodel.model_pass`` prices it. MLP: GELU (tanh form, 2 matmuls), SwiGLU (3 matmuls), or MoE: a
 softmax router, top-k of the routed SwiGLU experts (tokens gathered per expert, weighted and
 added back) and the shared experts.
 
@@ -20,10 +20,12 @@ states of T-1 past tokens (``cache_from``).
 logits, ``logits`` "all" rows or the "last" token of each sequence, as ``predict_model``) and
 decode (one timed call = ``new_tokens`` greedy steps, each one token per sequence against the
 caches of T; the per-token time is the call's time / new_tokens, always at cache length T because
-a decode module rewrites slot T-1), beside ``costmodel.models.predict_model`` for a hardware
+a decode module rewrites slot T-1), beside ``costmodel.model_cost.predict_model`` for a hardware
 profile. Before anything is allocated, the predicted memory (weights + KV cache + prefill
 activations) is compared with the device's free memory: a model that cannot fit gets status
-"oom" with the numbers, and a real out-of-memory error is caught the same way.
+"oom" with the numbers, and a real out-of-memory error is caught the same way
+(``profiler.runner.guarded``). ``run_models`` runs every (T, variant) point through
+``profiler.runner``, resumable as the layer sweep.
 
 ``FAULT_HOOK`` (or the ``fault_hook`` argument), called with (model name, variant, T) before a
 point is built, lets tests simulate an OOM.
@@ -39,14 +41,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..costmodel.models import ModelConfig, get_model, predict_model
+from ..costmodel.model_cost import predict_model
+from ..costmodel.model_presets import get_model
+from ..costmodel.model_spec import ModelConfig, attention_shape
 from ..costmodel.results import Point, Run
 from ..costmodel.shape import Shape
+from ..costmodel.units import TORCH_DTYPE_NAMES
 from .device import synchronize, torch_dtype
-from .harness import is_oom, measure, release_memory
+from .harness import measure
 from .modules import build_module
 from .modules.base import Rope, uniform_
-from .sweep import _one_line, _open_run
+from .runner import OnPoint, guarded, one_line, open_run, run_points
 
 FAULT_HOOK: Optional[Callable[[str, str, int], None]] = None
 MEMORY_HEADROOM = 0.9  # use at most this share of the device's free memory
@@ -173,9 +178,8 @@ class ModelStack(nn.Module):
 
     # -- pieces --------------------------------------------------------------------------------
     def _shape(self, phase: str) -> Shape:
-        return Shape(batch=self.batch, T=self.T, d=self.cfg.d, heads=self.cfg.heads, kv_heads=self.cfg.kv_heads,
-                     dtype={torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype],
-                     causal=True, phase=phase)
+        dtype = next(k for k, v in TORCH_DTYPE_NAMES.items() if getattr(torch, v) == self.dtype)
+        return attention_shape(self.cfg, self.T, self.batch, dtype, phase)
 
     def _attention(self, phase: str, layer: int) -> nn.Module:
         module, inputs = build_module(self.variant, self._shape(phase), dict(self.params), self.device_name,
@@ -294,7 +298,7 @@ def free_memory(device: str) -> Optional[float]:
                 if line.startswith("MemAvailable:"):
                     return float(line.split()[1]) * 1024
         return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except Exception:  # noqa: BLE001
+    except (RuntimeError, OSError, ValueError, AttributeError):  # no such API or counter here
         return None
 
 
@@ -307,16 +311,15 @@ def model_point(model, variant: Optional[str], T: int, batch: int, device: str, 
     (the variant does not apply), oom (predicted or real), or error (one-line message)."""
     cfg = get_model(model)
     variant = variant or cfg.attention
-    shape = Shape(batch=batch, T=T, d=cfg.d, heads=cfg.heads, kv_heads=cfg.kv_heads, dtype=dtype, causal=True,
-                  phase="prefill")
+    shape = attention_shape(cfg, T, batch, dtype, "prefill")
     point = Point(variant=variant, params=cfg.variant_params(variant, params), shape=shape,
                   backend=None if backend == "auto" else backend, model=model_label or cfg.name, logits=logits,
                   new_tokens=new_tokens)
     try:
         est = predict_model(cfg, T=T, batch=batch, dtype=dtype, variant=variant, params=params,
                             hardware=hardware, search=False, logits=logits)
-    except Exception as err:  # noqa: BLE001
-        point.status, point.message = "n/a", _one_line(err)
+    except ValueError as err:  # VariantError, HardwareError, out-of-range values
+        point.status, point.message = "n/a", one_line(err)
         return point
     if est.status != "ok":
         point.status, point.message = "n/a", est.reason
@@ -336,20 +339,9 @@ def model_point(model, variant: Optional[str], T: int, batch: int, device: str, 
                          f"(weights {est.weights_bytes / 2**30:,.1f} GiB + KV cache + activations), the {device} "
                          f"has {free / 2**30:,.1f} GiB free")
         return point
-    failure = None
-    try:
-        _measure(point, cfg, est, device, dtype, params, new_tokens, logits, backend, measure_kwargs or {},
-                 fault_hook if fault_hook is not None else FAULT_HOOK)
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # noqa: BLE001  (one bad point must not stop the run)
-        failure = err
-    if failure is not None:
-        point.status = "oom" if is_oom(failure) else "error"
-        point.message = _one_line(failure)
-        failure = None
-    release_memory(device)
-    return point
+    hook = fault_hook if fault_hook is not None else FAULT_HOOK
+    return guarded(point, device, lambda p: _measure(p, cfg, est, device, dtype, params, new_tokens, logits,
+                                                      backend, measure_kwargs or {}, hook))
 
 
 def _measure(point: Point, cfg, est, device, dtype, params, new_tokens, logits, backend, kw, hook) -> None:
@@ -409,50 +401,36 @@ def _kwargs(fn, device, kw: dict) -> dict:
 def run_models(run_path, model, variants: list, Ts: list, batch: int, device: str, dtype: str, *,
                params: Optional[dict] = None, new_tokens: int = 8, logits: str = "all", hardware=None,
                backend: str = "auto", resume: bool = False, env=None, command: str = "", name: str = "",
-               measure_kwargs: Optional[dict] = None, on_begin=None, on_point=None,
+               measure_kwargs: Optional[dict] = None, on_begin=None, on_point: Optional[OnPoint] = None,
                fault_hook: Optional[Callable] = None) -> Run:
     """Every (T, variant) point of ``model``, saved to ``run_path`` after each point (temp file +
     rename, as the layer sweep); ``resume`` skips the points the file already holds.
-    ``on_begin(variant, T, index, total)``; ``on_point(point, index, total, skipped)``."""
+    ``on_begin(point, index, total)``; ``on_point(point, index, total, skipped)``."""
     cfg = get_model(model)
-    label = cfg.name
     path = Path(run_path)
-    run = _open_run(path, resume, device, dtype, env, command, name, hardware)
-    by_key = {p.key: p for p in run.points}
+    run = open_run(path, resume, device, dtype, env=env, command=command, name=name, hardware=hardware)
     grid = [(v or cfg.attention, t) for t in Ts for v in variants]
-    if not run.points or not path.exists():
-        run.save(path)
-    for index, (variant, T) in enumerate(grid):
-        probe = Point(variant=variant, params=_resolved(cfg, variant, T, batch, dtype, params),
-                      shape=Shape(batch=batch, T=T, d=cfg.d, heads=cfg.heads, kv_heads=cfg.kv_heads, dtype=dtype,
-                                  causal=True, phase="prefill"),
-                      model=label, logits=logits, new_tokens=new_tokens)
-        if probe.key in by_key:
-            if on_point is not None:
-                on_point(by_key[probe.key], index, len(grid), True)
-            continue
-        if on_begin is not None:
-            on_begin(variant, T, index, len(grid))
-        point = model_point(cfg, variant, T, batch, device, dtype, params=params, new_tokens=new_tokens,
-                            logits=logits, hardware=hardware, backend=backend, measure_kwargs=measure_kwargs,
-                            fault_hook=fault_hook, model_label=label)
-        run.points.append(point)
-        by_key[point.key] = point
-        run.save(path)
-        if on_point is not None:
-            on_point(point, index, len(grid), False)
-    return run
+    probes = [Point(variant=v, params=_resolved(cfg, v, T, batch, dtype, params),
+                    shape=attention_shape(cfg, T, batch, dtype, "prefill"),
+                    model=cfg.name, logits=logits, new_tokens=new_tokens) for v, T in grid]
+
+    def measure_one(index: int) -> Point:
+        variant, T = grid[index]
+        return model_point(cfg, variant, T, batch, device, dtype, params=params, new_tokens=new_tokens,
+                           logits=logits, hardware=hardware, backend=backend, measure_kwargs=measure_kwargs,
+                           fault_hook=fault_hook, model_label=cfg.name)
+
+    return run_points(path, run, probes, measure_one, on_begin=on_begin, on_point=on_point)
 
 
 def _resolved(cfg: ModelConfig, variant: str, T: int, batch: int, dtype: str, params) -> dict:
     """The variant's parameters as predict_model resolves them (the point's key)."""
     from ..costmodel.estimate import resolve_params
-    from ..costmodel.models import _shape
 
     extra = cfg.variant_params(variant, params)
     try:
-        return dict(resolve_params(variant, _shape(cfg, T, batch, dtype, "prefill"), extra))
-    except Exception:  # noqa: BLE001
+        return dict(resolve_params(variant, attention_shape(cfg, T, batch, dtype, "prefill"), extra))
+    except ValueError:  # VariantError, pydantic's ValidationError: the key keeps the given values
         return extra
 
 

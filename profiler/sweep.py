@@ -12,7 +12,7 @@ optional) and evaluates the analytic model for the local hardware
   counter that runs out of memory after the point was measured leaves it ``ok``, with a message);
 - ``error``: anything else went wrong in this point (one-line message); the sweep goes on.
 
-After every point the whole ``Run`` is written atomically (temp file + rename), so an interrupted
+``profiler.runner`` writes the whole ``Run`` atomically after every point, so an interrupted
 sweep (Ctrl-C, a killed job) leaves a valid file, and ``resume=True`` loads it and skips every
 point whose ``Point.key`` is already there. Points are keyed by their *resolved* parameters, so
 ``--param gqa.kv_heads=4`` and the default that resolves to 4 are the same point.
@@ -21,26 +21,18 @@ For tests, ``FAULT_HOOK`` (or the ``fault_hook`` argument) is called with (varia
 before each point is built; raising ``torch.OutOfMemoryError`` there simulates an OOM.
 """
 
-import datetime as _dt
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from ..costmodel.results import Point, Run
 from ..costmodel.shape import Shape
-from .device import environment as _environment
 from .device import sdpa_backends_used, sdpa_context, torch_dtype
-from .harness import is_oom, measure, peak_memory, release_memory
+from .harness import is_oom, measure, peak_memory
+from .runner import OnBegin, OnPoint, guarded, one_line, open_run, run_points
 
 FAULT_HOOK: Optional[Callable[[str, dict, Shape], None]] = None
-
-GridPoint = tuple  # (variant: str, params: dict | None, shape: Shape)
-OnPoint = Callable[[Point, int, int, bool], None]  # (point, index, total, skipped)
-OnBegin = Callable[[str, dict, Shape, int, int], None]  # (variant, params, shape, index, total)
-
-
-class SweepError(ValueError):
-    """The sweep cannot start (one plain sentence), e.g. --resume on a file from another device."""
 
 
 def make_grid(variants: Iterable[str], shapes: Iterable[Shape], params: Optional[dict] = None) -> list:
@@ -56,8 +48,13 @@ def point_params(variant: str, shape: Shape, params: Optional[dict]) -> dict:
 
     try:
         return resolve_params(variant, shape, params).model_dump()
-    except Exception:
+    except ValueError:  # VariantError, pydantic's ValidationError
         return dict(params or {})
+
+
+def grid_points(grid: list) -> list:
+    """The unmeasured Point of each (variant, params, shape), keyed by its resolved parameters."""
+    return [Point(variant=v, params=point_params(v, s, p), shape=s) for v, p, s in grid]
 
 
 def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "auto",
@@ -74,133 +71,131 @@ def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "aut
     ``Hardware`` profile for the predictions (None: no predicted time). ``env``: the Run's
     ``Environment`` (default: ``device.environment(device, dtype)``). ``measure_kwargs`` go to
     ``harness.measure``. ``build_module`` / ``count_fn`` replace ``profiler.modules.build_module``
-    and ``profiler.counting.count`` (tests use small stand-ins). ``on_point(point, index, total,
-    skipped)`` is called after each point is saved (and for each point skipped on resume);
-    an exception it raises, KeyboardInterrupt included, stops the sweep with the file valid.
+    and ``profiler.counting.count`` (tests use small stand-ins). ``on_begin(point, index, total)``
+    is called before a point is measured; ``on_point(point, index, total, skipped)`` after each
+    point is saved (and for each point skipped on resume); an exception it raises,
+    KeyboardInterrupt included, stops the sweep with the file valid.
     """
     path = Path(run_path)
     grid = [(v, dict(p or {}), s if s.dtype == dtype else s.with_(dtype=dtype)) for v, p, s in grid]
-    run = _open_run(path, resume, device, dtype, env, command, name, hardware)
-    done = {p.key for p in run.points}
-    build_module = build_module or _default_build
+    run = open_run(path, resume, device, dtype, env=env, command=command, name=name, hardware=hardware)
+    requested = (backend or "auto").lower()
+    run.environment.sdpa_backend_requested = requested
     if count and count_fn is None:
         count_fn = _default_count
-    hook = fault_hook if fault_hook is not None else FAULT_HOOK
-    requested = (backend or "auto").lower()
-    run.environment.sdpa_backend_requested = requested  # type: ignore[attr-defined]
-    hw_by_backend: dict = {}
-    total = len(grid)
-    if not run.points or not path.exists():
-        run.save(path)
-    for index, (variant, params, shape) in enumerate(grid):
-        resolved = point_params(variant, shape, params)
-        probe = Point(variant=variant, params=resolved, shape=shape)
-        if probe.key in done:
-            if on_point is not None:
-                old = next((p for p in run.points if p.key == probe.key), probe)
-                on_point(old, index, total, True)
-            continue
-        if on_begin is not None:
-            on_begin(variant, resolved, shape, index, total)
-        point = _run_point(variant, params, resolved, shape, device, requested, hardware, hw_by_backend,
-                           build_module, count_fn if count else None, hook, measure_kwargs or {})
-        run.points.append(point)
-        done.add(point.key)
-        _note_backends(run)
-        run.save(path)
-        if on_point is not None:
-            on_point(point, index, total, False)
-    return run
+    layer = _LayerPoint(device, requested, hardware, build_module or _default_build, count_fn if count else None,
+                        fault_hook if fault_hook is not None else FAULT_HOOK, measure_kwargs or {})
+    probes = grid_points(grid)
+    return run_points(path, run, probes, lambda i: layer.run(probes[i], grid[i][1]),
+                      on_begin=on_begin, on_point=on_point, after_point=_note_backends)
 
 
 # -- one point ---------------------------------------------------------------------------------
-def _run_point(variant, params, resolved, shape, device, backend, hardware, hw_by_backend,
-               build_module, count_fn, hook, measure_kwargs) -> Point:
-    point = Point(variant=variant, params=resolved, shape=shape,
-                  backend=None if backend == "auto" else backend)
-    est = _predict(point, params, _hardware_for(hardware, None if backend == "auto" else backend, hw_by_backend))
-    if est is not None and est.status != "ok":
-        point.status, point.message = "n/a", est.reason
+@dataclass
+class _LayerPoint:
+    """How the points of one sweep are measured."""
+
+    device: str
+    backend: str  # the forced SDPA backend, or "auto"
+    hardware: object  # Hardware | None
+    build_module: Callable
+    count_fn: Optional[Callable]
+    hook: Optional[Callable]
+    measure_kwargs: dict
+    hw_by_backend: dict = field(default_factory=dict)
+
+    def run(self, probe: Point, params: dict) -> Point:
+        """Predict, then (where the variant applies) measure; ``params`` as given, unresolved."""
+        forced = None if self.backend == "auto" else self.backend
+        point = probe.model_copy(update={"backend": forced})
+        est = _predict(point, params, self._hardware_for(forced))
+        if est is not None and est.status != "ok":
+            point.status, point.message = "n/a", est.reason
+            return point
+        guarded(point, self.device, lambda p: self.measure(p, params))
+        if point.backend and forced is None and self.hardware is not None:
+            hw = self._hardware_for(point.backend)
+            if hw is not self.hardware:  # predict with the efficiency of the backend that really ran
+                _predict(point, params, hw)
         return point
-    failure: Optional[BaseException] = None
-    try:
-        _measure_point(point, params, device, backend, build_module, count_fn, hook, measure_kwargs)
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # noqa: BLE001  (one bad point must not stop the sweep)
-        failure = err
-    if failure is not None:
-        oom = is_oom(failure)
-        point.status = "oom" if oom else "error"
-        point.message = _one_line(failure)
-        failure = None  # drop the traceback, and with it the frames that hold the tensors
-    release_memory(device)  # gc, and the allocator's cache back: the next shape starts clean
-    if point.backend and backend == "auto" and hardware is not None:
-        hw = _hardware_for(hardware, point.backend, hw_by_backend)
-        if hw is not hardware:  # predict with the efficiency of the backend that really ran
-            _predict(point, params, hw)
-    return point
+
+    def measure(self, point: Point, params: dict) -> None:
+        """Build, time, measure memory and count; fills ``point`` as it goes (so a failure late in
+        the point keeps what was measured before it). All tensors live in this frame and die with it."""
+        import torch
+
+        shape, device, backend = point.shape, self.device, self.backend
+        if self.hook is not None:
+            self.hook(point.variant, dict(params), shape)
+        torch.manual_seed(0)
+        module, inputs = self.build_module(point.variant, shape, dict(params), device, torch_dtype(shape.dtype),
+                                           backend=backend)
+        fn, clear_grads = _step(module, inputs, shape.phase == "train", backend)
+        t0 = time.perf_counter()
+        used = sdpa_backends_used(fn)  # also the first warm-up call
+        first_s = time.perf_counter() - t0
+        if used is not None:
+            point.backend = used
+        kw = dict(self.measure_kwargs)
+        if first_s > kw.get("budget_s", 2.0) / 2:  # a slow call: the one above was warm-up enough
+            kw["warmup"] = min(kw.get("warmup", 3), 1 if device == "cuda" else 0)
+        point.timing = measure(fn, device, **kw)
+        clear_grads()
+        point.peak_memory_bytes = peak_memory(fn, device)
+        clear_grads()
+        if self.count_fn is not None:
+            try:
+                point.counts = self.count_fn(module, inputs)
+            except Exception as err:  # noqa: BLE001  (counting is a second opinion, not the measurement)
+                what = "counting ran out of memory" if is_oom(err) else "counting failed"
+                point.message = f"{what}: {one_line(err)}"
+
+    def _hardware_for(self, backend: Optional[str]):
+        """The profile predicting with ``backend``'s fused-attention efficiency, where it has one."""
+        hardware = self.hardware
+        if hardware is None or backend is None:
+            return hardware
+        attention = getattr(hardware, "attention", None) or {}
+        if backend not in attention or getattr(hardware, "attention_backend", None) == backend:
+            return hardware
+        if backend not in self.hw_by_backend:
+            self.hw_by_backend[backend] = hardware.model_copy(update={"attention_backend": backend})
+        return self.hw_by_backend[backend]
 
 
-def _measure_point(point: Point, params, device, backend, build_module, count_fn, hook, measure_kwargs) -> None:
-    """Build, time, measure memory and count; fills ``point`` as it goes (so a failure late in the
-    point keeps what was measured before it). All tensors live in this frame and die with it."""
+def _step(module, inputs, train: bool, backend: str):
+    """(fn, clear_grads): one timed call of the module (train: forward + backward with a fixed
+    random output gradient), and what resets the gradients between measurements."""
     import torch
 
-    shape = point.shape
-    if hook is not None:
-        hook(point.variant, dict(params), shape)
-    torch.manual_seed(0)
-    module, inputs = build_module(point.variant, shape, dict(params), device, torch_dtype(shape.dtype),
-                                  backend=backend)
-    train = shape.phase == "train"
     if hasattr(module, "train"):
         module.train(train)
-    if train:
-        inputs = _with_grad(inputs)
-        grad_out = {}
-
-        def clear_grads():
-            if hasattr(module, "zero_grad"):
-                module.zero_grad(set_to_none=True)
-            for t in _tensors(inputs):
-                if t.requires_grad:
-                    t.grad = None
-
-        def fn():
-            clear_grads()
-            with sdpa_context(backend):
-                out = _first_tensor(_call(module, inputs))
-            g = grad_out.get("g")
-            if g is None:
-                g = grad_out["g"] = torch.randn_like(out)
-            out.backward(g)
-    else:
-        def clear_grads():
-            pass
-
+    if not train:
         def fn():
             with torch.no_grad(), sdpa_context(backend):
                 return _call(module, inputs)
 
-    t0 = time.perf_counter()
-    used = sdpa_backends_used(fn)  # also the first warm-up call
-    first_s = time.perf_counter() - t0
-    if used is not None:
-        point.backend = used
-    kw = dict(measure_kwargs)
-    if first_s > kw.get("budget_s", 2.0) / 2:  # a slow call: the one above was warm-up enough
-        kw["warmup"] = min(kw.get("warmup", 3), 1 if device == "cuda" else 0)
-    point.timing = measure(fn, device, **kw)
-    clear_grads()
-    point.peak_memory_bytes = peak_memory(fn, device)
-    clear_grads()
-    if count_fn is not None:
-        try:
-            point.counts = count_fn(module, inputs)
-        except Exception as err:  # noqa: BLE001  (counting is a second opinion, not the measurement)
-            what = "counting ran out of memory" if is_oom(err) else "counting failed"
-            point.message = f"{what}: {_one_line(err)}"
+        return fn, lambda: None
+    inputs = _with_grad(inputs)
+    grad_out = {}
+
+    def clear_grads():
+        if hasattr(module, "zero_grad"):
+            module.zero_grad(set_to_none=True)
+        for t in _tensors(inputs):
+            if t.requires_grad:
+                t.grad = None
+
+    def fn():
+        clear_grads()
+        with sdpa_context(backend):
+            out = _first_tensor(_call(module, inputs))
+        g = grad_out.get("g")
+        if g is None:
+            g = grad_out["g"] = torch.randn_like(out)
+        out.backward(g)
+
+    return fn, clear_grads
 
 
 def _predict(point: Point, params, hardware):
@@ -209,16 +204,15 @@ def _predict(point: Point, params, hardware):
 
     try:
         est = estimate(point.variant, point.shape, dict(params) or None, hardware)
-    except Exception as err:  # noqa: BLE001
+    except ValueError as err:  # VariantError, HardwareError, pydantic's ValidationError
+        est = None
         if hardware is not None:  # e.g. a profile that lacks what this variant needs
             try:
                 est = estimate(point.variant, point.shape, dict(params) or None, None)
-            except Exception:
-                est = None
-        else:
-            est = None
+            except ValueError:
+                pass
         if est is None:
-            point.message = "no prediction: " + _one_line(err)
+            point.message = "no prediction: " + one_line(err)
             return None
     if est.status == "ok":
         point.predicted_flops = est.flops
@@ -227,41 +221,10 @@ def _predict(point: Point, params, hardware):
     return est
 
 
-def _hardware_for(hardware, backend: Optional[str], cache: dict):
-    """The profile predicting with ``backend``'s fused-attention efficiency, where it has one."""
-    if hardware is None or backend is None:
-        return hardware
-    attention = getattr(hardware, "attention", None) or {}
-    if backend not in attention or getattr(hardware, "attention_backend", None) == backend:
-        return hardware
-    if backend not in cache:
-        cache[backend] = hardware.model_copy(update={"attention_backend": backend})
-    return cache[backend]
-
-
 # -- helpers -----------------------------------------------------------------------------------
-def _open_run(path: Path, resume: bool, device, dtype, env, command, name, hardware) -> Run:
-    if env is None:
-        env = _environment(device, dtype, hardware_profile=getattr(hardware, "name", None))
-    if resume and path.exists():
-        try:
-            run = Run.load(path)
-        except Exception as err:
-            raise SweepError(f"--resume: {path} is not a readable results file ({_one_line(err)})") from None
-        if run.environment.device != env.device or run.environment.device_name != env.device_name:
-            raise SweepError(f"--resume: {path} was measured on {run.environment.device_name or run.environment.device}, "
-                             f"not on this {env.device_name or env.device}; write to another --out")
-        if run.dtype != dtype:
-            raise SweepError(f"--resume: {path} was measured in {run.dtype}, not {dtype}; pass --dtype {run.dtype} "
-                             f"or write to another --out")
-        return run
-    return Run(name=name or path.stem, command=command, environment=env, dtype=dtype,
-               created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-
-
 def _note_backends(run: Run) -> None:
     used = sorted({p.backend for p in run.points if p.backend})
-    run.environment.sdpa_backend = "+".join(used) if used else None  # type: ignore[attr-defined]
+    run.environment.sdpa_backend = "+".join(used) if used else None
 
 
 def _default_build(variant, shape, params, device, dtype, backend="auto"):
@@ -310,9 +273,3 @@ def _first_tensor(out):
         if isinstance(o, torch.Tensor):
             return o
     raise TypeError("the module returned no tensor to differentiate")
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    msg = f"{type(err).__name__}: {text}" if text else type(err).__name__
-    return msg if len(msg) <= 300 else msg[:297] + "..."

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from attncost.costmodel.models import MoE, ModelConfig, count_params
+from attncost.costmodel.model_params import count_params
+from attncost.costmodel.model_spec import MoE, ModelConfig
 from attncost.costmodel.results import Point, Run
 from attncost.costmodel.shape import Shape
 from attncost.profiler import model_stack

@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 from attncost.costmodel.results import Counts, Run  # noqa: E402
 from attncost.costmodel.shape import Shape  # noqa: E402
 from attncost.profiler import sweep as S  # noqa: E402
-from attncost.profiler.sweep import SweepError, make_grid, run_sweep  # noqa: E402
+from attncost.profiler.runner import RunError  # noqa: E402
+from attncost.profiler.sweep import make_grid, run_sweep  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -229,12 +230,54 @@ def test_resume_refuses_a_file_from_another_device(tmp_path):
     run = sweep(path, make_grid(["flash"], shapes((32,))), Builder())
     other = run.model_copy(update={"environment": run.environment.model_copy(update={"device_name": "Other GPU"})})
     other.save(path)
-    with pytest.raises(SweepError, match="measured on Other GPU"):
+    with pytest.raises(RunError, match="measured on Other GPU"):
         sweep(path, make_grid(["flash"], shapes((32,))), Builder(), resume=True)
     run.save(path)
-    with pytest.raises(SweepError, match="fp32"):
+    with pytest.raises(RunError, match="fp32"):
         run_sweep(path, make_grid(["flash"], shapes((32,))), "cpu", "bf16", resume=True, build_module=Builder(),
                   count=False, env=run.environment)
+
+
+
+def test_the_run_embeds_the_hardware_profile_of_its_predictions(tmp_path):
+    from attncost.costmodel.hardware import get_hardware
+
+    cpu, h100 = get_hardware("cpu"), get_hardware("h100")
+    path = tmp_path / "r.json"
+    sweep(path, make_grid(["flash"], shapes((32,))), Builder(), hardware=cpu)
+    assert Run.load(path).hardware == cpu
+    # a resumed file keeps the profile it names in environment.hardware_profile
+    sweep(path, make_grid(["flash"], shapes((32, 64))), Builder(), hardware=h100, resume=True)
+    assert Run.load(path).hardware == cpu
+    assert sweep(tmp_path / "none.json", make_grid(["flash"], shapes((32,))), Builder()).hardware is None
+
+
+def test_the_committed_examples_embed_the_profile_they_name():
+    from attncost.costmodel.hardware import get_hardware
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("cpu-prefill-fp32.json", "cpu-decode-fp32.json", "cpu-model-gpt2-fp32.json"):
+        run = Run.load(root / "examples" / name)
+        profile = run.environment.hardware_profile
+        assert run.hardware == get_hardware(root / profile if profile.endswith(".json") else profile), name
+
+
+def test_a_guarded_point_records_the_failure_and_lets_ctrl_c_through():
+    from attncost.costmodel.results import Point
+    from attncost.profiler.runner import guarded
+
+    def fail(point):
+        point.peak_memory_bytes = 1.0
+        raise ValueError("bad\nvalue")
+
+    p = guarded(Point(variant="flash", shape=shapes((32,))[0]), "cpu", fail)
+    assert (p.status, p.message, p.peak_memory_bytes) == ("error", "ValueError: bad value", 1.0)
+
+    def stop(point):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        guarded(Point(variant="flash", shape=shapes((32,))[0]), "cpu", stop)
 
 
 # -- the command line ------------------------------------------------------------------------

@@ -24,20 +24,8 @@ import torch.nn.functional as F
 
 from ...costmodel.shape import Shape
 from ...costmodel.variants import Params, VariantError
-
-BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
-
-
-def sdpa_context(backend: str):
-    """Restrict SDPA to one backend (``auto``: torch's own choice)."""
-    import contextlib
-
-    if backend == "auto":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([{"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-                         "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[backend]])
+from ..device import BACKEND_CHOICES as BACKENDS
+from ..device import sdpa_context, torch_dtype
 
 
 def uniform_(t: torch.Tensor, fan_in: int) -> torch.Tensor:
@@ -182,13 +170,6 @@ def segment_means(t: torch.Tensor, m: int, T: int) -> torch.Tensor:
 
 
 def resolve_dtype(dtype, shape: Shape) -> torch.dtype:
-    if dtype is None:
-        dtype = shape.dtype
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
-             "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-    if dtype not in names:
-        raise VariantError(f"unknown dtype {dtype!r}: choose bf16, fp16 or fp32")
-    return names[dtype]
+    """A torch dtype from bf16 / fp16 / fp32, torch's own names or a torch dtype (None: the shape's)."""
+    return torch_dtype(shape.dtype if dtype is None else dtype)
 
