@@ -1,7 +1,13 @@
-"""Reading a pydantic model from a JSON file a user gave, with failures as one plain sentence."""
+"""Reading a pydantic model from a JSON file a user gave, with failures as one plain sentence.
+
+Two readers: ``load_json_model`` for input files (hardware profiles, model configs) and
+``load_document`` for the documents attncost writes (results files, fidelity files); both
+validate through ``validate_json``.
+"""
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,12 +29,19 @@ def load_json_model(path, model: type, what: str, error: type) -> BaseModel:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise error(f"{invalid}: invalid JSON at line {err.lineno} column {err.colno} ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise error(f"{invalid}: expected a JSON object, got {type(data).__name__}")
+    return validate_json(data, model, lambda why: error(f"{invalid}: {why}"))
+
+
+def validate_json(data, model: type, error: Callable[[str], Exception]) -> BaseModel:
+    """``model`` validated from parsed JSON ``data``; otherwise raises ``error(reason)``, the
+    reason one phrase such as "field points.0.label is missing" or "top level: expected a JSON
+    object, got list"."""
+    if not isinstance(data, dict) and not isinstance(data, model):
+        raise error(f"top level: expected a JSON object, got {type(data).__name__}")
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise error(f"{invalid}: {validation_reason(err)}") from None
+        raise error(validation_reason(err)) from None
 
 
 def validation_reason(err: ValidationError) -> str:
@@ -64,3 +77,10 @@ def read_json_file(path, kind: str, error: type):
     except json.JSONDecodeError as err:
         raise error(f"{path} is not JSON ({err.msg} at line {err.lineno})") from None
 
+
+def load_document(path, model: type, kind: str, error: type) -> BaseModel:
+    """``model`` validated from a file attncost wrote (``kind``: "results file", "fidelity
+    file"), or ``error`` with one sentence: "no such results file: x.json", "x.json is not JSON
+    (...)", "x.json is not an attncost results file: field environment is missing"."""
+    data = read_json_file(path, kind, error)
+    return validate_json(data, model, lambda why: error(f"{path} is not an attncost {kind}: {why}"))

@@ -1,5 +1,5 @@
 """Fidelity: how closely each approximate variant reproduces exact softmax attention on the same
-Q, K, V (``attncost fidelity``; issue 6, part 3).
+Q, K, V (``attncost fidelity``).
 
 For every (variant, T, inputs) the variant's core (``profiler/approx.py``) runs on the Q/K/V
 that exact attention runs on, and two numbers compare each result with the exact one, over all

@@ -12,17 +12,19 @@ Public API:
     build_fidelity_report(docs, paths=None, *, hardware=None) -> str
     write_fidelity_report(docs, path, *, paths=None, hardware=None) -> Path
 
-``fidelity``/``docs``: parsed `attncost fidelity --json` documents (``reports.fidelity.load_fidelity``);
-a malformed one raises ``reports.fidelity.FidelityFileError``.
+``fidelity``/``docs``: `attncost fidelity --json` documents, as ``load_fidelity`` reads them
+(``costmodel.fidelity_doc.FidelityDoc``) or as parsed JSON; a malformed one raises
+``FidelityFileError``.
+
+Importing this package is cheap: plotly loads when a report is built, so ``reports.fmt`` (the
+number formats the CLI shares) comes without it.
 """
 
 from pathlib import Path
 from typing import Optional
 
-from ..costmodel.results import write_atomic
-from .data import from_estimates, from_runs
-from .fidelity import FidelityFileError, fidelity_data, load_fidelity
-from .page import build_fidelity_html, build_html
+from ..costmodel.atomic import write_atomic
+from ..costmodel.fidelity_doc import FidelityFileError, load_fidelity
 
 SECTIONS_RUN = ("summary", "flops", "time", "memory", "crossover", "roofline", "crosscheck",
                 "model-error", "environment")
@@ -35,9 +37,14 @@ def build_run_report(runs: list, paths: Optional[list] = None, *, hardware=None,
                      fidelity_paths: Optional[list] = None) -> str:
     """The HTML of a report on one or more measured ``Run``s (several: compared on the same
     charts). ``paths``: the files they came from, shown in the environment section. ``hardware``
-    (a Hardware or a profile name) overrides the profile each run names, for the roofline
-    ceilings and the heatmap's time model. ``fidelity``: fidelity documents for a cost-vs-fidelity
+    (a Hardware, a profile name or file) overrides the profile each run was predicted with
+    (embedded in it, else the built-in it names), for the roofline ceilings and the heatmap's
+    time model. ``fidelity``: fidelity documents for a cost-vs-fidelity
     section, costed on ``hardware`` or else the first run's profile."""
+    from .data import from_runs
+    from .fidelity_data import fidelity_data
+    from .page import build_html
+
     data = from_runs(list(runs), paths=[str(p) for p in paths] if paths else None, hardware=hardware,
                      baseline=baseline, heatmap_variant=heatmap_variant)
     fid = None
@@ -61,6 +68,9 @@ def write_run_report(runs: list, path, *, paths: Optional[list] = None, hardware
 def build_fidelity_report(docs: list, paths: Optional[list] = None, *, hardware=None) -> str:
     """A page with the cost-vs-fidelity section alone: x is predicted time on ``hardware`` (a
     Hardware or a profile name) where given, else FLOPs."""
+    from .fidelity_data import fidelity_data
+    from .page import build_fidelity_html
+
     return build_fidelity_html(fidelity_data(list(docs), [str(p) for p in paths] if paths else None, hardware))
 
 
@@ -75,6 +85,9 @@ def build_prediction_report(estimates: list, hardware=None, command: str = "", *
                             heatmap_variant: Optional[str] = None) -> str:
     """The HTML of a prediction-only report from a sweep of ``Estimate``s (no measurements:
     no cross-check or model-error sections)."""
+    from .data import from_estimates
+    from .page import build_html
+
     data = from_estimates(list(estimates), hardware=hardware, command=command, baseline=baseline,
                           heatmap_variant=heatmap_variant)
     return build_html(data)

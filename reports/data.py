@@ -1,86 +1,28 @@
 """What a report shows, gathered from Runs or Estimates: series over T, crossovers, findings.
 
-No cost logic here: every number comes from a Run's points or from ``costmodel.estimate``.
-This module only groups, pairs and phrases them. Strings are kept raw; the page and the figures
-escape them where they are rendered.
+No cost logic here: every number comes from a Run's points or from ``costmodel.estimate`` and
+``costmodel.evaluate``. This module only groups, pairs and phrases them. Strings are kept raw;
+the page and the figures escape them where they are rendered.
 """
 
 import math
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 from ..costmodel.accuracy import crossings
-from ..costmodel.estimate import Estimate, estimate, resolve_params
+from ..costmodel.estimate import Estimate, resolve_params
+from ..costmodel.evaluate import evaluate
 from ..costmodel.results import Counts, Run, Timing
 from ..costmodel.shape import Shape
 from ..costmodel.variants import REGISTRY
 from . import fmt
+from .hardware import HardwareInfo, estimate_on, hardware_info, run_hardware
 
 # The parameter named in a variant's label even when it has its default value.
 KEY_PARAM = {"dsa": "k", "mla": "kv_lora_rank", "msla": "latents", "topk": "k"}
 _SHAPE_LABEL = {"batch": "B", "d": "d", "heads": "heads", "kv_heads": "kv_heads", "dtype": "",
                 "causal": "causal", "phase": ""}
-
-
-# -- hardware ------------------------------------------------------------------------------
-
-@dataclass
-class HardwareInfo:
-    """What the report needs from a hardware profile: ceilings and a name."""
-
-    name: str
-    peak_flops: dict  # dtype -> FLOP/s
-    bandwidth: Optional[float]  # bytes/s
-    memory: Optional[float]  # bytes
-    profile: object = None  # the Hardware object itself, for estimate()
-    description: str = ""
-
-    def peak(self, dtype: str) -> Optional[float]:
-        """The matmul ceiling for ``dtype`` (the profile's own rule where it has one)."""
-        fn = getattr(self.profile, "tensor_peak", None)
-        if callable(fn):
-            try:
-                return float(fn(dtype))
-            except Exception:
-                pass
-        if not self.peak_flops:
-            return None
-        return self.peak_flops.get(dtype) or self.peak_flops.get("bf16") or max(self.peak_flops.values())
-
-
-def hardware_info(hw) -> Optional[HardwareInfo]:
-    """Wrap a Hardware profile (or a profile name or file) for the report; None if unknown."""
-    if hw is None:
-        return None
-    if isinstance(hw, HardwareInfo):
-        return hw
-    if isinstance(hw, str):
-        hw = load_hardware(hw)
-        if hw is None:
-            return None
-    peaks = getattr(hw, "peak_flops", None) or {}
-    if not isinstance(peaks, dict):
-        peaks = {"bf16": float(peaks)}
-    peaks = {str(k): float(v) for k, v in peaks.items() if isinstance(v, (int, float)) and v > 0}
-    bw = getattr(hw, "mem_bandwidth", None)
-    mem = getattr(hw, "mem_bytes", None)
-    name = str(getattr(hw, "name", None) or "hardware profile")
-    desc = str(getattr(hw, "description", None) or "")
-    return HardwareInfo(name, peaks, float(bw) if bw else None, float(mem) if mem else None, hw, desc)
-
-
-def load_hardware(name: str):
-    """``costmodel.hardware.get_hardware(name)``, or None where it is unavailable or unknown."""
-    try:
-        from ..costmodel.hardware import get_hardware
-    except ImportError:
-        return None
-    try:
-        return get_hardware(name)
-    except Exception:  # an unknown profile only costs the report its ceilings, not the page
-        return None
 
 
 # -- points and series ---------------------------------------------------------------------
@@ -185,22 +127,6 @@ class ReportData:
         return None
 
 
-def _estimate(variant: str, shape: Shape, params: dict, hw: Optional[HardwareInfo]) -> Optional[Estimate]:
-    """The cost model at one point, with time where a hardware profile is known. None where the
-    model cannot evaluate it (a variant from another version, parameters out of range)."""
-    if variant not in REGISTRY:
-        return None
-    try:
-        if hw is not None and hw.profile is not None:
-            try:
-                return estimate(variant, shape, params, hw.profile)
-            except ImportError:  # no timing model installed: FLOPs and bytes still stand
-                pass
-        return estimate(variant, shape, params)
-    except Exception:  # a report renders whatever it can; the point stays in the tables
-        return None
-
-
 def _base_key(shape: Shape) -> tuple:
     d = shape.model_dump()
     d.pop("T")
@@ -213,7 +139,7 @@ def params_label(variant: str, params: dict, shape: Shape) -> str:
         return variant
     try:
         defaults = resolve_params(variant, shape).model_dump()
-    except Exception:
+    except ValueError:  # an unknown variant or one that does not apply at this shape: no defaults
         defaults = {}
     key = KEY_PARAM.get(variant)
     if key is None and variant in REGISTRY:
@@ -246,27 +172,19 @@ def run_label(run: Run, path: Optional[str]) -> str:
     return env.device or "run"
 
 
-def _profile_near(profile: Optional[str], run_path: Optional[str]) -> Optional[str]:
-    """A run names its profile as given to `profile --hardware`: a built-in name, or a file path
-    relative to where it ran. Look for such a file as given, then beside the run file."""
-    if not profile or not run_path or not profile.lower().endswith(".json") or Path(profile).exists():
-        return profile
-    beside = Path(run_path).parent / Path(profile).name
-    return str(beside) if beside.exists() else profile
-
-
 def from_runs(runs: list, paths: Optional[list] = None, hardware=None, baseline: str = "flash",
               heatmap_variant: Optional[str] = None) -> ReportData:
-    """The report's data from measured runs; ``hardware`` overrides each run's named profile."""
+    """The report's data from measured runs; ``hardware`` overrides the profile each run was
+    predicted with (``hardware.run_hardware``)."""
     paths = list(paths or [None] * len(runs))
     labels = _unique_labels([run_label(r, p) for r, p in zip(runs, paths)])
     override = hardware_info(hardware)
     sources = []
     for i, (run, path, label) in enumerate(zip(runs, paths, labels)):
-        hw = override or hardware_info(_profile_near(run.environment.hardware_profile, path))
+        hw = override or run_hardware(run)
         src = Source(i, label, run, path, hw, run.dtype, run.command)
         for p in run.points:
-            est = _estimate(p.variant, p.shape, p.params, hw) if p.status != "n/a" else None
+            est = estimate_on(p.variant, p.shape, p.params, hw) if p.status != "n/a" else None
             pred_t = p.predicted_time_s
             if pred_t is None and est is not None:
                 pred_t = est.time_s
@@ -342,7 +260,7 @@ def _pick_heatmap_variant(series: list, baseline: str) -> Optional[str]:
         if b is None:
             continue
         for what in ("predicted", "flops"):
-            if crossovers(s.values(what), b.values(what)):
+            if intersections(s.values(what), b.values(what)):
                 return s.variant
     return others[0].variant if others else None
 
@@ -355,8 +273,10 @@ def paired(a: list, b: list) -> list:
     return [(T, v, bd[T]) for T, v in a if T in bd]
 
 
-def crossovers(a: list, b: list) -> list:
-    """Where curve ``a`` crosses curve ``b``: ``costmodel.accuracy.crossings``."""
+def intersections(a: list, b: list) -> list:
+    """Where measured or predicted curve ``a`` crosses curve ``b`` between their common T values:
+    ``costmodel.accuracy.crossings``, [(T, value, "below" | "above")]. Not the cost model's search
+    over T (``model_crossovers``)."""
     return crossings(a, b)
 
 
@@ -437,7 +357,7 @@ def _versus_baseline(data: ReportData, src: Source, where: str) -> list:
         if kind in ("never", "always"):
             groups.setdefault((kind, what, lo, hi, b.label), []).append(s.label)
         elif kind == "from":
-            cross = crossovers(s.values(what), b.values(what))
+            cross = intersections(s.values(what), b.values(what))
             near = f"; the curves cross near T ≈ {fmt.count(cross[-1][0])}" if cross else ""
             out.append(f"{s.label} {_verb(what, False)} {b.label} from T = {fmt.count(detail)}{where} "
                        f"({basis}{near}).")
@@ -458,68 +378,58 @@ def _versus_baseline(data: ReportData, src: Source, where: str) -> list:
 
 
 def model_crossover(data: ReportData, s: Series, cache: Optional[dict] = None) -> Optional[tuple]:
-    """The cost model's own crossover of series ``s`` with the baseline over T (searched from 16
-    to 4,194,304 tokens by ``costmodel.crossover``): (metric, first T where cheaper or None, first
-    T after that where it is not, or None). Time with the source's hardware profile, else FLOPs."""
+    """The cost model's ranges of T where series ``s`` is cheaper than the baseline, searched from
+    16 to 4,194,304 tokens with the series' T values among the samples (``costmodel.evaluate``):
+    (metric, [(start, first T after it where no longer cheaper, or None)]). Time with the source's
+    hardware profile, else FLOPs. A prediction's estimates carry them; a run's series is evaluated
+    here (``cache``: shared by the series of one source). None where the model cannot evaluate it."""
     if s.variant not in REGISTRY or data.baseline not in REGISTRY or s.variant == data.baseline:
         return None
-    from ..costmodel.crossover import crossovers as search
-
-    hw = s.source.hardware.profile if s.source.hardware is not None else None
-    try:
-        start, end = search(s.variant, data.baseline, s.shape, s.params, None, hw, "T", cache)
-        metric = "time" if hw is not None else "flops"
-        if hw is not None and start.get("time") is None and end.get("time") is None:
-            probe = estimate(data.baseline, s.shape, None, hw)
-            if probe.time_s is None:
-                metric = "flops"
-    except ImportError:  # no timing model: FLOPs only
+    ests = [r.est for r in s.rows if r.est is not None and r.est.status == "ok"]
+    if not ests or ests[0].baseline != data.baseline:
+        hw = s.source.hardware.profile if s.source.hardware is not None else None
         try:
-            start, end = search(s.variant, data.baseline, s.shape, s.params, None, None, "T", cache)
-        except Exception:
+            ests = [e for e in evaluate([s.variant], data.baseline, [r.shape for r in s.rows], {s.variant: s.params},
+                                        hw, ("time",) if hw is not None else ("flops",), cache) if e.status == "ok"]
+        except (ValueError, TypeError):  # VariantError, pydantic's ValidationError, params of the wrong kind
             return None
-        metric = "flops"
-    except Exception:
+    if not ests:
         return None
-    return metric, start.get(metric), end.get(metric)
+    metric = "time" if ests[0].time_s is not None else "flops"
+    return metric, [tuple(r) for r in ests[0].cheaper_ranges_T[metric]]
 
 
 def model_crossovers(data: ReportData) -> list:
-    """[(series, metric, first T where cheaper or None, first T where no longer, or None)] for
-    every series but the baseline's, by ``costmodel.crossover`` (computed once per report)."""
+    """[(series, metric, ranges)] (``model_crossover``) for every series but the baseline's,
+    computed once per report."""
     if data._model_crossovers is None:
-        out = []
-        caches: dict = {}
-        for s in data.series:
-            if s.variant == data.baseline:
-                continue
-            mc = model_crossover(data, s, caches.setdefault((s.source.index, _base_key(s.shape)), {}))
-            if mc is not None:
-                out.append((s,) + mc)
-        data._model_crossovers = out
+        caches: dict = {}  # source index -> estimates shared by its series (one hardware profile)
+        data._model_crossovers = [(s,) + mc for s in data.series
+                                  for mc in [model_crossover(data, s, caches.setdefault(s.source.index, {}))]
+                                  if mc is not None]
     return data._model_crossovers
 
 
 def _model_crossover_finding(data: ReportData, src: Source, where: str) -> list:
     """One sentence per shape: where each variant becomes cheaper than the baseline."""
     by_shape: dict = {}
-    for s, metric, start, end in model_crossovers(data):
+    for s, metric, found in model_crossovers(data):
         if s.source is src:
-            by_shape.setdefault(s.shape_text, []).append((s, metric, start, end))
+            by_shape.setdefault(s.shape_text, []).append((s, metric, found))
     out = []
     for shape_text, items in by_shape.items():
-        metrics = {m for _, m, _, _ in items}
+        metrics = {m for _, m, _ in items}
         time_only = metrics == {"time"}
         what = "predicted time" if time_only else "FLOPs" if metrics == {"flops"} else "predicted time or FLOPs"
         hw = f" on {src.hardware.name}" if src.hardware is not None and "time" in metrics else ""
         ranges, never = [], []
-        for s, _, start, end in items:
-            if start is None:
+        for s, _, found in items:
+            if not found:
                 never.append(s.name)
-            elif end is None:
-                ranges.append((start, s.name, f"from T = {fmt.count(start)}"))
             else:
-                ranges.append((start, s.name, f"from T = {fmt.count(start)} to {fmt.count(end - 1)}"))
+                spans = [f"from T = {fmt.count(a)}" + (f" to {fmt.count(b - 1)}" if b is not None else "")
+                         for a, b in found]
+                ranges.append((found[0][0], s.name, " and ".join(spans)))
         at = f" at {shape_text}" if shape_text else ""
         text = f"By the cost model ({what}{hw}, searching T from 16 to {fmt.count(4194304)}){at}{where}, "
         if ranges:
@@ -677,7 +587,7 @@ def speedup_grid(data: ReportData, Ts: Optional[list] = None, ds: Optional[list]
     if ref:
         try:
             defaults = resolve_params(variant, ref.shape).model_dump()
-        except Exception:
+        except ValueError:  # parameters out of range at this shape: all of them are explicit
             defaults = {}
         explicit = {k: v for k, v in ref.params.items() if defaults.get(k, object()) != v}
     all_T = sorted({r.T for r in data.rows}) or [4096]
@@ -697,7 +607,7 @@ def speedup_grid(data: ReportData, Ts: Optional[list] = None, ds: Optional[list]
     base.pop("kv_heads", None)
     metric = "flops"
     if hw is not None and hw.profile is not None:
-        probe = _estimate(data.baseline, shape, {}, hw)
+        probe = estimate_on(data.baseline, shape, {}, hw)
         if probe is not None and probe.time_s:
             metric = "time"
     hw_m = hw if metric == "time" else None
@@ -709,8 +619,8 @@ def speedup_grid(data: ReportData, Ts: Optional[list] = None, ds: Optional[list]
                 sh = Shape(**{**base, "T": T, "d": d, "heads": d // dh})
             except ValueError:
                 sh = None
-            v = _metric(_estimate(variant, sh, explicit, hw_m), metric) if sh else None
-            b = _metric(_estimate(data.baseline, sh, {}, hw_m), metric) if sh else None
+            v = _metric(estimate_on(variant, sh, explicit, hw_m), metric) if sh else None
+            b = _metric(estimate_on(data.baseline, sh, {}, hw_m), metric) if sh else None
             zs.append(b / v if v and b else None)
             vs.append(v)
             bs.append(b)

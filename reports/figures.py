@@ -1,24 +1,27 @@
-"""The report's plotly figures, built from ``ReportData``. Every user string passes through
-``fmt.plot_text`` before plotly sees it; hover text is prebuilt per point (``hovertext``), never a
-template that could interpret a user's "%{...}"."""
+"""The report's plotly figures, built from ``ReportData`` and ``FidelityData``. Every user
+string passes through ``plot_text`` before plotly sees it; hover text is prebuilt per point
+(``hovertext``), never a template that could interpret a user's "%{...}"."""
 
 import math
 from typing import Optional
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from . import fmt
 from .colors import CROSSOVER_SYMBOL, ERROR_SYMBOL, OOM_SYMBOL, color_for, dash_for, symbol_for
-from .data import Grid, ReportData, Series, crossovers
+from .data import Grid, ReportData, Series, intersections
+from .fidelity_data import TOL, Facet, FidelityData, FidPoint, axis_title
+from .html import plot_text
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 HEIGHT = 520
+AXIS = dict(showline=True, linecolor="#888", mirror=True, zeroline=False, gridcolor="#e8e8e8",
+            ticks="outside", ticklen=4, tickcolor="#888")
 
 
 def _layout(title: str, x_title: str, y_title: str, xaxis: dict = None, yaxis: dict = None, **kw) -> dict:
     """The common layout; ``xaxis``/``yaxis`` are merged into the defaults (titles kept)."""
-    axis = dict(showline=True, linecolor="#888", mirror=True, zeroline=False, gridcolor="#e8e8e8",
-                ticks="outside", ticklen=4, tickcolor="#888")
     layout = dict(
         title=dict(text=title, x=0.01, xanchor="left", font=dict(size=17)),
         template="plotly_white",
@@ -29,8 +32,8 @@ def _layout(title: str, x_title: str, y_title: str, xaxis: dict = None, yaxis: d
         hoverlabel=dict(font=dict(family=FONT, size=12), align="left"),
         legend=dict(font=dict(size=11), itemsizing="constant", tracegroupgap=1, itemclick="toggle",
                     itemdoubleclick="toggleothers"),
-        xaxis={**axis, "title": dict(text=x_title), **(xaxis or {})},
-        yaxis={**axis, "title": dict(text=y_title), **(yaxis or {})},
+        xaxis={**AXIS, "title": dict(text=x_title), **(xaxis or {})},
+        yaxis={**AXIS, "title": dict(text=y_title), **(yaxis or {})},
     )
     layout.update(kw)
     return layout
@@ -45,7 +48,7 @@ class _Legend:
     def __call__(self, i: int, label: str) -> dict:
         first = i not in self.shown
         self.shown.add(i)
-        return dict(name=fmt.plot_text(label), legendgroup=f"s{i}", showlegend=first)
+        return dict(name=plot_text(label), legendgroup=f"s{i}", showlegend=first)
 
 
 def _key(fig: go.Figure, entries: list) -> None:
@@ -78,27 +81,28 @@ def place_legend(fig: go.Figure, width: int = 1240) -> go.Figure:
     return fig
 
 
-def _log_ticks(lo: float, hi: float, label) -> dict:
-    vals, text = fmt.log_ticks(lo, hi, label)
+def log_axis(values: list, label, *, base: int = 10, max_ticks: int = 10) -> Optional[dict]:
+    """A log axis over ``values`` with ticks labelled by ``label`` (``fmt.log_ticks``); None
+    without values."""
+    if not values:
+        return None
+    vals, text = fmt.log_ticks(min(values), max(values), label, base=base, max_ticks=max_ticks)
     return dict(type="log", tickvals=vals, ticktext=text) if vals else dict(type="log")
 
 
 def _empty_note(fig: go.Figure, text: str) -> None:
-    fig.add_annotation(text=fmt.plot_text(text), xref="paper", yref="paper", x=0.5, y=0.5,
+    fig.add_annotation(text=plot_text(text), xref="paper", yref="paper", x=0.5, y=0.5,
                        showarrow=False, font=dict(size=15, color="#666"))
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
 
 
-def _T_axis(Ts: list) -> dict:
-    if not Ts:
-        return dict(type="log")
-    vals, text = fmt.pow2_ticks(min(Ts), max(Ts))
-    return dict(type="log", tickvals=vals, ticktext=text)
+def _T_axis(Ts: list) -> Optional[dict]:
+    return log_axis(Ts, fmt.tokens, base=2, max_ticks=12)
 
 
 def _head(s: Series, T) -> str:
-    return f"<b>{fmt.plot_text(s.label)}</b><br>T = {fmt.count(T)}"
+    return f"<b>{plot_text(s.label)}</b><br>T = {fmt.count(T)}"
 
 
 def _series_Ts(data: ReportData) -> list:
@@ -140,7 +144,7 @@ def flops_figure(data: ReportData) -> go.Figure:
     fig.update_layout(**_layout("FLOPs per layer vs sequence length",
                                 "sequence length T (tokens)", "FLOPs per layer",
                                 xaxis=_T_axis(_series_Ts(data)),
-                                yaxis=_log_ticks(min(ys), max(ys), fmt.flops) if ys else None))
+                                yaxis=log_axis(ys, fmt.flops)))
     if not fig.data:
         _empty_note(fig, "No point could be costed by the model.")
     return place_legend(fig)
@@ -162,7 +166,7 @@ def time_figure(data: ReportData) -> go.Figure:
             y = [r.predicted_time_s * 1e3 for r in pred]
             ys += y
             hover = [f"{_head(s, r.T)}<br>predicted <b>{fmt.ms(r.predicted_time_s, 4)}</b>"
-                     + (f" ({fmt.plot_text(r.est.bound)}-bound)" if r.est is not None and r.est.bound else "")
+                     + (f" ({plot_text(r.est.bound)}-bound)" if r.est is not None and r.est.bound else "")
                      + (f"<br>measured median {fmt.ms(r.measured_s, 4)}" if r.measured_s else "")
                      for r in pred]
             fig.add_trace(go.Scatter(
@@ -181,7 +185,7 @@ def time_figure(data: ReportData) -> go.Figure:
                      f"{r.timing.repetitions} repetitions" + _ci(r.timing)
                      + (f"<br>predicted {fmt.ms(r.predicted_time_s, 4)} "
                         f"(error {fmt.pct(r.predicted_time_s / r.measured_s - 1)})" if r.predicted_time_s else "")
-                     + (f"<br>backend: {fmt.plot_text(r.backend)}" if r.backend else "")
+                     + (f"<br>backend: {plot_text(r.backend)}" if r.backend else "")
                      for r in meas]
             fig.add_trace(go.Scatter(
                 x=[r.T for r in meas], y=y, mode="markers", **legend(i, s.label),
@@ -197,14 +201,14 @@ def time_figure(data: ReportData) -> go.Figure:
                                                          error_y=dict(type="data", array=[1], color=GREY))))
         key += _failure_key(data)
         if crossed:
-            key.append((f"crossover with {fmt.plot_text(data.baseline)}",
+            key.append((f"crossover with {plot_text(data.baseline)}",
                         dict(mode="markers", marker=dict(symbol=CROSSOVER_SYMBOL, size=13, color="#fff",
                                                          line=dict(color="black", width=1)))))
         _key(fig, key)
     fig.update_layout(**_layout("Time per layer vs sequence length",
                                 "sequence length T (tokens)", "time per layer",
                                 xaxis=_T_axis(_series_Ts(data)),
-                                yaxis=_log_ticks(min(ys), max(ys), fmt.ms_value) if ys else None))
+                                yaxis=log_axis(ys, fmt.ms_value)))
     if not fig.data:
         _empty_note(fig, "No predicted or measured times: profile with a hardware profile, "
                          "or predict with --hardware.")
@@ -244,7 +248,7 @@ def _failure_markers(fig: go.Figure, s: Series, i: int, legend, y_of, ys: list) 
         drew = True
         ys += [y for _, y in rows]
         hover = [f"{_head(s, r.T)}<br><b>{what}</b>"
-                 + (f": {fmt.plot_text((r.message or '')[:300])}" if r.message else "") for r, _ in rows]
+                 + (f": {plot_text((r.message or '')[:300])}" if r.message else "") for r, _ in rows]
         fig.add_trace(go.Scatter(
             x=[r.T for r, _ in rows], y=[y for _, y in rows], mode="markers", **legend(i, s.label),
             marker=dict(symbol=symbol, size=13, color=col, line=dict(width=2.5, color=col)),
@@ -259,13 +263,13 @@ def _crossover_markers(fig: go.Figure, data: ReportData, ys: list) -> bool:
         if b is None:
             continue
         for what in ("measured", "predicted"):
-            for T, t, direction in crossovers(s.values(what), b.values(what)):
+            for T, t, direction in intersections(s.values(what), b.values(what)):
                 xs.append(T)
                 yv.append(t * 1e3)
                 colors.append(color_for(s.variant))
                 verb = "becomes faster than" if direction == "below" else "becomes slower than"
-                hover.append(f"<b>crossover ({what})</b><br>{fmt.plot_text(s.label)} {verb} "
-                             f"{fmt.plot_text(b.label)}<br>at T ≈ {fmt.count(T)}, {fmt.ms(t, 4)}")
+                hover.append(f"<b>crossover ({what})</b><br>{plot_text(s.label)} {verb} "
+                             f"{plot_text(b.label)}<br>at T ≈ {fmt.count(T)}, {fmt.ms(t, 4)}")
     if not xs:
         return False
     ys += yv
@@ -331,9 +335,9 @@ def memory_figure(data: ReportData) -> go.Figure:
     for j, (name, cap) in enumerate(caps.items()):
         if Ts:
             fig.add_trace(go.Scatter(
-                x=[min(Ts), max(Ts)], y=[cap, cap], mode="lines", name=f"{fmt.plot_text(name)} memory",
+                x=[min(Ts), max(Ts)], y=[cap, cap], mode="lines", name=f"{plot_text(name)} memory",
                 line=dict(color="#444", dash=dash_for(j + 3), width=1.2),
-                hovertext=[f"{fmt.plot_text(name)}: {fmt.nbytes(cap, 4)} of device memory"] * 2, hoverinfo="text"))
+                hovertext=[f"{plot_text(name)}: {fmt.nbytes(cap, 4)} of device memory"] * 2, hoverinfo="text"))
             ys.append(cap)
     if fig.data:
         key = [("model, fused", dict(mode="lines", line=dict(color=GREY, width=2.2))),
@@ -343,17 +347,10 @@ def memory_figure(data: ReportData) -> go.Figure:
         _key(fig, key + _failure_key(data))
     fig.update_layout(**_layout("Peak activation memory per layer vs sequence length",
                                 "sequence length T (tokens)", "peak activation memory",
-                                xaxis=_T_axis(Ts), yaxis=_bytes_axis(ys)))
+                                xaxis=_T_axis(Ts), yaxis=log_axis(ys, fmt.nbytes, base=2)))
     if not fig.data:
         _empty_note(fig, "No memory figures: no point could be costed or measured.")
     return place_legend(fig)
-
-
-def _bytes_axis(ys: list) -> Optional[dict]:
-    if not ys:
-        return None
-    vals, text = fmt.binary_ticks(min(ys), max(ys))
-    return dict(type="log", tickvals=vals, ticktext=text)
 
 
 def kv_figure(data: ReportData) -> go.Figure:
@@ -373,11 +370,11 @@ def kv_figure(data: ReportData) -> go.Figure:
         unit, scale = ("MiB", 2**20) if vmax >= 2**20 else ("KiB", 2**10) if vmax >= 2**10 else ("bytes", 1)
         labels = list(bars)
         fig.add_trace(go.Bar(
-            x=[fmt.plot_text(lab) for lab in labels], y=[bars[k][1] / scale for k in labels],
+            x=[plot_text(lab) for lab in labels], y=[bars[k][1] / scale for k in labels],
             marker=dict(color=[color_for(bars[k][0]) for k in labels]),
             text=[fmt.nbytes(bars[k][1]) if bars[k][1] else "no KV cache" for k in labels],
             textposition="outside", cliponaxis=False,
-            hovertext=[f"<b>{fmt.plot_text(k)}</b><br>{fmt.count(bars[k][1])} bytes per token per layer "
+            hovertext=[f"<b>{plot_text(k)}</b><br>{fmt.count(bars[k][1])} bytes per token per layer "
                        f"({fmt.nbytes(bars[k][1], 4)})<br>at T = {fmt.count(bars[k][2].shape.T)}, batch "
                        f"{bars[k][2].shape.batch}: {fmt.nbytes(bars[k][2].kv_cache_bytes, 4)} in all"
                        for k in labels], hoverinfo="text", showlegend=False))
@@ -418,9 +415,9 @@ def heatmap_figure(grid: Optional[Grid], baseline: str) -> go.Figure:
             tr.append(_speedup_text(sp) if sp else "n/a")
             head = f"d = {fmt.count(d)}, heads = {d // grid.shape.head_dim}, T = {fmt.count(T)}"
             if sp:
-                hr.append(f"{head}<br>{fmt.plot_text(grid.baseline)} {what} / {fmt.plot_text(grid.label)} "
-                          f"{what} = <b>{sp:.4g}×</b><br>{fmt.plot_text(grid.label)}: "
-                          f"{show(grid.variant_values[i][j], 4)}<br>{fmt.plot_text(grid.baseline)}: "
+                hr.append(f"{head}<br>{plot_text(grid.baseline)} {what} / {plot_text(grid.label)} "
+                          f"{what} = <b>{sp:.4g}×</b><br>{plot_text(grid.label)}: "
+                          f"{show(grid.variant_values[i][j], 4)}<br>{plot_text(grid.baseline)}: "
                           f"{show(grid.baseline_values[i][j], 4)}")
             else:
                 hr.append(f"{head}<br>not applicable at this shape")
@@ -438,11 +435,11 @@ def heatmap_figure(grid: Optional[Grid], baseline: str) -> go.Figure:
         colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, xgap=1, ygap=1,
         colorbar=dict(title=dict(text="speedup", side="right"), tickvals=ticks,
                       ticktext=[f"{2**v}×" if v >= 0 else f"1/{2**-v}×" for v in ticks])))
-    basis = (f"predicted time on {fmt.plot_text(grid.hardware)}" if grid.metric == "time"
+    basis = (f"predicted time on {plot_text(grid.hardware)}" if grid.metric == "time"
              else "FLOPs (no hardware profile, no time model)")
     sh = grid.shape
     fig.update_layout(**_layout(
-        f"Speedup of {fmt.plot_text(grid.label)} over {fmt.plot_text(grid.baseline)} by {basis}",
+        f"Speedup of {plot_text(grid.label)} over {plot_text(grid.baseline)} by {basis}",
         f"sequence length T (tokens) · {sh.phase}, batch {sh.batch}, {sh.dtype}, head dim {sh.head_dim}",
         "model width d", height=80 + 48 * len(grid.ds) + 90,
         xaxis=dict(type="category", showgrid=False, ticks=""), yaxis=dict(type="category", showgrid=False, ticks="")))
@@ -492,7 +489,7 @@ def roofline_figure(data: ReportData) -> go.Figure:
                  for r, ai, fl, t in pts]
         fig.add_trace(go.Scatter(
             x=[p[1] for p in pts], y=[p[2] for p in pts], mode="markers+lines",
-            name=fmt.plot_text(s.label), legendgroup=f"s{i}",
+            name=plot_text(s.label), legendgroup=f"s{i}",
             line=dict(color=color_for(s.variant), width=1, dash="dot"),
             marker=dict(symbol=symbol_for(s.style), size=9, color=color_for(s.variant),
                         line=dict(color="white", width=1)),
@@ -516,17 +513,16 @@ def roofline_figure(data: ReportData) -> go.Figure:
         ys = [lo * hw.bandwidth, peak, peak]
         ys_all += [ys[0], peak]
         fig.add_trace(go.Scatter(
-            x=[lo, ridge, hi], y=ys, mode="lines", name=fmt.plot_text(f"{hw.name} ceiling ({dtype})"),
+            x=[lo, ridge, hi], y=ys, mode="lines", name=plot_text(f"{hw.name} ceiling ({dtype})"),
             line=dict(color="#333", width=2.5, dash=dash_for(j)),
-            hovertext=[f"<b>{fmt.plot_text(hw.name)}</b><br>bandwidth {fmt.bandwidth(hw.bandwidth, 4)}",
-                       f"<b>{fmt.plot_text(hw.name)}</b><br>ridge at {ridge:.4g} FLOP/byte",
-                       f"<b>{fmt.plot_text(hw.name)}</b><br>peak {fmt.rate(peak, 4)} ({fmt.plot_text(dtype)})"],
+            hovertext=[f"<b>{plot_text(hw.name)}</b><br>bandwidth {fmt.bandwidth(hw.bandwidth, 4)}",
+                       f"<b>{plot_text(hw.name)}</b><br>ridge at {ridge:.4g} FLOP/byte",
+                       f"<b>{plot_text(hw.name)}</b><br>peak {fmt.rate(peak, 4)} ({plot_text(dtype)})"],
             hoverinfo="text"))
     which = "measured" if measured else "predicted"
     fig.update_layout(**_layout(f"Roofline: achieved FLOP/s ({which}) vs arithmetic intensity",
                                 "arithmetic intensity (FLOP per byte moved, fused kernels)", "achieved FLOP/s",
-                                xaxis=_log_ticks(lo, hi, lambda v: fmt._sig(v, 3)),
-                                yaxis=_log_ticks(min(ys_all), max(ys_all), fmt.rate) if ys_all else None))
+                                xaxis=log_axis([lo, hi], fmt.sig), yaxis=log_axis(ys_all, fmt.rate)))
     if not fig.data:
         _empty_note(fig, "No point with a time to place on the roofline.")
     elif not ceilings:
@@ -534,3 +530,171 @@ def roofline_figure(data: ReportData) -> go.Figure:
                            xref="paper", yref="paper", x=0.01, y=0.98, xanchor="left", showarrow=False,
                            font=dict(size=12, color="#a00"))
     return place_legend(fig)
+
+
+# -- cost vs fidelity --------------------------------------------------------------------
+
+INPUT_SYMBOLS = {"random": "circle", "structured": "diamond"}
+FIDELITY_ROW_HEIGHT = 360
+
+
+def _fidelity_hover(data: FidelityData, f: Facet, q: FidPoint) -> str:
+    p = q.raw
+    lines = [f"<b>{plot_text(q.label)}</b>",
+             f"T = {fmt.count(p.T)} · {plot_text(p.inputs)} inputs · {'causal' if p.causal else 'not causal'}",
+             f"output cosine <b>{q.cosine:.6f}</b>"
+             + (f" · rel. error {p.rel_error_output:.4g}" if p.rel_error_output is not None else "")]
+    if p.cosine_attention is not None:
+        lines.append(f"attention-matrix cosine {p.cosine_attention:.6f}")
+    b = f.baselines.get(p.causal)
+    if b is not None:
+        lines.append(f"uniform-mean baseline cosine {b:.6f}")
+    cost = []
+    if q.time_s:
+        cost.append(f"predicted {fmt.ms(q.time_s, 4)}" + (f" on {plot_text(data.hardware)}"
+                                                           if data.metric == "time" else ""))
+    if q.flops:
+        cost.append(f"{fmt.flops(q.flops, 4)} ({fmt.count(q.flops)} FLOPs)")
+    lines.append(" · ".join(cost))
+    d = p.distill
+    if isinstance(d, dict) and "steps" in d:
+        lines.append(f"distilled {plot_text(d.get('steps'))} steps, final loss {plot_text(d.get('final_loss'))}")
+    lines.append("<b>on the Pareto front</b>" if q.on_front else
+                 f"dominated{' by ' + plot_text(q.dominated_by) if q.dominated_by else ''}")
+    return "<br>".join(lines)
+
+
+def _front_labels(front: list) -> list:
+    """[(x, y, text)]: one label per distinct place on the front, naming every point there
+    (gqa and mqa, or flash and a window wider than T, can coincide), left of the marker."""
+    out: list = []
+    for q in front:
+        if out and out[-1][0] == q.cost and abs(out[-1][1] - q.cosine) <= TOL:
+            out[-1] = (out[-1][0], out[-1][1], out[-1][2] + ", " + q.label)
+        else:
+            out.append((q.cost, q.cosine, q.label))
+    return [(x, y, t + "  ") for x, y, t in out]
+
+
+def _facet_range(f: Facet, labels: list, plot_w: float) -> tuple:
+    """(lo, hi) of a facet's cost axis, with room on the left for the front's labels (they sit
+    left of their point, where no point can be: anything there would dominate it): the lowest
+    log10(lo) that fits every label, at most two decades below the cheapest point."""
+    xs = [q.cost for q in f.points]
+    hi = max(xs) * 1.6
+    h, lo_log = math.log10(hi), math.log10(min(xs) / 1.3)
+    for x, _, t in labels:
+        w = 6.0 * len(t) + 14
+        if w < plot_w - 40:
+            lo_log = min(lo_log, (math.log10(x) * plot_w - w * h) / (plot_w - w))
+    return 10 ** max(lo_log, math.log10(min(xs)) - 2.0), hi
+
+
+def _facet_points(fig: go.Figure, data: FidelityData, f: Facet, symbol: str, shown: set) -> None:
+    """The facet's points by variant: the front's outlined and full size, the others faded."""
+    by_variant: dict = {}
+    for q in f.points:
+        by_variant.setdefault(q.variant, []).append(q)
+    for variant, qs in by_variant.items():
+        c = color_for(variant)
+        fig.add_trace(go.Scatter(
+            x=[q.cost for q in qs], y=[q.cosine for q in qs], mode="markers",
+            name=plot_text(variant), legendgroup=f"v-{variant}", showlegend=False,
+            marker=dict(symbol=symbol, size=[13 if q.on_front else 9 for q in qs], color=c,
+                        opacity=[1.0 if q.on_front else 0.5 for q in qs],
+                        line=dict(color=["#111" if q.on_front else "white" for q in qs], width=1.2)),
+            hovertext=[_fidelity_hover(data, f, q) for q in qs], hoverinfo="text"), row=f.row, col=f.col)
+        if variant not in shown:  # the legend entry: the variant's colour, plain
+            shown.add(variant)
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=plot_text(variant),
+                                     legendgroup=f"v-{variant}", marker=dict(symbol="circle", size=9, color=c),
+                                     hoverinfo="skip"), row=f.row, col=f.col)
+
+
+def _facet_front(fig: go.Figure, f: Facet, labels: list, shown: set) -> None:
+    """The Pareto front as a step line, with its points' labels."""
+    fig.add_trace(go.Scatter(
+        x=[q.cost for q in f.front], y=[q.cosine for q in f.front], mode="lines", line_shape="hv",
+        line=dict(color="#111", width=1.6), name="Pareto front", legendgroup="front",
+        showlegend="front" not in shown, hoverinfo="skip"), row=f.row, col=f.col)
+    fig.add_trace(go.Scatter(
+        x=[x for x, _, _ in labels], y=[y for _, y, _ in labels], mode="text", showlegend=False,
+        text=[plot_text(t) for _, _, t in labels], textposition="middle left",
+        textfont=dict(size=10, color="#222"), cliponaxis=False, hoverinfo="skip"), row=f.row, col=f.col)
+    shown.add("front")
+
+
+def _facet_baselines(fig: go.Figure, f: Facet, lo: float, hi: float, shown: set) -> None:
+    """Uniform attention's cosine as a horizontal line (dashed: causal, dotted: not)."""
+    for causal, b in sorted(f.baselines.items(), reverse=True):
+        what = "uniform mean" + ((" (causal)" if causal else " (not causal)") if len(f.baselines) > 1 else "")
+        fig.add_trace(go.Scatter(
+            x=[lo, hi], y=[b, b], mode="lines", line=dict(color="#777", width=1.2, dash="dash" if causal else "dot"),
+            name="uniform-mean baseline", legendgroup="baseline", showlegend="baseline" not in shown,
+            hovertext=[f"{what}: output cosine {b:.6f}<br>(uniform attention over the visible keys: "
+                       "the plain mean of V)"] * 2, hoverinfo="text"), row=f.row, col=f.col)
+        fig.add_annotation(text=f"{what} {b:.3f}", x=math.log10(hi), y=b, xanchor="right", yanchor="bottom",
+                           showarrow=False, font=dict(size=10, color="#555"), row=f.row, col=f.col)
+        shown.add("baseline")
+
+
+def _input_symbol(data: FidelityData, kind: str) -> str:
+    return INPUT_SYMBOLS.get(kind) or symbol_for(data.inputs.index(kind) + 2)
+
+
+def _empty_facets(fig: go.Figure, data: FidelityData, nrows: int, ncols: int) -> None:
+    filled = {(f.row, f.col) for f in data.facets}
+    for r in range(1, nrows + 1):
+        for c in range(1, ncols + 1):
+            if data.facets and (r, c) not in filled:  # e.g. random inputs at one T only
+                fig.add_annotation(text="no point at this T and input kind", xref="x domain", yref="y domain",
+                                   x=0.5, y=0.5, showarrow=False, font=dict(size=12, color="#888"), row=r, col=c)
+                fig.update_xaxes(showticklabels=False, showgrid=False, row=r, col=c)
+                fig.update_yaxes(showticklabels=False, showgrid=False, row=r, col=c)
+
+
+def fidelity_figure(data: FidelityData) -> go.Figure:
+    """Facets: a row per T, a column per input kind. Points coloured by variant, shaped by input
+    kind, the front's points outlined and labelled, the dominated ones faded; the front as a step
+    line; uniform attention's cosine as a dashed horizontal line."""
+    nrows, ncols = max(1, len(data.rows)), max(1, len(data.inputs))
+    titles = [""] * (nrows * ncols)
+    for f in data.facets:
+        titles[(f.row - 1) * ncols + f.col - 1] = plot_text(f.title)
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.07,
+                        vertical_spacing=min(0.12, 0.5 / nrows))
+    shown: set = set()
+    plot_w = (1240 - 80 - 20 - 170) / ncols  # px of one subplot (page width less margins and legend)
+    label = fmt.ms_value if data.metric == "time" else fmt.flops
+    for f in data.facets:
+        labels = _front_labels(f.front)
+        lo, hi = _facet_range(f, labels, plot_w)
+        _facet_points(fig, data, f, _input_symbol(data, f.inputs), shown)
+        _facet_front(fig, f, labels, shown)
+        _facet_baselines(fig, f, lo, hi, shown)
+        vals, text = fmt.log_ticks(lo, hi, label, max_ticks=6)
+        fig.update_xaxes(type="log", range=[math.log10(lo), math.log10(hi)], tickvals=vals or None,
+                         ticktext=text or None, row=f.row, col=f.col)
+    _empty_facets(fig, data, nrows, ncols)
+    ys = [q.cosine for f in data.facets for q in f.points] + [b for f in data.facets for b in f.baselines.values()]
+    fig.update_xaxes(**AXIS)
+    fig.update_yaxes(**AXIS, range=[min([0.0] + ys) - 0.04, 1.06])
+    fig.add_annotation(text=plot_text(axis_title(data)), xref="paper", yref="paper", x=0.5, y=0, yshift=-48,
+                       xanchor="center", yanchor="top", showarrow=False, font=dict(size=13))
+    for r in range(1, nrows + 1):
+        fig.update_yaxes(title_text="output cosine to exact", row=r, col=1)
+    for kind in data.inputs:  # the markers' key: input kinds by shape
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{plot_text(kind)} inputs",
+                                 marker=dict(symbol=_input_symbol(data, kind), size=9, color="#666"),
+                                 hoverinfo="skip", legendrank=1))
+    fig.update_layout(
+        title=dict(text="Cost vs fidelity: output cosine to exact attention against cost, per T and input kind",
+                   x=0.01, xanchor="left", font=dict(size=17)),
+        template="plotly_white", font=dict(family=FONT, size=13), height=110 + FIDELITY_ROW_HEIGHT * nrows,
+        margin=dict(l=80, r=20, t=80, b=80), hovermode="closest",
+        hoverlabel=dict(font=dict(family=FONT, size=12), align="left"),
+        legend=dict(font=dict(size=11), itemsizing="constant", tracegroupgap=1))
+    if not data.facets:
+        fig.add_annotation(text="No fidelity point with status ok could be costed.", xref="paper", yref="paper",
+                           x=0.5, y=0.5, showarrow=False, font=dict(size=15, color="#666"))
+    return fig

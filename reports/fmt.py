@@ -1,11 +1,9 @@
-"""Escaping and units for the page: FLOPs decimal (GFLOP), memory binary (MiB), time in ms.
+"""Numbers on screen, for the report and the CLI: three significant digits, SI prefixes.
 
-Two escapes: ``esc`` for HTML text and attributes, ``plot_text`` for strings handed to plotly,
-which renders a few HTML tags (<b>, <br>, <a>, ...) in titles, legends and hover text and decodes
-entities, so escaping ``<``, ``>`` and ``&`` there shows the characters as text.
+FLOPs decimal (GFLOP), memory binary (MiB), time in ms, percentages signed; and the ticks of a
+log axis. Plain Python: importing it loads neither plotly nor torch.
 """
 
-import html
 import math
 
 from ..costmodel.units import GIB, MIB
@@ -14,20 +12,13 @@ _DECIMAL = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3,
 _BINARY = ((2**50, "PiB"), (2**40, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (2**10, "KiB"), (1, "B"))
 
 
-def esc(value) -> str:
-    """HTML-escape any value for text or a quoted attribute."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def plot_text(value) -> str:
-    """Escape a user string for plotly text (trace names, titles, hover)."""
-    return html.escape("" if value is None else str(value), quote=False)
-
-
-def _sig(x: float, digits: int = 3) -> str:
-    """``x`` with about ``digits`` significant digits, no exponent, trailing zeros dropped."""
+def sig(x: float, digits: int = 3) -> str:
+    """``x`` with about ``digits`` significant digits, thousands separated, no exponent, trailing
+    zeros dropped: 0.187, 35.2, 1,032; nan and inf as Python writes them."""
     if x == 0:
         return "0"
+    if not math.isfinite(x):
+        return str(float(x))
     decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
     text = f"{x:,.{decimals}f}"
     if "." in text:
@@ -41,8 +32,8 @@ def flops(x, unit: str = "FLOP", digits: int = 3) -> str:
         return "–"
     for scale, prefix in _DECIMAL:
         if abs(x) >= scale:
-            return f"{_sig(x / scale, digits)} {prefix}{unit}"
-    return f"{_sig(x, digits)} {unit}"
+            return f"{sig(x / scale, digits)} {prefix}{unit}"
+    return f"{sig(x, digits)} {unit}"
 
 
 def rate(x, digits: int = 3) -> str:
@@ -61,15 +52,15 @@ def nbytes(x, digits: int = 3) -> str:
         return "–"
     for scale, unit in _BINARY:
         if abs(x) >= scale:
-            return f"{_sig(x / scale, digits)} {unit}"
-    return f"{_sig(x, digits)} B"
+            return f"{sig(x / scale, digits)} {unit}"
+    return f"{sig(x, digits)} B"
 
 
-def ms(seconds, digits: int = 3) -> str:
-    """Seconds shown in ms: 0.001234 -> "1.23 ms"."""
+def ms(seconds, digits: int = 3, unit: bool = True) -> str:
+    """Seconds shown in ms: 0.001234 -> "1.23 ms" (``unit=False``: "1.23", for a column headed ms)."""
     if seconds is None:
         return "–"
-    return f"{_sig(seconds * 1e3, digits)} ms"
+    return sig(seconds * 1e3, digits) + (" ms" if unit else "")
 
 
 def count(n) -> str:
@@ -80,9 +71,10 @@ def count(n) -> str:
 
 
 def pct(x, digits: int = 2, signed: bool = True) -> str:
+    """A ratio as a percentage with ``digits`` significant digits, signed: -0.25 -> "−25%"."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
-    text = _sig(abs(x) * 100, digits) + "%"
+    text = sig(abs(x) * 100, digits) + "%"
     if not signed:
         return text
     return ("+" if x >= 0 else "−") + text
@@ -100,51 +92,23 @@ def tokens(T) -> str:
 
 # -- axis ticks --------------------------------------------------------------------------
 
-def pow2_ticks(lo: float, hi: float, label=tokens, max_ticks: int = 12) -> tuple:
-    """Tick values at powers of two spanning [lo, hi], thinned to at most ``max_ticks``."""
-    if not lo or not hi or lo <= 0:
-        return [], []
-    a, b = math.floor(math.log2(lo)), math.ceil(math.log2(hi))
-    step = max(1, math.ceil((b - a + 1) / max_ticks))
-    vals = [2.0**e for e in range(a, b + 1, step)]
-    return vals, [label(v) for v in vals]
-
-
-def decade_ticks(lo: float, hi: float, label, max_ticks: int = 10) -> tuple:
-    """Tick values at powers of ten spanning [lo, hi], labelled with ``label``."""
-    if not lo or not hi or lo <= 0:
-        return [], []
-    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    step = max(1, math.ceil((b - a + 1) / max_ticks))
-    vals = [10.0**e for e in range(a, b + 1, step)]
-    return vals, [label(v) for v in vals]
-
-
-def binary_ticks(lo: float, hi: float, max_ticks: int = 10) -> tuple:
-    """Tick values at powers of two bytes spanning [lo, hi], labelled "64 MiB", "1 GiB"."""
-    if not lo or not hi or lo <= 0:
-        return [], []
-    a, b = math.floor(math.log2(lo)), math.ceil(math.log2(hi))
-    step = max(1, math.ceil((b - a + 1) / max_ticks))
-    vals = [2.0**e for e in range(a, b + 1, step)]
-    return vals, [nbytes(v) for v in vals]
-
-
-def log_ticks(lo: float, hi: float, label, max_ticks: int = 10) -> tuple:
-    """Ticks for a log axis spanning [lo, hi]: 1-2-5 steps over a short range, decades (thinned
-    to ``max_ticks``) over a long one; labelled with ``label``."""
+def log_ticks(lo: float, hi: float, label, *, base: int = 10, max_ticks: int = 10) -> tuple:
+    """([values], [labels]) of ticks for a log axis spanning [lo, hi], labelled with ``label``:
+    powers of ``base`` (2 or 10), thinned to at most ``max_ticks``; with base 10 over three
+    decades or fewer, 1-2-5 steps instead."""
     if not lo or not hi or lo <= 0 or hi <= 0:
         return [], []
-    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    if b - a <= 3:
+    log = math.log2 if base == 2 else math.log10
+    a, b = math.floor(log(lo)), math.ceil(log(hi))
+    if base == 10 and b - a <= 3:
         vals = [m * 10.0**e for e in range(a, b + 1) for m in (1, 2, 5)]
         vals = [v for v in vals if lo / 2.5 <= v <= hi * 2.5]
     else:
         step = max(1, math.ceil((b - a + 1) / max_ticks))
-        vals = [10.0**e for e in range(a, b + 1, step)]
+        vals = [float(base) ** e for e in range(a, b + 1, step)]
     return vals, [label(v) for v in vals]
 
 
 def ms_value(v: float) -> str:
     """An axis label for a value already in ms."""
-    return f"{_sig(v, 3)} ms"
+    return f"{sig(v, 3)} ms"

@@ -15,9 +15,10 @@ from .. import __version__
 from . import fmt
 from .data import (ReportData, crosscheck_rows, error_by_series, error_rows, findings, flop_counter_reference,
                    model_crossovers, model_notes, speedup_grid)
-from .figures import (flops_figure, heatmap_figure, kv_figure, memory_figure, roofline_figure,
+from .fidelity_data import FidelityData, cost_text, fidelity_findings, fidelity_notes, settings_text
+from .figures import (fidelity_figure, flops_figure, heatmap_figure, kv_figure, memory_figure, roofline_figure,
                       time_figure)
-from .fmt import esc
+from .html import bullets, definitions, details, esc, lead, note, swatch, table
 
 # The page may run inline scripts and styles and show data: images; it may fetch nothing.
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -148,24 +149,6 @@ class Page:
 
 # -- tables ------------------------------------------------------------------------------
 
-def _table(headers: list, rows: list, left: tuple = (0,), msg_cols: tuple = ()) -> str:
-    """``rows`` of already-escaped cell HTML; ``headers`` raw. Column 0 (the series) wraps."""
-    def cls(j, head=False):
-        if j in msg_cols:
-            return ' class="msg"'
-        if j == 0 and not head:
-            return ' class="v"'
-        return ' class="l"' if j in left else ""
-    head = "".join(f"<th{cls(j, True)}>{esc(h)}</th>" for j, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f"<td{cls(j)}>{c}</td>" for j, c in enumerate(r)) + "</tr>" for r in rows)
-    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def _swatch(variant: str) -> str:
-    from .colors import color_for
-    return f'<span class="swatch" style="background:{esc(color_for(variant))}"></span>'
-
-
 def _rel(a: Optional[float], b: Optional[float]) -> str:
     if a is None or b is None or not b:
         return "–"
@@ -187,15 +170,15 @@ def crosscheck_table(data: ReportData) -> str:
         if c.flop_counter_skipped:
             skipped.append("FlopCounterMode: " + ", ".join(str(x) for x in c.flop_counter_skipped))
         out.append([
-            _swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(r.shape.phase),
+            swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(r.shape.phase),
             f'<span title="{esc(fmt.count(c.analytic))}">{esc(fmt.flops(c.analytic, digits=5))}</span>',
             esc(fmt.flops(c.analytic_matmul, digits=5)),
             esc(fmt.flops(c.fvcore, digits=5)) if c.fvcore is not None else "–", _rel(c.fvcore, c.analytic),
             esc(fmt.flops(c.flop_counter, digits=5)) if c.flop_counter is not None else "–",
             _rel(c.flop_counter, flop_counter_reference(c)), esc("; ".join(skipped)) or "none"])
-    return _table(["variant", "T", "phase", "analytic", "analytic (matmuls)", "fvcore", "vs analytic",
-                   "FlopCounterMode", "vs analytic matmuls*", "ops a counter skipped"], out, left=(0, 2),
-                  msg_cols=(9,)) + (
+    return table(["variant", "T", "phase", "analytic", "analytic (matmuls)", "fvcore", "vs analytic",
+                  "FlopCounterMode", "vs analytic matmuls*", "ops a counter skipped"], out, left=(0, 2),
+                 msg_cols=(9,)) + (
         '<p class="note">* FlopCounterMode counts matmul-like ops only, and fused attention dense (it '
         'ignores is_causal and masks): it is compared with the analytic matmul FLOPs with fused causal '
         'cores counted dense.</p>')
@@ -209,30 +192,25 @@ def error_tables(data: ReportData) -> str:
     html = ""
     per = error_by_series(data)
     if per:
-        html += "<h3>Median error per variant</h3>" + _table(
+        html += "<h3>Median error per variant</h3>" + table(
             ["variant", "measured points", "median error (signed)", "median |error|"],
-            [[_swatch(s.variant) + esc(s.label), esc(n), esc(fmt.pct(m)), esc(fmt.pct(a, signed=False))]
+            [[swatch(s.variant) + esc(s.label), esc(n), esc(fmt.pct(m)), esc(fmt.pct(a, signed=False))]
              for s, n, m, a in sorted(per, key=lambda x: x[3])])
     out = []
     for s, r, p, m, e in rows:
-        out.append([_swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(p, 4)),
+        out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(p, 4)),
                     esc(fmt.ms(m, 4)), esc(fmt.ms(r.timing.p10_s, 4)), esc(fmt.ms(r.timing.p90_s, 4)),
                     esc(r.timing.repetitions), esc(fmt.pct(e)), esc(r.backend or "–"),
                     "ok" + (" (not stable)" if getattr(r.timing, "stable", None) is False else "")])
     for s, r in status_rows:
-        out.append([_swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(r.predicted_time_s, 4)),
+        out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(r.predicted_time_s, 4)),
                     "–", "–", "–", "–", "–", esc(r.backend or "–"),
                     f'<span class="status-{esc(r.status)}">{esc(r.status)}</span>'
                     + (f": {esc(r.message)}" if r.message else "")])
-    html += "<h3>Every point</h3>" + _table(
+    html += "<h3>Every point</h3>" + table(
         ["variant", "T", "predicted", "measured median", "p10", "p90", "reps", "error", "backend", "status"],
         out, left=(0, 8), msg_cols=(9,))
     return html
-
-
-def _env_list(items: list) -> str:
-    return '<dl class="env">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items
-                                        if v not in (None, "")) + "</dl>"
 
 
 def environment_html(data: ReportData) -> str:
@@ -268,10 +246,11 @@ def environment_html(data: ReportData) -> str:
                 items.append(("memory (profile)", fmt.nbytes(hw.memory, 4)))
         elif src.run is not None and src.run.environment.hardware_profile:
             items.append(("hardware profile",
-                          f"{src.run.environment.hardware_profile} (not found: ceilings not drawn)"))
+                          f"{src.run.environment.hardware_profile} (not in the results file: ceilings not "
+                          "drawn; give the profile with attncost report --hardware)"))
         cmd = src.command or ""
         h = f"<h3>{esc(src.label)}</h3>" if len(data.sources) > 1 else ""
-        parts.append(h + _env_list(items) + "<h3>Command</h3>"
+        parts.append(h + definitions(items) + "<h3>Command</h3>"
                      + (f'<pre class="cmd">{esc(cmd)}</pre>' if cmd else '<p class="note">not recorded</p>'))
     return "".join(parts)
 
@@ -318,11 +297,9 @@ def summary_html(data: ReportData) -> str:
     for r in data.rows:
         by[r.status] = by.get(r.status, 0) + 1
     items.append(("points", f"{n}: " + ", ".join(f"{v} {k}" for k, v in sorted(by.items())) if n else "none"))
-    lis = "".join(f"<li>{esc(f)}</li>" for f in findings(data))
     notes = model_notes(data)
-    notes_html = ("<h3>Notes from the cost model</h3>" + '<ul class="cross">'
-                  + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>") if notes else ""
-    return (_env_list(items) + "<h3>Findings</h3>" + f'<ul class="findings">{lis}</ul>' + notes_html
+    notes_html = "<h3>Notes from the cost model</h3>" + bullets(notes, "cross") if notes else ""
+    return (definitions(items) + "<h3>Findings</h3>" + bullets(findings(data)) + notes_html
             + '<p class="note">FLOPs count a matmul as 2 × multiply-accumulates; a fused causal kernel is '
               'counted as half the dense core (FlashAttention\'s convention). Units: FLOPs decimal '
               '(GFLOP = 10⁹), memory binary (MiB = 2²⁰ bytes), time in ms. Hover any chart for exact numbers.</p>')
@@ -330,9 +307,9 @@ def summary_html(data: ReportData) -> str:
 
 # -- the report ----------------------------------------------------------------------------
 
-def build_html(data: ReportData, fidelity=None) -> str:
+def build_html(data: ReportData, fidelity: Optional[FidelityData] = None) -> str:
     """The whole page for ``data``: sections that make sense for a run or for a prediction; with
-    ``fidelity`` (a ``reports.fidelity.FidelityData``), a cost-vs-fidelity section too."""
+    ``fidelity``, a cost-vs-fidelity section too."""
     measured = data.kind == "run"
     subtitle = ("measured runs: " if measured else "cost-model prediction: ") + ", ".join(s.label for s in data.sources)
     page = Page(data.title, subtitle)
@@ -342,13 +319,12 @@ def build_html(data: ReportData, fidelity=None) -> str:
                  '(slope 2: quadratic in T, slope 1: linear).</p>' + page.figure("fig-flops", flops_figure(data)))
     has_time = any(r.predicted_time_s or r.measured_s for r in data.rows)
     if measured or has_time:
-        lead = ("Predicted time per layer (lines) with measured medians (markers; bars span p10–p90). "
+        text = ("Predicted time per layer (lines) with measured medians (markers; bars span p10–p90). "
                 "Red crosses: out of memory; black asterisks: errors; stars: crossovers with the baseline "
                 f"({data.baseline})." if measured else
                 "Predicted time per layer on the hardware profile; stars mark crossovers with the baseline "
                 f"({data.baseline}).")
-        page.section("time", "Time vs sequence length", f'<p class="lead">{esc(lead)}</p>'
-                     + page.figure("fig-time", time_figure(data)))
+        page.section("time", "Time vs sequence length", lead(text) + page.figure("fig-time", time_figure(data)))
     page.section("memory", "Memory",
                  '<p class="lead">Peak activation memory per layer: the model\'s fused (solid) and unfused '
                  '(dashed) peaks' + (", the measured allocator peak (markers) and out-of-memory points "
@@ -378,21 +354,62 @@ def build_html(data: ReportData, fidelity=None) -> str:
                      '<p class="lead">Predicted time against the measured median: error = predicted / measured − 1 '
                      '(positive: the model is pessimistic).</p>' + error_tables(data))
     if fidelity is not None:
-        from .fidelity import section_html as fidelity_section
-
-        page.section("fidelity", "Cost vs fidelity", fidelity_section(page, fidelity))
+        page.section("fidelity", "Cost vs fidelity", fidelity_html(page, fidelity))
     page.section("environment", "Environment and command", environment_html(data))
     return page.render()
 
 
-def build_fidelity_html(fidelity) -> str:
+def build_fidelity_html(fidelity: FidelityData) -> str:
     """A page with the cost-vs-fidelity section alone (no run, no prediction sweep)."""
-    from .fidelity import section_html as fidelity_section
-
     names = ", ".join(label for label, _, _ in fidelity.sources)
     page = Page("attncost fidelity report: " + names, "approximations against exact attention, beside their cost")
-    page.section("fidelity", "Cost vs fidelity", fidelity_section(page, fidelity))
+    page.section("fidelity", "Cost vs fidelity", fidelity_html(page, fidelity))
     return page.render()
+
+
+# -- cost vs fidelity ------------------------------------------------------------------------
+
+def _fidelity_lead(data: FidelityData) -> str:
+    cost_what = (f"its predicted time per layer on {data.hardware}" if data.metric == "time"
+                 else "its FLOPs per layer (no hardware profile was given, so no time)")
+    return ("Each point is one variant at one T on one kind of input (a fidelity run): x is "
+            f"{cost_what} by the cost model, at the shape the fidelity run used; y is the cosine similarity of "
+            "its output to exact softmax attention on the same Q/K/V (1 = the same direction). The black step "
+            "line is the Pareto front: the points that no other point beats on both cost and fidelity "
+            "(outlined and labelled; dominated points are faded). The grey dashed line is uniform "
+            "attention, the mean of the visible values: an approximation that knows nothing.")
+
+
+def _fidelity_table(data: FidelityData) -> str:
+    """Every drawn point, per facet, cheapest first."""
+    rows = []
+    for f in data.facets:
+        for q in sorted(f.points, key=lambda q: q.cost):
+            p = q.raw
+            b = f.baselines.get(p.causal)
+            rows.append([swatch(q.variant) + esc(q.label), esc(fmt.count(p.T)), esc(p.inputs),
+                         "yes" if p.causal else "no", esc(cost_text(data, q)), esc(f"{q.cosine:.4f}"),
+                         esc(f"{p.rel_error_output:.4f}") if p.rel_error_output is not None else "–",
+                         esc(f"{b:.4f}") if b is not None else "–",
+                         "front" if q.on_front else esc(f"dominated by {q.dominated_by}" if q.dominated_by
+                                                        else "dominated")])
+    if not rows:
+        return ""
+    return details("Every point", table(["variant", "T", "inputs", "causal",
+                                         "time" if data.metric == "time" else "FLOPs", "output cosine",
+                                         "rel. error", "uniform mean", "Pareto"], rows, left=(0, 2, 3, 8)))
+
+
+def fidelity_html(page: Page, data: FidelityData) -> str:
+    """The "Cost vs fidelity" section: lead, findings, skipped points, the chart, every point."""
+    html = lead(_fidelity_lead(data)) + bullets(fidelity_findings(data))
+    html += "".join(note(n) for n in fidelity_notes(data))
+    html += page.figure("fig-fidelity", fidelity_figure(data)) + _fidelity_table(data)
+    for label, path, doc in data.sources:
+        html += (f'<p class="note">Fidelity data: {esc(path or label)} — {esc(settings_text(doc))}. '
+                 "Cosines as measured by <code>attncost fidelity</code> (fp32, same Q/K/V); costs by the cost model "
+                 "now.</p>")
+    return html
 
 
 def _model_crossover_table(data: ReportData) -> str:
@@ -400,18 +417,19 @@ def _model_crossover_table(data: ReportData) -> str:
     if not items:
         return ""
     rows = []
-    for s, metric, start, end in sorted(items, key=lambda x: (x[0].source.index, x[0].shape_text,
-                                                              x[2] is None, x[2] or 0)):
-        rows.append([_swatch(s.variant) + esc(s.label), esc("predicted time" if metric == "time" else "FLOPs"),
-                     esc(fmt.count(start)) if start is not None else "never",
-                     esc(fmt.count(end - 1)) if end is not None else ("–" if start is None else "end of search")])
+    for s, metric, found in sorted(items, key=lambda x: (x[0].source.index, x[0].shape_text,
+                                                         not x[2], x[2][0][0] if x[2] else 0)):
+        for start, end in found or [(None, None)]:  # a row per range of T, "never" where there is none
+            rows.append([swatch(s.variant) + esc(s.label), esc("predicted time" if metric == "time" else "FLOPs"),
+                         esc(fmt.count(start)) if start is not None else "never",
+                         esc(fmt.count(end - 1)) if end is not None else ("–" if start is None else "end of search")])
     return ('<p class="lead">Where the cost model puts each variant below the baseline ('
             + esc(data.baseline) + '), searching T from 16 to 4,194,304 at the shape of the data:</p>'
-            + _table(["variant", "compared by", f"cheaper than {data.baseline} from T", "up to T"], rows))
+            + table(["variant", "compared by", f"cheaper than {data.baseline} from T", "up to T"], rows))
 
 
 def _crossover_list(data: ReportData) -> str:
-    from .data import crossovers
+    from .data import intersections
 
     found = []
     for s in data.series:
@@ -419,7 +437,7 @@ def _crossover_list(data: ReportData) -> str:
         if b is None:
             continue
         for what in ("measured", "predicted"):
-            for T, _, direction in crossovers(s.values(what), b.values(what)):
+            for T, _, direction in intersections(s.values(what), b.values(what)):
                 found.append(f"{s.label} {'overtakes' if direction == 'below' else 'falls behind'} "
                              f"{b.label} near T ≈ {fmt.count(T)} ({what})")
     if not found:

@@ -1,7 +1,7 @@
 """TEST FIXTURES for the report tests: synthetic results files, NOT measurements.
 
-Predictions are the cost model's own (``estimate()``, with the a100 profile where a timing model
-is installed; otherwise a plain roofline, said in the run's name). "Measured" times are those
+Predictions are the cost model's own (``estimate()`` with the built-in a100 profile, which each
+run names). "Measured" times are those
 predictions times a fixed per-variant factor with a small deterministic jitter, p10/p90 at
 -3%/+5%; peak memory is the model's fused peak plus 8%. They exist to exercise the report, and
 every run says so in its device name.
@@ -10,6 +10,7 @@ every run says so in its device name.
 import hashlib
 
 from attncost.costmodel.estimate import estimate
+from attncost.costmodel.hardware import get_hardware
 from attncost.costmodel.results import Counts, Environment, Point, Run, Timing
 from attncost.costmodel.shape import Shape
 
@@ -22,33 +23,16 @@ VARIANTS = (("flash", {}), ("mha", {}), ("gqa", {}), ("linformer", {"k": 256}), 
 
 
 def _hardware():
-    try:
-        from attncost.costmodel.hardware import get_hardware
-
-        return get_hardware(HW)
-    except Exception:
-        return None
+    return get_hardware(HW)
 
 
 def _jitter(key: str) -> float:
     return 1.0 + (int(hashlib.md5(key.encode()).hexdigest()[:6], 16) / 0xFFFFFF - 0.5) * 0.1
 
 
-def predicted_time(e, hw) -> float:
-    """The estimate's time, or (no timing model installed) a plain roofline stand-in."""
-    if e.time_s:
-        return e.time_s
-    peak = hw.peak_flops["bf16"] if hw is not None else 312e12
-    bw = hw.mem_bandwidth if hw is not None else 2.0e12
-    return max(e.flops / (0.5 * peak), e.bytes_fused / (0.8 * bw)) + e.kernels * 8e-6
-
-
 def point(variant, params, shape, hw, status="ok", message=None, counts=True) -> Point:
-    try:
-        e = estimate(variant, shape, params, hw)
-    except ImportError:  # costmodel.timing not installed yet
-        e = estimate(variant, shape, params)
-    pred = predicted_time(e, hw)
+    e = estimate(variant, shape, params, hw)
+    pred = e.time_s
     p = Point(variant=variant, params=e.params, shape=shape, status=status, message=message,
               predicted_time_s=pred, predicted_flops=e.flops,
               predicted_activation_bytes=e.activation_bytes_fused,

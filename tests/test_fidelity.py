@@ -213,6 +213,17 @@ def test_points_compare_each_variant_with_its_own_causality():
     assert estimate(p["variant"], Shape(**p["shape"]), p["params"]).status == "ok"
 
 
+def test_points_are_what_the_typed_document_reads():
+    """The reports read fidelity files as costmodel.fidelity_doc.FidelityDoc: it declares every
+    field a point has, and the points of a run validate as it."""
+    from attncost.costmodel.fidelity_doc import FidelityPoint, check_fidelity
+
+    assert set(FidelityPoint.model_fields) == FIELDS
+    pts = Fi.fidelity_points(["flash", "mla"], [32], d=32, heads=2, inputs=["random"])
+    doc = check_fidelity({"schema": "attncost-fidelity", "schema_version": Fi.SCHEMA_VERSION, "points": pts})
+    assert [q.status for q in doc.points] == ["ok", "skipped"] and doc.points[0].cosine_output > 0.99
+
+
 # -- the command ----------------------------------------------------------------------------
 runner = CliRunner()
 

@@ -231,7 +231,7 @@ def _example_runs() -> list:
         try:
             runs.append(Run.load(p))
             paths.append(p)
-        except Exception:  # examples/ may hold other JSON (predictions, profiles)
+        except ValueError:  # examples/ may hold other JSON (profiles, fidelity): not a Run
             continue
     return (runs, paths) if runs else ([F.full_run()], ["fixture: tests/report_fixtures.py"])
 
@@ -286,10 +286,7 @@ def test_prediction_report_renders(tmp_path):
     ests = []
     for v in ("flash", "mha", "linformer", "performer", "gqa"):
         for T in (512, 2048, 8192, 32768, 131072):
-            try:
-                ests.append(estimate(v, Shape(T=T, d=2048, heads=16), None, hw))
-            except ImportError:
-                ests.append(estimate(v, Shape(T=T, d=2048, heads=16)))
+            ests.append(estimate(v, Shape(T=T, d=2048, heads=16), None, hw))
     html = write_prediction_report(ests, tmp_path / "predict.html", hw,
                                    command="attncost predict --d 2048 --T 512:131072")
     shot = tmp_path / "predict.png"

@@ -6,6 +6,7 @@ The runs are synthetic TEST FIXTURES (tests/report_fixtures.py): predictions fro
 
 import html as htmllib
 import json
+import math
 import re
 import subprocess
 import sys
@@ -24,7 +25,8 @@ from attncost.reports import (SECTIONS_PREDICTION, SECTIONS_RUN, build_predictio
                               build_run_report, write_prediction_report, write_run_report)
 from attncost.reports import fmt  # noqa: E402
 from attncost.reports.colors import PALETTE, color_for  # noqa: E402
-from attncost.reports.data import crossovers, from_runs, params_label  # noqa: E402
+from attncost.reports.data import from_runs, intersections, params_label  # noqa: E402
+from attncost.reports.html import plot_text  # noqa: E402
 
 runner = CliRunner()
 
@@ -164,10 +166,7 @@ def test_prediction_report():
     ests = []
     for v in ("flash", "mha", "linformer", "performer"):
         for T in (512, 4096, 32768):
-            try:
-                ests.append(estimate(v, Shape(T=T, d=1024, heads=8), None, hw))
-            except ImportError:
-                ests.append(estimate(v, Shape(T=T, d=1024, heads=8)))
+            ests.append(estimate(v, Shape(T=T, d=1024, heads=8), None, hw))
     ests.append(estimate("linformer", Shape(T=4096, d=1024, heads=8, phase="decode")))  # n/a
     page = build_prediction_report(ests, hw, command="attncost predict --d 1024 <x>")
     for sid in SECTIONS_PREDICTION:
@@ -178,6 +177,20 @@ def test_prediction_report():
                                      estimate("mha", Shape(T=1024, d=512, heads=4))])
     assert "needs fewer FLOPs" in no_hw or "need fewer FLOPs" in no_hw or "FLOPs" in no_hw
     assert build_prediction_report([]).rstrip().endswith("</html>")
+
+
+def test_prediction_report_shows_the_sweeps_own_ranges(monkeypatch):
+    """Estimates from costmodel.evaluate carry their ranges of T: the report does not search again,
+    and lists each range (dsa: fewer FLOPs than flash at small and at large T)."""
+    import attncost.reports.data as report_data
+    from attncost.costmodel.evaluate import evaluate
+
+    shapes = [Shape(T=T, d=4096, heads=32, phase="train") for T in (1024, 65536)]
+    ests = evaluate(["flash", "dsa"], "flash", shapes)  # no hardware: FLOPs
+    (first, second) = ests[1].cheaper_ranges_T["flops"]
+    monkeypatch.setattr(report_data, "evaluate", lambda *a, **k: pytest.fail("searched again"))
+    page = build_prediction_report(ests)
+    assert f"from T = {first[0]:,} to {first[1] - 1:,} and from T = {second[0]:,}" in page
 
 
 def test_write_is_atomic_and_returns_path(tmp_path):
@@ -204,15 +217,36 @@ def test_units():
     assert fmt.ms(0.001234) == "1.23 ms"
     assert fmt.tokens(32768) == "32k"
     assert fmt.pct(-0.25) == "−25%"
-    assert fmt.plot_text("<b>&") == "&lt;b&gt;&amp;"
+    assert plot_text("<b>&") == "&lt;b&gt;&amp;"
+    assert fmt.sig(0.187) == "0.187" and fmt.sig(35.2) == "35.2" and fmt.sig(1032) == "1,032"
+    assert fmt.ms(0.0014, unit=False) == "1.4"
 
 
-def test_crossovers_interpolate_in_log_space():
+def test_log_ticks():
+    vals, text = fmt.log_ticks(512, 32768, fmt.tokens, base=2, max_ticks=12)
+    assert vals[0] == 512 and vals[-1] == 32768 and text[:2] == ["512", "1k"]
+    vals, text = fmt.log_ticks(3 * 2**20, 2**31, fmt.nbytes, base=2)  # thinned to at most 10
+    assert len(vals) <= 10 and text[0] == "2 MiB"
+    vals, _ = fmt.log_ticks(2.0, 300.0, str)  # two decades: 1-2-5 steps
+    assert vals[:4] == [1.0, 2.0, 5.0, 10.0]
+    vals, _ = fmt.log_ticks(1e3, 1e15, str, max_ticks=6)  # twelve decades: powers of ten, thinned
+    assert len(vals) <= 7 and all(math.log10(v) == round(math.log10(v)) for v in vals)
+    assert fmt.log_ticks(0, 10, str) == ([], [])
+
+
+def test_fmt_leaves_plotly_out():
+    """The CLI formats its numbers with reports.fmt: importing it must not load plotly."""
+    code = ("import sys, attncost.reports.fmt, attncost.reports.html; "
+            "assert 'plotly' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_intersections_interpolate_in_log_space():
     a = [(1024, 2.0), (2048, 2.0)]
     b = [(1024, 1.0), (2048, 4.0)]
-    [(T, v, d)] = crossovers(a, b)
+    [(T, v, d)] = intersections(a, b)
     assert d == "below" and 1024 < T < 2048 and v == pytest.approx(2.0)
-    assert crossovers(b, b) == []
+    assert intersections(b, b) == []
 
 
 def test_params_label():
@@ -272,24 +306,32 @@ def test_cli_bad_flags(tmp_path):
     assert res.exit_code == 2 and "is a directory" in res.output
 
 
-def test_profile_file_named_by_a_run_is_found_beside_it(tmp_path):
-    """`profile --hardware examples/x.json` records the path as typed; the report, run from any
-    folder, looks for the file beside the results file."""
+def test_a_run_reads_its_embedded_profile_wherever_it_lies(tmp_path):
+    """The profile a run was predicted with travels in the results file: a moved file gives the
+    same report, and a profile file lying beside it is never looked for."""
     import shutil
-    from pathlib import Path
 
+    from attncost.costmodel.hardware import get_hardware, load_profile
     from attncost.costmodel.results import Run
-    from attncost.reports.data import from_runs
 
     root = Path(__file__).resolve().parents[1] / "examples"
-    run_path = tmp_path / "cpu-prefill-fp32.json"
-    shutil.copy(root / "cpu-prefill-fp32.json", run_path)
+    run = Run.load(root / "cpu-prefill-fp32.json")
+    profile = load_profile(root / "cpu-calibrated.json")
+    moved = tmp_path / "elsewhere" / "run.json"
+    moved.parent.mkdir()
+    run.model_copy(update={"hardware": profile}).save(moved)
+    data = from_runs([Run.load(moved)], [str(moved)])
+    assert data.sources[0].hardware is not None and data.sources[0].hardware.name == profile.name
+    # a run that names a profile file but does not embed it: no profile, even with the file beside it
+    bare = tmp_path / "bare.json"
+    run.model_copy(update={"hardware": None}).save(bare)
     shutil.copy(root / "cpu-calibrated.json", tmp_path / "cpu-calibrated.json")
-    run = Run.load(run_path)
-    assert run.environment.hardware_profile == "examples/cpu-calibrated.json"
-    data = from_runs([run], [str(run_path)])
-    assert data.sources[0].hardware is not None
-    assert data.sources[0].hardware.name.startswith("calibrated-")
+    assert run.environment.hardware_profile.endswith("cpu-calibrated.json")
+    assert from_runs([Run.load(bare)], [str(bare)]).sources[0].hardware is None
+    # a built-in name needs no file
+    named = F.single_point_run()
+    assert named.hardware is None and named.environment.hardware_profile == "a100"
+    assert from_runs([named]).sources[0].hardware.profile == get_hardware("a100")
 
 
 # -- cost vs fidelity ------------------------------------------------------------------------
@@ -298,7 +340,8 @@ def test_profile_file_named_by_a_run_is_found_beside_it(tmp_path):
 
 from attncost.reports import (SECTIONS_FIDELITY, FidelityFileError, build_fidelity_report,  # noqa: E402
                               load_fidelity)
-from attncost.reports.fidelity import check_fidelity, fidelity_data, pareto_front  # noqa: E402
+from attncost.costmodel.fidelity_doc import FidelityDoc, check_fidelity  # noqa: E402
+from attncost.reports.fidelity_data import fidelity_data, pareto_front  # noqa: E402
 
 EXAMPLE_FIDELITY = Path(__file__).resolve().parents[1] / "examples" / "fidelity-cpu.json"
 
@@ -378,8 +421,7 @@ def test_fidelity_section_from_fixture():
 
 def test_fidelity_with_hardware_uses_predicted_time():
     fd = fidelity_data([fidelity_fixture()], hardware=F._hardware())
-    if fd.metric != "time":
-        pytest.skip("no timing model installed")
+    assert fd.metric == "time" and fd.hardware == "a100"
     page = build_fidelity_report([fidelity_fixture()], hardware=F._hardware())
     assert "predicted time per layer on" in json.dumps(_figures(page)[0]["figure"]["layout"])
 
@@ -413,6 +455,21 @@ def test_run_report_with_the_example_fidelity_file():
 def test_check_fidelity_rejects_bad_documents(doc, words):
     with pytest.raises(FidelityFileError, match=re.escape(words)):
         check_fidelity(doc, "x.json")
+
+
+def test_fidelity_document_is_typed():
+    doc = load_fidelity(EXAMPLE_FIDELITY)
+    assert isinstance(doc, FidelityDoc) and doc.schema_id == "attncost-fidelity" and doc.settings.d == 256
+    assert all(p.status != "ok" or -1 <= p.cosine_output <= 1 + 1e-9 for p in doc.points)
+    raw = fidelity_fixture()
+    assert check_fidelity(raw).points[0].shape.T == 256
+    for key, value, words in (("cosine_output", float("nan"), "points.0.cosine_output: input should be a finite"),
+                              ("cosine_output", None, "points.0: cosine_output: expected a number"),
+                              ("causal", "yes", "points.0.causal"), ("T", 0, "points.0.T")):
+        bad = json.loads(json.dumps(raw))
+        bad["points"][0][key] = value
+        with pytest.raises(FidelityFileError, match=re.escape(words)):
+            check_fidelity(bad, "x.json")
 
 
 def test_cli_report_with_fidelity(tmp_path):
