@@ -8,6 +8,7 @@ fails: the near-exact checks also require a clear margin over uniform attention 
 and the monotonic checks are strict at every step.
 """
 
+import inspect
 import json
 import subprocess
 import sys
@@ -228,12 +229,23 @@ def test_points_are_what_the_typed_document_reads():
 runner = CliRunner()
 
 
-def test_cli_defaults_json():
-    res = runner.invoke(app, ["fidelity", "--json"])
+def test_cli_defaults():
+    """The defaults a plain `attncost fidelity` runs: T 256 and 1024, both inputs, 200 distillation
+    steps (read from the command, not run: the full default grid takes half a minute)."""
+    from attncost.cli.fidelity import fidelity
+
+    defaults = {p.name: p.default for p in inspect.signature(fidelity).parameters.values()}
+    assert [defaults[k].default for k in ("T", "inputs", "distill_steps", "variants")] == \
+        ["256,1024", "both", 200, "all"]
+
+
+def test_cli_json_small_grid():
+    res = runner.invoke(app, ["fidelity", "--json", "--T", "32,64", "--d", "32", "--heads", "2",
+                              "--distill-steps", "20", "--param", "nystrom.landmarks=16", "--param", "linformer.k=16"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["schema"] == "attncost-fidelity" and data["schema_version"] == 1
-    assert data["settings"]["T"] == [256, 1024] and data["settings"]["inputs"] == ["random", "structured"]
+    assert data["settings"]["T"] == [32, 64] and data["settings"]["inputs"] == ["random", "structured"]
     pts = data["points"]
     assert len(pts) == 2 * 2 * len(NAMES)
     for p in pts:
@@ -244,7 +256,7 @@ def test_cli_defaults_json():
         assert p["status"] == "ok", p
         assert -1 <= p["cosine_output"] <= 1 + 1e-9 and p["rel_error_output"] >= 0
     learned = [p for p in pts if p["kind"] == "learned"]
-    assert len(learned) == 8 and all(p["distill"]["steps"] == 200 for p in learned)
+    assert len(learned) == 8 and all(p["distill"]["steps"] == 20 for p in learned)
     assert all(p["distill"]["final_loss"] < p["distill"]["initial_loss"] for p in learned)
 
 
