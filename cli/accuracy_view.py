@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..costmodel.accuracy import TARGET_MEDIAN, TARGET_P90, by_variant, crossover_table, point_errors, summary
+from ..reports.fmt import count, ms, pct
 from .options import load_run
 
 console = Console(highlight=False, width=None if Console().is_terminal else 140)
@@ -32,10 +33,6 @@ def time_check(path: str, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:+.1f}%" if x < 0 else f"{100 * x:.1f}%"
-
-
 def _print(run, path, errors, total, per_variant, cross) -> None:
     env = run.environment
     console.print(f"[bold]time model vs measured[/] · {path} · {env.device_name or env.device} · "
@@ -45,30 +42,32 @@ def _print(run, path, errors, total, per_variant, cross) -> None:
         t.add_column(c, justify="left" if c in ("variant", "phase") else "right")
     for p, pr, m, e in errors:
         style = "" if abs(e) <= TARGET_MEDIAN else "yellow" if abs(e) <= TARGET_P90 else "red"
-        t.add_row(p.variant, f"{p.shape.d:,}", f"{p.shape.T:,}", p.shape.phase, f"{m * 1e3:,.3f}",
-                  f"{pr * 1e3:,.3f}", f"[{style}]{_pct(e)}[/]" if style else _pct(e))
+        t.add_row(p.variant, count(p.shape.d), count(p.shape.T), p.shape.phase, ms(m, 4, unit=False),
+                  ms(pr, 4, unit=False), f"[{style}]{pct(e)}[/]" if style else pct(e))
     console.print(t)
     v = Table(box=box.SIMPLE_HEAD, header_style="bold", title="by variant")
     for c in ("variant", "points", "median |error|", "p90 |error|", "bias (median signed)"):
         v.add_column(c, justify="left" if c == "variant" else "right")
     for name, s in per_variant.items():
-        v.add_row(name, str(s["points"]), _pct(s["median"]), _pct(s["p90"]), _pct(s["bias"]))
+        v.add_row(name, str(s["points"]), pct(s["median"], signed=False), pct(s["p90"], signed=False),
+                  pct(s["bias"]))
     console.print(v)
     if cross:
         c = Table(box=box.SIMPLE_HEAD, header_style="bold", title="where each variant becomes faster (T)")
         for col in ("variant", "vs", "d", "measured", "predicted", "ratio"):
             c.add_column(col, justify="left" if col in ("variant", "vs") else "right")
         for r in cross:
-            c.add_row(r["variant"], r["baseline"], f"{r['d']:,}", _T(r["measured_T"]), _T(r["predicted_T"]),
+            c.add_row(r["variant"], r["baseline"], count(r["d"]), _T(r["measured_T"]), _T(r["predicted_T"]),
                       "–" if r["ratio"] is None else f"{r['ratio']:.2f}x")
         console.print(c)
     if total["median"] is None:
         console.print("[red]no measured point with a prediction: nothing to judge[/]")
         return
     ok = total["median"] <= TARGET_MEDIAN
-    console.print(f"{'[green]' if ok else '[red]'}median |error| {_pct(total['median'])} over {total['points']} "
-                  f"points (target {TARGET_MEDIAN:.0%}), p90 {_pct(total['p90'])} (target {TARGET_P90:.0%})[/]")
+    console.print(f"{'[green]' if ok else '[red]'}median |error| {pct(total['median'], signed=False)} over "
+                  f"{total['points']} points (target {pct(TARGET_MEDIAN, signed=False)}), p90 "
+                  f"{pct(total['p90'], signed=False)} (target {pct(TARGET_P90, signed=False)})[/]")
 
 
 def _T(x) -> str:
-    return "never in the sweep" if x is None else f"{x:,.0f}"
+    return "never in the sweep" if x is None else count(x)

@@ -1,14 +1,15 @@
 """`attncost calibrate`: microbenchmark this machine's device and fit a hardware profile to it."""
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..reports.fmt import pct, sig
+from .app import app
 from .errors import fail
-from .main import app
+from .options import DEVICE_CHOICES, check_choice, check_output
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -22,8 +23,7 @@ def calibrate(
     quick: bool = typer.Option(False, "--quick", help="A smaller grid: under a minute on a 2-core CPU."),
 ) -> None:
     """Measure matmuls, element ops, per-op overhead and SDPA here; write a profile for --hardware."""
-    if device not in ("auto", "cuda", "mps", "cpu"):
-        raise fail(f"--device must be one of auto, cuda, mps or cpu, not {device!r}")
+    check_choice(device, DEVICE_CHOICES, "--device")
     from ..profiler.device import DeviceError, device_name, resolve_device, slug
 
     try:
@@ -31,9 +31,7 @@ def calibrate(
     except DeviceError as err:
         raise fail(str(err))
     name = device_name(dev)
-    path = Path(out) if out else Path(f"calibrated-{slug(name)}.json")
-    if path.is_dir():
-        raise fail(f"--out {path} is a folder: give a file name such as {path / 'profile.json'}")
+    path = check_output(out or f"calibrated-{slug(name)}.json", "--out", "profile.json")
     if path.suffix.lower() != ".json":
         raise fail(f"--out must name a .json file (that is what --hardware reads), not {str(path)!r}")
     import torch
@@ -72,14 +70,14 @@ def calibrate(
     heads.add_column("what")
     heads.add_column("value", justify="right")
     for k, v in summary(result["rows"]).items():
-        heads.add_row(k, f"{v:,.4g}")
+        heads.add_row(k, sig(v, 4))
     console.print(heads)
     fit = Table(header_style="bold", pad_edge=False, title="fit: |predicted - measured| / measured")
     for c in ("rows", "n", "median", "p90"):
         fit.add_column(c, justify="left" if c == "rows" else "right")
     for k, s in result["errors"].items():
         if s["n"]:
-            fit.add_row(k, str(s["n"]), f"{s['median']:.0%}", f"{s['p90']:.0%}")
+            fit.add_row(k, str(s["n"]), pct(s["median"], signed=False), pct(s["p90"], signed=False))
     console.print(fit)
     console.print(f"Fitted on the built-in '{result['base']}' profile in {result['seconds']:.0f} s: "
                   f"matmul overhead {hw.host_matmul_s * 1e6:.1f} us, eager op {hw.launch_overhead_s * 1e6:.1f} us, "

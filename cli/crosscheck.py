@@ -9,11 +9,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..costmodel.units import DEVICES, PHASES
+from ..reports.fmt import flops
+from .app import app
 from .errors import fail
-from .main import app
-from .options import check_params, make_shape, parse_ints, parse_params, parse_T, parse_variants
+from .options import (BACKEND_CHOICES, check_choice, check_params, make_shape, parse_ints, parse_params, parse_T,
+                      parse_variants)
 
 console = Console(highlight=False, width=None if Console().is_terminal else 200)
+
+DIGITS = 5  # significant digits of FLOP counts, as in the report's cross-check table
+FORWARD_PHASES = tuple(p for p in PHASES if p != "train")  # fvcore traces the forward only
 
 CONVENTIONS = (
     "FLOPs = 2 x MACs for matmuls; fvcore's MACs are converted explicitly; other ops use "
@@ -52,11 +58,9 @@ def crosscheck(
         from .accuracy_view import time_check
 
         return time_check(time, as_json)
-    if phase not in ("prefill", "decode"):
-        raise fail(f"--phase must be prefill or decode (fvcore traces the forward only), not {phase!r}")
-    backends = ("auto", "flash", "cudnn", "efficient", "math")
-    if backend not in backends:
-        raise fail(f"--backend must be one of {', '.join(backends)}, not {backend!r}")
+    check_choice(phase, FORWARD_PHASES, "--phase", why="fvcore traces the forward only")
+    check_choice(backend, BACKEND_CHOICES, "--backend")
+    check_choice(device.lower(), DEVICES, "--device")
     Ts, ds = parse_T(T), parse_ints(d, "--d")
     names = parse_variants(variants)
     params = parse_params(param)
@@ -83,25 +87,15 @@ def crosscheck(
 
 
 def _device(name: str) -> str:
+    """``name`` (one of DEVICES), or exit 2 if this machine does not have it."""
     import torch
 
     name = name.lower()
     ok = {"cpu": True, "cuda": torch.cuda.is_available(),
           "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
-    if name not in ok:
-        raise fail(f"--device must be cpu, cuda or mps, not {name!r}")
     if not ok[name]:
         raise fail(f"--device {name} is not available here; use --device cpu")
     return name
-
-
-def _f(x: Optional[float]) -> str:
-    if x is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
-            return f"{x / scale:,.4f} {unit}"
-    return f"{x:,.0f}"
 
 
 def _rel(r: Optional[float]) -> str:
@@ -135,8 +129,10 @@ def _print(results: list) -> None:
         skipped = f"[bold red]fvcore: {fv}[/]" if fv else "fvcore: none"
         if r.flop_counter_skipped:
             skipped += "; FCM: " + ", ".join(x.removeprefix("aten.") for x in r.flop_counter_skipped)
-        t.add_row(r.variant, shape, _f(r.analytic), _f(r.analytic_matmul), _f(r.fvcore), _rel(r.rel_diff),
-                  _f(r.fvcore_matmul), mm, _f(r.flop_counter), fc, diffs, skipped)
+        analytic, analytic_mm, fvcore, fvcore_mm, fcm = (flops(x, digits=DIGITS) for x in (
+            r.analytic, r.analytic_matmul, r.fvcore, r.fvcore_matmul, r.flop_counter))
+        t.add_row(r.variant, shape, analytic, analytic_mm, fvcore, _rel(r.rel_diff), fvcore_mm, mm, fcm, fc, diffs,
+                  skipped)
     console.print(t)
     failed = [r for r in results if not r.ok]
     if failed:
@@ -160,10 +156,11 @@ def _print_by_op(results: list) -> None:
         s = r.shape
         shape = f"{s.batch},{s.T},{s.d},{s.heads}"
         for i, (cat, v) in enumerate(r.categories.items()):
-            ops = ", ".join(f"{k} {_f(x)}" for k, x in r.fvcore_by_op.items() if key_category(k) == cat)
+            ops = ", ".join(f"{k} {flops(x, digits=DIGITS)}" for k, x in r.fvcore_by_op.items()
+                            if key_category(k) == cat)
             diff = v["fvcore"] - v["analytic"]
-            t.add_row(r.variant if i == 0 else "", shape if i == 0 else "", cat, _f(v["analytic"]),
-                      _f(v["fvcore"]), "=" if abs(diff) <= 1e-9 * max(abs(v["analytic"]), 1.0) else f"{diff:+,.0f}",
-                      ops or "-")
+            same = abs(diff) <= 1e-9 * max(abs(v["analytic"]), 1.0)
+            t.add_row(r.variant if i == 0 else "", shape if i == 0 else "", cat, flops(v["analytic"], digits=DIGITS),
+                      flops(v["fvcore"], digits=DIGITS), "=" if same else f"{diff:+,.0f}", ops or "-")
         t.add_section()
     console.print(t)

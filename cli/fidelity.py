@@ -9,9 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..reports.fmt import pct, sig
+from .app import app
 from .errors import fail
-from .main import app
-from .options import make_shape, parse_params, parse_T, parse_variants
+from .options import check_choice, check_output, check_param_values, make_shape, parse_params, parse_T, parse_variants
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -26,28 +27,9 @@ def _sweep_values(params: dict) -> dict:
     return {v: {k: (x.split(",") if "," in x else x) for k, x in kv.items()} for v, kv in params.items()}
 
 
-def _check_values(params: dict) -> None:
-    """Each --param value (each swept value too) must be valid for its variant's model."""
-    from pydantic import ValidationError
-
-    from ..costmodel.variants import REGISTRY
-
-    for variant, kv in params.items():
-        for key, value in kv.items():
-            for x in value if isinstance(value, list) else [value]:
-                try:
-                    REGISTRY[variant].params(**{key: x})
-                except ValidationError as err:
-                    msg = err.errors()[0]["msg"].removeprefix("Value error, ")
-                    raise fail(f"--param {variant}.{key}={x}: {msg}")
-
-
-def _fmt(x: Optional[float], digits: int = 3) -> str:
-    if x is None:
-        return "[dim]–[/]"
-    if x != x or x in (float("inf"), float("-inf")):
-        return str(x)
-    return f"{x:.{digits}f}" if abs(x) < 1000 else f"{x:.3g}"
+def _cell(x: Optional[float]) -> str:
+    """A table cell: three significant digits, a dim dash where there is no value."""
+    return "[dim]–[/]" if x is None else sig(x)
 
 
 def _params_cell(point: dict) -> str:
@@ -58,9 +40,10 @@ def _distill_cell(point: dict) -> str:
     d = point.get("distill")
     if not d:
         return ""
-    cell = f"{d['steps']} / {d['final_loss']:.3g} (from {d['initial_loss']:.3g})"
+    cell = f"{d['steps']} / {sig(d['final_loss'])} (from {sig(d['initial_loss'])})"
     if "selector_top1" in d:
-        cell += f", top-1 {100 * d['selector_top1']:.1f}% (chance {100 * d['selector_top1_chance']:.1f}%)"
+        cell += (f", top-1 {pct(d['selector_top1'], 3, signed=False)} "
+                 f"(chance {pct(d['selector_top1_chance'], 3, signed=False)})")
     return cell
 
 
@@ -88,8 +71,8 @@ def _table(points: list) -> Table:
             continue
         style = "dim" if p["kind"] == "reference" else None
         table.add_row(p["variant"], _params_cell(p), str(p["T"]), p["inputs"], causal,
-                      _fmt(p["cosine_output"]), _fmt(p["rel_error_output"]),
-                      _fmt(p["cosine_attention"]), _fmt(p["rel_error_attention"]), _distill_cell(p), style=style)
+                      _cell(p["cosine_output"]), _cell(p["rel_error_output"]),
+                      _cell(p["cosine_attention"]), _cell(p["rel_error_attention"]), _distill_cell(p), style=style)
     if group is not None:
         _baseline_row(table, group[1])
     return table
@@ -99,8 +82,8 @@ def _baseline_row(table: Table, by_causal: dict) -> None:
     """Uniform attention (the mean of the visible values), for each causality in the group."""
     for causal, p in sorted(by_causal.items()):
         table.add_row("[italic]uniform mean[/]", "[dim]baseline[/]", str(p["T"]), p["inputs"],
-                      "yes" if causal else "no", _fmt(p["baseline_cosine_output"]),
-                      _fmt(p["baseline_rel_error_output"]), "", "", "", style="dim")
+                      "yes" if causal else "no", _cell(p["baseline_cosine_output"]),
+                      _cell(p["baseline_rel_error_output"]), "", "", "", style="dim")
 
 
 def _footnotes(points: list) -> list:
@@ -138,8 +121,7 @@ def fidelity(
     cosine similarity and relative error of the output and the attention matrix, on random and
     structured inputs; the learned variants are distilled first."""
     # -- flags (no torch yet) ----------------------------------------------------------------
-    if inputs not in INPUT_CHOICES:
-        raise fail(f"--inputs must be one of {', '.join(INPUT_CHOICES)}, not {inputs!r}")
+    check_choice(inputs, INPUT_CHOICES, "--inputs")
     for flag, value in (("--d", d), ("--heads", heads), ("--batch", batch)):
         if value < 1:
             raise fail(f"{flag} must be a positive integer, not {value}")
@@ -147,8 +129,8 @@ def fidelity(
         raise fail(f"--batch must be between 1 and 64 for fidelity, not {batch}")
     if not 0 <= distill_steps <= MAX_STEPS:
         raise fail(f"--distill-steps must be between 0 and {MAX_STEPS:,}, not {distill_steps}")
-    if html is not None and html.is_dir():
-        raise fail(f"--html {html} is a directory; give a file name such as {html / 'fidelity.html'}")
+    if html is not None:
+        check_output(html, "--html", "fidelity.html")
     if not 0 <= seed < 2**31:
         raise fail(f"--seed must be between 0 and {2**31 - 1}, not {seed}")
     Ts = parse_T(T)
@@ -156,7 +138,7 @@ def fidelity(
         raise fail(f"--T values must be between 1 and {MAX_T} for fidelity (it forms T x T attention matrices), got {T!r}")
     names = parse_variants(variants)
     params = _sweep_values(parse_params(param))
-    _check_values(params)
+    check_param_values(params)
     for t in Ts:
         make_shape(T=t, d=d, heads=heads, batch=batch, causal=causal, dtype="fp32")
     kinds = ["random", "structured"] if inputs == "both" else [inputs]

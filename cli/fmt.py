@@ -1,10 +1,5 @@
-"""Numbers on screen, shared by the commands' tables."""
+"""Numbers on screen: ``reports.fmt`` is their one home (this name remains for older imports)."""
 
+from ..reports.fmt import sig
 
-def sig(x: float) -> str:
-    """Three significant digits, thousands separated: 0.187, 35.2, 1,032."""
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.3g}"
+__all__ = ["sig"]

@@ -1,36 +1,12 @@
-"""Entry point: `attncost COMMAND`. Each command lives in its own module; none imports torch
-at import time, so `attncost predict` never loads it."""
+"""Entry point: `attncost COMMAND` (``attncost.cli.main:app``). Importing each command module
+registers its commands on the app; none imports torch at import time, so `attncost predict`
+never loads it."""
 
-import typer
+from .app import app  # first: bound before the command modules below are imported
 
-app = typer.Typer(
-    name="attncost",
-    help="What an attention layer really costs: predict it, profile it on your GPU, report it.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+from . import calibrate, crosscheck, fidelity, predict, profile, report  # noqa: E402,F401  (registration)
 
-
-def _version(show: bool) -> None:
-    if show:
-        from .. import __version__
-
-        print(f"attncost {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                      help="Print the version and exit.")) -> None:
-    """What an attention layer really costs: predict it, profile it on your GPU, report it."""
-
-
-def _register() -> None:
-    from . import commands  # noqa: F401  (each module adds its commands to ``app``)
-
-
-_register()
+__all__ = ["app"]
 
 if __name__ == "__main__":
     app()

@@ -8,25 +8,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..costmodel.units import DTYPES, GIB, GIGA, MIB
-from .errors import fail
-from .fmt import sig
-from .options import check_params, make_shape, parse_params, parse_T, parse_variants
+from ..costmodel.units import DTYPES, GIGA
+from ..reports.fmt import bandwidth, nbytes, pct, sig
+from .options import check_choice, check_params, load_model, make_shape, parse_params, parse_T, parse_variants
 
 console = Console(highlight=False, width=None if Console().is_terminal else 160)
 
 COMPONENT_LABELS = {"attention_core": "attention core", "attention_proj": "attention projections",
                     "mlp": "MLP", "norms": "norms + residual", "embed": "embeddings", "lm_head": "LM head"}
-
-
-def load_model_or_fail(text: str):
-    from ..costmodel.model_presets import get_model
-    from ..costmodel.model_spec import ModelError
-
-    try:
-        return get_model(text)
-    except ModelError as err:
-        raise fail(f"--model: {err}")
 
 
 def run(model: str, T: str, batch: int, dtype: str, variants: Optional[str], param: Optional[list],
@@ -35,12 +24,10 @@ def run(model: str, T: str, batch: int, dtype: str, variants: Optional[str], par
     from ..costmodel.model_cost import default_variants, predict_model
     from ..costmodel.model_graphs import LOGITS
 
-    cfg = load_model_or_fail(model)
+    cfg = load_model(model)
     Ts = parse_T(T)
-    if dtype not in DTYPES:
-        raise fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if logits not in LOGITS:
-        raise fail(f"--logits must be 'all' or 'last', not {logits!r}")
+    check_choice(dtype, DTYPES, "--dtype")
+    check_choice(logits, LOGITS, "--logits")
     names = default_variants(cfg) if variants is None else parse_variants(variants)
     params = parse_params(param)
     for t in Ts:  # the shape and explicit parameters must be valid (exit 2 naming the flag)
@@ -59,19 +46,13 @@ def run(model: str, T: str, batch: int, dtype: str, variants: Optional[str], par
 # -- presentation ------------------------------------------------------------------------------
 
 def _count(n: float) -> str:
+    """A parameter count as models are named: 124M, 8.03B."""
     return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.4g}M"
 
 
-def _bytes(n: Optional[float]) -> str:
-    if n is None:
-        return "–"
-    if n >= GIB:
-        return f"{n / GIB:.3g} GiB"
-    return f"{n / MIB:.3g} MiB" if n >= MIB else f"{n / 1024:.3g} KiB"
-
-
-def _pct(x: Optional[float]) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
+def _share(x: Optional[float]) -> str:
+    """A share of a total: 45.3%."""
+    return pct(x, 3, signed=False)
 
 
 def _print(cfg, results, hw) -> None:
@@ -90,7 +71,7 @@ def _print(cfg, results, hw) -> None:
     if cfg.published_active_params:
         pub.append(f"{_count(cfg.published_active_params)} active")
     console.print(f"batch {first.batch} · {first.dtype} · {hw.name} ({hw.description}, "
-                  f"{hw.mem_bytes / GIB:.0f} GiB, {hw.mem_bandwidth / 1e12:.2f} TB/s)"
+                  f"{nbytes(hw.mem_bytes)}, {bandwidth(hw.mem_bandwidth)})"
                   + (f" · parameters {', '.join(pub)}" if pub else ""))
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, padding=(0, 1))
     cols = ["T", "variant", "params", "GFLOP\nprefill", "attn\ncore", "attn\nproj", "MLP", "LM\nhead",
@@ -119,8 +100,8 @@ def _print(cfg, results, hw) -> None:
         if r.param_count_active < 0.5 * r.param_count:
             params += f" ({_count(r.param_count_active)})"
         table.add_row(
-            f"{r.T:,}", name, params, sig(pre.flops_total / GIGA), _pct(sh["attention_core"]),
-            _pct(sh["attention_proj"]), _pct(sh["mlp"]), _pct(sh["lm_head"]), _bytes(r.kv_cache_bytes),
+            f"{r.T:,}", name, params, sig(pre.flops_total / GIGA), _share(sh["attention_core"]),
+            _share(sh["attention_proj"]), _share(sh["mlp"]), _share(sh["lm_head"]), nbytes(r.kv_cache_bytes),
             sig(r.ttft_s * 1e3) if r.ttft_s is not None else "–", pre.bound or "–",
             sig(r.decode_tokens_per_s) if r.decode_tokens_per_s else "n/a",
             sig(r.decode_tokens_per_s_roofline) if r.decode_tokens_per_s_roofline else "–",
@@ -158,16 +139,16 @@ def _print_components(r) -> None:
     per_layer = pre.per_layer[-1]["flops"] if pre.per_layer else {}
     for c, label in COMPONENT_LABELS.items():
         pl = per_layer.get(c)
-        t.add_row(label, sig(pre.flops[c] / GIGA), _pct(pre.flops[c] / pre.flops_total),
-                  sig(pre.time[c] * 1e3) if pre.time else "–", _pct(pre.time[c] / tot_t) if tot_t else "–",
+        t.add_row(label, sig(pre.flops[c] / GIGA), _share(pre.flops[c] / pre.flops_total),
+                  sig(pre.time[c] * 1e3) if pre.time else "–", _share(pre.time[c] / tot_t) if tot_t else "–",
                   sig(pl / GIGA) if pl is not None else "",
                   sig(dec.time[c] * 1e3) if dec and dec.time else "–",
-                  _pct(dec.time[c] / dtot) if dtot else "–")
+                  _share(dec.time[c] / dtot) if dtot else "–")
     t.add_row("[bold]total[/]", sig(pre.flops_total / GIGA), "100%", sig(tot_t * 1e3) if tot_t else "–",
               "100%" if tot_t else "–", "", sig(dtot * 1e3) if dtot else "–", "100%" if dtot else "–")
     console.print(t)
-    console.print(f"[dim]weights {_bytes(r.weights_bytes)}, KV cache {_bytes(r.kv_cache_bytes)} "
-                  f"({_bytes(r.kv_cache_bytes_per_token)} per token), peak prefill activations "
-                  f"{_bytes(pre.activation_bytes)}; total {_bytes(r.memory_bytes)} of {_bytes(r.mem_bytes)}"
+    console.print(f"[dim]weights {nbytes(r.weights_bytes)}, KV cache {nbytes(r.kv_cache_bytes)} "
+                  f"({nbytes(r.kv_cache_bytes_per_token)} per token), peak prefill activations "
+                  f"{nbytes(pre.activation_bytes)}; total {nbytes(r.memory_bytes)} of {nbytes(r.mem_bytes)}"
                   f"{'' if r.fits is None or r.fits else ' [bold red]does not fit[/]'}. GFLOP/layer: "
                   f"{pre.per_layer[-1]['kind']} layer.[/]")

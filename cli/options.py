@@ -1,16 +1,55 @@
-"""Parsing of the flags several commands share (--T, --variants, --param): one home for all."""
+"""The flags several commands share, parsed and checked in one place: --T, --variants, --param,
+the vocabularies (--dtype, --phase, --backend, --device), --hardware, --model, output files and
+pydantic's errors as sentences that name the flag. Each failure exits 2 with one sentence."""
 
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 from pydantic import ValidationError
 
+from ..costmodel.hardware import Hardware, HardwareError, get_hardware
+from ..costmodel.jsonfile import validation_reason
+from ..costmodel.model_presets import get_model
+from ..costmodel.model_spec import ModelConfig, ModelError
 from ..costmodel.shape import MAX_T, Shape
+from ..costmodel.units import DEVICES, SDPA_BACKENDS
 from ..costmodel.variants import NAMES, REGISTRY
 from .errors import fail
 
 # shape field -> the flag that sets it, for error messages
 FLAG_OF = {"batch": "--batch", "T": "--T", "d": "--d", "heads": "--heads", "kv_heads": "--kv-heads",
            "dtype": "--dtype", "causal": "--causal", "phase": "--phase"}
+
+# --backend and --device where a command lets torch choose
+BACKEND_CHOICES = ("auto",) + SDPA_BACKENDS
+DEVICE_CHOICES = ("auto",) + DEVICES
+
+
+def check_choice(value: str, choices: Sequence[str], flag: str, why: str = "") -> str:
+    """``value`` if it is one of ``choices``; else exit 2: "--dtype must be one of 'bf16', 'fp16'
+    or 'fp32', not 'fp8'" (``why``, if given, follows the choices in parentheses)."""
+    if value in choices:
+        return value
+    quoted = [f"'{c}'" for c in choices]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    lead = "one of " if len(quoted) > 2 else ""
+    raise fail(f"{flag} must be {lead}{listed}{f' ({why})' if why else ''}, not {value!r}")
+
+
+def flag_error(err: ValidationError, flag_of: Union[Mapping[str, str], Callable[[str], str]] = FLAG_OF) -> str:
+    """The first problem pydantic found in values set by flags, as a sentence naming the flag:
+    "--d must be at least 1, not 0", "--heads: heads must divide d: ...". ``flag_of`` gives the
+    flag of a field: a mapping (fields it lacks are named as they are) or a function."""
+    e = err.errors()[0]
+    field = str(e["loc"][0]) if e["loc"] else ""
+    flag = flag_of(field) if callable(flag_of) else flag_of.get(field, field)
+    ctx, got = e.get("ctx") or {}, e.get("input")
+    if e["type"] == "greater_than_equal":
+        return f"{flag} must be at least {ctx['ge']}, not {got}"
+    if e["type"] == "less_than_equal":
+        return f"{flag} must be at most {ctx['le']:,}, not {got}"
+    loc = ".".join(str(x) for x in e["loc"])
+    return f"{flag}: {validation_reason(err).removeprefix(loc + ': ')}"
 
 
 def parse_T(text: str, flag: str = "--T") -> list:
@@ -80,16 +119,7 @@ def make_shape(**fields) -> Shape:
     try:
         return Shape(**fields)
     except ValidationError as err:
-        e = err.errors()[0]
-        field = str(e["loc"][0]) if e["loc"] else ""
-        flag = FLAG_OF.get(field, field)
-        ctx, got = e.get("ctx") or {}, e.get("input")
-        if e["type"] == "greater_than_equal":
-            raise fail(f"{flag} must be at least {ctx['ge']}, not {got}")
-        if e["type"] == "less_than_equal":
-            raise fail(f"{flag} must be at most {ctx['le']:,}, not {got}")
-        msg = e["msg"].removeprefix("Value error, ")
-        raise fail(f"{flag}: {msg}")
+        raise fail(flag_error(err))
 
 
 def check_params(variant: str, params: dict, shape: Shape):
@@ -100,27 +130,65 @@ def check_params(variant: str, params: dict, shape: Shape):
     try:
         return resolve_params(variant, shape, params)
     except ValidationError as err:
-        e = err.errors()[0]
-        key = e["loc"][0] if e["loc"] else "?"
-        raise fail(f"--param {variant}.{key}={params.get(key)!r}: {e['msg'].removeprefix('Value error, ')}")
+        raise fail(flag_error(err, lambda key: f"--param {variant}.{key}={params.get(key)!r}"))
     except VariantError as err:
         raise fail(f"--param {err}")
 
 
+def check_param_values(params: dict) -> None:
+    """Each --param value (each value of a swept list too) must be valid for its variant,
+    whatever the shape; values that do not fit one shape (linformer.k > T) are found later."""
+    for variant, values in params.items():
+        for key, value in values.items():
+            for x in value if isinstance(value, list) else [value]:
+                try:
+                    REGISTRY[variant].params(**{key: x})
+                except ValidationError as err:
+                    raise fail(flag_error(err, lambda k: f"--param {variant}.{k}={x}"))
+
+
 def load_run(path, flag: str = ""):
     """A results file of `attncost profile`, or exit 2 with one sentence (prefixed by ``flag``)."""
-    from ..costmodel.jsonfile import read_json_file
+    from ..costmodel.jsonfile import load_document
     from ..costmodel.results import Run
 
-    lead = f"{flag}: " if flag else ""
     try:
-        data = read_json_file(path, "results file", ValueError)
+        return load_document(path, Run, "results file", ValueError)
     except ValueError as err:
-        raise fail(lead + str(err))
-    try:
-        return Run.model_validate(data)
-    except ValidationError as err:
-        e = err.errors()[0]
-        where = ".".join(str(x) for x in e["loc"]) or "top level"
-        raise fail(f"{lead}{path} is not an attncost results file ({where}: {e['msg']})")
+        raise fail((f"{flag}: " if flag else "") + str(err))
 
+
+def load_hardware(text: str, flag: str = "--hardware") -> Hardware:
+    """A built-in hardware profile by name or a profile file, or exit 2 with one sentence."""
+    return _named_or_file(get_hardware, HardwareError, text, flag)
+
+
+def load_model(text: str, flag: str = "--model") -> ModelConfig:
+    """A model preset by name or a model file, or exit 2 with one sentence."""
+    return _named_or_file(get_model, ModelError, text, flag)
+
+
+def _named_or_file(get: Callable, error: type, text: str, flag: str):
+    try:
+        return get(text)
+    except error as err:
+        raise fail(f"{flag}: {err}")
+    except (OSError, RuntimeError) as err:  # a path the system refuses: a name too long, ~user of no user
+        raise fail(f"{flag}: {text!r} is neither a built-in name nor a readable file "
+                   f"({getattr(err, 'strerror', None) or err})")
+
+
+def check_output(path, flag: str, example: str) -> Path:
+    """``path`` as a file a command may write (its missing folders are created when it is
+    written), or exit 2 with one sentence: a directory given as the file, or a file where a
+    folder of its path should be. ``example`` is a file name to suggest ("report.html")."""
+    path = Path(path)
+    if path.is_dir():
+        raise fail(f"{flag} {path} is a directory, not a file: give a file name in that folder, such as "
+                   f"{path / example}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise fail(f"{flag} {path}: {parent} is a file, not a folder")
+            break
+    return path

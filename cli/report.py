@@ -7,9 +7,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .app import app
 from .errors import fail
-from .options import load_run
-from .main import app
+from .options import check_output, load_hardware, load_run
 
 console = Console(highlight=False)
 
@@ -21,8 +21,8 @@ def _check_variant(name: Optional[str], flag: str) -> None:
         raise fail(f"{flag}: unknown variant {name!r}; choose from {', '.join(NAMES)}")
 
 
-def _load_fidelity(path: Path) -> dict:
-    from ..reports.fidelity import FidelityFileError, load_fidelity
+def _load_fidelity(path: Path):
+    from ..costmodel.fidelity_doc import FidelityFileError, load_fidelity
 
     try:
         return load_fidelity(path)
@@ -32,7 +32,6 @@ def _load_fidelity(path: Path) -> dict:
 
 @app.command()
 def report(
-    ctx: typer.Context,
     runs: Optional[List[Path]] = typer.Argument(None, show_default=False, metavar="RUN.json",
                                                 help="One or more results files of `attncost profile` (several: "
                                                      "compared on the same charts); none with --fidelity."),
@@ -48,29 +47,17 @@ def report(
                                                       "chart (Pareto front per T). Repeatable."),
 ) -> None:
     """Write one self-contained HTML report (works offline) from results files."""
-    try:  # typer's own click (recent typer vendors it): its usage-error box, exit 2
-        from typer._click.exceptions import MissingParameter
-    except ImportError:
-        from click.exceptions import MissingParameter
-
     runs = list(runs or [])
     fidelity = list(fidelity or [])
     if not runs and not fidelity:
-        raise MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "runs"))
+        raise fail("Missing argument RUN.json: give one or more results files of `attncost profile`, "
+                   "or --fidelity FILE.json")
     _check_variant(baseline, "--baseline")
     _check_variant(variant_heatmap, "--variant-heatmap")
     loaded = [load_run(p) for p in runs]
     fid_docs = [_load_fidelity(p) for p in fidelity]
-    hw = None
-    if hardware is not None:
-        from ..costmodel.hardware import get_hardware
-
-        try:
-            hw = get_hardware(hardware)
-        except Exception as err:  # HardwareError and whatever a bad profile file raises
-            raise fail(f"--hardware: {err}")
-    if output.exists() and output.is_dir():
-        raise fail(f"-o {output} is a directory; give a file name such as {output / 'report.html'}")
+    hw = None if hardware is None else load_hardware(hardware)
+    check_output(output, "-o", "report.html")
     from ..reports import write_fidelity_report, write_run_report
 
     try:
@@ -87,6 +74,6 @@ def report(
     if loaded:
         what.append(f"{len(loaded)} run{'s' if len(loaded) > 1 else ''}, {n} point{'s' if n != 1 else ''}")
     if fid_docs:
-        nf = sum(len(d["points"]) for d in fid_docs)
+        nf = sum(len(d.points) for d in fid_docs)
         what.append(f"{len(fid_docs)} fidelity file{'s' if len(fid_docs) > 1 else ''}, {nf} point{'s' if nf != 1 else ''}")
     console.print(f"Report written to [bold]{escape(str(path.resolve()))}[/] ({'; '.join(what)})", soft_wrap=True)
