@@ -1,7 +1,5 @@
 """Properties of the cost model that must hold at every shape (hypothesis)."""
 
-import subprocess
-import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -89,12 +87,6 @@ def test_topk_selector_is_superlinear_in_T():
     """Seed #2 claims O(k): its selector emits T logits per query, so FLOPs grow ~T^2."""
     f = [estimate("topk", Shape(T=T, d=1024, heads=16)).flops_core for T in (1024, 2048, 4096)]
     assert f[1] / f[0] > 1.9 and f[2] / f[1] > 1.9
-
-
-def test_costmodel_never_imports_torch():
-    code = ("import sys, attncost.costmodel.estimate, attncost.costmodel.crossover, "
-            "attncost.cli.main; assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_seed2_table_undercounts_the_selector():

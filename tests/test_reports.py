@@ -8,7 +8,6 @@ import html as htmllib
 import json
 import math
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -202,11 +201,6 @@ def test_write_is_atomic_and_returns_path(tmp_path):
     assert out2.exists()
 
 
-def test_reports_do_not_import_torch():
-    code = "import sys, attncost.reports, attncost.cli.report; assert 'torch' not in sys.modules, 'torch'"
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
 # -- helpers -------------------------------------------------------------------------------
 
 def test_units():
@@ -232,13 +226,6 @@ def test_log_ticks():
     vals, _ = fmt.log_ticks(1e3, 1e15, str, max_ticks=6)  # twelve decades: powers of ten, thinned
     assert len(vals) <= 7 and all(math.log10(v) == round(math.log10(v)) for v in vals)
     assert fmt.log_ticks(0, 10, str) == ([], [])
-
-
-def test_fmt_leaves_plotly_out():
-    """The CLI formats its numbers with reports.fmt: importing it must not load plotly."""
-    code = ("import sys, attncost.reports.fmt, attncost.reports.html; "
-            "assert 'plotly' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_intersections_interpolate_in_log_space():
