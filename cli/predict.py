@@ -8,22 +8,15 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..costmodel.crossover import OCTAVE_SAMPLES, REL_EQUAL, cheaper
+from ..costmodel.evaluate import evaluate
 from ..costmodel.units import GIGA, MIB
+from .app import app
 from .errors import fail
 from .fmt import sig
-from .main import app
-from .options import check_params, make_shape, parse_ints, parse_params, parse_T, parse_variants
+from .options import check_params, load_hardware, make_shape, parse_ints, parse_params, parse_T, parse_variants
 
 console = Console(highlight=False, width=None if Console().is_terminal else 160)
-
-
-def _load_hardware(name: str):
-    from ..costmodel.hardware import HardwareError, get_hardware
-
-    try:
-        return get_hardware(name)
-    except HardwareError as err:
-        raise fail(f"--hardware: {err}")
 
 
 @app.command()
@@ -59,7 +52,7 @@ def predict(
                        f"the view shows both prefill and decode")
         from .model_view import run
 
-        run(model, T, batch, dtype, variants, param, _load_hardware(hardware), as_json, logits)
+        run(model, T, batch, dtype, variants, param, load_hardware(hardware), as_json, logits)
         return
     if d is None:
         raise fail("--d is required unless --model is given")
@@ -72,13 +65,14 @@ def predict(
     names = parse_variants(variants)
     base = parse_variants(baseline, "--baseline")[0]
     params = parse_params(param)
-    hw = _load_hardware(hardware)
+    hw = load_hardware(hardware)
     common = dict(heads=heads, kv_heads=kv_heads, batch=batch, dtype=dtype, phase=phase, causal=causal)
     shapes = [make_shape(T=t, d=dd, **common) for dd in ds for t in Ts]
     for v, p in params.items():  # explicit parameters must fit every shape asked for
         for s in shapes:
             check_params(v, p, s)
-    results = _evaluate(names, base, params, shapes, hw, over_d=as_json or bool(html))
+    # The table and the report show the time ranges alone: search the other metrics for --json only.
+    results = evaluate(names, base, shapes, params, hw, None if as_json else ("time",))
     if as_json:
         print(json.dumps({"shape": shapes[0].model_dump(), "sweep": {"T": Ts, "d": ds},
                           "hardware": hw.model_dump(), "baseline": base,
@@ -88,7 +82,7 @@ def predict(
     if html:
         from ..reports import write_prediction_report
 
-        path = write_prediction_report(results, html, hw, command="attncost " + _argv())
+        path = write_prediction_report(results, html, hw, command="attncost " + _argv(), baseline=base)
         if not as_json:
             console.print(f"Report written to [bold]{path}[/]")
 
@@ -100,42 +94,22 @@ def _argv() -> str:
     return " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def _evaluate(names, base, params, shapes, hw, over_d: bool) -> list:
-    """Estimates with crossovers over T, and over d where asked (the table does not show them)."""
-    from ..costmodel.crossover import crossovers
-    from ..costmodel.estimate import estimate
-
-    results = []
-    cache: dict = {}  # crossover estimates, shared by the shapes of a sweep
-    for s in shapes:
-        for n in names:
-            e = estimate(n, s, params.get(n), hw)
-            if e.status == "ok":
-                e.crossover_T, e.cheaper_until_T = crossovers(n, base, s, params.get(n), params.get(base), hw, "T", cache)
-                if over_d:
-                    e.crossover_d, _ = crossovers(n, base, s, params.get(n), params.get(base), hw, "d", cache)
-            results.append(e)
-    return results
-
-
 # -- presentation ------------------------------------------------------------------------
 def _ratio(base: Optional[float], x: Optional[float]) -> str:
     if not base or not x:
         return "–"
-    r = base / x
-    style = "green" if r > 1.0 else "red" if r < 1.0 else ""
-    return f"[{style}]{r:.2f}x[/]" if style else f"{r:.2f}x"
+    text = f"{base / x:.2f}x"
+    return f"[green]{text}[/]" if cheaper(x, base) else f"[red]{text}[/]" if cheaper(base, x) else text
 
 
-def _crossover(e) -> str:
-    key = "time" if e.time_s is not None else "flops"
-    start = (e.crossover_T or {}).get(key)
-    end = (e.cheaper_until_T or {}).get(key)
-    if start is None:
+def _ranges(e) -> str:
+    """Where ``e`` is faster (cheaper in FLOPs without a time model) than the baseline: every range
+    of T, up to two, then how many more."""
+    ranges = (e.cheaper_ranges_T or {}).get("time" if e.time_s is not None else "flops") or []
+    if not ranges:
         return "never"
-    if end is None:
-        return f"from {start:,}"
-    return f"{start:,} to {end - 1:,}"
+    text = [f"from {a:,}" if b is None else f"{a:,} to {b - 1:,}" for a, b in ranges]
+    return "; ".join(text[:2]) + (f"; +{len(text) - 2} more" if len(text) > 2 else "")
 
 
 def _print(results, base, hw, shapes) -> None:
@@ -180,11 +154,13 @@ def _print(results, base, hw, shapes) -> None:
                 f"{sig(e.activation_bytes_unfused / MIB)} / {sig(e.activation_bytes_fused / MIB)}",
                 sig(e.kv_cache_bytes / MIB), sig(e.arithmetic_intensity),
                 e.bound or "–", sig(e.time_s * 1e3) if e.time_s is not None else "–",
-                _ratio(bb.time_s if bb else None, e.time_s), _crossover(e))
+                _ratio(bb.time_s if bb else None, e.time_s), _ranges(e))
     console.print(table)
-    console.print(f"[dim]x > 1: cheaper than {base}. 'faster than {base} at T': where the predicted "
-                  f"time is lower, searched from 16 to 4,194,304 tokens. Fused causal kernels count half the "
-                  f"dense core (FlashAttention's convention); the math path (mha) counts it dense.[/]")
+    console.print(f"[dim]x > 1: cheaper than {base} (green: by more than {REL_EQUAL:g} of it; closer is a tie). "
+                  f"'faster than {base} at T': the ranges where the predicted time is lower, searched from 16 (or "
+                  f"the smallest T asked for) to 4,194,304 tokens at {OCTAVE_SAMPLES} or more points per octave "
+                  f"and every T shown. Fused causal kernels count half the dense core (FlashAttention's "
+                  f"convention); the math path (mha) counts it dense.[/]")
     if params:
         console.print("[dim]parameters: " + "; ".join(f"{k} {v}" for k, v in params.items()) + "[/]")
     for n in notes:

@@ -1,78 +1,154 @@
-"""Crossover search: the smallest T (or d) at which a variant becomes cheaper than a baseline.
+"""Where a variant is cheaper than a baseline over T: the ranges of T, per metric.
 
-For each metric (FLOPs, peak memory = fused activations + KV cache, predicted time) the model is
-evaluated at powers of two from 16 up to 4,194,304; within the first octave where the variant is
-cheaper, bisection finds the smallest T (or d, in steps of ``heads``) at which it is strictly
-cheaper, to within 0.4% (exact below T = 256), and the search goes on for where (if anywhere) it stops being cheaper.
-None ("never") when it is not cheaper anywhere in the range. A point where
-the variant does not apply (e.g. linformer's k above T) counts as not cheaper.
+Metrics: FLOPs, peak memory (fused activations + KV cache) and, with a hardware profile, predicted
+time. *Cheaper* means lower by more than ``REL_EQUAL`` (1e-9) of the baseline's value: two values
+equal up to float rounding (host-bound variants that issue the same kernels differ by ~1e-20 s) are
+a tie, and a tie is not cheaper. A T at which either does not apply (linformer's k above T) is not
+cheaper.
+
+The search runs over T from 16 (or the smallest T asked for, if lower) to 4,194,304:
+
+1. Samples: the powers of two and the T values asked for (a sweep's), so at each of those the
+   result agrees exactly with that T's own values.
+2. A gap between two samples is split, at the point of ``LATTICE`` (round(2^(j/8)): 8 points per
+   octave, ``OCTAVE_SAMPLES``) nearest its geometric middle, until no lattice point is left inside
+   it, unless no metric can change side inside it. FLOPs, bytes and predicted times do not fall as
+   T grows and grow at most as T^2: ln value and ln base are non-decreasing in ln T with slope at
+   most ``SLOPE`` = 2, which bounds, from their values at the two ends, how far ln(base / value) can
+   move inside the gap; where that bound keeps it on the side it has at both ends, the gap is
+   settled. Where the variant or the baseline does not apply at both ends of a gap it is taken not
+   to apply inside (each limit a variant sets is a lower bound on T).
+3. Between adjacent samples on different sides, bisection finds the boundary to within 1/256 of T
+   (``REL_TOL``; exact below T = 256): the model is not more accurate than that.
+
+So every range wider than 1/8 octave is found, and a narrower one wherever the bound holds (it can
+fail only by a step in a cost, such as performer's padding of T to whole chunks). ``cheaper_ranges``
+returns all of them, in order.
 """
 
+from bisect import bisect_left, bisect_right
+from math import log, log1p, sqrt
 from typing import Callable, Optional
 
-from .estimate import Estimate, estimate
-from .shape import MAX_T, Shape
+from .estimate import METRICS, Estimate
+from .shape import MAX_T
 
 LO = 16
 HI = MAX_T
+POWERS = tuple(2**k for k in range(LO.bit_length() - 1, HI.bit_length()))  # LO, 2 LO, ..., HI
+REL_EQUAL = 1e-9
 REL_TOL = 1 / 256
+OCTAVE_SAMPLES = 8
+SLOPE = 2.0
+
+THRESHOLD = -log1p(-REL_EQUAL)  # ln(base / value) above this: cheaper
+LATTICE = sorted({round(2 ** (j / OCTAVE_SAMPLES)) for j in range(OCTAVE_SAMPLES * (HI.bit_length() - 1) + 1)})
+
+Ranges = dict  # metric -> [(start, end)], end the first T after start where no longer cheaper, or None
+
+
+def cheaper(value: Optional[float], base: Optional[float]) -> bool:
+    """``value`` is below ``base`` by more than ``REL_EQUAL`` of ``base``; False where either is None."""
+    return value is not None and base is not None and value < base * (1.0 - REL_EQUAL)
 
 
 def metric_values(e: Estimate) -> dict:
     """The quantities compared, None where unknown."""
     if e.status != "ok":
-        return {"flops": None, "memory": None, "time": None}
+        return dict.fromkeys(METRICS)
     return {"flops": e.flops, "memory": e.activation_bytes_fused + e.kv_cache_bytes, "time": e.time_s}
 
 
-def crossovers(variant: str, baseline: str, shape: Shape, params: Optional[dict] = None,
-               baseline_params: Optional[dict] = None, hardware=None, axis: str = "T",
-               cache: Optional[dict] = None) -> tuple:
-    """({metric: first T where cheaper, or None}, {metric: first T after that where it is no
-    longer cheaper, or None if it stays cheaper up to 4,194,304}); metrics "flops", "memory" and,
-    with a hardware profile, "time". ``axis="d"`` searches over d (multiples of heads) instead.
+def cheaper_ranges(variant_at: Callable[[int], dict], baseline_at: Callable[[int], dict],
+                   metrics: tuple = METRICS, Ts: tuple = ()) -> Ranges:
+    """{metric: [(start, end), ...]}: the ranges of T where the variant is cheaper than the baseline,
+    in order; ``end`` is the first T after ``start`` where it no longer is, None where it still is at
+    4,194,304; an empty list: never. ``variant_at(T)`` and ``baseline_at(T)`` give ``metric_values``
+    at T (the caller caches them); ``Ts``: T values that must be samples (see the module docstring)."""
+    sides: dict = {}
 
-    ``cache`` (a dict) may be shared between calls with the same baseline to reuse its estimates.
-    """
-    metrics = ("flops", "memory", "time") if hardware is not None else ("flops", "memory")
-    step = shape.heads if axis == "d" else 1
-    lo, hi = -(-LO // step), HI // step  # search over units of ``step``
-    cache = {} if cache is None else cache
+    def side(T: int) -> dict:
+        if T not in sides:
+            sides[T] = _sides(variant_at(T), baseline_at(T), metrics)
+        return sides[T]
 
-    fixed = (axis, id(hardware), shape.model_copy(update={axis: step}))  # shapes that differ on ``axis`` share
+    points = _samples(side, metrics, sorted(set(POWERS) | {T for T in Ts if 1 <= T <= HI}))
+    out = {}
+    for m in metrics:
+        ranges, start, prev = [], None, None
+        for T in points:
+            now = side(T)[m][0]
+            if now and start is None:
+                start = _bisect(lambda n, m=m: side(n)[m][0], prev, T)
+            elif not now and start is not None:
+                ranges.append((start, _bisect(lambda n, m=m: not side(n)[m][0], prev, T)))
+                start = None
+            prev = T
+        out[m] = ranges + ([(start, None)] if start is not None else [])
+    return out
 
-    def value(name, p, n):
-        key = (name, n, repr(p), fixed)
-        if key not in cache:
-            s = shape.model_copy(update={axis: n * step})
-            cache[key] = metric_values(estimate(name, s, p, hardware))
-        return cache[key]
 
-    def cheaper(n) -> dict:
-        v, b = value(variant, params, n), value(baseline, baseline_params, n)
-        return {m: v[m] is not None and b[m] is not None and v[m] < b[m] for m in metrics}
+def _sides(v: dict, b: dict, metrics: tuple) -> dict:
+    """{metric: (cheaper, ln value, ln base)}, the logarithms None where a value is unknown or zero."""
+    out = {}
+    for m in metrics:
+        x, y = v[m], b[m]
+        known = x is not None and y is not None and x > 0 and y > 0
+        out[m] = (cheaper(x, y), log(x) if known else None, log(y) if known else None)
+    return out
 
-    start: dict = {m: None for m in metrics}
-    end: dict = {m: None for m in metrics}
-    open_ = set(metrics)  # metrics whose range is not closed yet
-    prev, n = None, lo
-    while open_:
-        c = cheaper(n)
-        for m in list(open_):
-            if start[m] is None and c[m]:
-                start[m] = _bisect(lambda x, m=m: cheaper(x)[m], prev, n) * step
-            elif start[m] is not None and not c[m]:
-                end[m] = _bisect(lambda x, m=m: not cheaper(x)[m], prev, n) * step
-                open_.discard(m)
-        if n >= hi:
-            break
-        prev, n = n, min(n * 2, hi)
-    return start, end
+
+def _samples(side: Callable, metrics: tuple, grid: list) -> list:
+    """``grid`` with its gaps split until settled (module docstring, step 2), in order."""
+    points = [grid[0]]
+    todo = [(grid[i], grid[i + 1]) for i in reversed(range(len(grid) - 1))]
+    while todo:
+        a, b = todo.pop()
+        mid = _middle(a, b)
+        if mid is not None and not _settled(side(a), side(b), metrics, log(b / a)):
+            todo += [(mid, b), (a, mid)]
+        else:
+            points.append(b)
+    return points
+
+
+def _middle(a: int, b: int) -> Optional[int]:
+    """The point of ``LATTICE`` strictly between a and b nearest their geometric middle; None where
+    there is none (the gap is at its finest)."""
+    i, j = bisect_right(LATTICE, a), bisect_left(LATTICE, b)
+    if i >= j:
+        return None
+    k = bisect_left(LATTICE, sqrt(a * b), i, j)
+    return min(LATTICE[max(i, k - 1):min(j, k + 1)], key=lambda T: abs(log(T * T / (a * b))))
+
+
+def _settled(sa: dict, sb: dict, metrics: tuple, width: float) -> bool:
+    """No metric can change side inside a gap of ln-width ``width`` with these ends."""
+    for m in metrics:
+        (ca, va, ba), (cb, vb, bb) = sa[m], sb[m]
+        if va is None and vb is None and not ca and not cb:
+            continue  # does not apply at either end
+        if va is None or vb is None or ca != cb:
+            return False
+        if ca and _least_gap(va, vb, ba, bb, width) <= THRESHOLD:  # may stop being cheaper inside
+            return False
+        if not ca and -_least_gap(ba, bb, va, vb, width) > THRESHOLD:  # may become cheaper inside
+            return False
+    return True
+
+
+def _least_gap(v1: float, v2: float, b1: float, b2: float, width: float) -> float:
+    """The least ln b - ln v can be inside a gap of ln-width ``width`` where ln v goes from v1 to v2
+    and ln b from b1 to b2, both non-decreasing with slope at most SLOPE: the least of
+    max(b1, b2 - SLOPE (width - x)) - min(v2, v1 + SLOPE x), piecewise linear and convex in x, so
+    taken at an end or a breakpoint."""
+    xs = (0.0, width, width - (b2 - b1) / SLOPE, (v2 - v1) / SLOPE)
+    return min(max(b1, b2 - SLOPE * (width - x)) - min(v2, v1 + SLOPE * x) for x in xs if 0.0 <= x <= width)
 
 
 def _bisect(flipped: Callable, below: Optional[int], at: int) -> int:
     """Smallest n in (below, at] with flipped(n), given flipped(at) and not flipped(below), to
-    within REL_TOL of n (an exact integer below 256): the model is not more accurate than that."""
+    within REL_TOL of n (an exact integer below 256)."""
     if below is None:
         return at
     while at - below > max(1, int(below * REL_TOL)):

@@ -18,7 +18,9 @@ class Estimate:
     flops: all FLOPs (matmuls as 2 x MACs plus the documented non-matmul counts); flops_matmul:
     matmuls and convolutions only; flops_core / flops_proj / flops_other: the attention core
     (token mixing), the projections (Q/K/V/O and any extra maps), the rest (cache writes, RoPE).
-    Bytes are per layer; kv_cache_bytes is for batch x T tokens. A plain dataclass rather than a
+    Bytes are per layer; kv_cache_bytes is for batch x T tokens. The comparison with a baseline
+    (``crossover.cheaper_ranges``: an end of None means still cheaper at the end of the search) is
+    filled in by ``evaluate``; ``estimate`` leaves it None. A plain dataclass rather than a
     pydantic model: sweeps build thousands (pydantic's construction costs 70 us each).
     """
 
@@ -45,9 +47,10 @@ class Estimate:
     kernels: int = 0
     time_s: Optional[float] = None
     bound: Optional[str] = None
+    baseline: Optional[str] = None  # the variant the next three compare with (``evaluate``)
     crossover_T: Optional[dict] = None  # metric -> smallest T where cheaper than the baseline
     cheaper_until_T: Optional[dict] = None  # metric -> first larger T where it no longer is
-    crossover_d: Optional[dict] = None  # metric -> smallest d (at this T) where cheaper
+    cheaper_ranges_T: Optional[dict] = None  # metric -> every [start, end) range of T where cheaper
 
     def model_dump(self) -> dict:
         """A JSON-ready dict (the shape as a dict too)."""
@@ -108,7 +111,13 @@ def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estima
     notes = list(variant.notes)
     if variant.causal is False and shape.causal:
         notes.insert(0, "not causal by nature: costed as non-causal")
-    est = Estimate(
+    time_s = bound = None
+    if hardware is not None:
+        from .timing import predict
+
+        timed = predict(ks, hardware, shape.dtype)
+        time_s, bound = timed.time_s, timed.bound
+    return Estimate(
         variant=name, params=dict(p), shape=shape, status="ok", reason=None, notes=notes,
         flops=flops, flops_matmul=flops_mm, flops_core=parts["core"], flops_proj=parts["proj"],
         flops_other=parts["other"], param_count=sum(
@@ -117,10 +126,4 @@ def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estima
         activation_bytes_unfused=a.peak_unfused, activation_bytes_fused=a.peak_fused,
         kv_cache_bytes_per_token=per_token, kv_cache_bytes=kv_total,
         arithmetic_intensity=flops / fused_bytes if fused_bytes else 0.0, kernels=len(ks),
-        time_s=None, bound=None, crossover_T=None, cheaper_until_T=None, crossover_d=None)
-    if hardware is not None:
-        from .timing import predict
-
-        t = predict(ks, hardware, shape.dtype)
-        est.time_s, est.bound = t.time_s, t.bound
-    return est
+        time_s=time_s, bound=bound)

@@ -41,7 +41,8 @@ def test_json_has_the_stable_fields():
     assert mha["flops_matmul"] == pytest.approx(103.08e9, rel=1e-4)
     lin = next(r for r in data["results"] if r["variant"] == "linformer")
     assert set(lin["crossover_T"]) == {"flops", "memory", "time"}
-    assert lin["crossover_d"] is not None
+    assert set(lin["cheaper_ranges_T"]) == {"flops", "memory", "time"} and lin["baseline"] == "flash"
+    assert "crossover_d" not in lin  # the search over d is gone: nothing read it
 
 
 def test_sweep_over_T_prints_one_row_per_variant_and_T():
@@ -51,6 +52,21 @@ def test_sweep_over_T_prints_one_row_per_variant_and_T():
         ("flash", 512), ("linformer", 512), ("flash", 1024), ("linformer", 1024), ("flash", 2048), ("linformer", 2048)]
     r = run("predict", "--d", "512", "--heads", "8", "--T", "512,1024", "--variants", "flash,linformer")
     assert r.exit_code == 0 and "1,024" in r.output
+
+
+def test_html_compares_with_the_baseline_asked_for(tmp_path):
+    out = tmp_path / "p.html"
+    r = run("predict", "--d", "512", "--heads", "8", "--T", "512,4096", "--variants", "flash,mha,linformer",
+            "--baseline", "mha", "--html", str(out))
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert "cheaper than mha from T" in page and "below the baseline (mha)" in page
+    assert "cheaper than flash from T" not in page
+
+
+def test_table_shows_where_the_variant_is_faster():
+    r = run("predict", "--d", "1024", "--T", "1000", "--batch", "4", "--variants", "flash,gqa")
+    assert r.exit_code == 0 and "from 1,105" in r.output, r.output  # not "60 to 64": a host-bound tie
 
 
 def test_param_changes_the_variant():
