@@ -20,7 +20,7 @@ from rich.table import Table
 
 from ..costmodel.units import DTYPES, PHASES
 from .errors import fail
-from .main import app
+from .app import app
 from .options import (BACKEND_CHOICES, DEVICE_CHOICES, check_choice, check_output, check_param_values, load_hardware,
                       load_model, make_shape, parse_ints, parse_params, parse_T, parse_variants)
 
@@ -28,29 +28,48 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 GPU_DEFAULTS = dict(d=1024, heads=16, T="512:32768", budget=1.0)
+# Apple GPUs share the host's memory: T 32768 (16 GiB of math-path scores) would swap
+MPS_DEFAULTS = dict(GPU_DEFAULTS, T="512:8192")
 CPU_DEFAULTS = dict(d=256, heads=4, T="128:1024", budget=0.2)
 MODEL_T = {"gpu": "512,2048", "cpu": "128"}
+
+
+def defaults(device: str) -> dict:
+    """The layer sweep's default d, heads, T and budget on ``device``."""
+    return {"cuda": GPU_DEFAULTS, "mps": MPS_DEFAULTS}.get(device, CPU_DEFAULTS)
+
+
+def default_count(device: str) -> bool:
+    """FLOP counting by default on the CPU and MPS; on CUDA it would re-run every forward twice
+    (fvcore's trace, FlopCounterMode) and FlopCounterMode asserts on grouped-query SDPA in some torch
+    versions."""
+    return device != "cuda"
 
 
 @app.command()
 def profile(
     device: str = typer.Option("auto", help="auto (a CUDA GPU, else Apple MPS, else the CPU), cuda, mps or cpu."),
-    dtype: Optional[str] = typer.Option(None, help="bf16, fp16 or fp32 (default: bf16 on a GPU, fp32 on the CPU)."),
+    dtype: Optional[str] = typer.Option(None, help="bf16, fp16 or fp32 (default: bf16 on a GPU, fp16 on MPS "
+                                                   "without bf16 (before macOS 14), fp32 on the CPU)."),
     phase: str = typer.Option("prefill", help="prefill, decode (one token against a cache of T) or train (forward + backward)."),
     variants: str = typer.Option("all", help="'all' or a comma-separated list (see `attncost variants`)."),
     d: Optional[str] = typer.Option(None, "--d", help="Model width or a list 1024,2048 (default 1024 on a GPU, 256 on the CPU)."),
     T: Optional[str] = typer.Option(None, "--T", help="Tokens: 4096, a list 512,1024 or powers of two 512:32768 "
-                                                       "(default 512:32768 on a GPU, 128:1024 on the CPU)."),
+                                                       "(default 512:32768 on CUDA, 512:8192 on MPS, 128:1024 on "
+                                                       "the CPU)."),
     heads: Optional[int] = typer.Option(None, help="Attention heads, must divide d (default 16 on a GPU, 4 on the CPU)."),
     batch: int = typer.Option(1, help="Sequences per batch."),
-    backend: str = typer.Option("auto", help="SDPA backend to force: auto (torch's choice), flash, cudnn, efficient or math."),
+    backend: str = typer.Option("auto", help="SDPA backend to force: auto (torch's choice), flash, cudnn, efficient "
+                                             "or math (cudnn and efficient: CUDA only; MPS: auto or math)."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="A variant parameter, e.g. linformer.k=128 (repeatable)."),
     hardware: Optional[str] = typer.Option(None, help="Profile for the predictions: a built-in name or a JSON file "
                                                       "(default: the built-in profile matching this device)."),
     out: Optional[str] = typer.Option(None, help="Results file (default runs/DEVICE-PHASE-DTYPE.json)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the results file, skipping the points it holds."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
-    no_count: bool = typer.Option(False, "--no-count", help="Skip the FLOP counters (fvcore, FlopCounterMode): faster on big sweeps."),
+    count: Optional[bool] = typer.Option(None, "--count/--no-count", help="Run the FLOP counters (fvcore, "
+                                         "FlopCounterMode) on every point. Default: on the CPU and MPS, not on "
+                                         "CUDA, where they re-run each forward twice."),
     budget: Optional[float] = typer.Option(None, help="Seconds of timing per point (default 1 on a GPU, 0.2 on the CPU)."),
     model: Optional[str] = typer.Option(None, "--model", help="Run a whole model instead of one layer: a preset "
                                         "(gpt2, llama-3-8b, ...) or a model JSON file, random weights; measures time "
@@ -86,7 +105,7 @@ def _profile(kind, o: SimpleNamespace, command: str) -> None:
     from ..profiler.runner import RunError
 
     dev = _resolve(o.device, o.backend)
-    dt = o.dtype or ("fp32" if dev == "cpu" else "bf16")
+    dt = _dtype(o.dtype, dev)
     name = device_name(dev)
     kind.plan(dev, dt, name, names, params)
     hw, hw_label = _hardware(o.hardware, dev, name)
@@ -94,7 +113,7 @@ def _profile(kind, o: SimpleNamespace, command: str) -> None:
     if path.exists() and not o.resume and not o.overwrite:
         raise fail(f"--out {path} already exists: pass --resume to complete it, --overwrite to start again, "
                    f"or another --out")
-    budget_s = o.budget or (GPU_DEFAULTS if dev != "cpu" else CPU_DEFAULTS)["budget"]
+    budget_s = o.budget or defaults(dev)["budget"]
     try:
         with _progress() as progress:
             task = progress.add_task("starting", total=kind.total)
@@ -137,9 +156,9 @@ class LayerRun:
         """The grid of points (defaults sized for a GPU or the CPU), said on stderr."""
         from ..profiler.sweep import make_grid
 
-        o, defaults = self.o, GPU_DEFAULTS if dev != "cpu" else CPU_DEFAULTS
-        ds, heads = parse_ints(o.d, "--d") if o.d else [defaults["d"]], o.heads or defaults["heads"]
-        Ts = parse_T(o.T or defaults["T"])
+        o, default = self.o, defaults(dev)
+        ds, heads = parse_ints(o.d, "--d") if o.d else [default["d"]], o.heads or default["heads"]
+        Ts = parse_T(o.T or default["T"])
         shapes = [make_shape(T=t, d=w, heads=heads, batch=o.batch, dtype=dt, phase=o.phase) for w in ds for t in Ts]
         self._say(dev, name, dt, ds[0], heads, Ts)
         self.grid = make_grid(names, shapes, params)
@@ -165,6 +184,9 @@ class LayerRun:
                                   f"T {Ts[0]:,}..{Ts[-1]:,}.")
         else:
             err_console.print(f"Running on {name} ({dev}), {dt}.")
+            if dev == "mps" and o.T is None:
+                err_console.print(f"MPS grid T {Ts[0]:,}..{Ts[-1]:,} (unified memory: longer sequences would swap; "
+                                  f"pass --T for more).")
         busy = busy_warning(dev)
         if busy:
             err_console.print(f"[yellow]note[/]: {busy}.")
@@ -172,7 +194,8 @@ class LayerRun:
     def run(self, path: Path, dev: str, dt: str, **common):
         from ..profiler.sweep import run_sweep
 
-        return run_sweep(path, self.grid, dev, dt, count=not self.o.no_count, **common)
+        count = self.o.count if self.o.count is not None else default_count(dev)
+        return run_sweep(path, self.grid, dev, dt, count=count, **common)
 
     def summary(self, run, path: Path) -> None:
         from ..profiler.sweep import grid_points
@@ -200,7 +223,7 @@ class LayerRun:
             more = f" and {len(where) - 3} more" if len(where) > 3 else ""
             console.print(f"[dim]- {', '.join(where[:3])}{more}: {msg}[/]")
         line = f"Wrote {path} ({len(points)} points: {sum(p.status == 'ok' for p in points)} ok"
-        for s in ("oom", "error", "n/a"):
+        for s in ("oom", "oom-predicted", "error", "n/a"):
             k = sum(p.status == s for p in points)
             if k:
                 line += f", {k} {s}"
@@ -219,7 +242,7 @@ class LayerRun:
 class ModelRun:
     """A whole model with random weights, every variant at every T (``profiler.model_stack``)."""
 
-    unused = ("phase", "d", "heads", "no_count")  # flags of the layer sweep
+    unused = ("phase", "d", "heads", "count")  # flags of the layer sweep
 
     def __init__(self, o: SimpleNamespace):
         self.o, self.cfg, self.names, self.params, self.Ts = o, None, [], {}, []
@@ -295,6 +318,21 @@ def _resolve(device: str, backend: str) -> str:
     return dev
 
 
+def _dtype(dtype: Optional[str], dev: str) -> str:
+    """--dtype, or the device's default (fp32 on the CPU, bf16 on a GPU); on an MPS device without
+    bfloat16 (before macOS 14) the default falls back to fp16 and an explicit bf16 is refused."""
+    from ..profiler.device import dtype_supported
+
+    dt = dtype or ("fp32" if dev == "cpu" else "bf16")
+    if dev != "mps" or dt != "bf16" or dtype_supported(dev, dt):
+        return dt
+    if dtype is not None:
+        raise fail("--dtype bf16: this MPS device has no bfloat16 (it needs macOS 14 or later); pass --dtype fp16 "
+                   "or fp32")
+    err_console.print("[yellow]note[/]: this MPS device has no bfloat16 (it needs macOS 14 or later): running in fp16.")
+    return "fp16"
+
+
 def _hardware(hardware: Optional[str], dev: str, name: str):
     from ..costmodel.hardware import get_hardware
     from ..profiler.device import default_hardware
@@ -356,7 +394,7 @@ def _table(columns: tuple) -> Table:
 
 
 def _status(p) -> str:
-    style = "" if p.status == "ok" else "red" if p.status in ("error", "oom") else "dim"
+    style = "" if p.status == "ok" else {"error": "red", "oom": "red", "oom-predicted": "yellow"}.get(p.status, "dim")
     return f"[{style}]{p.status}[/]" if style else p.status
 
 

@@ -15,8 +15,13 @@ from .. import __version__
 from .atomic import write_atomic
 from .hardware import Hardware
 from .shape import Shape
+from .units import Dtype
 
 SCHEMA_VERSION = 1
+# A point that ran out of memory ("oom") or was not run because its predicted memory exceeds the
+# device's free memory ("oom-predicted"): reports count both as out of memory.
+OOM_STATUSES = ("oom", "oom-predicted")
+Status = Literal["ok", "oom", "oom-predicted", "error", "n/a"]
 
 
 class Environment(BaseModel):
@@ -66,7 +71,10 @@ class Point(BaseModel):
     params: dict = Field(default_factory=dict)
     shape: Shape
     backend: Optional[str] = None  # SDPA backend that really ran, where one did
-    status: Literal["ok", "oom", "error", "n/a"] = "ok"
+    # the dtype the attention core computed in, where it differs from shape.dtype: "fp32" where
+    # torch's math SDPA backend upcast bf16/fp16 inputs (``profiler.device.math_upcasts``)
+    compute_dtype: Optional[Dtype] = None
+    status: Status = "ok"
     message: Optional[str] = None
     predicted_time_s: Optional[float] = None
     predicted_flops: Optional[float] = None

@@ -8,9 +8,15 @@ SDPA backends: ``sdpa_context(backend)`` forces one (``auto`` leaves torch's own
 ``sdpa_backends_used(fn)`` runs ``fn`` once and reports which backend every
 ``scaled_dot_product_attention`` call really took, asking torch's own selector
 (``torch._fused_sdp_choice``) with the call's real arguments, under the same forced backends.
+``math_upcasts(dtype)`` says whether torch's math backend computes bf16/fp16 attention in fp32.
+
+Health: ``free_memory(device)`` is what a point may still allocate, ``dtype_supported`` probes a
+dtype (bf16 on MPS needs macOS 14), ``sticky_error(text)`` recognises the CUDA errors that leave the
+context unusable for every later kernel of the process.
 """
 
 import contextlib
+import functools
 import os
 import platform
 import subprocess
@@ -20,7 +26,7 @@ from typing import Callable, Optional
 
 from ..costmodel.hardware import HardwareError
 from ..costmodel.results import Environment
-from ..costmodel.units import DEVICES, SDPA_BACKENDS, TORCH_DTYPE_NAMES
+from ..costmodel.units import DEVICES, FUSED_BACKENDS, SDPA_BACKENDS, TORCH_DTYPE_NAMES
 
 DEVICE_CHOICES = ("auto",) + DEVICES  # what --device accepts
 BACKEND_CHOICES = ("auto",) + SDPA_BACKENDS  # what --backend accepts ("auto": torch's own choice)
@@ -85,6 +91,54 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
     elif device == "mps":
         torch.mps.synchronize()
+
+
+# What the CUDA runtime reports for its sticky errors (cudaErrorIllegalAddress, cudaErrorAssert,
+# cudaErrorIllegalInstruction, cudaErrorMisalignedAddress, cudaErrorInvalidPc,
+# cudaErrorHardwareStackError, cudaErrorLaunchFailure, cudaErrorECCUncorrectable): after one, every
+# later CUDA call of the process fails the same way ("CUDA Runtime API", error types).
+STICKY_ERRORS = ("illegal memory access", "device-side assert", "illegal instruction", "misaligned address",
+                 "invalid program counter", "hardware stack error", "unspecified launch failure",
+                 "uncorrectable ecc error")
+
+
+def sticky_error(text: Optional[str]) -> Optional[str]:
+    """The sticky CUDA error that ``text`` (an error message) reports, or None."""
+    low = (text or "").lower()
+    return next((e for e in STICKY_ERRORS if e in low), None)
+
+
+def free_memory(device: str) -> Optional[float]:
+    """Bytes a point may still allocate: on CUDA the driver's free memory plus what torch's caching
+    allocator holds unused (``mem_get_info`` counts that as used), on MPS the recommended limit less
+    what is allocated, on the CPU the host's MemAvailable (else free pages); None when unknown."""
+    import torch
+
+    try:
+        if device == "cuda":
+            cached = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+            return float(torch.cuda.mem_get_info()[0] + max(0, cached))
+        if device == "mps":
+            return float(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (RuntimeError, OSError, ValueError, AttributeError):  # no such API or counter here
+        return None
+
+
+def dtype_supported(device: str, dtype: str) -> bool:
+    """Whether a small matmul in ``dtype`` runs on ``device`` (MPS has bf16 from macOS 14 on)."""
+    import torch
+
+    try:
+        a = torch.ones(2, 2, device=device, dtype=torch_dtype(dtype))
+        float((a @ a).sum())
+    except (RuntimeError, TypeError):  # MPS raises either for a dtype it lacks
+        return False
+    return True
 
 
 def device_name(device: str) -> str:
@@ -281,13 +335,62 @@ def sdpa_context(backend: str = "auto"):
 
 
 def check_backend(backend: str, device: str) -> None:
-    """cuDNN and memory-efficient attention exist only on CUDA."""
+    """cuDNN and memory-efficient attention exist only on CUDA; on MPS torch runs its own SDPA
+    kernel whatever fused backend is asked for, so only auto and math mean what they say there."""
     backend = (backend or "auto").lower()
     if backend not in BACKEND_CHOICES:
         raise DeviceError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
+    if device == "mps" and backend in FUSED_BACKENDS:
+        raise DeviceError(f"--backend {backend} cannot be forced on MPS (torch would run its own kernel "
+                          f"instead, unannounced); use auto or math")
     if backend in ("cudnn", "efficient") and device != "cuda":
         raise DeviceError(f"--backend {backend} needs a CUDA device (this run is on {device}); "
                           f"use auto, flash or math")
+
+
+def math_upcasts(dtype: str) -> bool:
+    """Whether torch's math SDPA backend computes ``dtype`` ("bf16", "fp16") inputs in fp32.
+
+    Checked in torch 2.13 (``aten::_scaled_dot_product_attention_math``, a composite kernel that every
+    device but MPS shares): unless ``torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(True)``
+    (off by default; it applies on the CPU too), q, k and v are converted to fp32 (``aten._to_copy``),
+    the scores, the mask, the softmax and both bmm run in fp32, and the output is converted back;
+    ``enable_gqa`` repeats K and V to the query heads (expand + clone) after the conversion. Builds
+    without that switch are probed: one small math-backend call on the CPU, whose bmm dtype decides.
+    """
+    if dtype not in ("bf16", "fp16"):
+        return False
+    import torch
+
+    allowed = getattr(torch.backends.cuda, "fp16_bf16_reduction_math_sdp_allowed", None)
+    return _math_probe(dtype, None if allowed is None else bool(allowed()))
+
+
+@functools.lru_cache(maxsize=None)
+def _math_probe(dtype: str, reduction_allowed: Optional[bool]) -> bool:
+    import torch
+    import torch.nn.functional as F
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class BmmDtypes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: set = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.bmm.default:
+                self.seen.add(out.dtype)
+            return out
+
+    q = torch.zeros(1, 2, 4, 8, dtype=torch_dtype(dtype))
+    mode = BmmDtypes()
+    try:
+        with sdpa_context("math"), mode:
+            F.scaled_dot_product_attention(q, q, q)
+    except RuntimeError:  # no such dtype on this CPU build: assume what the switch says
+        return reduction_allowed is False
+    return torch.float32 in mode.seen
 
 
 def _recorder_class():

@@ -22,10 +22,13 @@ decode (one timed call = ``new_tokens`` greedy steps, each one token per sequenc
 caches of T; the per-token time is the call's time / new_tokens, always at cache length T because
 a decode module rewrites slot T-1), beside ``costmodel.model_cost.predict_model`` for a hardware
 profile. Before anything is allocated, the predicted memory (weights + KV cache + prefill
-activations) is compared with the device's free memory: a model that cannot fit gets status
-"oom" with the numbers, and a real out-of-memory error is caught the same way
-(``profiler.runner.guarded``). ``run_models`` runs every (T, variant) point through
-``profiler.runner``, resumable as the layer sweep.
+activations) is compared with the device's free memory (``profiler.runner.predicted_oom``, as the
+layer sweep does): a model that cannot fit gets status "oom-predicted" with the numbers; a real
+out-of-memory error becomes "oom" (``profiler.runner.guarded``). ``run_models`` runs every
+(T, variant) point through ``profiler.runner``, resumable as the layer sweep. Everything is built
+on the run's device in its dtype, and the stack is built once per (T, batch): the points of the
+other variants at that T swap in their attention (``ModelStack.set_attention``), keeping the
+embeddings, MLPs, norms and head.
 
 ``FAULT_HOOK`` (or the ``fault_hook`` argument), called with (model name, variant, T) before a
 point is built, lets tests simulate an OOM.
@@ -33,7 +36,6 @@ point is built, lets tests simulate an OOM.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -51,10 +53,9 @@ from .device import synchronize, torch_dtype
 from .harness import measure
 from .modules import build_module
 from .modules.base import Rope, uniform_
-from .runner import OnPoint, guarded, one_line, open_run, run_points
+from .runner import OnPoint, guarded, one_line, open_run, predicted_oom, run_points
 
 FAULT_HOOK: Optional[Callable[[str, str, int], None]] = None
-MEMORY_HEADROOM = 0.9  # use at most this share of the device's free memory
 
 
 # -- the stack ---------------------------------------------------------------------------------
@@ -169,12 +170,25 @@ class ModelStack(nn.Module):
         self.norm_final = _norm(cfg, dev, dt)
         self.lm_head = None if cfg.tied_embeddings else nn.Linear(cfg.d, cfg.vocab, bias=False, device=dev, dtype=dt)
         self.rope = None
-        if cfg.positions == "rope" and not any(op.fn == "rope" for op in self.blocks[0].attn.graph.ops):
-            self.rope = Rope(cfg.d // cfg.heads, T).to(device=dev, dtype=dt)
-            for b in self.blocks:
-                self._hook_rope(b.attn)
+        self._hook_ropes()
         self.requires_grad_(False)
         self.eval()
+
+    def set_attention(self, variant: str, params: dict) -> None:
+        """Every layer's attention becomes ``variant``'s (``params`` resolved by the model, as
+        ``build_stack`` does), in prefill; the other weights stay, the caches go."""
+        self.caches = []
+        for b in self.blocks:
+            b.attn = None  # free each module (and its mask) before building the next
+        self.variant, self.params, self.phase = variant, dict(params), "prefill"
+        for i, b in enumerate(self.blocks):
+            b.attn = self._attention("prefill", i)
+        self._hook_ropes()
+
+    def held_bytes(self) -> int:
+        """Device bytes the stack holds: parameters, buffers and decode caches."""
+        tensors = [*self.parameters(), *self.buffers(), *(t for c in self.caches for t in c)]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     # -- pieces --------------------------------------------------------------------------------
     def _shape(self, phase: str) -> Shape:
@@ -188,6 +202,17 @@ class ModelStack(nn.Module):
         module.requires_grad_(False)
         module.eval()
         return module
+
+    def _hook_ropes(self) -> None:
+        """A ``rope`` model whose attention does not rotate its own queries: RoPE hooks on every layer."""
+        cfg = self.cfg
+        if cfg.positions != "rope" or any(op.fn == "rope" for op in self.blocks[0].attn.graph.ops):
+            self.rope = None
+            return
+        if self.rope is None:
+            self.rope = Rope(cfg.d // cfg.heads, self.T).to(device=torch.device(self.device_name), dtype=self.dtype)
+        for b in self.blocks:
+            self._hook_rope(b.attn)
 
     def _hook_rope(self, attn: nn.Module) -> None:
         """RoPE on the q_proj and k_proj outputs (B, L, n*dh), at positions from ``attn.rope_start``."""
@@ -284,31 +309,15 @@ def build_stack(model, variant: Optional[str] = None, T: int = 128, batch: int =
                       logits=logits, backend=backend, seed=seed)
 
 
-# -- memory ------------------------------------------------------------------------------------
-def free_memory(device: str) -> Optional[float]:
-    """Bytes the device can still give: CUDA's free memory, MPS's recommended limit less what is
-    allocated, the host's MemAvailable on the CPU; None when unknown."""
-    try:
-        if device == "cuda":
-            return float(torch.cuda.mem_get_info()[0])
-        if device == "mps":
-            return float(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (RuntimeError, OSError, ValueError, AttributeError):  # no such API or counter here
-        return None
-
-
 # -- one point ---------------------------------------------------------------------------------
 def model_point(model, variant: Optional[str], T: int, batch: int, device: str, dtype: str, *,
                 params: Optional[dict] = None, new_tokens: int = 8, logits: str = "all", hardware=None,
                 backend: str = "auto", measure_kwargs: Optional[dict] = None,
-                fault_hook: Optional[Callable] = None, model_label: Optional[str] = None) -> Point:
+                fault_hook: Optional[Callable] = None, model_label: Optional[str] = None,
+                stacks: Optional[StackCache] = None) -> Point:
     """Measure one (model, variant, T, batch) point beside ``predict_model``: status ok, n/a
-    (the variant does not apply), oom (predicted or real), or error (one-line message)."""
+    (the variant does not apply), oom-predicted (not built), oom, or error (one-line message).
+    ``stacks``: where the stack of the previous point is kept for reuse (None: build a new one)."""
     cfg = get_model(model)
     variant = variant or cfg.attention
     shape = attention_shape(cfg, T, batch, dtype, "prefill")
@@ -332,24 +341,59 @@ def model_point(model, variant: Optional[str], T: int, batch: int, device: str, 
     if est.decode is not None:
         point.predicted_decode_s_per_token = est.decode.time_s
         point.predicted_decode_tokens_per_s = est.decode_tokens_per_s
-    free = free_memory(device)
-    if free is not None and est.memory_bytes and est.memory_bytes > MEMORY_HEADROOM * free:
-        point.status = "oom"
-        point.message = (f"not run: {cfg.name} needs about {est.memory_bytes / 2**30:,.1f} GiB in {dtype} "
-                         f"(weights {est.weights_bytes / 2**30:,.1f} GiB + KV cache + activations), the {device} "
-                         f"has {free / 2**30:,.1f} GiB free")
+    stacks = stacks if stacks is not None else StackCache()
+    what = (f"{cfg.name} in {dtype} (weights {est.weights_bytes / 2**30:,.1f} GiB + KV cache + activations, "
+            f"predicted)")
+    if predicted_oom(point, est.memory_bytes, device, what, held_bytes=stacks.held_bytes()):
         return point
     hook = fault_hook if fault_hook is not None else FAULT_HOOK
     return guarded(point, device, lambda p: _measure(p, cfg, est, device, dtype, params, new_tokens, logits,
-                                                      backend, measure_kwargs or {}, hook))
+                                                      backend, measure_kwargs or {}, hook, stacks))
 
 
-def _measure(point: Point, cfg, est, device, dtype, params, new_tokens, logits, backend, kw, hook) -> None:
-    """Build, time the prefill, swap to decode, time the decode; fills ``point`` as it goes."""
+class StackCache:
+    """The stack of the last point, kept for the next point at the same (T, batch, logits,
+    backend), which swaps in its own attention; dropped as soon as it cannot serve."""
+
+    def __init__(self) -> None:
+        self.key: Optional[tuple] = None
+        self.stack: Optional[ModelStack] = None
+
+    def get(self, cfg: ModelConfig, variant: str, params: Optional[dict], T: int, batch: int, device: str,
+            dtype: str, logits: str, backend: str) -> ModelStack:
+        key = (cfg.name, T, batch, device, dtype, logits, backend)
+        if self.stack is not None and self.key == key:
+            self.stack.set_attention(variant, cfg.variant_params(variant, params))
+            return self.stack
+        self.drop()
+        self.stack = build_stack(cfg, variant, T, batch, device, dtype, params=params, logits=logits, backend=backend)
+        self.key = key
+        return self.stack
+
+    def held_bytes(self) -> int:
+        return 0 if self.stack is None else self.stack.held_bytes()
+
+    def drop(self) -> None:
+        self.key = self.stack = None
+
+
+def _measure(point: Point, cfg, est, device, dtype, params, new_tokens, logits, backend, kw, hook,
+             stacks: StackCache) -> None:
+    """Build (or reuse), time the prefill, swap to decode, time the decode; fills ``point`` as it
+    goes. A failure drops the stack (it may be half built), so that its memory is released."""
+    try:
+        _measure_stack(point, cfg, est, device, dtype, params, new_tokens, logits, backend, kw, hook, stacks)
+    except BaseException:
+        stacks.drop()
+        raise
+
+
+def _measure_stack(point: Point, cfg, est, device, dtype, params, new_tokens, logits, backend, kw, hook,
+                   stacks: StackCache) -> None:
     if hook is not None:
         hook(point.model, point.variant, point.shape.T)
     B, T = point.shape.batch, point.shape.T
-    stack = build_stack(cfg, point.variant, T, B, device, dtype, params=params, logits=logits, backend=backend)
+    stack = stacks.get(cfg, point.variant, params, T, B, device, dtype, logits, backend)
     gen = torch.Generator(device=device)
     gen.manual_seed(0)
     ids = torch.randint(0, cfg.vocab, (B, T), device=device, generator=gen)
@@ -380,6 +424,7 @@ def _measure(point: Point, cfg, est, device, dtype, params, new_tokens, logits, 
         "min_s": None if t.min_s is None else t.min_s / n})
     point.decode_s_per_token = point.decode_timing.median_s
     point.decode_tokens_per_s = B / point.decode_s_per_token
+    stack.caches = []  # the next point at this T starts from the prefill again
 
 
 def _kwargs(fn, device, kw: dict) -> dict:
@@ -414,13 +459,18 @@ def run_models(run_path, model, variants: list, Ts: list, batch: int, device: st
                     shape=attention_shape(cfg, T, batch, dtype, "prefill"),
                     model=cfg.name, logits=logits, new_tokens=new_tokens) for v, T in grid]
 
+    stacks = StackCache()
+
     def measure_one(index: int) -> Point:
         variant, T = grid[index]
         return model_point(cfg, variant, T, batch, device, dtype, params=params, new_tokens=new_tokens,
                            logits=logits, hardware=hardware, backend=backend, measure_kwargs=measure_kwargs,
-                           fault_hook=fault_hook, model_label=cfg.name)
+                           fault_hook=fault_hook, model_label=cfg.name, stacks=stacks)
 
-    return run_points(path, run, probes, measure_one, on_begin=on_begin, on_point=on_point)
+    try:
+        return run_points(path, run, probes, measure_one, on_begin=on_begin, on_point=on_point)
+    finally:
+        stacks.drop()
 
 
 def _resolved(cfg: ModelConfig, variant: str, T: int, batch: int, dtype: str, params) -> dict:
@@ -434,4 +484,4 @@ def _resolved(cfg: ModelConfig, variant: str, T: int, batch: int, dtype: str, pa
         return extra
 
 
-__all__ = ["ModelStack", "build_stack", "model_point", "run_models", "free_memory", "FAULT_HOOK"]
+__all__ = ["ModelStack", "StackCache", "build_stack", "model_point", "run_models", "FAULT_HOOK"]

@@ -4,8 +4,11 @@
 ``run_points`` measures each point of a grid whose ``Point.key`` the Run does not hold yet and
 writes the whole Run atomically (temp file + rename) after every point, so an interrupted run
 (Ctrl-C, a killed job) leaves a valid file that ``resume`` completes. ``guarded`` measures one
-point: an OOM or error becomes its status ("oom" / "error", one line), memory is released after
-it, KeyboardInterrupt passes through.
+point: an OOM or error becomes its status ("oom" / "error", one line), the device is synchronised
+and memory is released after it, KeyboardInterrupt passes through. A sticky CUDA error (an illegal
+memory access, a device-side assert: every later kernel of the process would fail too) stops the
+run after the point is saved (``DeviceFailed``). ``predicted_oom`` skips, before anything is
+built, a point whose predicted memory exceeds the device's free memory ("oom-predicted").
 """
 
 import datetime as _dt
@@ -13,14 +16,22 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..costmodel.results import Environment, Point, Run
+from ..costmodel.units import GIB
+from .device import free_memory, sticky_error, synchronize
 from .harness import is_oom, release_memory
 
 OnBegin = Callable[[Point, int, int], None]  # (the point about to be measured, index, total)
 OnPoint = Callable[[Point, int, int, bool], None]  # (point, index, total, skipped)
+MEMORY_HEADROOM = 0.9  # a point may use at most this share of the device's free memory
 
 
 class RunError(ValueError):
     """A run cannot start (one plain sentence), e.g. --resume on a file from another device."""
+
+
+class DeviceFailed(RunError):
+    """The device is in an error state that every later point would inherit (one plain sentence);
+    the results file holds every point measured before, the failing one included."""
 
 
 def one_line(err: BaseException) -> str:
@@ -91,6 +102,7 @@ def run_points(path: Path, run: Run, probes: Sequence[Point], measure: Callable[
         if after_point is not None:
             after_point(run)
         run.save(path)
+        _stop_if_device_failed(point, run, path)
         if on_point is not None:
             on_point(point, index, total, False)
     return run
@@ -98,13 +110,47 @@ def run_points(path: Path, run: Run, probes: Sequence[Point], measure: Callable[
 
 def guarded(point: Point, device: str, fill: Callable[[Point], None]) -> Point:
     """``fill(point)`` measures into ``point``; an OOM or any error there becomes its status
-    ("oom" / "error") with a one-line message, keeping what was measured before it. Memory is
-    released after (gc, and the allocator's cache back), so the next point starts clean."""
+    ("oom" / "error") with a one-line message, keeping what was measured before it. The device is
+    then synchronised: an error it reports (an asynchronous kernel fault) makes the point an error.
+    Memory is released after (gc, and the allocator's cache back), so the next point starts clean."""
     try:
         fill(point)
     except Exception as err:  # noqa: BLE001  (one failing point must not stop the run)
         point.status = "oom" if is_oom(err) else "error"
         point.message = one_line(err)
     # ``err`` is gone with its traceback, and with it the frames that hold the point's tensors
+    try:
+        synchronize(device)
+    except RuntimeError as err:  # a kernel of this point faulted (torch.AcceleratorError is a RuntimeError)
+        if not (point.status == "error" and sticky_error(point.message)):
+            point.status, point.message = "error", "after the point, synchronize failed: " + one_line(err)
     release_memory(device)
     return point
+
+
+def predicted_oom(point: Point, need_bytes: Optional[float], device: str, what: str, *,
+                  held_bytes: float = 0.0) -> bool:
+    """Mark ``point`` "oom-predicted" (with the numbers) and return True when ``need_bytes``, its
+    predicted memory, exceeds MEMORY_HEADROOM of the device's free memory (``device.free_memory``,
+    plus ``held_bytes`` the run holds and would free for it). Unknown free memory: False."""
+    free = free_memory(device)
+    if free is None or not need_bytes:
+        return False
+    free += held_bytes
+    if need_bytes <= MEMORY_HEADROOM * free:
+        return False
+    point.status = "oom-predicted"
+    point.message = (f"not run: {what} needs about {need_bytes / GIB:,.1f} GiB, the {device} has "
+                     f"{free / GIB:,.1f} GiB free")
+    return True
+
+
+def _stop_if_device_failed(point: Point, run: Run, path: Path) -> None:
+    error = sticky_error(point.message) if point.status == "error" else None
+    if error is None:
+        return
+    where = f"{point.model + ' ' if point.model else ''}{point.variant} T={point.shape.T:,}"
+    n = len(run.points)
+    raise DeviceFailed(f"the {run.environment.device} device hit a sticky error ({error}) at {where}, after which "
+                       f"every later point of this process would fail: {path} holds the {n} point{'s' * (n != 1)} "
+                       f"measured so far; run the same command with --resume to go on")

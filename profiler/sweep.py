@@ -8,9 +8,17 @@ optional) and evaluates the analytic model for the local hardware
 
 - ``ok``: measured;
 - ``n/a``: the variant does not apply at this shape (e.g. no decode path), nothing was built;
+- ``oom-predicted``: not built, because its predicted memory (``predicted_memory``) exceeds the
+  device's free memory (``profiler.runner.predicted_oom``, the rule whole-model runs use too);
 - ``oom``: the device ran out of memory; memory is released and the sweep goes on (a FLOP
   counter that runs out of memory after the point was measured leaves it ``ok``, with a message);
-- ``error``: anything else went wrong in this point (one-line message); the sweep goes on.
+- ``error``: anything else went wrong in this point (one-line message); the sweep goes on, unless
+  the error is a sticky CUDA error, which stops it (``profiler.runner.DeviceFailed``).
+
+The prediction is priced as what ran: with the efficiency of the SDPA backend that torch chose
+(where the hardware profile has one), and where that backend is math, as torch's math path
+(``math_path_time``: unfused, dense scores, in fp32 where torch upcast, recorded as
+``Point.compute_dtype``).
 
 ``profiler.runner`` writes the whole ``Run`` atomically after every point, so an interrupted
 sweep (Ctrl-C, a killed job) leaves a valid file, and ``resume=True`` loads it and skips every
@@ -28,9 +36,10 @@ from typing import Callable, Iterable, Optional
 
 from ..costmodel.results import Point, Run
 from ..costmodel.shape import Shape
-from .device import sdpa_backends_used, sdpa_context, torch_dtype
+from ..costmodel.units import DTYPE_BYTES
+from .device import math_upcasts, sdpa_backends_used, sdpa_context, torch_dtype
 from .harness import is_oom, measure, peak_memory
-from .runner import OnBegin, OnPoint, guarded, one_line, open_run, run_points
+from .runner import OnBegin, OnPoint, guarded, one_line, open_run, predicted_oom, run_points
 
 FAULT_HOOK: Optional[Callable[[str, dict, Shape], None]] = None
 
@@ -112,12 +121,31 @@ class _LayerPoint:
         if est is not None and est.status != "ok":
             point.status, point.message = "n/a", est.reason
             return point
+        if est is not None and predicted_oom(point, predicted_memory(est), self.device,
+                                             f"{point.variant} at T={point.shape.T:,} (weights + KV cache + "
+                                             f"activations, predicted)"):
+            return point
         guarded(point, self.device, lambda p: self.measure(p, params))
-        if point.backend and forced is None and self.hardware is not None:
+        if point.backend == "math":
+            self._price_math(point, params)
+        elif point.backend and forced is None and self.hardware is not None:
             hw = self._hardware_for(point.backend)
             if hw is not self.hardware:  # predict with the efficiency of the backend that really ran
                 _predict(point, params, hw)
         return point
+
+    def _price_math(self, point: Point, params: dict) -> None:
+        """Torch's math backend ran: note where it computed in fp32 (``math_upcasts``; MPS has its
+        own math kernel, left unmarked) and predict its unfused path (``math_path_time``)."""
+        if self.device != "mps" and math_upcasts(point.shape.dtype):
+            point.compute_dtype = "fp32"
+        if self.hardware is None:
+            return
+        point.predicted_time_s = math_path_time(point.variant, point.shape, params, self.hardware,
+                                                point.compute_dtype or point.shape.dtype)
+        if point.predicted_time_s is None and not point.message:
+            point.message = (f"no predicted time: the cost model does not price {point.variant} "
+                             f"{point.shape.phase} on the math backend")
 
     def measure(self, point: Point, params: dict) -> None:
         """Build, time, measure memory and count; fills ``point`` as it goes (so a failure late in
@@ -219,6 +247,77 @@ def _predict(point: Point, params, hardware):
         point.predicted_activation_bytes = est.activation_bytes_fused
         point.predicted_time_s = est.time_s
     return est
+
+
+def predicted_memory(est) -> float:
+    """Bytes a layer point needs on the device, from its Estimate: weights (twice in train: their
+    gradients) + KV cache + the fused activation peak (which holds the layer's input)."""
+    weights = est.weights_bytes * (2 if est.shape.phase == "train" else 1)
+    return weights + est.kv_cache_bytes + est.activation_bytes_fused
+
+
+def math_path_time(variant: str, shape: Shape, params, hardware, compute_dtype: str) -> Optional[float]:
+    """Predicted time of the layer when SDPA ran torch's math backend, from the cost model's pieces:
+    the variant's kernels (``costmodel.analysis``) but its fused attention kernels, in the shape's
+    dtype, plus for each fused kernel the math path of the same attention
+    (``costmodel.variants.base.attention_core`` unfused: scores, scale, a mask pass where the kernel
+    masked, softmax, AV, each writing its output, the scores dense) in ``compute_dtype``, with K and V
+    repeated to the query heads where they are shared (``enable_gqa``) and, where the compute dtype
+    differs, q, k, v converted to it and the output back (``device.math_upcasts``). The two halves
+    are priced apart (``costmodel.timing.predict``) and added. None where the fused kernel is not one
+    plain attention (extra ops in it) and in train (the math path's backward is not modelled)."""
+    from ..costmodel.analysis import analyse
+    from ..costmodel.estimate import graph, resolve_params
+    from ..costmodel.timing import predict
+
+    if shape.phase == "train":
+        return None
+    try:
+        g = graph(variant, shape, resolve_params(variant, shape, dict(params or {})))
+    except ValueError:  # VariantError, pydantic's ValidationError: no model of this point
+        return None
+    kernels = analyse(g).kernels
+    cores = [_math_core(g, k, shape, compute_dtype) for k in kernels if k.kind == "attention"]
+    if not cores or None in cores:
+        return None
+    time_s = predict([k for k in kernels if k.kind != "attention"], hardware, shape.dtype).time_s
+    return time_s + sum(predict(analyse(c).kernels, hardware, compute_dtype).time_s for c in cores)
+
+
+def _math_core(g, kernel, shape: Shape, compute_dtype: str):
+    """The Graph of one fused attention kernel run as torch's math backend runs it (see
+    ``math_path_time``), or None when the kernel is not scores, scale, softmax, AV."""
+    from ..costmodel.graph import Graph, Tensor
+    from ..costmodel.variants.base import attention_core
+
+    ops = kernel.ops
+    if len(ops) != 4 or ops[0].mm is None or ops[-1].mm is None:
+        return None
+    sc, av = ops[0], ops[-1]
+    groups, rows, qk_dim, keys = sc.mm
+    heads = shape.batch * shape.heads
+    if groups * rows != heads * shape.tokens or heads % groups:
+        return None
+    h = Graph(itemsize=DTYPE_BYTES[compute_dtype])
+    q, k, v = sc.reads[0], sc.reads[1], av.reads[1]  # k and v are one tensor in a latent cache
+    for name in {q, k, v}:
+        t = g.tensors[name]
+        h.tensors[name] = Tensor(name, t.elems, t.itemsize, "input")
+    upcast = h.itemsize != shape.itemsize
+    steps = ([(f"_to_{compute_dtype}", 1.0, (q, k, v))] if upcast else []) + (
+        [("_repeat", heads / groups, (k, v))] if heads > groups else [])
+    for suffix, factor, which in steps:
+        made = {n: h.elementwise(n + suffix, "copy", (n,), elems=h.tensors[n].elems * factor)
+                for n in dict.fromkeys(which)}
+        q, k, v = made.get(q, q), made.get(k, k), made.get(v, v)
+    out = attention_core(h, shape, q, k, v, groups=heads, qk_dim=qk_dim, v_dim=av.mm[3], keys=keys,
+                         fraction=1.0, fused=False, mask=sc.fraction < 1.0)
+    if upcast:
+        elems = h.tensors[out].elems
+        out = h.elementwise(f"out_to_{shape.dtype}", "copy", (out,), elems=elems)
+        h.tensors[out] = Tensor(out, elems, shape.itemsize, "act")
+    h.output(out)
+    return h
 
 
 # -- helpers -----------------------------------------------------------------------------------

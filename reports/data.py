@@ -13,7 +13,7 @@ from typing import Optional
 from ..costmodel.accuracy import crossings
 from ..costmodel.estimate import Estimate, resolve_params
 from ..costmodel.evaluate import evaluate
-from ..costmodel.results import Counts, Run, Timing
+from ..costmodel.results import OOM_STATUSES, Counts, Run, Timing
 from ..costmodel.shape import Shape
 from ..costmodel.variants import REGISTRY
 from . import fmt
@@ -386,7 +386,8 @@ def model_crossover(data: ReportData, s: Series, cache: Optional[dict] = None) -
     if s.variant not in REGISTRY or data.baseline not in REGISTRY or s.variant == data.baseline:
         return None
     ests = [r.est for r in s.rows if r.est is not None and r.est.status == "ok"]
-    if not ests or ests[0].baseline != data.baseline:
+    metric = "time" if ests and ests[0].time_s is not None else "flops"
+    if not ests or ests[0].baseline != data.baseline or metric not in ests[0].cheaper_ranges_T:
         hw = s.source.hardware.profile if s.source.hardware is not None else None
         try:
             ests = [e for e in evaluate([s.variant], data.baseline, [r.shape for r in s.rows], {s.variant: s.params},
@@ -467,12 +468,13 @@ def _failures(src: Source, where: str) -> list:
     ooms: dict = {}
     errors = []
     for r in src.rows:
-        if r.status == "oom":
-            ooms.setdefault(r.variant, []).append(r.T)
+        if r.status in OOM_STATUSES:
+            ooms.setdefault((r.variant, r.status), []).append(r.T)
         elif r.status == "error":
             errors.append(r)
-    for variant, Ts in ooms.items():
-        out.append(f"{variant} ran out of memory{where} at T = {', '.join(fmt.count(t) for t in sorted(Ts))}.")
+    for (variant, status), Ts in ooms.items():
+        what = "ran out of memory" if status == "oom" else "was not run (predicted not to fit in memory)"
+        out.append(f"{variant} {what}{where} at T = {', '.join(fmt.count(t) for t in sorted(Ts))}.")
     if errors:
         first = errors[0]
         text = (first.message or "").strip()

@@ -9,7 +9,7 @@ from attncost.costmodel.model_params import count_params
 from attncost.costmodel.model_spec import MoE, ModelConfig
 from attncost.costmodel.results import Point, Run
 from attncost.costmodel.shape import Shape
-from attncost.profiler import model_stack
+from attncost.profiler import model_stack, runner
 from attncost.profiler.model_stack import build_stack, model_point, run_models
 
 TINY = {"name": "tiny", "layers": 2, "d": 64, "heads": 4, "vocab": 512, "mlp_hidden": 256, "context": 128}
@@ -101,10 +101,10 @@ def test_an_oom_is_recorded_and_the_run_goes_on(tmp_path, tiny_file, monkeypatch
 
 
 def test_a_model_too_big_for_the_device_is_not_built(monkeypatch):
-    monkeypatch.setattr(model_stack, "free_memory", lambda device: 2 * 2**30)
+    monkeypatch.setattr(runner, "free_memory", lambda device: 2 * 2**30)
     monkeypatch.setattr(model_stack, "build_stack", lambda *a, **k: pytest.fail("built anyway"))
     p = model_point("llama-3-8b", None, 128, 1, "cpu", "bf16")
-    assert p.status == "oom" and "not run" in p.message and "GiB" in p.message
+    assert p.status == "oom-predicted" and "not run" in p.message and "GiB" in p.message
     assert p.predicted_memory_bytes > 15 * 2**30
 
 
