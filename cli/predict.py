@@ -13,7 +13,7 @@ from ..costmodel.evaluate import evaluate
 from ..costmodel.units import GIGA, MIB
 from .app import app
 from .errors import fail
-from .fmt import sig
+from ..reports.fmt import sig
 from .options import check_params, load_hardware, make_shape, parse_ints, parse_params, parse_T, parse_variants
 
 console = Console(highlight=False, width=None if Console().is_terminal else 160)

@@ -179,7 +179,7 @@ def _floating(v) -> bool:
     """Integer and boolean results (shape arithmetic the tracer records, index maths) are 0 FLOPs."""
     try:
         return v.type().scalarType() in _FLOATING
-    except Exception:  # not a tensor (an int from shape arithmetic)
+    except (AttributeError, RuntimeError):  # not a tensor (an int from shape arithmetic)
         return False
 
 
