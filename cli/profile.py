@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ..costmodel.units import DTYPES, PHASES
-from .errors import fail
+from ..reports.fmt import ms, pct
 from .app import app
+from .errors import fail
 from .options import (BACKEND_CHOICES, DEVICE_CHOICES, check_choice, check_output, check_param_values, load_hardware,
                       load_model, make_shape, parse_ints, parse_params, parse_T, parse_variants)
 
@@ -215,7 +216,8 @@ class LayerRun:
                 errors.append(abs(err))
             if p.message:
                 messages.setdefault(p.message, []).append(f"{p.variant} T={p.shape.T:,}")
-            table.add_row(p.variant, f"{p.shape.T:,}", _ms(meas), _ms(pred), "–" if err is None else f"{err:+.0%}",
+            table.add_row(p.variant, f"{p.shape.T:,}", ms(meas, unit=False), ms(pred, unit=False),
+                          "–" if err is None else pct(err),
                           "–" if p.peak_memory_bytes is None else f"{p.peak_memory_bytes / 2**20:,.1f}",
                           p.backend or "–", _status(p))
         console.print(table)
@@ -285,13 +287,13 @@ class ModelRun:
                         ("tok/s", "right"), ("status", "left")))
 
         def err(pred, meas):
-            return "–" if not meas or pred is None else f"{pred / meas - 1:+.0%}"
+            return "–" if not meas or pred is None else pct(pred / meas - 1)
 
         points = [p for p in run.points if p.model is not None]
         for p in points:
-            table.add_row(p.model, p.variant, f"{p.shape.T:,}", _ms(p.ttft_s), _ms(p.predicted_ttft_s),
-                          err(p.predicted_ttft_s, p.ttft_s), _ms(p.decode_s_per_token),
-                          _ms(p.predicted_decode_s_per_token),
+            table.add_row(p.model, p.variant, f"{p.shape.T:,}", ms(p.ttft_s, unit=False), ms(p.predicted_ttft_s, unit=False),
+                          err(p.predicted_ttft_s, p.ttft_s), ms(p.decode_s_per_token, unit=False),
+                          ms(p.predicted_decode_s_per_token, unit=False),
                           err(p.predicted_decode_s_per_token, p.decode_s_per_token),
                           "–" if p.decode_tokens_per_s is None else f"{p.decode_tokens_per_s:,.1f}", _status(p))
         console.print(table)
@@ -396,11 +398,3 @@ def _table(columns: tuple) -> Table:
 def _status(p) -> str:
     style = "" if p.status == "ok" else {"error": "red", "oom": "red", "oom-predicted": "yellow"}.get(p.status, "dim")
     return f"[{style}]{p.status}[/]" if style else p.status
-
-
-def _ms(x: Optional[float]) -> str:
-    """Milliseconds to 3-4 significant digits: 0.140, 4.65, 47.2, 1,811."""
-    if x is None:
-        return "–"
-    ms = x * 1e3
-    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:,.0f}"

@@ -8,6 +8,7 @@ from typing import Optional
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..costmodel.results import OOM_STATUSES
 from . import fmt
 from .colors import CROSSOVER_SYMBOL, ERROR_SYMBOL, OOM_SYMBOL, color_for, dash_for, symbol_for
 from .data import Grid, ReportData, Series, intersections
@@ -227,8 +228,8 @@ def _ci(t) -> str:
 def _failure_key(data: ReportData) -> list:
     statuses = {r.status for r in data.rows}
     out = []
-    if "oom" in statuses:
-        out.append(("out of memory", dict(mode="markers", marker=dict(symbol=OOM_SYMBOL, size=12, color="#d00",
+    if statuses & set(OOM_STATUSES):
+        out.append(("out of memory (or predicted not to fit)", dict(mode="markers", marker=dict(symbol=OOM_SYMBOL, size=12, color="#d00",
                                                                       line=dict(width=2.5, color="#d00")))))
     if "error" in statuses:
         out.append(("error", dict(mode="markers", marker=dict(symbol=ERROR_SYMBOL, size=12, color="#000",
@@ -240,6 +241,7 @@ def _failure_markers(fig: go.Figure, s: Series, i: int, legend, y_of, ys: list) 
     """OOM and error points of a series, placed at ``y_of(row)`` where that is known."""
     drew = False
     for status, symbol, what, col in (("oom", OOM_SYMBOL, "out of memory", "#d00"),
+                                      ("oom-predicted", OOM_SYMBOL, "predicted not to fit in memory", "#d00"),
                                       ("error", ERROR_SYMBOL, "error", "#000")):
         rows = [(r, y_of(r)) for r in s.rows if r.status == status]
         rows = [(r, y) for r, y in rows if y]

@@ -12,6 +12,7 @@ from plotly.offline import get_plotlyjs
 from plotly.utils import PlotlyJSONEncoder
 
 from .. import __version__
+from ..costmodel.results import OOM_STATUSES
 from . import fmt
 from .data import (ReportData, crosscheck_rows, error_by_series, error_rows, findings, flop_counter_reference,
                    model_crossovers, model_notes, speedup_grid)
@@ -186,7 +187,7 @@ def crosscheck_table(data: ReportData) -> str:
 
 def error_tables(data: ReportData) -> str:
     rows = error_rows(data)
-    status_rows = [(s, r) for s in data.series for r in s.rows if r.status in ("oom", "error")]
+    status_rows = [(s, r) for s in data.series for r in s.rows if r.status in OOM_STATUSES + ("error",)]
     if not rows and not status_rows:
         return '<p class="note">No point was measured successfully: nothing to compare the model with.</p>'
     html = ""
