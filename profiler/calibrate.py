@@ -1,7 +1,7 @@
 """Microbenchmarks of the local device, and a hardware profile fitted to them.
 
-``measure_rows(device)`` returns rows in the format of
-``/work/shared/data/h100-microbench-2026-11-22.json`` (see the README beside it):
+``measure_rows(device)`` returns rows in the format of the H100 measurements shipped in
+``costmodel/data/h100-microbench-2026-11-22.json``:
 
 - ``mm``: M x K @ K x N over a grid of shapes, per dtype (``ms``, ``tflops``);
 - ``bmm_qk`` / ``bmm_pv``: the attention-shaped batched matmuls (BH, T, dh);
@@ -17,12 +17,14 @@ Every row is timed with ``harness.measure`` (CUDA events with the L2 flushed bef
 median) on random normal data. Out-of-place ops allocate their output as eager PyTorch does, so
 on a CPU the rows include the first-touch cost of fresh memory.
 
-``calibrate(device, out)`` then fits a profile to the rows with ``costmodel.fit.fit_profile``
-on the built-in profile of this device (``cpu`` on a CPU, ``h100`` on an H100, ...), writes it
-atomically with ``Hardware.save`` and writes the rows beside it (``NAME.microbench.json``), so that
-``--hardware NAME.json`` uses the fitted profile. For the CPU, and for any device without a
-built-in profile, the base's peaks are raised to what was measured where it measured more (no
-datasheet backs a "generic" CPU), so that every fitted efficiency stays a share of at most 1.
+``calibrate(device, out)`` writes the rows beside the profile (``NAME.microbench.json``, atomically)
+as they are measured, so that a run cut off or a failed fit keeps every row measured (the file says
+``"complete": false`` until the last row). It then fits a profile to the rows with
+``costmodel.fit.fit_profile`` on the built-in profile of this device (``cpu`` on a CPU, ``h100`` on
+an H100, ...) and writes it atomically with ``Hardware.save``, so that ``--hardware NAME.json`` uses
+the fitted profile. For the CPU, and for any device without a built-in profile, the base's peaks
+are raised to what was measured where it measured more (no datasheet backs a "generic" CPU), so
+that every fitted efficiency stays a share of at most 1.
 """
 
 import datetime as _dt
@@ -34,11 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..costmodel.results import write_atomic
+from ..costmodel.atomic import write_atomic
+from ..costmodel.units import TORCH_DTYPE_NAMES as TORCH_NAMES
 from .device import device_name, environment, sdpa_backends_used, sdpa_context, slug, synchronize, torch_dtype
 from .harness import do_bench_check, measure
 
-TORCH_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+METHOD = ("attncost.profiler.harness.measure: median; CUDA events with the L2 flushed before each call; "
+          "random normal inputs; GB/s count bytes read + written")
 
 
 @dataclass
@@ -62,7 +66,8 @@ class Plan:
 
 
 def plan_for(device: str, quick: bool = False) -> Plan:
-    """The default grid for a device; ``quick`` keeps a CPU calibration under a minute on 2 cores."""
+    """The default grid for a device; ``quick``: a smaller grid with shorter budgets (a few seconds
+    on a CPU, about a minute on a GPU)."""
     if device == "cuda":
         Ms = [1, 16, 64, 256, 1024, 4096, 16384]
         Ks = [64, 256, 1024, 4096]
@@ -92,16 +97,14 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                     softmax=[2**20, 2**24], sdpa=sdpa, sdpa_backends=("math", "default"),
                     sdpa_dtype="fp16", tiny_ops=2000, budget_s=0.1 if quick else 0.25)
     # CPU: fp32 everywhere; bf16 matmuls on a reduced grid (fast only with AVX512-BF16 or AMX)
-    if quick:
-        grid32 = [(m, k, n) for m in (1, 16, 64, 256, 1024) for k in (64, 256, 1024) for n in (64, 256, 1024)]
-        grid16 = [(m, k, n) for m in (16, 256, 1024) for k in (256, 1024) for n in (256, 1024)]
-        mm = {"fp32": grid32, "bf16": grid16}
-        elems = [4096, 65536, 2**20, 2**22]
-        sdpa = [(1, 4, T, dh, True) for T in (256, 1024) for dh in (32, 64)]
-        return Plan(mm=mm, bmm=[(16, 256, 64), (4, 1024, 64)], bmm_dtype="fp32", elems=elems,
-                    vector_dtype="fp32", softmax=[2**16, 2**20], sdpa=sdpa,
+    if quick:  # a few seconds: small shapes (bf16 matmuls are slow on CPUs without AMX / AVX512-BF16)
+        grid32 = [(m, k, n) for m in (1, 16, 128) for k in (64, 256) for n in (64, 256)]
+        grid16 = [(m, k, n) for m in (16, 128) for k in (64, 256) for n in (64, 256)]
+        sdpa = [(1, 2, T, dh, True) for T in (128, 256) for dh in (32, 64)]
+        return Plan(mm={"fp32": grid32, "bf16": grid16}, bmm=[(8, 128, 32), (2, 512, 32)], bmm_dtype="fp32",
+                    elems=[4096, 65536, 2**20], vector_dtype="fp32", softmax=[2**16], sdpa=sdpa,
                     sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
-                    tiny_ops=1000, budget_s=0.06, warmup=1)
+                    tiny_ops=300, budget_s=0.02, warmup=1)
     grid32 = [(m, k, n) for m in (1, 16, 64, 256, 1024, 4096) for k in (64, 256, 1024, 4096)
               for n in (64, 256, 1024, 4096)]
     grid16 = [(m, k, n) for m in (1, 16, 256, 1024) for k in (64, 256, 1024) for n in (64, 256, 1024)]
@@ -116,9 +119,11 @@ def plan_for(device: str, quick: bool = False) -> Plan:
 
 
 def measure_rows(device: str, *, quick: bool = False, plan: Optional[Plan] = None,
-                 progress: Optional[Callable[[str, int, int], None]] = None) -> list:
+                 progress: Optional[Callable[[str, int, int], None]] = None,
+                 on_row: Optional[Callable[[list], None]] = None) -> list:
     """Measure the microbenchmark rows of ``plan`` (default ``plan_for(device, quick)``).
-    ``progress(what, done, total)`` is called after each row."""
+    ``progress(what, done, total)`` is called after each row; ``on_row(rows)`` with the rows so
+    far after each row measured (to save them as they come)."""
     import torch
 
     plan = plan or plan_for(device, quick)
@@ -135,6 +140,8 @@ def measure_rows(device: str, *, quick: bool = False, plan: Optional[Plan] = Non
                     progress(f"{what}: skipped ({type(err).__name__})", i + 1, len(steps))
             if row is not None:
                 rows.append(row)
+                if on_row is not None:
+                    on_row(rows)
             if progress is not None:
                 progress(what, i + 1, len(steps))
             if device == "cuda":
@@ -271,7 +278,7 @@ def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw):
 def base_profile(device: str, rows: list, name: Optional[str] = None):
     """The built-in profile to fit, with this machine's name, memory size and, where no datasheet
     backs it (CPU, unknown device), peaks raised to what was measured."""
-    from ..costmodel.fit import measured_s
+    from ..costmodel.fit import measured_s, row_dtype
     from ..costmodel.hardware import get_hardware
     from .device import default_hardware
 
@@ -286,7 +293,7 @@ def base_profile(device: str, rows: list, name: Optional[str] = None):
         for r in rows:
             if r.get("op") not in ("mm", "bmm_qk", "bmm_pv") or not measured_s(r):
                 continue
-            dt = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[r["dtype"]]
+            dt = row_dtype(r)
             rate = r["tflops"] * 1e12
             peak[dt] = max(peak[dt], rate)
             if dt == "fp32":
@@ -318,21 +325,36 @@ def sidecar_path(out) -> Path:
     return out.with_name(stem + ".microbench.json")
 
 
+def write_rows(path, env, rows: list, *, quick: bool, complete: bool) -> None:
+    """The raw rows and how they were measured, as JSON at ``path``, written atomically;
+    ``complete`` is False while rows are still being measured."""
+    write_atomic(Path(path), json.dumps({
+        "device": env.device_name, "torch": env.torch, "method": METHOD, "environment": env.model_dump(),
+        "quick": quick, "complete": complete, "rows": rows}, indent=1))
+
+
 def calibrate(device: str, out, *, quick: bool = False, plan: Optional[Plan] = None,
               progress: Optional[Callable[[str, int, int], None]] = None, rows: Optional[list] = None) -> dict:
-    """Measure, fit and write. Returns {"hardware", "path", "rows_path", "rows", "errors", "base",
-    "seconds"}; ``rows`` given skips the measurement (refit of earlier rows)."""
+    """Measure (saving the rows as they come), fit and write. Returns {"hardware", "path",
+    "rows_path", "rows", "errors", "base", "seconds"}; ``rows`` given skips the measurement
+    (refit of earlier rows)."""
     from ..costmodel.fit import fit_profile, row_errors, summarize
 
     t0 = time.perf_counter()
     env = environment(device, "mixed")
+    out = Path(out)
+    rows_path = sidecar_path(out)
     if rows is None:
-        rows = measure_rows(device, quick=quick, plan=plan, progress=progress)
+        def save(so_far: list) -> None:
+            write_rows(rows_path, env, so_far, quick=quick, complete=False)
+
+        rows = measure_rows(device, quick=quick, plan=plan, progress=progress, on_row=save)
+    write_rows(rows_path, env, rows, quick=quick, complete=True)
     fit_rows = [r for r in rows if r.get("op") != "do_bench_check"]
     base, matched = base_profile(device, fit_rows, env.device_name)
     today = _dt.date.today().isoformat()
     source = (f"attncost calibrate{' --quick' if quick else ''} on {env.device_name} ({device}, torch "
-              f"{env.torch}, {today}, {len(fit_rows)} rows, {Path(sidecar_path(out)).name})")
+              f"{env.torch}, {today}, {len(fit_rows)} rows, {rows_path.name})")
     hw = fit_profile(base, fit_rows, source=source)
     errs = {k: summarize(v) for k, v in sorted(row_errors(fit_rows, hw).items())}
     notes = list(hw.notes) + [
@@ -347,20 +369,7 @@ def calibrate(device: str, out, *, quick: bool = False, plan: Optional[Plan] = N
         "name": "calibrated-" + slug(env.device_name),
         "description": f"{env.device_name} ({device}), calibrated {today}" + (" (quick)" if quick else ""),
         "notes": notes})
-    out = Path(out)
-    rows_path = sidecar_path(out)
-    write_atomic(rows_path, json.dumps({
-        "device": env.device_name, "torch": env.torch,
-        "method": "attncost.profiler.harness.measure: median; CUDA events with the L2 flushed before each "
-                  "call; random normal inputs; GB/s count bytes read + written",
-        "environment": env.model_dump(), "quick": quick, "rows": rows}, indent=1))
     hw.save(out)
-    try:  # Hardware.save writes through mkstemp (mode 0600): give it a normal file's mode
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(out, 0o666 & ~mask)
-    except OSError:
-        pass
     return {"hardware": hw, "path": out, "rows_path": rows_path, "rows": rows, "errors": errs,
             "base": matched or base.name, "seconds": time.perf_counter() - t0}
 

@@ -63,7 +63,10 @@ def test_decode_equals_last_token_of_causal_prefill(variant, T):
     """The cache built from T-1 tokens plus one decode step == the causal forward's last token
     (same weights): K/V caches, MLA's absorbed latent cache, DSA's caches, Performer's state."""
     s = shape("decode", T=T)
-    module, _ = build_module(variant, s, PARAMS.get(variant), "cpu", torch.float32)
+    params = PARAMS.get(variant)
+    if variant == "topk":  # its selector picks at most T keys
+        params = {**params, "k": min(params["k"], T)}
+    module, _ = build_module(variant, s, params, "cpu", torch.float32)
     x = torch.randn(s.batch, T, s.d)
     with torch.no_grad():
         full = module.prefill(x)[:, -1:]
@@ -114,20 +117,8 @@ def test_performer_chunked_equals_naive_prefix_sums():
 @pytest.mark.parametrize("T,chunk", [(16, 4), (19, 4), (7, 64), (1, 3)])
 def test_performer_chunked_never_materialises_the_naive_tensor(T, chunk):
     module, x, *_ = _performer(T=T, chunk=chunk, m=8)
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    biggest = []
-
-    class Sizes(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for o in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(o, torch.Tensor):
-                    biggest.append(o.numel())
-            return out
-
-    with torch.no_grad(), Sizes():
-        module(x)
+    with torch.no_grad():
+        biggest = [n for _, _, n in _made_during(lambda: module(x))]
     B, H, dh, m = 2, 2, 8, 8
     if T > 1:
         assert max(biggest) < B * H * T * m * dh
@@ -189,3 +180,119 @@ def test_bad_inputs_raise_the_cost_models_errors():
         build_module("nope", shape(), None, "cpu", torch.float32)
     with pytest.raises(VariantError, match="must be at most T"):
         build_module("linformer", shape(T=8), {"k": 16}, "cpu", torch.float32)
+
+
+def _made_during(fn) -> list:
+    """(dtype, device, elements) of every tensor an op makes while ``fn`` runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    made = []
+
+    class Made(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            made.extend((t.dtype, t.device.type, t.numel()) for t in tree_flatten(out)[0]
+                        if isinstance(t, torch.Tensor))
+            return out
+
+    with Made():
+        fn()
+    return made
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_modules_are_built_in_the_requested_dtype(phase):
+    """bf16 asked: weights, buffers, masks and inputs are made in bf16, never in fp32 first."""
+    for variant in REGISTRY:
+        if phase == "decode" and not REGISTRY[variant].decode:
+            continue
+        s = shape(phase).with_(dtype="bf16")
+        built = []
+        made = _made_during(lambda: built.extend(build_module(variant, s, PARAMS.get(variant), "cpu")))
+        assert made and torch.float32 not in {m[0] for m in made}, variant  # (RoPE's tables start in float64)
+        module, inputs = built
+        tensors = list(module.parameters()) + list(module.buffers()) + list(inputs)
+        assert {t.dtype for t in tensors if t.is_floating_point()} == {torch.bfloat16}, variant
+
+
+def test_modules_are_built_on_the_target_device():
+    """Every variant's weights and tables are made where they will run (here torch's "meta"
+    device, which allocates nothing), in the requested dtype."""
+    from attncost.costmodel.estimate import resolve_params
+    from attncost.profiler.modules import building_on
+
+    before = torch.get_default_dtype()
+    for variant, cls in MODULES.items():
+        s = shape().with_(dtype="fp16")
+        with building_on("meta", torch.float16):
+            module = cls(s, resolve_params(variant, s, PARAMS.get(variant)))
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            assert t.device.type == "meta", (variant, name)
+            assert not t.is_floating_point() or t.dtype == torch.float16, (variant, name)
+    assert torch.get_default_dtype() == before
+    assert torch.empty(1).device.type == "cpu"
+
+
+# -- DSA: queries in blocks ---------------------------------------------------------------------
+DSA_SMALL = {"k": 8, "index_heads": 16, "index_dim": 8}
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_dsa_blocks_give_the_same_output(causal):
+    """Blocks of 5 queries (some before k, one across it, some after) = one block of all T."""
+    s = shape(T=21, causal=causal)
+    whole, (x,) = build_module("dsa", s, {**DSA_SMALL, "chunk": 21}, "cpu", torch.float32)
+    blocks, _ = build_module("dsa", s, {**DSA_SMALL, "chunk": 5}, "cpu", torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(blocks(x), whole(x), atol=1e-5, rtol=1e-5)
+
+
+def test_dsa_decode_equals_last_token_of_a_prefill_in_blocks():
+    s = shape("decode", T=21)
+    module, _ = build_module("dsa", s, {**DSA_SMALL, "chunk": 4}, "cpu", torch.float32)
+    x = torch.randn(s.batch, 21, s.d)
+    with torch.no_grad():
+        full = module.prefill(x)[:, -1:]
+        step = module.decode(x[:, -1:], *module.cache_from(x[:, :-1]))
+    torch.testing.assert_close(step, full, atol=1e-4, rtol=1e-4)
+
+
+def test_dsa_blocks_count_exactly():
+    """fvcore (attncost's handles) counts the cost model's FLOPs exactly, block by block."""
+    from attncost.profiler.counting import crosscheck
+
+    s = Shape(batch=2, T=37, d=48, heads=4, dtype="fp32")
+    r = crosscheck("dsa", s, {**DSA_SMALL, "chunk": 10})
+    assert r.status == "ok" and r.fvcore_skipped == {} and r.differences == []
+    assert r.fvcore == pytest.approx(r.analytic, rel=1e-12)
+
+
+@pytest.mark.parametrize("fields, params", [
+    ((1, 256, True), {}),  # one block
+    ((2, 128, True), {}),
+    ((1, 256, True), {"chunk": 64}),  # four blocks
+    ((2, 192, False), {"chunk": 50}),  # uneven blocks, not causal
+])
+def test_dsa_peak_memory_is_the_cost_models(fields, params):
+    """The module's measured peak (bytes of live tensors, harness.peak_memory) is the cost
+    model's peak activation memory within 10%, and no tensor holds the per-head index scores of
+    more than one block (B x chunk*index_heads x T)."""
+    from attncost.costmodel.estimate import estimate, resolve_params
+    from attncost.costmodel.variants.latent import block_rows
+    from attncost.profiler.harness import peak_memory
+
+    B, T, causal = fields
+    s = Shape(batch=B, T=T, d=64, heads=2, dtype="fp32", causal=causal)
+    p = {**DSA_SMALL, **params}
+    module, (x,) = build_module("dsa", s, p, "cpu")
+    e = estimate("dsa", s, p)
+    with torch.no_grad():
+        measured = peak_memory(lambda: module(x), "cpu")
+        sizes = [n for _, _, n in _made_during(lambda: module(x))]
+    assert measured == pytest.approx(e.activation_bytes_fused, rel=0.10)
+    chunk = block_rows(s, resolve_params("dsa", s, p))
+    assert max(sizes) == B * min(chunk, T) * 16 * T  # one block's scores, never all T*16 rows
+    if chunk < T:
+        assert max(sizes) < B * T * 16 * T
+

@@ -9,8 +9,9 @@ Each case lists its terms; the comments carry the arithmetic.
 
 import pytest
 
-from attncost.costmodel.estimate import estimate, graph
+from attncost.costmodel.estimate import estimate, graph, resolve_params
 from attncost.costmodel.shape import Shape
+from attncost.costmodel.variants.latent import block_rows
 
 S = Shape(batch=1, T=8, d=32, heads=4)
 PROJ = 2 * 8 * 32 * 32  # one d x d projection of 8 tokens: 16,384
@@ -143,3 +144,28 @@ def test_peak_memory_by_hand():
     assert estimate("mha", s).activation_bytes_fused == 2560 * 2  # the math path has nothing fused
     assert estimate("flash", s).activation_bytes_unfused == 2560 * 2
     assert estimate("flash", s).activation_bytes_fused == 2048 * 2
+
+
+def test_dsa_peak_memory_at_32768_by_hand():
+    """B=1, T=32768, d=1024, 16 heads, bf16, default DSA (64 index heads of 128, k=2048, d_c=256,
+    d_r=32): 2^27 // (64*32768 + 2048*288) = 49 queries per block would fit the block budget, but
+    blocks are at most 16, so 16 blocks of 2048 queries. One block's per-head index scores are
+    2048*64*32768 = 2^32 elements (8 GiB in bf16), its ReLU another 8 GiB; the projections, the
+    absorbed queries and the latents add under 1 GiB. All queries at once would hold 2 x 128 GiB."""
+    s = Shape(T=32768, d=1024, heads=16)
+    e = estimate("dsa", s)
+    assert block_rows(s, resolve_params("dsa", s)) == 2048 and e.params["chunk"] is None
+    assert 16 * 2**30 < e.activation_bytes_fused < 17 * 2**30
+    ops = [op.name for op in graph("dsa", s).ops]
+    assert ops.count("index_relu[15]") == 1 and "index_relu[16]" not in ops
+
+
+def test_dsa_chunk_is_checked():
+    from attncost.costmodel.variants import VariantError
+
+    s = Shape(T=4096, d=1024, heads=16)
+    assert estimate("dsa", s, {"chunk": 4}).status == "ok"  # 1024 blocks
+    e = estimate("dsa", s, {"chunk": 3})
+    assert e.status == "n/a" and "at least 4" in e.reason
+    with pytest.raises(VariantError, match="dsa.chunk=3"):
+        resolve_params("dsa", s, {"chunk": 3})

@@ -15,6 +15,7 @@ that fvcore's and FlopCounterMode's counts can be checked against the analytic o
 - train: as prefill, with gradients on the weights and on x: run forward then backward.
 """
 
+import contextlib
 from typing import Optional, Union
 
 from ...costmodel.estimate import graph as _graph, resolve_params
@@ -25,7 +26,7 @@ from .base import BACKENDS, AttentionModule, resolve_dtype
 
 MODULES = {**exact.MODULES, **latent.MODULES, **lowrank.MODULES, **learned.MODULES}
 
-__all__ = ["build_module", "AttentionModule", "MODULES", "BACKENDS"]
+__all__ = ["build_module", "building_on", "AttentionModule", "MODULES", "BACKENDS"]
 
 
 def build_module(variant: str, shape: Shape, params: Union[Params, dict, None] = None, device="cpu",
@@ -49,21 +50,21 @@ def build_module(variant: str, shape: Shape, params: Union[Params, dict, None] =
         raise VariantError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     dtype = resolve_dtype(dtype, shape)
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[]):
+    rng_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), building_on(device, dtype):
         if seed is not None:
             torch.manual_seed(seed)
         module = MODULES[variant](shape, params, backend)
-        module.to(device=device, dtype=dtype)
+        module.to(device=device, dtype=dtype)  # a no-op but for tables made elsewhere
         module.graph = g
         train = shape.phase == "train"
         module.requires_grad_(train)
         module.train(train)
-        tokens = shape.tokens
         gen = torch.Generator(device=device)
         gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-        x = torch.randn(shape.batch, tokens, shape.d, device=device, dtype=dtype, generator=gen)
+        x = torch.randn(shape.batch, shape.tokens, shape.d, generator=gen)
         if shape.phase == "decode":
-            past = torch.randn(shape.batch, shape.T - 1, shape.d, device=device, dtype=dtype, generator=gen)
+            past = torch.randn(shape.batch, shape.T - 1, shape.d, generator=gen)
             with torch.no_grad():
                 cache = module.cache_from(past)
             del past
@@ -71,3 +72,19 @@ def build_module(variant: str, shape: Shape, params: Union[Params, dict, None] =
         else:
             inputs = (x.requires_grad_(train),)
     return module, inputs
+
+
+@contextlib.contextmanager
+def building_on(device, dtype):
+    """Tensors made inside (weights, masks, tables, inputs) are made on ``device`` in ``dtype``
+    (floating point ones; torch's default device and dtype, restored on exit), so that nothing is
+    built on the CPU in fp32 and then copied."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)

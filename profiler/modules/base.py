@@ -138,13 +138,15 @@ class Rope(nn.Module):
         super().__init__()
         self.dim, self.half = dim, dim // 2
         h = self.half
-        inv = 1.0 / (base ** (torch.arange(h, dtype=torch.float64) * 2 / max(1, dim)))
-        ang = torch.arange(positions, dtype=torch.float64)[:, None] * inv[None, :]
+        f64 = dict(dtype=torch.float64, device="cpu")  # tables in double precision (MPS has no float64)
+        inv = 1.0 / (base ** (torch.arange(h, **f64) * 2 / max(1, dim)))
+        ang = torch.arange(positions, **f64)[:, None] * inv[None, :]
         cos, sin = ang.cos(), ang.sin()
-        one = torch.ones(positions, dim - 2 * h, dtype=torch.float64)
+        one = torch.ones(positions, dim - 2 * h, **f64)
         zero = torch.zeros_like(one)
-        self.register_buffer("cos", torch.cat([cos, cos, one], -1).float(), persistent=False)
-        self.register_buffer("sin", torch.cat([-sin, sin, zero], -1).float(), persistent=False)
+        at = dict(device=torch.get_default_device(), dtype=torch.get_default_dtype())  # where modules are built
+        self.register_buffer("cos", torch.cat([cos, cos, one], -1).to(**at), persistent=False)
+        self.register_buffer("sin", torch.cat([-sin, sin, zero], -1).to(**at), persistent=False)
 
     def forward(self, x: torch.Tensor, start: int, heads: bool) -> torch.Tensor:
         """x: (B, L, [heads,] dim) at positions start .. start+L-1."""

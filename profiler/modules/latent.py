@@ -13,11 +13,15 @@ token. The flash backend rejects the unequal score and value dims here too.
 
 DSA: the lightning indexer I(t, s) = sum_j w(t, j) ReLU(q(t, j) . k(s)) scores every key, the
 causal mask hides future keys, top-k keeps k of them, and MLA in its absorbed (MQA) form attends
-over the kept latents. A query t < k has only t+1 valid keys, and all of them are kept: for those
-first k queries the module runs causal MLA over the first k latents in one SDPA (counted as k^2/2
-pairs, the fused-causal convention); the later queries gather their k latents and attend densely.
-Together that is the cost model's T*k - k^2/2 pairs, the number of (query, key) pairs a sparse
-kernel that skips invalid indices computes.
+over the kept latents. The queries go in blocks of ``chunk`` rows (``query_blocks``), so the
+per-head scores exist for one block at a time (B x chunk*index_heads x T, not B x T*index_heads x T):
+each block scores, masks, keeps its top k, gathers its kept latents and attends over them. A query
+t < k has only t+1 valid keys, and all of them are kept: for those first k queries the module
+runs causal MLA over the first k latents in one SDPA (counted as k^2/2 pairs, the fused-causal
+convention); the later queries attend densely over their k gathered latents. Together that is
+the cost model's T*k - k^2/2 pairs, the number of (query, key) pairs a sparse kernel that skips
+invalid indices computes. Each step is a method, so that its temporaries are freed as it returns,
+when the cost model's graph frees them.
 """
 
 import math
@@ -26,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...costmodel.variants.latent import block_rows, query_blocks
 from .base import AttentionModule, Rope, linear, uniform_, write_slot
 
 
@@ -121,63 +126,97 @@ class MLA(AttentionModule):
 
 class DSA(MLA):
     variant = "dsa"
-    notes = ("queries t < k keep every previous key: one causal SDPA over the first k latents; later "
-             "queries gather their k latents",)
+    notes = ("queries in blocks of `chunk`: each block scores, selects, gathers its kept latents and "
+             "attends; queries t < k keep every previous key: one causal SDPA over the first k latents",)
 
     def __init__(self, shape, params, backend="auto"):
         super().__init__(shape, params, backend)
         d = self.d
         self.Hi, self.di = params.index_heads, params.index_dim
         self.keys = min(params.k, self.T)
+        self.chunk = block_rows(shape, params)
         self.index_q = linear(self.dq or d, self.Hi * self.di)
         self.index_k = linear(d, self.di)
         self.index_w = linear(d, self.Hi)
         if self.phase != "decode" and self.causal:
             self.causal_mask()
 
-    def _index(self, c_q, x, ki):
-        """Indexer scores (B, L, T) of L queries against the keys ki (B, T, d_i)."""
-        B, L = x.shape[:2]
-        T = ki.shape[1]
+    def _index(self, inputs: list):
+        """Indexer scores (B, L, S) of L queries: ``inputs`` = [c_q (B, L, d_c'), wi (B, L, Hi),
+        ki (B, S, d_i)], the queries' latents and weights and the keys. Per-head ReLU scores
+        (B, L*Hi, S), summed with the weights. The list is emptied and each tensor let go after
+        its last read, so that one the caller no longer holds is freed there."""
+        c_q, wi, ki = inputs
+        inputs.clear()
+        B, L = c_q.shape[:2]
+        S = ki.shape[1]
         qi = self.index_q(c_q).view(B, L * self.Hi, self.di)
-        s = torch.relu(torch.matmul(qi, ki.transpose(1, 2)))  # (B, L*Hi, T)
-        w = self.index_w(x).view(B * L, 1, self.Hi)
-        return torch.matmul(w, s.view(B * L, self.Hi, T)).view(B, L, T)
+        del c_q
+        s = torch.matmul(qi, ki.transpose(1, 2))
+        del qi, ki
+        s = torch.relu(s)
+        return torch.matmul(wi.reshape(B * L, 1, self.Hi), s.view(B * L, self.Hi, S)).view(B, L, S)
 
     def _sparse(self, q_lat, ckv, idx):
         """Absorbed MLA of q_lat (B, L, H, C) over the latents ckv (B, T, C) that idx (B, L, k) keeps:
-        gather them (data movement), then one SDPA per query over its own k latents."""
+        gather them (data movement; straight from ckv, so that the backward scatters into a
+        tensor of ckv's size), then one SDPA per query over its own k latents."""
         B, L = q_lat.shape[:2]
-        T, C = self.T, self.dc + self.dr
-        g = torch.gather(ckv[:, None].expand(B, L, T, C), 2, idx[..., None].expand(B, L, self.keys, C))
-        return self._mqa(q_lat, g)  # (B, L, H, d_c)
+        n, C = L * self.keys, self.dc + self.dr
+        kept = torch.gather(ckv, 1, idx.reshape(B, n, 1).expand(B, n, C)).view(B, L, self.keys, C)
+        return self._mqa(q_lat, kept)  # (B, L, H, d_c)
 
-    def prefill(self, x):
+    def _prepare(self, x) -> dict:
+        """What the blocks read: absorbed queries, latents, query latents, indexer keys and weights."""
         q, c_q = self._queries(x, 0)
         ckv = self._latent(x, 0)
-        si = self._index(c_q, x, self.index_k(x))
+        ki, wi = self.index_k(x), self.index_w(x)
+        return {"q_lat": self._absorb_q(q), "ckv": ckv, "c_q": c_q, "ki": ki, "wi": wi}
+
+    def _block(self, start, stop, early, st: dict, last: bool):
+        """Queries start..stop-1: indexer scores, mask, top-k; the part of the output of those
+        from ``early`` on (None if none is). The last block takes the indexer's inputs out of
+        ``st``, so that each is freed after its last read, as the cost model's graph has it."""
+        take = st.pop if last else st.get
+        si = self._index([take("c_q")[:, start:stop], take("wi")[:, start:stop], take("ki")])
         if self.causal:
-            si = si.masked_fill(self.causal_mask(), float("-inf"))
+            si = si.masked_fill(self.causal_mask()[start:stop], float("-inf"))
         idx = torch.topk(si, self.keys, dim=-1).indices
-        q_lat = self._absorb_q(q)
-        if not self.causal:
-            return self.o_proj(self._absorb_out(self._sparse(q_lat, ckv, idx)))
-        e = self.keys
-        if self.T <= e:
+        del si
+        first = max(start, early)
+        if first >= stop:
             self.keep(idx)  # every key is kept: the indices are computed (as DSA does), not needed
-        early = self.sdpa(q_lat[:, :e].transpose(1, 2), ckv[:, None, :e], ckv[:, None, :e, :self.dc],
-                          is_causal=True, scale=self.scale, enable_gqa=self.H > 1)  # (B, H, e, d_c)
-        parts = [early.transpose(1, 2)]
-        if self.T > e:
-            parts.append(self._sparse(q_lat[:, e:], ckv, idx[:, e:]))
-        return self.o_proj(self._absorb_out(torch.cat(parts, 1)))
+            return None
+        return self._sparse(st["q_lat"][:, first:stop], st["ckv"], idx[:, first - start:])
+
+    def _attend(self, st: dict):
+        """The latent output (B, T, H, d_c): the first k queries at once, then block by block;
+        ``st`` (from ``_prepare``) is emptied on the way."""
+        parts, early = [], 0
+        if self.causal:
+            e = early = self.keys
+            q_lat, ckv = st["q_lat"], st["ckv"]
+            parts.append(self.sdpa(q_lat[:, :e].transpose(1, 2), ckv[:, None, :e], ckv[:, None, :e, :self.dc],
+                                   is_causal=True, scale=self.scale, enable_gqa=self.H > 1).transpose(1, 2))
+            del q_lat, ckv
+        blocks = query_blocks(self.T, self.chunk)
+        for n, (start, stop) in enumerate(blocks):
+            part = self._block(start, stop, early, st, n == len(blocks) - 1)
+            if part is not None:
+                parts.append(part)
+        st.clear()
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+
+    def prefill(self, x):
+        return self.o_proj(self._absorb_out(self._attend(self._prepare(x))))
 
     def decode(self, x, cache, index_cache):
         """x (B, 1, d); cache (B, T, d_c + d_r) and index_cache (B, T, d_i), slot T-1 for x."""
         q, c_q = self._queries(x, self.T - 1)
         write_slot(cache, 1, self.T - 1, self._latent(x, self.T - 1))
         write_slot(index_cache, 1, self.T - 1, self.index_k(x))
-        idx = torch.topk(self._index(c_q, x, index_cache), self.keys, dim=-1).indices
+        si = self._index([c_q, self.index_w(x), index_cache])
+        idx = torch.topk(si, self.keys, dim=-1).indices
         return self.o_proj(self._absorb_out(self._sparse(self._absorb_q(q), cache, idx)))
 
     def cache_from(self, x_past):
