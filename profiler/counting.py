@@ -334,9 +334,9 @@ def _modes():
     import torch
     import torch.nn.functional as F
     from torch.overrides import TorchFunctionMode
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from .dispatch import Recorder
 
-    class OpRecorder(TorchDispatchMode):
+    class OpRecorder(Recorder):
         def __init__(self):
             super().__init__()
             self.ops: Counter = Counter()

@@ -370,9 +370,9 @@ def math_upcasts(dtype: str) -> bool:
 def _math_probe(dtype: str, reduction_allowed: Optional[bool]) -> bool:
     import torch
     import torch.nn.functional as F
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from .dispatch import Recorder
 
-    class BmmDtypes(TorchDispatchMode):
+    class BmmDtypes(Recorder):
         def __init__(self) -> None:
             super().__init__()
             self.seen: set = set()

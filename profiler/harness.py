@@ -186,10 +186,10 @@ def peak_memory(fn: Callable[[], object], device: str) -> Optional[int]:
 
 def _live_bytes_mode():
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from .dispatch import Recorder
     from torch.utils._pytree import tree_flatten
 
-    class LiveBytes(TorchDispatchMode):
+    class LiveBytes(Recorder):
         """Peak of the bytes held by tensor storages that ops create while the mode is on."""
 
         def __init__(self) -> None:
