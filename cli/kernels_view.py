@@ -1,0 +1,90 @@
+"""`attncost predict ... --kernels VARIANT`: inside one prediction, a row per kernel (and per
+host-only op, where a graph carries them): its ops, kind (``costmodel.opkinds``), FLOPs, bytes,
+predicted device time, what bounds it, and whether it runs on the device or the host. No torch."""
+
+import json
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..costmodel.analysis import analyse
+from ..costmodel.estimate import graph, resolve_params
+from ..costmodel.opkinds import VIEW, graph_kind
+from ..costmodel.shape import Shape
+from ..costmodel.timing import predict
+from ..costmodel.variants import VariantError
+from ..reports.fmt import flops, ms, nbytes, pct
+from .errors import fail
+from .options import parse_variants
+
+WIDTH = 100  # the table fits this many columns
+console = Console(highlight=False, width=None if Console().is_terminal else WIDTH)
+
+# KernelTime.bound of a kernel timed alone on the device (no host): its fixed latency outweighs its work
+_DEVICE_BOUND = {"overhead": "latency"}
+
+
+def kernel_rows(variant: str, shape: Shape, params, hw) -> tuple:
+    """(rows, totals, params) of ``variant`` at ``shape`` on ``hw``: a dict per kernel in launch
+    order, the layer's times (``timing.predict``: eager, with the device time of every kernel summed as
+    ``device_s``). Each row's ``time_s`` is the kernel's own device time (latency + work), so the
+    rows sum to ``device_s``; and the resolved parameters. VariantError where the variant does not apply."""
+    p = resolve_params(variant, shape, params)
+    kernels = analyse(graph(variant, shape, p)).kernels
+    device = predict(kernels, hw, shape.dtype, mode="device")
+    eager = predict(kernels, hw, shape.dtype)
+    rows = []
+    for i, (k, t) in enumerate(zip(kernels, device.per_kernel)):
+        kind = graph_kind(k)
+        rows.append({"index": i, "op": k.name, "ops": [o.name for o in k.ops], "kind": kind, "flops": k.flops,
+                     "bytes": k.bytes, "time_s": t.time_s, "bound": _DEVICE_BOUND.get(t.bound, t.bound),
+                     "where": "host" if kind == VIEW else "device"})
+    totals = {"time_s": eager.time_s, "device_s": eager.device_s, "host_s": eager.host_s, "mode": eager.mode,
+              "bound": eager.bound, "backend": eager.backend, "kernels": len(kernels)}
+    return rows, totals, p
+
+
+def kernels_report(text: str, shapes: list, params: dict, hw, as_json: bool) -> None:
+    """The command's --kernels branch: one variant at one shape, as a table or JSON."""
+    names = parse_variants(text, "--kernels")
+    if len(names) != 1:
+        raise fail("--kernels takes one variant")
+    if len(shapes) != 1:
+        raise fail("--kernels takes one --T and one --d")
+    variant, shape = names[0], shapes[0]
+    try:
+        rows, totals, p = kernel_rows(variant, shape, params.get(variant), hw)
+    except VariantError as err:
+        raise fail(f"--kernels {variant}: {err}")
+    if as_json:
+        print(json.dumps({"variant": variant, "params": p.model_dump(), "shape": shape.model_dump(),
+                          "hardware": hw.name, "totals": totals, "rows": rows}, indent=1, allow_nan=False))
+        return
+    _print(variant, shape, hw, rows, totals)
+
+
+def _op_text(row: dict) -> str:
+    ops = row["ops"]
+    return row["op"] if ops == [row["op"]] else f"{row['op']}: {'+'.join(ops)}"
+
+
+def _print(variant: str, shape: Shape, hw, rows: list, totals: dict) -> None:
+    device_s = totals["device_s"]
+    t = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False, padding=(0, 1),
+              title=f"{variant} · {shape.phase} · batch {shape.batch} · T {shape.T:,} · d {shape.d:,} · "
+                    f"{shape.heads} heads · {shape.dtype} · {hw.name}")
+    for col in ("#", "op", "kind", "FLOPs", "bytes", "ms", "%", "bound", "on"):
+        left = col in ("op", "kind", "bound", "on")
+        t.add_column(col, justify="left" if left else "right", no_wrap=True,
+                     max_width=20 if col == "op" else None, overflow="ellipsis")
+    for r in rows:
+        t.add_row(str(r["index"]), escape(_op_text(r)), r["kind"], flops(r["flops"]), nbytes(r["bytes"]),
+                  ms(r["time_s"], unit=False), pct(r["time_s"] / device_s if device_s else None, signed=False),
+                  r["bound"], r["where"])
+    console.print(t)
+    console.print(f"device {ms(device_s)} (the rows' sum) · host {ms(totals['host_s'])} issuing "
+                  f"{totals['kernels']} kernels · layer {ms(totals['time_s'])} eager, {totals['bound']}-bound")
+    console.print("[dim]ms: each kernel's device time (fixed latency + its work, compute or memory, whichever "
+                  "is longer); eager, the host issues each kernel and a kernel may wait for it.[/]")
