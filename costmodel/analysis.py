@@ -24,7 +24,7 @@ class Kernel:
     """One launch: its ops, FLOPs and the bytes it moves through device memory."""
 
     name: str
-    kind: str  # "matmul" (one matmul), "attention" (fused matmuls + softmax), "vector", "copy"
+    kind: str  # "matmul" (one matmul), "attention" (fused matmuls + softmax), "vector", "copy", "view" (host only)
     flops: float
     flops_matmul: float
     bytes: float
@@ -84,7 +84,7 @@ def analyse(g: Graph) -> Analysis:
     kernels = []
     for name, (_, kops, outside, written, flops, fm) in groups.items():
         if len(kops) == 1:
-            kind = "matmul" if kops[0].kind == "matmul" else "copy" if kops[0].kind == "copy" else "vector"
+            kind = kops[0].kind if kops[0].kind in ("matmul", "copy", "view") else "vector"
         else:
             kind = _kind(kops, fm)
         for r in outside:
@@ -155,6 +155,9 @@ def add_backward(g: Graph) -> None:
             for f in forward:
                 if f.kernel == op.kernel and f.recompute:
                     recomputed[f.out] = _recompute(g, f, bk, recomputed)
+        if op.kind == "view":  # autograd's backward of a view is a view of the gradient
+            g.views(f"grad_{op.name}", int(op.elems), op.part)
+            continue
         partial = grads.pop(op.out, None)
         if not partial:
             continue

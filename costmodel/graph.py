@@ -127,6 +127,14 @@ class Graph:
                            0.0, tuple(reads), name, kernel or name, out_elems, None, fn, recompute, 1.0, elems))
         return name
 
+    def views(self, name: str, count: int = 1, part: Part = "other") -> str:
+        """``count`` host-only ops (views, transposes, reshapes that alias, expands): no kernel, no
+        bytes, only the host time of issuing them in eager mode. One op stands for all ``count``."""
+        self._add(name, 0.0, "act")
+        self.ops.append(Op(name, "view", part, 0.0, 0.0, (), name, name, 0.0, None, None, False, 1.0,
+                           float(count)))
+        return name
+
     # -- derived sizes -------------------------------------------------------------------
     def op_bytes(self, op: Op) -> tuple:
         """(bytes read, bytes written) of one op run on its own."""

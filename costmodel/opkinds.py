@@ -138,13 +138,13 @@ class OpSummary:
     views: int = 0
     other: dict = field(default_factory=dict)
 
-    def add(self, kind: str, nbytes: float = 0.0, name: str = "") -> None:
-        """Count one op of ``kind`` moving ``nbytes`` (a view moves none)."""
+    def add(self, kind: str, nbytes: float = 0.0, name: str = "", count: int = 1) -> None:
+        """Count ``count`` ops of ``kind`` moving ``nbytes`` in all (a view moves none)."""
         if kind == VIEW:
-            self.views += 1
+            self.views += count
             return
         total = self.kernels.setdefault(kind, KindTotal())
-        total.count += 1
+        total.count += count
         total.bytes += nbytes
         if kind == OTHER:
             self.other[name] = self.other.get(name, 0) + 1
@@ -164,7 +164,10 @@ def graph_summary(g: Graph) -> OpSummary:
     out = OpSummary()
     for k in analyse(g).kernels:
         kind = graph_kind(k)
-        out.add(kind, 0.0 if kind == VIEW else k.bytes, k.name)
+        if kind == VIEW:
+            out.add(VIEW, count=int(k.ops[0].elems))
+        else:
+            out.add(kind, k.bytes, k.name)
     return out
 
 

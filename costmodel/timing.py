@@ -119,7 +119,7 @@ class CompiledProfile:
     """A profile's numbers for one dtype and attention backend as plain floats, which the
     predictor's inner loop reads instead of the pydantic fields."""
 
-    __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "host_op", "host_mm")
+    __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "host_op", "host_mm", "host_view")
 
     def __init__(self, hw: Hardware, dtype: str, backend: Optional[str]):
         if dtype not in hw.peak_flops:
@@ -134,6 +134,7 @@ class CompiledProfile:
         # op kind -> (latency, bandwidth), for the kinds the profile knows apart
         self.kinds = {k: (hw.op_latency(k), bw * hw.op_eff(k)) for k in {*hw.vector_eff, *hw.vector_latency}}
         self.host_op, self.host_mm = hw.launch_overhead_s, hw.host_matmul_s
+        self.host_view = hw.view_overhead_s or 0.0
 
 
 def compiled(hw: Hardware, dtype: str, backend: Optional[str] = None) -> CompiledProfile:
@@ -182,6 +183,8 @@ def kernel_s(parts: tuple) -> float:
 
 def _kernel_parts(c: CompiledProfile, k) -> tuple:
     kind = k.kind
+    if kind == "view":  # host-only ops: no device time, the host issues each of them
+        return 0.0, 0.0, 0.0, c.host_view * k.ops[0].elems
     if kind == "matmul":
         b, m, kk, n = k.ops[0].mm
         return matmul_parts(c.mm, b, m, kk, n, k.flops, k.bytes) + (c.host_mm,)
