@@ -8,8 +8,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..costmodel.units import DTYPES, GIGA
+from ..costmodel.units import DTYPES, GIGA, KV_DTYPES, WEIGHT_DTYPES
 from ..reports.fmt import bandwidth, nbytes, pct, sig
+from .errors import fail
 from .options import check_choice, check_params, load_model, make_shape, parse_params, parse_T, parse_variants
 
 console = Console(highlight=False, width=None if Console().is_terminal else 160)
@@ -19,7 +20,8 @@ COMPONENT_LABELS = {"attention_core": "attention core", "attention_proj": "atten
 
 
 def run(model: str, T: str, batch: int, dtype: str, variants: Optional[str], param: Optional[list],
-        hw, as_json: bool, logits: str = "all") -> None:
+        hw, as_json: bool, logits: str = "all", weights_dtype: Optional[str] = None,
+        kv_dtype: Optional[str] = None) -> None:
     """Evaluate and print (table or JSON) the whole model for each T and variant."""
     from ..costmodel.model_cost import default_variants, predict_model
     from ..costmodel.model_graphs import LOGITS
@@ -28,6 +30,7 @@ def run(model: str, T: str, batch: int, dtype: str, variants: Optional[str], par
     Ts = parse_T(T)
     check_choice(dtype, DTYPES, "--dtype")
     check_choice(logits, LOGITS, "--logits")
+    _check_precision(dtype, weights_dtype, kv_dtype, hw)
     names = default_variants(cfg) if variants is None else parse_variants(variants)
     params = parse_params(param)
     for t in Ts:  # the shape and explicit parameters must be valid (exit 2 naming the flag)
@@ -35,12 +38,27 @@ def run(model: str, T: str, batch: int, dtype: str, variants: Optional[str], par
         for v, p in params.items():
             check_params(v, cfg.variant_params(v, p), s)
     results = [predict_model(cfg, T=t, batch=batch, dtype=dtype, variant=v, params=params.get(v), hardware=hw,
-                             logits=logits) for t in Ts for v in names]
+                             logits=logits, weights_dtype=weights_dtype, kv_dtype=kv_dtype) for t in Ts for v in names]
     if as_json:
         print(json.dumps({"model": cfg.model_dump(), "hardware": hw.model_dump(),
                           "results": [r.as_dict() for r in results]}, indent=1))
         return
     _print(cfg, results, hw)
+
+
+def _check_precision(dtype: str, weights: Optional[str], kv: Optional[str], hw) -> None:
+    """--weights-dtype and --kv-dtype: known names the hardware can run, or exit 2 naming the flag."""
+    from ..costmodel.model_precision import Precision, PrecisionError, check
+
+    if weights is not None:
+        check_choice(weights, WEIGHT_DTYPES, "--weights-dtype")
+    if kv is not None:
+        check_choice(kv, KV_DTYPES, "--kv-dtype")
+    try:
+        check(Precision.of(dtype, weights, kv), hw)
+    except PrecisionError as err:
+        flag = "--weights-dtype" if weights == "fp8" else "--kv-dtype"
+        raise fail(f"{flag} fp8: {err}")
 
 
 # -- presentation ------------------------------------------------------------------------------
@@ -60,6 +78,7 @@ def _print(cfg, results, hw) -> None:
     moe = (f", MoE {cfg.moe.routed_experts} routed + {cfg.moe.shared_experts} shared experts, "
            f"{cfg.moe.active_experts} active, width {cfg.moe.expert_hidden}") if cfg.moe else ""
     kv = f" ({cfg.kv_heads} KV)" if cfg.kv_heads else ""
+    kv += f", head dim {cfg.head_dim}" if cfg.head_dim else ""
     console.print(
         f"[bold]{cfg.name}[/]: {cfg.layers} layers, d {cfg.d}, {cfg.heads} heads{kv}, "
         f"{cfg.mlp} MLP {cfg.mlp_hidden}{moe}, vocab {cfg.vocab:,}, {cfg.positions} positions, "
@@ -70,7 +89,9 @@ def _print(cfg, results, hw) -> None:
         pub.append(f"published {_count(cfg.published_params)}")
     if cfg.published_active_params:
         pub.append(f"{_count(cfg.published_active_params)} active")
-    console.print(f"batch {first.batch} · {first.dtype} · {hw.name} ({hw.description}, "
+    stored = "" if (first.weights_dtype, first.kv_dtype) == (first.dtype, first.dtype) else (
+        f" (weights {first.weights_dtype}, KV cache {first.kv_dtype})")
+    console.print(f"batch {first.batch} · {first.dtype}{stored} · {hw.name} ({hw.description}, "
                   f"{nbytes(hw.mem_bytes)}, {bandwidth(hw.mem_bandwidth)})"
                   + (f" · parameters {', '.join(pub)}" if pub else ""))
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, padding=(0, 1))
@@ -80,6 +101,7 @@ def _print(cfg, results, hw) -> None:
     for c in cols:
         table.add_column(c, justify="left" if c in ("variant", "bound", "decode\nbound") else "right", no_wrap=True)
     notes: dict = {}
+    model_notes = {n for r in results if r.variant == cfg.attention for n in r.notes} | set(cfg.notes)
     last_T = None
     for r in results:
         if last_T is not None and r.T != last_T:
@@ -90,8 +112,9 @@ def _print(cfg, results, hw) -> None:
             table.add_row(f"{r.T:,}", name, *["–"] * 13, "[dim]n/a[/]")
             notes[f"{r.variant}: {r.reason}"] = None
             continue
-        for n in r.notes:
-            notes[n if r.variant == cfg.attention or "exceeds" in n or "MoE" in n else f"{r.variant}: {n}"] = None
+        for n in r.notes:  # the model's own notes once, a swapped variant's with its name
+            own = r.variant == cfg.attention or n in model_notes or "exceeds" in n or "MoE" in n
+            notes[n if own else f"{r.variant}: {n}"] = None
         if r.decode_reason:
             notes[f"{r.variant}: decode n/a: {r.decode_reason}"] = None
         pre, dec = r.prefill, r.decode
@@ -112,6 +135,8 @@ def _print(cfg, results, hw) -> None:
     native = [r for r in results if r.variant == cfg.attention and r.status == "ok"]
     for r in native:
         _print_components(r)
+        if len(r.prefill.per_layer) > 1:
+            _print_layers(r)
     console.print(
         "[dim]params: total (active per token, MoE). Shares are of prefill FLOPs; TTFT = predicted time of "
         f"the prefill of T tokens x batch (PyTorch eager), with the LM head over "
@@ -152,3 +177,21 @@ def _print_components(r) -> None:
                   f"{nbytes(pre.activation_bytes)}; total {nbytes(r.memory_bytes)} of {nbytes(r.mem_bytes)}"
                   f"{'' if r.fits is None or r.fits else ' [bold red]does not fit[/]'}. GFLOP/layer: "
                   f"{pre.per_layer[-1]['kind']} layer.[/]")
+
+
+def _print_layers(r) -> None:
+    """One row per group of layers that cost the same: Gemma's local and global attention,
+    DeepSeek's dense and MoE layers."""
+    t = Table(title=f"{r.model} · {r.variant} · T {r.T:,}: by kind of layer (one layer each)", title_justify="left",
+              box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, padding=(0, 1))
+    for c in ("layers", "MLP", "attention", "window", "KV cache", "GFLOP", "prefill ms", "decode ms"):
+        t.add_column(c, justify="left" if c in ("MLP", "attention") else "right", no_wrap=True)
+    decode = {(lay["kind"], lay["attention"], lay["variant"]): lay for lay in (r.decode.per_layer if r.decode else [])}
+    for lay in r.prefill.per_layer:
+        dec = decode.get((lay["kind"], lay["attention"], lay["variant"]))
+        t.add_row(f"{lay['count']}", lay["kind"], f"{lay['variant']} {lay['attention'] or ''}".strip(),
+                  f"{lay['window']:,}" if lay["window"] else "–", nbytes(lay["kv_cache_bytes"]),
+                  sig(sum(lay["flops"].values()) / GIGA),
+                  sig(sum(lay["time_s"].values()) * 1e3) if "time_s" in lay else "–",
+                  sig(sum(dec["time_s"].values()) * 1e3) if dec and "time_s" in dec else "–")
+    console.print(t)

@@ -31,10 +31,11 @@ from .model_graphs import LOGITS, Logits
 from .model_memory import max_batch_fitting, max_T_fitting, memory_bytes
 from .model_params import ParamCount, count_params
 from .model_pass import COMPONENTS, PassCost, forward_pass
+from .model_precision import Precision, PrecisionError, check
 from .model_presets import get_model
 from .model_spec import ModelConfig, attention_shape
 from .shape import Shape
-from .units import Dtype
+from .units import DEQUANT_OPS, Dtype, WEIGHT_ONLY
 from .variants import REGISTRY, VariantError
 
 
@@ -45,7 +46,8 @@ class ModelEstimate:
     prefill: the forward pass over T tokens of ``batch`` sequences (its time is the time to first
     token); decode: one new token per sequence against a cache of T (None if the variant has no
     decode path). Times need a hardware profile; fits / max_T_fitting / max_batch_fitting its
-    memory size.
+    memory size. ``dtype`` is the compute dtype; ``weights_dtype`` and ``kv_dtype`` what the
+    linear layers' weights and the KV cache are stored in (``model_precision``).
     """
 
     model: str
@@ -54,6 +56,8 @@ class ModelEstimate:
     T: int
     batch: int
     dtype: Dtype
+    weights_dtype: str = ""
+    kv_dtype: str = ""
     hardware: Optional[str] = None
     status: str = "ok"  # ok | n/a
     reason: Optional[str] = None
@@ -92,7 +96,8 @@ class ModelEstimate:
         pre, dec = self.prefill, self.decode
         out = {
             "model": self.model, "variant": self.variant, "params": self.params, "T": self.T,
-            "batch": self.batch, "dtype": self.dtype, "hardware": self.hardware, "status": self.status,
+            "batch": self.batch, "dtype": self.dtype, "weights_dtype": self.weights_dtype,
+            "kv_dtype": self.kv_dtype, "hardware": self.hardware, "status": self.status,
             "reason": self.reason, "notes": self.notes, "context": self.context, "logits": self.logits,
             "param_count": self.param_count, "param_count_active": self.param_count_active,
             "params_by_component": self.params_by_component, "weights_bytes": self.weights_bytes,
@@ -141,13 +146,18 @@ def _shares(pc: Optional[PassCost]) -> Optional[dict]:
 
 def predict_model(model, *, T: int, batch: int = 1, dtype: Dtype = "bf16", variant: Optional[str] = None,
                   params: Optional[dict] = None, hardware: Optional[Hardware] = None, search: bool = True,
-                  mode: str = "eager", logits: Logits = "all") -> ModelEstimate:
-    """The whole model (a preset name, a JSON path or a ModelConfig) with attention ``variant``
-    (default: its native one) at T tokens and ``batch`` sequences: parameters, weights and KV-cache
-    memory, prefill (time to first token) and one decode step (tokens/s), FLOPs and time by
-    component; with a hardware profile, what fits its memory (``search``: the largest T and
-    batch). A variant that does not apply gets status "n/a" with the reason.
+                  mode: str = "eager", logits: Logits = "all", weights_dtype: Optional[str] = None,
+                  kv_dtype: Optional[str] = None) -> ModelEstimate:
+    """The whole model (a preset name, a config.json or JSON path, or a ModelConfig) with attention
+    ``variant`` (default: its native one, layer by layer) at T tokens and ``batch`` sequences:
+    parameters, weights and KV-cache memory, prefill (time to first token) and one decode step
+    (tokens/s), FLOPs and time by component and by group of layers; with a hardware profile, what
+    fits its memory (``search``: the largest T and batch). A variant that does not apply gets
+    status "n/a" with the reason.
 
+    ``dtype``: activations and compute; ``weights_dtype`` (default: the checkpoint's, where its
+    config is quantised and the hardware runs it, else ``dtype``) and ``kv_dtype`` (default
+    ``dtype``): see ``model_precision``; PrecisionError where the hardware cannot run them.
     ``mode``: "eager" (PyTorch eager, host time per kernel) or "device" (see ``timing.predict``);
     ``logits``: the prefill's LM head over "all" T tokens (a forward pass, the default) or the
     "last" token of each sequence (what generation keeps; less time and activation memory)."""
@@ -157,63 +167,110 @@ def predict_model(model, *, T: int, batch: int = 1, dtype: Dtype = "bf16", varia
     variant = variant or cfg.attention
     if variant not in REGISTRY:
         raise VariantError(f"unknown variant {variant!r}: choose from {', '.join(REGISTRY)}")
+    prec, prec_notes = _precision(cfg, dtype, weights_dtype, kv_dtype, hardware)
+    swapped = None if variant == cfg.attention else variant  # None: every layer's own attention
     extra = cfg.variant_params(variant, params)
     s = attention_shape(cfg, T, batch, dtype, "prefill")
     out = ModelEstimate(model=cfg.name, variant=variant, params=dict(extra), T=T, batch=batch, dtype=dtype,
-                        hardware=getattr(hardware, "name", None), context=cfg.context, logits=logits)
-    out.notes = _notes(cfg, variant, T)
+                        weights_dtype=prec.weights, kv_dtype=prec.kv, hardware=getattr(hardware, "name", None),
+                        context=cfg.context, logits=logits)
+    out.notes = _notes(cfg, variant, T) + prec_notes
     try:
-        p = resolve_params(variant, s, extra)
-        pc = count_params(cfg, variant, extra, T)
-        out.params = dict(p)
-        out.prefill = forward_pass(cfg, variant, p, s, hardware, mode, logits)
+        out.params = dict(resolve_params(variant, s, extra))
+        pc = count_params(cfg, swapped, params, T)
+        out.prefill = forward_pass(cfg, swapped, params, s, hardware, mode, logits, prec)
     except VariantError as err:
         out.status, out.reason = "n/a", str(err)
         return out
-    est = estimate(variant, s, dict(p))
-    out.notes += [n for n in est.notes if n not in out.notes]
+    for n in estimate(variant, s, out.params).notes + _attention_notes(cfg, out.prefill):
+        if n not in out.notes:
+            out.notes.append(n)
     out.param_count, out.param_count_active = pc.total, pc.active
     out.params_by_component = {"embed": pc.embed, "attention": pc.attention, "mlp": pc.mlp, "norms": pc.norms,
                                "lm_head": pc.lm_head}
-    out.weights_bytes = pc.total * s.itemsize
-    out.kv_cache_bytes = cfg.layers * est.kv_cache_bytes
-    out.kv_cache_bytes_per_token = cfg.layers * est.kv_cache_bytes_per_token
-    _add_decode(out, cfg, extra, s.with_(phase="decode"), pc, hardware, mode)
-    _add_memory(out, cfg, extra, hardware, search)
+    out.weights_bytes = pc.stored_bytes(prec)
+    out.kv_cache_bytes = _kv(out.prefill, "kv_cache_bytes")
+    out.kv_cache_bytes_per_token = _kv(out.prefill, "kv_cache_bytes_per_token")
+    _add_decode(out, cfg, swapped, params, s.with_(phase="decode"), pc, hardware, mode, prec)
+    _add_memory(out, cfg, swapped, params, hardware, search, prec)
     return out
 
 
-def _add_decode(out: ModelEstimate, cfg: ModelConfig, extra: dict, ds: Shape, pc: ParamCount,
-                hardware: Optional[Hardware], mode: str) -> None:
+def _kv(pc: PassCost, key: str) -> float:
+    """A pass's KV-cache bytes over all layers (its groups x their layers)."""
+    return sum(lay["count"] * lay[key] for lay in pc.per_layer)
+
+
+def _precision(cfg: ModelConfig, dtype: str, weights: Optional[str], kv: Optional[str],
+               hardware: Optional[Hardware]) -> tuple:
+    """The point's Precision and what to say about it. An explicit precision the hardware cannot
+    run raises PrecisionError; the checkpoint's own (its config's quantization_config) falls back
+    to ``dtype`` with a note."""
+    notes = []
+    if weights is None and cfg.weights_dtype:
+        try:
+            check(Precision.of(dtype, cfg.weights_dtype), hardware)
+            weights = cfg.weights_dtype
+            notes.append(f"weights in {weights}, as the checkpoint's quantization_config (--weights-dtype changes it)")
+        except PrecisionError as err:
+            notes.append(f"the checkpoint's {cfg.weights_dtype} weights are costed in {dtype}: {err}")
+    p = Precision.of(dtype, weights, kv)
+    check(p, hardware)
+    if p.weights == "fp8":
+        notes.append(f"fp8 weights: matmuls of the blocks' linear layers at the fp8 tensor peak (activations "
+                     f"quantised per token); embeddings, LM head, norms and routers in {dtype}")
+    elif p.weights in WEIGHT_ONLY:
+        notes.append(f"{p.weights} weights, weight-only: matmuls in {dtype}, each weight dequantised in the matmul "
+                     f"kernel ({DEQUANT_OPS[p.weights]} ops per weight per 128-row tile); embeddings, LM head, norms "
+                     f"and routers in {dtype}")
+    if p.kv != dtype:
+        notes.append(f"KV cache in {p.kv}: read as stored by the decode attention kernel (conversion fused)")
+    return p, notes
+
+
+def _attention_notes(cfg: ModelConfig, pc: PassCost) -> list:
+    """The attention estimates' notes, and what the model adds to its attention."""
+    notes = []
+    if cfg.attention_softcap:
+        notes.append(f"attention scores soft-capped at {cfg.attention_softcap:g} inside the fused kernel "
+                     f"(FlashAttention >= 2.6, FlashInfer; PyTorch's SDPA has no soft-capping)")
+    if len(pc.per_layer) > 1 and any(lay["attention"] for lay in pc.per_layer):
+        kinds = "; ".join(f"{lay['count']} {lay['attention'] or 'layers'}"
+                          + (f" (window {lay['window']:,})" if lay["window"] else "") for lay in pc.per_layer)
+        notes.append(f"layers costed by kind: {kinds}")
+    return notes
+
+
+def _add_decode(out: ModelEstimate, cfg: ModelConfig, variant: Optional[str], params: Optional[dict], ds: Shape,
+                pc: ParamCount, hardware: Optional[Hardware], mode: str, prec: Precision) -> None:
     """One decode step at shape ``ds`` and its bandwidth roofline: batch x bandwidth / (the
     weights its tokens read + the KV cache)."""
-    variant = out.variant
     try:
-        out.decode = forward_pass(cfg, variant, resolve_params(variant, ds, extra), ds, hardware, mode)
+        out.decode = forward_pass(cfg, variant, params, ds, hardware, mode, precision=prec)
     except VariantError as err:
         out.decode_reason = str(err)
         return
-    out.decode_weights_bytes_read = pc.weights_read(ds.batch, cfg) * ds.itemsize
-    dk = estimate(variant, ds, dict(resolve_params(variant, ds, extra)))
-    out.decode_bytes_min = out.decode_weights_bytes_read + cfg.layers * dk.kv_cache_bytes
+    out.decode_weights_bytes_read = pc.read_bytes(ds.batch, cfg, prec)
+    out.decode_bytes_min = out.decode_weights_bytes_read + _kv(out.decode, "kv_cache_bytes")
     if hardware is not None:
         out.decode_tokens_per_s_roofline = ds.batch * hardware.mem_bandwidth / out.decode_bytes_min
 
 
-def _add_memory(out: ModelEstimate, cfg: ModelConfig, extra: dict, hardware: Optional[Hardware],
-                search: bool) -> None:
+def _add_memory(out: ModelEstimate, cfg: ModelConfig, variant: Optional[str], params: Optional[dict],
+                hardware: Optional[Hardware], search: bool, prec: Precision) -> None:
     """The memory the point needs; with a hardware profile, whether it fits and (``search``) the
     largest T and batch that do."""
-    v, T, batch, dtype = out.variant, out.T, out.batch, out.dtype
-    out.memory_bytes = memory_bytes(cfg, v, extra, T, batch, dtype, out.logits)
+    T, batch, dtype = out.T, out.batch, out.dtype
+    out.memory_bytes = memory_bytes(cfg, variant, params, T, batch, dtype, out.logits, prec)
     if hardware is None:
         return
     out.mem_bytes = hardware.mem_bytes
     out.fits = out.memory_bytes <= hardware.mem_bytes
     if search:
-        out.max_T_fitting = max_T_fitting(cfg, v, extra, batch, dtype, hardware.mem_bytes, start=T,
-                                          logits=out.logits)
-        out.max_batch_fitting = max_batch_fitting(cfg, v, extra, T, dtype, hardware.mem_bytes, out.logits)
+        out.max_T_fitting = max_T_fitting(cfg, variant, params, batch, dtype, hardware.mem_bytes, start=T,
+                                          logits=out.logits, precision=prec)
+        out.max_batch_fitting = max_batch_fitting(cfg, variant, params, T, dtype, hardware.mem_bytes, out.logits,
+                                                  prec)
 
 
 def _notes(cfg: ModelConfig, variant: str, T: int) -> list:

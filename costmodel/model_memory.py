@@ -1,20 +1,22 @@
 """What a whole model needs in device memory, and the largest prompt and batch that fit.
 
-Memory: weights (every parameter, all experts) + KV cache (all layers, batch x T) + peak
-activations: the largest of (attention layer peak + the residual stream kept for its add), (MLP
-peak + residual), the LM head (its logits: rows x vocab) and the embedding (no chunked prefill).
+Memory: weights (every parameter, all experts; the linear layers at the weights dtype) + KV
+cache (every layer, batch x T, at the KV-cache dtype; a sliding-window layer keeps its window)
++ peak activations: the largest of (attention layer peak + the residual stream kept for its
+add), (MLP peak + residual), the LM head (its logits: rows x vocab) and the embedding (no chunked
+prefill).
 """
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 from pydantic import ValidationError
 
 from .analysis import analyse
-from .estimate import graph, resolve_params
 from .model_graphs import Logits, embed_graph, head_graph
-from .model_params import attention_layer_params, params_with_attention
+from .model_params import count_from_layers, group_layers
 from .model_pass import layer_cost
+from .model_precision import Precision
 from .model_spec import ModelConfig, attention_shape
 from .shape import MAX_T
 from .units import Dtype
@@ -23,35 +25,35 @@ from .variants import VariantError
 MAX_BATCH = 1_048_576  # Shape's limit
 
 
-def memory_bytes(cfg: ModelConfig, variant: str, params: dict, T: int, batch: int, dtype: Dtype,
-                 logits: Logits = "all") -> float:
+def memory_bytes(cfg: ModelConfig, variant: Optional[str], params: dict, T: int, batch: int, dtype: Dtype,
+                 logits: Logits = "all", precision: Optional[Precision] = None) -> float:
     """Weights + KV cache (all layers, batch x T) + peak activations of the prefill of batch x T;
-    inf where the variant does not apply at this T."""
+    inf where the variant does not apply at this T. ``precision``: default all in ``dtype``."""
+    p = precision or Precision.of(dtype)
     try:
         s = attention_shape(cfg, T, batch, dtype, "prefill")
-        p = resolve_params(variant, s, params)
-        layers = [layer_cost(cfg, variant, p, s, kind) for kind, _ in cfg.layer_kinds()]
+        layers = group_layers(cfg, s, variant, params)
     except (VariantError, ValidationError):
         return math.inf
-    attn = attention_layer_params(layers[0].attention, graph(variant, s, p), cfg.bias) * cfg.layers
-    weights = params_with_attention(cfg, attn).total * s.itemsize
-    kv = cfg.layers * layers[0].attention.kv_cache_bytes
-    peak = max([lay.peak for lay in layers] + [analyse(embed_graph(cfg, s)).peak_fused,
-                                               analyse(head_graph(cfg, s, logits)).peak_fused])
-    return weights + kv + peak
+    weights = count_from_layers(cfg, layers).stored_bytes(p)  # before layer_cost quantises the graphs
+    kv = sum(grp.count * layer.estimate.kv_cache_bytes for grp, layer in layers) * p.kv_ratio
+    peaks = [layer_cost(cfg, grp, layer, s, p).peak for grp, layer in layers]
+    peaks += [analyse(embed_graph(cfg, s)).peak_fused, analyse(head_graph(cfg, s, logits)).peak_fused]
+    return weights + kv + max(peaks)
 
 
-def max_T_fitting(cfg: ModelConfig, variant: str, params: dict, batch: int, dtype: Dtype, mem_bytes: float,
-                  start: int = 1024, logits: Logits = "all") -> int:
+def max_T_fitting(cfg: ModelConfig, variant: Optional[str], params: dict, batch: int, dtype: Dtype, mem_bytes: float,
+                  start: int = 1024, logits: Logits = "all", precision: Optional[Precision] = None) -> int:
     """Largest T (up to Shape's limit) whose weights + KV cache + prefill activations fit ``mem_bytes``."""
-    return _largest(lambda t: memory_bytes(cfg, variant, params, t, batch, dtype, logits) <= mem_bytes,
+    return _largest(lambda t: memory_bytes(cfg, variant, params, t, batch, dtype, logits, precision) <= mem_bytes,
                     max(1, min(start, MAX_T)), MAX_T)
 
 
-def max_batch_fitting(cfg: ModelConfig, variant: str, params: dict, T: int, dtype: Dtype, mem_bytes: float,
-                      logits: Logits = "all") -> int:
+def max_batch_fitting(cfg: ModelConfig, variant: Optional[str], params: dict, T: int, dtype: Dtype,
+                      mem_bytes: float, logits: Logits = "all", precision: Optional[Precision] = None) -> int:
     """Largest batch of T-token sequences whose weights + KV cache + prefill activations fit."""
-    return _largest(lambda b: memory_bytes(cfg, variant, params, T, b, dtype, logits) <= mem_bytes, 1, MAX_BATCH)
+    return _largest(lambda b: memory_bytes(cfg, variant, params, T, b, dtype, logits, precision) <= mem_bytes,
+                    1, MAX_BATCH)
 
 
 def _largest(fits: Callable[[int], bool], start: int, hi: int) -> int:

@@ -25,7 +25,7 @@ PUBLISHED = {
     "gpt2-xl": (1.558e9, 1_557_611_200),  # "1.5B"
     "llama-3-8b": (8.03e9, 8_030_261_248),  # "8B"; HF lists 8.03B
     "mistral-7b": (7.24e9, 7_241_732_096),  # "7.3B" in the paper's blog, HF lists 7.24B
-    "deepseek-v2-lite": (15.7e9, None),  # DeepSeek-V2 paper, Appendix B: 15.7B total, 2.4B activated
+    "deepseek-v2-lite": (15.7e9, 15_706_484_224),  # DeepSeek-V2 paper, Appendix B: 15.7B total, 2.4B activated
 }
 
 
@@ -48,8 +48,9 @@ def test_deepseek_v2_lite_active_parameters():
     assert pc.active == pytest.approx(2.4e9, rel=0.03)
     # by hand: attention 27 x (2048*3072 + 2048*576 + 512*4096 + 2048*2048) = 371,589,120;
     # dense MLP 3*2048*10944 = 67,239,936; 26 MoE layers x (router 64*2048 + 6 experts x
-    # 3*2048*1408 + shared 3*2048*2816) = 26 x 69,337,088; norms (2*27+1)*2048; LM head 102400*2048
-    active = 371_589_120 + 67_239_936 + 26 * 69_337_088 + 55 * 2048 + 102_400 * 2048
+    # 3*2048*1408 + shared 3*2048*2816) = 26 x 69,337,088; norms (2*27+1)*2048 and the RMSNorm of each
+    # layer's K/V latent (kv_a_layernorm, 512); LM head 102400*2048
+    active = 371_589_120 + 67_239_936 + 26 * 69_337_088 + 55 * 2048 + 27 * 512 + 102_400 * 2048
     assert pc.active == active
     total = active + 102_400 * 2048 + 26 * (64 - 6) * 3 * 2048 * 1408
     assert pc.total == total == pytest.approx(15.7e9, rel=0.01)

@@ -131,3 +131,69 @@ def test_last_token_logits():
     assert r.exit_code == 0, r.output
     x = json.loads(r.output)["results"][0]
     assert x["logits"] == "last" and x["flops_lm_head"] == 2 * 768 * 50257
+
+
+# -- Hugging Face config.json files and precisions -------------------------------------------------
+CONFIGS = __import__("pathlib").Path(__file__).parent / "data" / "configs"
+
+
+def test_gemma2_config_shows_two_attention_kinds_with_their_windows_and_costs():
+    gemma = str(CONFIGS / "gemma-2-9b.json")
+    r = run("predict", "--model", gemma, "--T", "8192", "--variants", "gqa")
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "by kind of layer" in out and "head dim 256" in out
+    assert "21 dense gqa sliding_attention 4,096 32 MiB" in out and "21 dense gqa full_attention – 64 MiB" in out
+    assert "do not change the cost" in out and "soft-capped" in out
+    r = run("predict", "--model", gemma, "--T", "8192", "--variants", "gqa", "--json")
+    local, full = json.loads(r.output)["results"][0]["per_layer"]
+    assert (local["attention"], local["window"], full["attention"], full["window"]) == (
+        "sliding_attention", 4096, "full_attention", None)
+    assert local["time_s"]["attention_core"] < full["time_s"]["attention_core"]
+    assert local["kv_cache_bytes"] * 2 == full["kv_cache_bytes"]
+
+
+def test_a_folder_holding_config_json_is_a_model():
+    r = run("predict", "--model", str(CONFIGS / "Meta-Llama-3-8B"), "--T", "1024", "--variants", "gqa", "--json")
+    assert r.exit_code == 0, r.output
+    x = json.loads(r.output)["results"][0]
+    assert x["model"] == "Meta-Llama-3-8B" and x["param_count"] == 8_030_261_248
+    assert x["kv_cache_bytes_per_token"] == 131_072 and (x["weights_dtype"], x["kv_dtype"]) == ("bf16", "bf16")
+
+
+def test_weights_and_kv_dtypes_reach_the_model():
+    r = run("predict", "--model", "llama-3-8b", "--T", "1024", "--variants", "gqa", "--weights-dtype", "int4",
+            "--kv-dtype", "fp8", "--hardware", "l4", "--json")
+    assert r.exit_code == 0, r.output
+    x = json.loads(r.output)["results"][0]
+    assert (x["weights_dtype"], x["kv_dtype"]) == ("int4", "fp8")
+    assert x["kv_cache_bytes_per_token"] == 65_536 and x["weights_bytes"] < 6 * 2**30
+    r = run("predict", "--model", "llama-3-8b", "--T", "1024", "--weights-dtype", "fp8")
+    assert r.exit_code == 0 and "weights fp8" in r.output and "fp8 tensor peak" in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "llama-3-8b", "--weights-dtype", "fp8", "--hardware", "a100"],
+     "--weights-dtype fp8: fp8 weights cannot run on a100"),
+    (["--model", "llama-3-8b", "--kv-dtype", "fp8", "--hardware", "a100"], "--kv-dtype fp8: an fp8 KV cache cannot"),
+    (["--model", "llama-3-8b", "--weights-dtype", "fp4"], "--weights-dtype must be one of"),
+    (["--model", "llama-3-8b", "--kv-dtype", "int4"], "--kv-dtype must be one of"),
+    (["--d", "64", "--kv-dtype", "fp8"], "--weights-dtype and --kv-dtype apply only with --model"),
+])
+def test_bad_precisions_are_one_sentence_and_exit_2(args, message):
+    r = run("predict", "--T", "1024", *args)
+    assert r.exit_code == 2, r.output
+    assert message in " ".join(r.output.split()) and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"model_type": "bert", "hidden_size": 768}, "model_type 'bert' is not one attncost knows"),
+    ({"model_type": "qwen2", "hidden_size": 64}, "qwen2 config: field num_hidden_layers is missing"),
+    ({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 0}, "n_positions: input"),
+])
+def test_bad_and_unsupported_configs_exit_2(tmp_path, content, message):
+    (tmp_path / "config.json").write_text(json.dumps(content))
+    r = run("predict", "--model", str(tmp_path), "--T", "64")
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert message in " ".join(r.output.split()) and lines[0].startswith("error:") and "Traceback" not in r.output
