@@ -1,4 +1,5 @@
-"""`attncost crosscheck --time RUN.json`: the time model's error on a measured run."""
+"""`attncost crosscheck --time RUN.json [--by-op]`: the time model's error on a measured run, and
+(--by-op, a run profiled with --ops) where each variant's error comes from, op kind by op kind."""
 
 import json
 
@@ -7,44 +8,63 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..costmodel.accuracy import TARGET_MEDIAN, TARGET_P90, by_variant, crossover_table, point_errors, summary
+from ..costmodel.accuracy import (REST, TARGET_MEDIAN, TARGET_P90, by_op, by_variant, crossover_table, label,
+                                  point_errors, summary)
 from ..reports.fmt import count, ms, pct
+from .errors import fail
 from .options import load_run
 
 console = Console(highlight=False, width=None if Console().is_terminal else 140)
 
 
-def time_check(path: str, as_json: bool) -> None:
-    """Print the error table; exit 1 when the median error is above the 15 % target."""
+def time_check(path: str, as_json: bool, ops: bool = False) -> None:
+    """Print the error table (``ops``: and the error by op kind); exit 1 when the median error is above
+    the 15 % target."""
     run = load_run(path, "--time")
     errors = point_errors(run)
     total, per_variant, cross = summary(errors), by_variant(errors), crossover_table(run)
+    kinds = _by_op(run, path) if ops else None
     passed = total["median"] is not None and total["median"] <= TARGET_MEDIAN
     if as_json:
-        print(json.dumps({"run": path, "device": run.environment.device_name or run.environment.device,
-                          "hardware_profile": run.environment.hardware_profile, "summary": total,
-                          "target": {"median": TARGET_MEDIAN, "p90": TARGET_P90}, "ok": passed,
-                          "by_variant": per_variant, "crossovers": cross,
-                          "points": [{"variant": p.variant, "shape": p.shape.model_dump(), "predicted_s": pr,
-                                      "measured_s": m, "error": e} for p, pr, m, e in errors]}, indent=1))
+        doc = {"run": path, "device": run.environment.device_name or run.environment.device,
+               "hardware_profile": run.environment.hardware_profile, "summary": total,
+               "target": {"median": TARGET_MEDIAN, "p90": TARGET_P90}, "ok": passed,
+               "by_variant": per_variant, "crossovers": cross,
+               "points": [{"variant": p.variant, "exec": p.exec_mode, "shape": p.shape.model_dump(), "predicted_s": pr,
+                           "measured_s": m, "error": e} for p, pr, m, e in errors]}
+        if kinds is not None:
+            doc["by_op"] = {name: {**s, "rows": [r.model_dump() for r in s["rows"]]} for name, s in kinds.items()}
+        print(json.dumps(doc, indent=1, allow_nan=False))
     else:
-        _print(run, path, errors, total, per_variant, cross)
+        _print(run, path, errors, total, per_variant, cross, kinds)
     if not passed:
         raise typer.Exit(1)
 
 
-def _print(run, path, errors, total, per_variant, cross) -> None:
+def _by_op(run, path: str) -> dict:
+    """``accuracy.by_op`` of the run, or exit 2 where it has nothing to show."""
+    if run.hardware is None:
+        raise fail(f"--by-op: {path} holds no hardware profile to predict with (profile it with --hardware)")
+    kinds = by_op(run)
+    if not kinds:
+        raise fail(f"--by-op: {path} holds no measured point with times by op kind: profile with --ops")
+    return kinds
+
+
+def _print(run, path, errors, total, per_variant, cross, kinds=None) -> None:
     env = run.environment
     console.print(f"[bold]time model vs measured[/] · {path} · {env.device_name or env.device} · "
                   f"profile {env.hardware_profile or '?'} · {run.dtype}")
-    t = Table(box=box.SIMPLE_HEAD, header_style="bold")
-    for c in ("variant", "d", "T", "phase", "measured ms", "predicted ms", "error"):
-        t.add_column(c, justify="left" if c in ("variant", "phase") else "right")
-    for p, pr, m, e in errors:
-        style = "" if abs(e) <= TARGET_MEDIAN else "yellow" if abs(e) <= TARGET_P90 else "red"
-        t.add_row(p.variant, count(p.shape.d), count(p.shape.T), p.shape.phase, ms(m, 4, unit=False),
-                  ms(pr, 4, unit=False), f"[{style}]{pct(e)}[/]" if style else pct(e))
-    console.print(t)
+    if kinds is not None:
+        _print_by_op(kinds)
+    else:
+        t = Table(box=box.SIMPLE_HEAD, header_style="bold")
+        for c in ("variant", "d", "T", "phase", "measured ms", "predicted ms", "error"):
+            t.add_column(c, justify="left" if c in ("variant", "phase") else "right")
+        for p, pr, m, e in errors:
+            t.add_row(label(p), count(p.shape.d), count(p.shape.T), p.shape.phase, ms(m, 4, unit=False),
+                      ms(pr, 4, unit=False), _styled(e))
+        console.print(t)
     v = Table(box=box.SIMPLE_HEAD, header_style="bold", title="by variant")
     for c in ("variant", "points", "median |error|", "p90 |error|", "bias (median signed)"):
         v.add_column(c, justify="left" if c == "variant" else "right")
@@ -57,7 +77,8 @@ def _print(run, path, errors, total, per_variant, cross) -> None:
         for col in ("variant", "vs", "d", "measured", "predicted", "ratio"):
             c.add_column(col, justify="left" if col in ("variant", "vs") else "right")
         for r in cross:
-            c.add_row(r["variant"], r["baseline"], count(r["d"]), _T(r["measured_T"]), _T(r["predicted_T"]),
+            mode = "" if r["exec"] == "eager" else f" ({r['exec']})"
+            c.add_row(r["variant"] + mode, r["baseline"], count(r["d"]), _T(r["measured_T"]), _T(r["predicted_T"]),
                       "–" if r["ratio"] is None else f"{r['ratio']:.2f}x")
         console.print(c)
     if total["median"] is None:
@@ -71,3 +92,33 @@ def _print(run, path, errors, total, per_variant, cross) -> None:
 
 def _T(x) -> str:
     return "never in the sweep" if x is None else count(x)
+
+
+def _styled(e: float) -> str:
+    """A signed error, yellow above the median target, red above the p90 one."""
+    style = "" if abs(e) <= TARGET_MEDIAN else "yellow" if abs(e) <= TARGET_P90 else "red"
+    return f"[{style}]{pct(e)}[/]" if style else pct(e)
+
+
+def _print_by_op(kinds: dict) -> None:
+    """A section per series: its kinds, predicted beside measured, and the kind that made it off."""
+    t = Table(box=box.SIMPLE_HEAD, header_style="bold", title="time by op kind (mean per call over the points)")
+    for c in ("variant", "kind", "predicted ms", "measured ms", "share of error"):
+        t.add_column(c, justify="left" if c in ("variant", "kind") else "right")
+    for name, s in kinds.items():
+        for i, r in enumerate(s["rows"]):
+            mark = " [bold]<- largest[/]" if r.kind == s["largest"] else ""
+            t.add_row(name if i == 0 else "", r.kind, ms(r.predicted_s, 4, unit=False), ms(r.measured_s, 4, unit=False),
+                      pct(r.share) + mark)
+        verdict = "off" if abs(s["error"]) > TARGET_MEDIAN else "within target"
+        t.add_row("", f"[bold]all ({s['points']} points)[/]", "", "", _styled(s["error"]))
+        t.add_row("", f"[dim]{verdict}: mostly {s['largest']}[/]", "", "", "")
+        t.add_section()
+    console.print(t)
+    sources = {s["source"] for s in kinds.values()}
+    where = ("kernel time on the device" if sources == {"device"} else "host self time of the aten ops"
+             if sources == {"host"} else "device kernel time (CUDA runs), else host self time")
+    console.print(f"[dim]measured: torch.profiler, {where}, by op kind; predicted: the cost model's kernels by "
+                  f"the same kinds, priced as each point ran; {REST}: the rest of the layer's time (measured: "
+                  f"outside any aten op; predicted on a GPU: waiting for the host). share of error: (predicted - "
+                  f"measured) / measured layer time, averaged over the points; the shares add up to the error.[/]")

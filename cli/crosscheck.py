@@ -33,31 +33,64 @@ CONVENTIONS = (
 )
 
 
+# Flags of the FLOP check; None where not given. They choose what to count, so --time (which
+# checks the points of a profiled run as they were measured) refuses them.
 @app.command()
 def crosscheck(
-    variants: str = typer.Option("all", help="'all' or a comma-separated list (see `attncost variants`)."),
-    d: str = typer.Option("256", "--d", help="Model width, or a comma-separated list."),
-    T: str = typer.Option("256", "--T", help="Tokens (decode: the cache length), or a list 128,256."),
-    heads: int = typer.Option(4, help="Attention heads (must divide d)."),
+    variants: Optional[str] = typer.Option(None, help="'all' or a comma-separated list (see `attncost variants`) "
+                                           "(default all)."),
+    d: Optional[str] = typer.Option(None, "--d", help="Model width, or a comma-separated list (default 256)."),
+    T: Optional[str] = typer.Option(None, "--T", help="Tokens (decode: the cache length), or a list 128,256 "
+                                    "(default 256)."),
+    heads: Optional[int] = typer.Option(None, help="Attention heads (must divide d) (default 4)."),
     kv_heads: Optional[int] = typer.Option(None, "--kv-heads", help="K/V heads of gqa (default heads/4)."),
-    batch: int = typer.Option(1, help="Sequences per batch."),
-    phase: str = typer.Option("prefill", help="prefill or decode (fvcore traces the forward only)."),
-    causal: bool = typer.Option(True, "--causal/--no-causal", help="Causal (decoder) attention."),
+    batch: Optional[int] = typer.Option(None, help="Sequences per batch (default 1)."),
+    phase: Optional[str] = typer.Option(None, help="prefill or decode (fvcore traces the forward only; "
+                                        "--ops also train) (default prefill)."),
+    causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="Causal (decoder) attention "
+                                          "(default causal)."),
     param: Optional[List[str]] = typer.Option(None, "--param",
                                               help="A variant parameter, e.g. linformer.k=128 (repeatable)."),
-    backend: str = typer.Option("auto", help="SDPA backend the modules ask for: auto, flash, cudnn, efficient, math."),
-    device: str = typer.Option("cpu", help="Where the modules run: cpu, cuda or mps."),
-    by_op: bool = typer.Option(False, "--by-op", help="Also print each variant's FLOPs by op category and fvcore op."),
+    backend: Optional[str] = typer.Option(None, help="SDPA backend the modules ask for: auto, flash, cudnn, "
+                                          "efficient, math (default auto)."),
+    device: Optional[str] = typer.Option(None, help="Where the modules run: cpu, cuda or mps (default cpu)."),
+    by_op: bool = typer.Option(False, "--by-op", help="Also print each variant's FLOPs by op category and fvcore op; "
+                               "with --time, each variant's predicted and measured time by op kind (a run profiled "
+                               "with --ops) and the kind its error comes from."),
+    ops: bool = typer.Option(False, "--ops", help="Compare each variant's graph with a trace of the aten ops its "
+                             "module runs instead, by op kind: kernels (count, bytes) and views; --phase train too."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     time: Optional[str] = typer.Option(None, "--time", help="A results file of `attncost profile`: check the "
-                                       "predicted times against its measurements instead (exit 1 above 15%)."),
+                                       "predicted times against its measurements instead (exit 1 above 15%). "
+                                       "It checks every point of the file: the flags that choose what to count "
+                                       "(--variants, --d, --T, --phase, --param, ...) cannot be combined with it."),
 ) -> None:
     """Check the analytic FLOPs against fvcore and FlopCounterMode on each variant's module,
     or (--time RUN.json) the predicted times against a profiled run."""
     if time is not None:
         from .accuracy_view import time_check
 
-        return time_check(time, as_json)
+        given = [flag for flag, value in (
+            ("--variants", variants), ("--d", d), ("--T", T), ("--heads", heads), ("--kv-heads", kv_heads),
+            ("--batch", batch), ("--phase", phase), ("--no-causal" if causal is False else "--causal", causal),
+            ("--param", param), ("--backend", backend), ("--device", device), ("--ops", ops or None))
+            if value is not None]
+        if given:
+            raise fail(f"{', '.join(given)} cannot be combined with --time: it checks every point of the "
+                       f"results file as it was measured")
+        return time_check(time, as_json, by_op)
+    variants, d, T, phase, heads, batch, backend, device = (
+        default if value is None else value for value, default in (
+            (variants, "all"), (d, "256"), (T, "256"), (phase, "prefill"), (heads, 4), (batch, 1),
+            (backend, "auto"), (device, "cpu")))
+    causal = causal is not False
+    if ops:
+        from .ops_view import ops_check
+
+        if by_op:
+            raise fail("--by-op cannot be combined with --ops")
+        return ops_check(variants, d, T, dict(heads=heads, kv_heads=kv_heads, batch=batch, phase=phase, causal=causal),
+                         param, backend, device, as_json)
     check_choice(phase, FORWARD_PHASES, "--phase", why="fvcore traces the forward only")
     check_choice(backend, BACKEND_CHOICES, "--backend")
     check_choice(device.lower(), DEVICES, "--device")
@@ -77,7 +110,7 @@ def crosscheck(
     failed = [r for r in results if not r.ok]
     if as_json:
         print(json.dumps({"conventions": list(CONVENTIONS), "ok": not failed,
-                          "results": [r.model_dump(mode="json") for r in results]}, indent=1))
+                          "results": [r.model_dump(mode="json") for r in results]}, indent=1, allow_nan=False))
     else:
         _print(results)
         if by_op:

@@ -12,7 +12,8 @@ from rich.table import Table
 from ..reports.fmt import pct, sig
 from .app import app
 from .errors import fail
-from .options import check_choice, check_output, check_param_values, make_shape, parse_params, parse_T, parse_variants
+from .options import (REPORT_FILE, check_choice, check_output, check_param_values, list_items, make_shape,
+                      parse_params, parse_T, parse_variants)
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -24,7 +25,8 @@ MAX_STEPS = 100_000
 
 def _sweep_values(params: dict) -> dict:
     """--param values with commas become lists (swept): linformer.k=32,64,128."""
-    return {v: {k: (x.split(",") if "," in x else x) for k, x in kv.items()} for v, kv in params.items()}
+    return {v: {k: (list_items(x, f"--param {v}.{k}") if "," in x else x) for k, x in kv.items()}
+            for v, kv in params.items()}
 
 
 def _cell(x: Optional[float]) -> str:
@@ -91,7 +93,7 @@ def _footnotes(points: list) -> list:
     for p in points:
         if p["status"] != "ok" and p["reason"] and (p["variant"], p["reason"]) not in seen:
             seen.add((p["variant"], p["reason"]))
-            lines.append(f"{p['variant']} skipped: {p['reason']}.")
+            lines.append(f"{p['variant']} {p['status']}: {p['reason']}.")
     for p in points:
         for note in p["notes"]:
             if (p["variant"], note) not in seen:
@@ -116,6 +118,8 @@ def fidelity(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML report with the cost-vs-fidelity "
                                                              "chart (Pareto front per T; cost in FLOPs)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --html replace a file that is not an attncost "
+                                                              "report."),
 ) -> None:
     """How closely each approximate variant reproduces exact softmax attention on the same Q/K/V:
     cosine similarity and relative error of the output and the attention matrix, on random and
@@ -129,8 +133,10 @@ def fidelity(
         raise fail(f"--batch must be between 1 and 64 for fidelity, not {batch}")
     if not 0 <= distill_steps <= MAX_STEPS:
         raise fail(f"--distill-steps must be between 0 and {MAX_STEPS:,}, not {distill_steps}")
+    if overwrite and html is None:
+        raise fail("--overwrite applies only with --html")
     if html is not None:
-        check_output(html, "--html", "fidelity.html")
+        check_output(html, "--html", "fidelity.html", kind=REPORT_FILE, overwrite=overwrite)
     if not 0 <= seed < 2**31:
         raise fail(f"--seed must be between 0 and {2**31 - 1}, not {seed}")
     Ts = parse_T(T)
@@ -146,7 +152,7 @@ def fidelity(
         raise fail(f"--d / --heads: structured inputs need a head dimension of at least 3, not {d // heads}")
 
     # -- run ---------------------------------------------------------------------------------
-    from ..profiler.fidelity import SCHEMA_VERSION, FidelityError, fidelity_points
+    from ..profiler.fidelity import OOM_STATUSES, SCHEMA_VERSION, FidelityError, fidelity_points
 
     total = len(Ts) * len(kinds) * len(names)
     done = []
@@ -161,6 +167,10 @@ def fidelity(
                                      inputs=kinds, distill_steps=distill_steps, seed=seed, progress=progress)
         except FidelityError as err:
             raise fail(str(err))
+    short = [p for p in points if p["status"] in OOM_STATUSES]
+    if short and not any(p["status"] == "ok" for p in points):
+        raise fail(f"--d {d}, --heads {heads}, --T {T}, --batch {batch}: no point fits in memory "
+                   f"({short[0]['reason']}); lower --d, --T or --batch")
 
     import torch
 
@@ -180,10 +190,10 @@ def fidelity(
         try:
             path = write_fidelity_report([doc], html, paths=["attncost fidelity (this run)"])
         except OSError as err:
-            raise fail(f"cannot write {html}: {err.strerror or err}")
+            raise fail(f"--html {html}: cannot write there ({err.strerror or err})")
         err_console.print(f"Report written to {path.resolve()}", markup=False, soft_wrap=True)
     if as_json:
-        print(json.dumps(doc, indent=1))
+        print(json.dumps(doc, indent=1, allow_nan=False))
         return
     console.print(_table(points))
     for line in _footnotes(points):

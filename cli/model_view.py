@@ -41,7 +41,7 @@ def run(model: str, T: str, batch: int, dtype: str, variants: Optional[str], par
                              logits=logits, weights_dtype=weights_dtype, kv_dtype=kv_dtype) for t in Ts for v in names]
     if as_json:
         print(json.dumps({"model": cfg.model_dump(), "hardware": hw.model_dump(),
-                          "results": [r.as_dict() for r in results]}, indent=1))
+                          "results": [r.as_dict() for r in results]}, indent=1, allow_nan=False))
         return
     _print(cfg, results, hw)
 

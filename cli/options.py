@@ -2,11 +2,13 @@
 the vocabularies (--dtype, --phase, --backend, --device), --hardware, --model, output files and
 pydantic's errors as sentences that name the flag. Each failure exits 2 with one sentence."""
 
+import os
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from pydantic import ValidationError
 
+from ..costmodel.atomic import NAME_MAX
 from ..costmodel.hardware import Hardware, HardwareError, get_hardware
 from ..costmodel.jsonfile import validation_reason
 from ..costmodel.model_presets import get_model
@@ -52,6 +54,16 @@ def flag_error(err: ValidationError, flag_of: Union[Mapping[str, str], Callable[
     return f"{flag}: {validation_reason(err).removeprefix(loc + ': ')}"
 
 
+def list_items(text: str, flag: str) -> list:
+    """The comma-separated items of ``text``, stripped; exit 2 on an empty one ("512,,1024", "mha,")."""
+    if not text.strip():
+        raise fail(f"{flag} is empty: give a value")
+    items = [x.strip() for x in text.split(",")]
+    if "" in items:
+        raise fail(f"{flag} {text!r} has an empty item: separate the values by single commas")
+    return items
+
+
 def parse_T(text: str, flag: str = "--T") -> list:
     """"4096", "512,1024,4096" or "512:65536" (powers of two from 512 to 65536)."""
     try:
@@ -64,7 +76,7 @@ def parse_T(text: str, flag: str = "--T") -> list:
                 values.append(t)
                 t *= 2
         else:
-            values = [int(x) for x in text.split(",") if x.strip()]
+            values = [int(x) for x in list_items(text, flag)]
     except ValueError:
         raise fail(f"{flag} must be a positive integer, a list like 512,1024 or a range like 512:65536, not {text!r}")
     if not values or min(values) < 1 or max(values) > MAX_T:
@@ -75,7 +87,7 @@ def parse_T(text: str, flag: str = "--T") -> list:
 def parse_ints(text: str, flag: str) -> list:
     """"1024" or "1024,2048" (the --d of sweeps)."""
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in list_items(text, flag)]
     except ValueError:
         values = []
     if not values or min(values) < 1:
@@ -86,12 +98,12 @@ def parse_ints(text: str, flag: str) -> list:
 def parse_variants(text: str, flag: str = "--variants") -> list:
     if text.strip().lower() == "all":
         return list(NAMES)
-    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not text.strip():
+        raise fail(f"{flag} must name at least one variant")
+    names = list_items(text, flag)
     for n in names:
         if n not in REGISTRY:
             raise fail(f"{flag}: unknown variant {n!r}; choose 'all' or from {', '.join(NAMES)}")
-    if not names:
-        raise fail(f"{flag} must name at least one variant")
     return names
 
 
@@ -150,10 +162,10 @@ def check_param_values(params: dict) -> None:
 def load_run(path, flag: str = ""):
     """A results file of `attncost profile`, or exit 2 with one sentence (prefixed by ``flag``)."""
     from ..costmodel.jsonfile import load_document
-    from ..costmodel.results import Run
+    from ..costmodel.results import RunFile
 
     try:
-        return load_document(path, Run, "results file", ValueError)
+        return load_document(path, RunFile, "results file", ValueError)
     except ValueError as err:
         raise fail((f"{flag}: " if flag else "") + str(err))
 
@@ -164,11 +176,14 @@ def load_hardware(text: str, flag: str = "--hardware") -> Hardware:
 
 
 def load_model(text: str, flag: str = "--model") -> ModelConfig:
-    """A model preset by name or a model file, or exit 2 with one sentence."""
+    """A model preset by name, a Hugging Face config.json (or a folder holding one) or a model
+    file, or exit 2 with one sentence."""
     return _named_or_file(get_model, ModelError, text, flag)
 
 
 def _named_or_file(get: Callable, error: type, text: str, flag: str):
+    if not text.strip():  # Path("") is the current folder
+        raise fail(f"{flag} is empty: give a built-in name or a file")
     try:
         return get(text)
     except error as err:
@@ -178,17 +193,121 @@ def _named_or_file(get: Callable, error: type, text: str, flag: str):
                    f"({getattr(err, 'strerror', None) or err})")
 
 
-def check_output(path, flag: str, example: str) -> Path:
+class OutputKind(NamedTuple):
+    """The kind of file a command writes: ``noun`` names it ("an HTML report of attncost") and
+    ``holds(path)`` tells whether an existing file is one, which the command may then replace."""
+
+    noun: str
+    holds: Callable[[Path], bool]
+
+
+def check_output(path, flag: str, example: str, *, kind: Optional[OutputKind] = None, inputs: Sequence = (),
+                 overwrite: bool = False) -> Path:
     """``path`` as a file a command may write (its missing folders are created when it is
-    written), or exit 2 with one sentence: a directory given as the file, or a file where a
-    folder of its path should be. ``example`` is a file name to suggest ("report.html")."""
+    written), or exit 2 with one sentence. Refused: a name that is not UTF-8 text or is longer
+    than a file system allows, a directory, anything that is not a regular file (a device, a
+    pipe), a file where a folder of its path should be, a folder this user cannot write in (or
+    on a read-only file system); an existing file that is one of the command's ``inputs``
+    (paths; names of no file are passed over), or, without ``overwrite``, an existing file that
+    is not ``kind`` (an empty one is replaced). ``example`` is a file name to suggest ("report.html")."""
     path = Path(path)
+    _check_name(path, flag)
+    try:
+        _check_place(path, flag, example)
+        if path.exists():
+            _check_replace(path, flag, kind, inputs, overwrite)
+    except OSError as err:  # a path the system will not look at: a loop of links, a folder we may not enter
+        raise fail(f"{flag} {path}: {err.strerror or err}")
+    return path
+
+
+def _check_name(path: Path, flag: str) -> None:
+    text = str(path)
+    if any("\ud800" <= c <= "\udfff" for c in text):  # bytes that were not UTF-8, kept as lone surrogates
+        raise fail(f"{flag} {text!r}: the name holds bytes that are not UTF-8 text; give a name in UTF-8")
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            raise fail(f"{flag}: the name {part[:20]}... is {size} bytes long, more than the {NAME_MAX} a file "
+                       f"name may have")
+
+
+def _check_place(path: Path, flag: str, example: str) -> None:
     if path.is_dir():
         raise fail(f"{flag} {path} is a directory, not a file: give a file name in that folder, such as "
                    f"{path / example}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise fail(f"{flag} {path}: {parent} is a file, not a folder")
-            break
-    return path
+    if path.exists() and not path.is_file():
+        raise fail(f"{flag} {path} is not a regular file (a device, a pipe or a socket): give the name of a "
+                   f"file to write")
+    folder = next(p for p in path.parents if p.exists())
+    if not folder.is_dir():
+        raise fail(f"{flag} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        why = "a read-only file system" if _read_only(folder) else "no permission to write there"
+        raise fail(f"{flag} {path}: cannot write in {folder} ({why})")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs (Windows)
+        return False
+
+
+def _check_replace(path: Path, flag: str, kind: Optional[OutputKind], inputs: Sequence, overwrite: bool) -> None:
+    for given in inputs:
+        source = Path(given).expanduser() if given is not None else None
+        if source is not None and source.is_file() and os.path.samefile(path, source):
+            raise fail(f"{flag} {path} is also an input of this command: writing it would destroy what it holds; "
+                       f"give another file")
+    if kind is not None and not overwrite and path.stat().st_size and not kind.holds(path):
+        raise fail(f"{flag} {path} exists and is not {kind.noun}: pass --overwrite to replace it, or give "
+                   f"another file")
+
+
+def _is_report(path: Path) -> bool:
+    from ..reports.page import GENERATOR_TAG
+
+    try:
+        with open(path, "rb") as f:
+            return GENERATOR_TAG.encode() in f.read(4096)
+    except OSError:
+        return False
+
+
+def _is_results(path: Path) -> bool:
+    from ..costmodel.jsonfile import load_document
+    from ..costmodel.results import RunFile
+
+    try:
+        load_document(path, RunFile, "results file", ValueError)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_profile(path: Path) -> bool:
+    from ..costmodel.hardware import load_profile
+
+    try:
+        load_profile(path)
+    except HardwareError:
+        return False
+    return True
+
+
+def _is_rows(path: Path) -> bool:
+    from ..costmodel.jsonfile import read_json_file
+
+    try:
+        data = read_json_file(path, "rows file", ValueError)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("rows"), list) and "method" in data
+
+
+# What each command writes, and may replace without --overwrite.
+REPORT_FILE = OutputKind("an HTML report of attncost", _is_report)
+RESULTS_FILE = OutputKind("an attncost results file", _is_results)
+PROFILE_FILE = OutputKind("a hardware profile", _is_profile)
+ROWS_FILE = OutputKind("a file of calibration rows", _is_rows)

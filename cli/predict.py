@@ -6,15 +6,19 @@ from typing import List, Optional
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ..costmodel.as_run import graph_profile
 from ..costmodel.crossover import OCTAVE_SAMPLES, REL_EQUAL, cheaper
 from ..costmodel.evaluate import evaluate
+from ..costmodel.timing import MODES
 from ..costmodel.units import GIGA, MIB
 from .app import app
 from .errors import fail
 from ..reports.fmt import sig
-from .options import check_params, load_hardware, make_shape, parse_ints, parse_params, parse_T, parse_variants
+from .options import (REPORT_FILE, check_choice, check_output, check_params, load_hardware, make_shape, parse_ints, parse_params,
+                      parse_T, parse_variants)
 
 console = Console(highlight=False, width=None if Console().is_terminal else 160)
 
@@ -36,28 +40,53 @@ def predict(
     baseline: str = typer.Option("flash", help="The variant others are compared with."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     html: Optional[str] = typer.Option(None, "--html", help="Also write an HTML report to this file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --html replace a file that is not an attncost "
+                                                              "report."),
     model: Optional[str] = typer.Option(None, "--model", help="A whole model: a preset (gpt2, gpt2-medium, gpt2-xl, "
-                                        "llama-3-8b, mistral-7b, deepseek-v2-lite) or a JSON file; shows prefill "
-                                        "(time to first token) and decode (tokens/s) at --batch, per variant."),
+                                        "llama-3-8b, mistral-7b, deepseek-v2-lite), a Hugging Face config.json or a "
+                                        "folder holding one, or a model JSON file; shows prefill (time to first token) "
+                                        "and decode (tokens/s) at --batch, per variant."),
+    weights_dtype: Optional[str] = typer.Option(None, "--weights-dtype", help="With --model: the linear layers' "
+                                                "weights in bf16, fp16, fp8, int8 or int4 (int: weight-only) "
+                                                "[default: the checkpoint's, else --dtype]."),
+    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="With --model: the KV cache in bf16, fp16, fp8 "
+                                           "or int8 [default: --dtype]."),
     logits: str = typer.Option("all", "--logits", help="With --model: the prefill's LM head over 'all' T tokens "
                                                        "(a forward pass) or the 'last' one (generation)."),
+    kernels: Optional[str] = typer.Option(None, "--kernels", help="One variant: a row per kernel of its prediction "
+                                          "(ops, kind, FLOPs, bytes, time, bound, host or device) at one --T and --d."),
+    exec_mode: str = typer.Option("eager", "--exec", help="eager (the host issues each op, as PyTorch eager) or "
+                                  "graph (the device replays a captured sequence, as CUDA graphs: no host cost)."),
 ) -> None:
     """Predict FLOPs, memory and time of attention variants, with crossovers against a baseline;
     with --model, of a whole model with each attention variant swapped in."""
+    if overwrite and html is None:
+        raise fail("--overwrite applies only with --html")
+    check_choice(exec_mode, MODES, "--exec")
+    if model is not None and exec_mode != "eager":
+        raise fail("--exec graph applies to the layer view: with --model the prediction is eager")
     if model is not None:
         given = [f for f, v in (("--d", d), ("--heads", heads), ("--kv-heads", kv_heads), ("--phase", phase),
-                                ("--html", html)) if v is not None] + ([] if causal else ["--no-causal"])
+                                ("--html", html), ("--kernels", kernels)) if v is not None] + (
+            [] if causal else ["--no-causal"])
         if given:
             raise fail(f"{', '.join(given)} cannot be combined with --model: the model sets the shape, and "
                        f"the view shows both prefill and decode")
         from .model_view import run
 
-        run(model, T, batch, dtype, variants, param, load_hardware(hardware), as_json, logits)
+        run(model, T, batch, dtype, variants, param, load_hardware(hardware), as_json, logits,
+            weights_dtype=weights_dtype, kv_dtype=kv_dtype)
         return
     if d is None:
         raise fail("--d is required unless --model is given")
     if logits != "all":
         raise fail("--logits applies only with --model")
+    if kernels is not None and (variants is not None or html is not None):
+        raise fail("--kernels names the one variant shown, in a table or --json: --variants and --html cannot be "
+                   "combined with it")
+    if weights_dtype is not None or kv_dtype is not None:
+        raise fail("--weights-dtype and --kv-dtype apply only with --model (the layer view stores its cache in "
+                   "--dtype)")
     heads = 16 if heads is None else heads
     phase = phase or "prefill"
     variants = "all" if variants is None else variants
@@ -66,25 +95,38 @@ def predict(
     base = parse_variants(baseline, "--baseline")[0]
     params = parse_params(param)
     hw = load_hardware(hardware)
+    priced = hw if exec_mode == "eager" else graph_profile(hw)  # graph mode: no host cost
+    out = None if html is None else check_output(html, "--html", "report.html", kind=REPORT_FILE, inputs=[hardware],
+                                                 overwrite=overwrite)
     common = dict(heads=heads, kv_heads=kv_heads, batch=batch, dtype=dtype, phase=phase, causal=causal)
     shapes = [make_shape(T=t, d=dd, **common) for dd in ds for t in Ts]
     for v, p in params.items():  # explicit parameters must fit every shape asked for
         for s in shapes:
             check_params(v, p, s)
+    if kernels is not None:
+        from .kernels_view import kernels_report
+
+        return kernels_report(kernels, shapes, params, priced, as_json)
     # The table and the report show the time ranges alone: search the other metrics for --json only.
-    results = evaluate(names, base, shapes, params, hw, None if as_json else ("time",))
+    results = evaluate(names, base, shapes, params, priced, None if as_json else ("time",))
     if as_json:
         print(json.dumps({"shape": shapes[0].model_dump(), "sweep": {"T": Ts, "d": ds},
-                          "hardware": hw.model_dump(), "baseline": base,
-                          "results": [r.model_dump() for r in results]}, indent=1))
+                          "hardware": hw.model_dump(), "exec": exec_mode, "baseline": base,
+                          "results": [r.model_dump() for r in results]}, indent=1, allow_nan=False))
     else:
         _print(results, base, hw, shapes)
-    if html:
+        if exec_mode == "graph":
+            console.print("[dim]--exec graph: times as the device replays a captured sequence (CUDA graphs), "
+                          "with no host time per op.[/]")
+    if out is not None:
         from ..reports import write_prediction_report
 
-        path = write_prediction_report(results, html, hw, command="attncost " + _argv(), baseline=base)
+        try:
+            path = write_prediction_report(results, out, priced, command="attncost " + _argv(), baseline=base)
+        except OSError as err:
+            raise fail(f"--html {out}: cannot write there ({err.strerror or err})")
         if not as_json:
-            console.print(f"Report written to [bold]{path}[/]")
+            console.print(f"Report written to [bold]{escape(str(path))}[/]")
 
 
 def _argv() -> str:
@@ -181,7 +223,7 @@ def list_variants(as_json: bool = typer.Option(False, "--json", help="Print JSON
                      "causal": {True: "causal", False: "not causal", None: "either"}[v.causal],
                      "decode": v.decode, "params": params, "notes": list(v.notes)})
     if as_json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows, indent=1, allow_nan=False))
         return
     table = Table(show_lines=True, header_style="bold")
     for c in ("name", "definition", "parameters (default)", "source"):
@@ -201,7 +243,7 @@ def list_hardware_cmd(as_json: bool = typer.Option(False, "--json", help="Print 
 
     profiles = list_hardware()
     if as_json:
-        print(json.dumps([h.model_dump() for h in profiles], indent=1))
+        print(json.dumps([h.model_dump() for h in profiles], indent=1, allow_nan=False))
         return
     table = Table(header_style="bold")
     for c in ("name", "description", "bf16 TFLOP/s", "fp32 TFLOP/s", "memory TB/s", "memory GiB"):

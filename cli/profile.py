@@ -18,12 +18,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..costmodel.timing import MODES
 from ..costmodel.units import DTYPES, PHASES
 from ..reports.fmt import ms, pct
 from .app import app
 from .errors import fail
-from .options import (BACKEND_CHOICES, DEVICE_CHOICES, check_choice, check_output, check_param_values, load_hardware,
-                      load_model, make_shape, parse_ints, parse_params, parse_T, parse_variants)
+from .options import (BACKEND_CHOICES, DEVICE_CHOICES, RESULTS_FILE, check_choice, check_output, check_param_values,
+                      load_hardware, load_model, make_shape, parse_ints, parse_params, parse_T, parse_variants)
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -32,6 +33,7 @@ GPU_DEFAULTS = dict(d=1024, heads=16, T="512:32768", budget=1.0)
 # Apple GPUs share the host's memory: T 32768 (16 GiB of math-path scores) would swap
 MPS_DEFAULTS = dict(GPU_DEFAULTS, T="512:8192")
 CPU_DEFAULTS = dict(d=256, heads=4, T="128:1024", budget=0.2)
+MAX_BUDGET_S = 3600.0  # --budget: seconds of timing per point
 MODEL_T = {"gpu": "512,2048", "cpu": "128"}
 
 
@@ -65,25 +67,42 @@ def profile(
     param: Optional[List[str]] = typer.Option(None, "--param", help="A variant parameter, e.g. linformer.k=128 (repeatable)."),
     hardware: Optional[str] = typer.Option(None, help="Profile for the predictions: a built-in name or a JSON file "
                                                       "(default: the built-in profile matching this device)."),
-    out: Optional[str] = typer.Option(None, help="Results file (default runs/DEVICE-PHASE-DTYPE.json)."),
+    out: Optional[str] = typer.Option(None, help="Results file (default runs/DEVICE-PHASE-DTYPE.json; "
+                                      "--exec graph: runs/DEVICE-PHASE-graph-DTYPE.json)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the results file, skipping the points it holds."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file, even one that is not "
+                                                              "a results file."),
     count: Optional[bool] = typer.Option(None, "--count/--no-count", help="Run the FLOP counters (fvcore, "
                                          "FlopCounterMode) on every point. Default: on the CPU and MPS, not on "
                                          "CUDA, where they re-run each forward twice."),
     budget: Optional[float] = typer.Option(None, help="Seconds of timing per point (default 1 on a GPU, 0.2 on the CPU)."),
+    exec_mode: str = typer.Option("eager", "--exec", help="eager (the host issues each op, as PyTorch eager) or "
+                                  "graph (the layer captured once in a CUDA graph and replayed: no host cost per "
+                                  "op; CUDA only)."),
+    ops: bool = typer.Option(False, "--ops", help="Also record where each point's time goes, by op kind "
+                             "(torch.profiler: host time per aten op, and kernel time on CUDA); see `attncost "
+                             "crosscheck --time RUN.json --by-op`."),
     model: Optional[str] = typer.Option(None, "--model", help="Run a whole model instead of one layer: a preset "
-                                        "(gpt2, llama-3-8b, ...) or a model JSON file, random weights; measures time "
-                                        "to first token and decode tokens/s (default variant: the model's own)."),
+                                        "(gpt2, llama-3-8b, ...), a Hugging Face config.json or a folder holding "
+                                        "one, or a model JSON file, random weights; measures time to first token "
+                                        "and decode tokens/s (default variant: the model's own)."),
     new_tokens: int = typer.Option(8, "--new-tokens", help="With --model: decode steps per timed call (the "
                                    "per-token time is the call's time / N, each step against a cache of T)."),
     logits: str = typer.Option("all", "--logits", help="With --model: the prefill's LM head over 'all' T tokens "
                                "or the 'last' one, as `attncost predict --model`."),
+    weights_dtype: Optional[str] = typer.Option(None, "--weights-dtype", help="With --model: fp8 runs the blocks' "
+                                                "linear layers as fp8 matmuls (torch._scaled_mm; CUDA, compute "
+                                                "capability 8.9+) [default: --dtype]."),
+    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="With --model: fp8 stores the KV cache in fp8 "
+                                           "(CUDA, compute capability 8.9+) [default: --dtype]."),
 ) -> None:
     """Measure time and peak memory of attention variants on this machine, beside the prediction."""
     o = SimpleNamespace(**locals())
     kind = ModelRun(o) if model is not None else LayerRun(o)
-    _profile(kind, o, _command({"--" + k.replace("_", "-"): v for k, v in vars(o).items() if k not in kind.unused}))
+    flags = {"--" + k.replace("_", "-"): v for k, v in vars(o).items() if k not in kind.unused and k != "exec_mode"}
+    if exec_mode != "eager":
+        flags["--exec"] = exec_mode
+    _profile(kind, o, _command(flags))
 
 
 def _profile(kind, o: SimpleNamespace, command: str) -> None:
@@ -94,31 +113,37 @@ def _profile(kind, o: SimpleNamespace, command: str) -> None:
         check_choice(o.dtype, DTYPES, "--dtype")
     check_choice(o.backend, BACKEND_CHOICES, "--backend")
     check_choice(o.device, DEVICE_CHOICES, "--device")
-    if o.budget is not None and not o.budget > 0:
-        raise fail(f"--budget must be a positive number of seconds, not {o.budget}")
+    check_choice(o.exec_mode, MODES, "--exec")
+    _check_graph_mode(o.exec_mode, o.device)
+    if o.budget is not None and not 0 < o.budget <= MAX_BUDGET_S:  # refuses nan and inf too
+        raise fail(f"--budget must be a positive number of seconds, at most {MAX_BUDGET_S:,.0f} per point, "
+                   f"not {o.budget}")
     if o.resume and o.overwrite:
         raise fail("--resume and --overwrite contradict each other: pass one of them")
     names = kind.variants(o.variants)
     params = parse_params(o.param)
     check_param_values(params)
+    path = None if o.out is None else _results_file(o.out, o)  # before the device starts
 
     from ..profiler.device import device_name, environment, slug
     from ..profiler.runner import RunError
 
     dev = _resolve(o.device, o.backend)
+    _check_graph_mode(o.exec_mode, dev)
     dt = _dtype(o.dtype, dev)
     name = device_name(dev)
+    if path is None:
+        path = _results_file(Path("runs") / f"{slug(name)}-{kind.file_tag}-{dt}.json", o)
     kind.plan(dev, dt, name, names, params)
     hw, hw_label = _hardware(o.hardware, dev, name)
-    path = check_output(o.out or Path("runs") / f"{slug(name)}-{kind.file_tag}-{dt}.json", "--out", "run.json")
-    if path.exists() and not o.resume and not o.overwrite:
-        raise fail(f"--out {path} already exists: pass --resume to complete it, --overwrite to start again, "
-                   f"or another --out")
     budget_s = o.budget or defaults(dev)["budget"]
+    # Without --overwrite, a file that appeared since the check (a run that has ended since) is
+    # completed, never replaced; one that did not is started as by a run without --resume.
+    resume = o.resume or not o.overwrite
     try:
         with _progress() as progress:
             task = progress.add_task("starting", total=kind.total)
-            run = kind.run(path, dev, dt, backend=o.backend, resume=o.resume, hardware=hw,
+            run = kind.run(path, dev, dt, backend=o.backend, resume=resume, hardware=hw,
                            env=environment(dev, dt, hardware_profile=hw_label), command=command, name=path.stem,
                            measure_kwargs=dict(budget_s=budget_s),
                            on_begin=lambda p, i, n: progress.update(task, description=_describe(p)),
@@ -138,16 +163,19 @@ def _profile(kind, o: SimpleNamespace, command: str) -> None:
 class LayerRun:
     """A layer sweep: every variant at every (d, T) shape of one phase (``profiler.sweep``)."""
 
-    unused = ("model", "new_tokens", "logits")  # flags of the model run
+    unused = ("model", "new_tokens", "logits", "weights_dtype", "kv_dtype")  # flags of the model run
 
     def __init__(self, o: SimpleNamespace):
-        self.o, self.grid, self.total, self.of_total, self.file_tag = o, [], 0, "", o.phase
+        self.o, self.grid, self.total, self.of_total = o, [], 0, ""
+        self.file_tag = o.phase + ("-graph" if o.exec_mode == "graph" else "")
         self.variants = parse_variants
 
     def check(self) -> None:
         o = self.o
         if o.new_tokens != 8 or o.logits != "all":
             raise fail("--new-tokens and --logits apply only with --model")
+        if o.weights_dtype is not None or o.kv_dtype is not None:
+            raise fail("--weights-dtype and --kv-dtype apply only with --model")
         check_choice(o.phase, PHASES, "--phase")
         for flag, value in (("--heads", o.heads), ("--batch", o.batch)):
             if value is not None and value < 1:
@@ -196,16 +224,16 @@ class LayerRun:
         from ..profiler.sweep import run_sweep
 
         count = self.o.count if self.o.count is not None else default_count(dev)
-        return run_sweep(path, self.grid, dev, dt, count=count, **common)
+        return run_sweep(path, self.grid, dev, dt, count=count, exec_mode=self.o.exec_mode, ops=self.o.ops, **common)
 
     def summary(self, run, path: Path) -> None:
         from ..profiler.sweep import grid_points
 
         by_key = {p.key: p for p in run.points}
-        keys = dict.fromkeys(p.key for p in grid_points(self.grid))  # this command's points, in grid order
+        keys = dict.fromkeys(p.key for p in grid_points(self.grid, self.o.exec_mode))  # this command's, in grid order
         points = [by_key[k] for k in keys if k in by_key]  # (a resumed file may hold more)
         table = _table((("variant", "left"), ("T", "right"), ("meas. ms", "right"), ("pred. ms", "right"),
-                        ("error", "right"), ("peak MiB", "right"), ("sdpa", "left"), ("status", "left")))
+                        ("error", "right"), ("peak MiB", "right"), ("kernel", "left"), ("status", "left")))
         errors = []
         messages: dict = {}
         for p in points:
@@ -238,7 +266,14 @@ class LayerRun:
             errors.sort()
             console.print(f"Predicted vs measured time: median |error| {errors[len(errors) // 2]:.0%} over "
                           f"{len(errors)} points (error = predicted / measured - 1; meas. = median of repeated calls; "
-                          f"peak MiB = memory above the inputs; sdpa = the backend that ran).")
+                          f"peak MiB = memory above the inputs; kernel = the attention kernel that ran: an SDPA "
+                          f"backend, or flex).")
+        if self.o.exec_mode == "graph":
+            console.print("Graph mode: each layer captured once in a CUDA graph and timed as its replay (no host "
+                          "time per op); predicted in graph mode too.")
+        if self.o.ops:
+            console.print(f"Time by op kind recorded: `attncost crosscheck --time {path} --by-op` sets it beside "
+                          f"the prediction.")
 
 
 class ModelRun:
@@ -254,9 +289,19 @@ class ModelRun:
         from ..costmodel.model_graphs import LOGITS
         from ..profiler.device import slug
 
+        from ..costmodel.units import KV_DTYPES, WEIGHT_DTYPES
+
         o = self.o
+        layer_only = [f for f, given in (("--exec graph", o.exec_mode == "graph"), ("--ops", o.ops)) if given]
+        if layer_only:
+            raise fail(f"{' and '.join(layer_only)} apply to a layer sweep, not to --model")
         self.cfg = cfg = load_model(o.model)
-        self.file_tag = f"model-{slug(cfg.name)}"
+        for flag, value, choices in (("--weights-dtype", o.weights_dtype, WEIGHT_DTYPES),
+                                     ("--kv-dtype", o.kv_dtype, KV_DTYPES)):
+            if value is not None:
+                check_choice(value, choices, flag)
+        stored = "".join(f"-{tag}{v}" for tag, v in (("w", o.weights_dtype), ("kv", o.kv_dtype)) if v)
+        self.file_tag = f"model-{slug(cfg.name)}{stored}"
         if o.d is not None or o.heads is not None:
             raise fail(f"--d and --heads come from the model with --model ({cfg.name}: d={cfg.d}, heads={cfg.heads})")
         if o.batch < 1 or o.new_tokens < 1:
@@ -267,7 +312,16 @@ class ModelRun:
         return [self.cfg.attention] if text.strip().lower() == "all" else parse_variants(text)
 
     def plan(self, dev: str, dt: str, name: str, names: list, params: dict) -> None:
+        from ..profiler.model_stack import precision_unmeasurable
+
         cfg, o = self.cfg, self.o
+        why = precision_unmeasurable(o.weights_dtype, o.kv_dtype, dev, dt)
+        if why:
+            flags = [f for f, v in (("--weights-dtype", o.weights_dtype), ("--kv-dtype", o.kv_dtype)) if v]
+            raise fail(f"{' and '.join(flags)}: {why}")
+        if cfg.weights_dtype and o.weights_dtype is None:
+            err_console.print(f"[yellow]note[/]: the checkpoint's weights are {cfg.weights_dtype}; this run's are "
+                              f"{dt} (pass --weights-dtype to change that).")
         self.Ts = Ts = parse_T(o.T or MODEL_T["cpu" if dev == "cpu" else "gpu"])
         self.names, self.params, self.total = names, params, len(Ts) * len(names)
         err_console.print(f"Running {cfg.name} ({cfg.layers} layers, d={cfg.d}, random weights) on {name} ({dev}), "
@@ -279,7 +333,8 @@ class ModelRun:
 
         o = self.o
         return run_models(path, o.model, self.names, self.Ts, o.batch, dev, dt, params=self.params,
-                          new_tokens=o.new_tokens, logits=o.logits, **common)
+                          new_tokens=o.new_tokens, logits=o.logits, weights_dtype=o.weights_dtype,
+                          kv_dtype=o.kv_dtype, **common)
 
     def summary(self, run, path: Path) -> None:
         table = _table((("model", "left"), ("variant", "left"), ("T", "right"), ("TTFT ms", "right"),
@@ -308,6 +363,33 @@ class ModelRun:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def _results_file(out, o: SimpleNamespace) -> Path:
+    """--out, checked before anything is measured: a file attncost can write there, none of the
+    command's inputs, a results file if it exists (else --overwrite), touched only with --resume
+    or --overwrite, and no other run writing it now."""
+    from ..profiler.runner import RunError, check_free
+
+    path = check_output(out, "--out", "run.json", kind=RESULTS_FILE, inputs=[o.hardware, o.model],
+                        overwrite=o.overwrite)
+    if path.exists() and not o.resume and not o.overwrite:
+        raise fail(f"--out {path} already exists: pass --resume to complete it, --overwrite to start again, "
+                   f"or another --out")
+    try:
+        check_free(path)
+    except RunError as err:
+        raise fail(str(err))
+    return path
+
+
+def _check_graph_mode(exec_mode: str, device: str) -> None:
+    """--exec graph on a device where it cannot be measured (CPU, MPS): exit 2, one sentence."""
+    if exec_mode != "graph" or device not in ("cpu", "mps"):
+        return
+    from ..profiler.sweep import graph_unmeasurable
+
+    raise fail(f"--exec graph: {graph_unmeasurable(device)}")
+
+
 def _resolve(device: str, backend: str) -> str:
     """The torch device to run on ("auto": CUDA, else MPS, else CPU), checked against --backend."""
     from ..profiler.device import DeviceError, check_backend, resolve_device

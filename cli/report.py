@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from .app import app
 from .errors import fail
-from .options import check_output, load_hardware, load_run
+from .options import REPORT_FILE, check_output, load_hardware, load_run
 
 console = Console(highlight=False)
 
@@ -45,6 +45,7 @@ def report(
     fidelity: Optional[List[Path]] = typer.Option(
         None, "--fidelity", metavar="FILE.json", help="Output of `attncost fidelity --json`: adds a cost-vs-fidelity "
                                                       "chart (Pareto front per T). Repeatable."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an -o file that is not an attncost report."),
 ) -> None:
     """Write one self-contained HTML report (works offline) from results files."""
     runs = list(runs or [])
@@ -57,7 +58,8 @@ def report(
     loaded = [load_run(p) for p in runs]
     fid_docs = [_load_fidelity(p) for p in fidelity]
     hw = None if hardware is None else load_hardware(hardware)
-    check_output(output, "-o", "report.html")
+    check_output(output, "-o", "report.html", kind=REPORT_FILE, inputs=runs + fidelity + [hardware],
+                 overwrite=overwrite)
     from ..reports import write_fidelity_report, write_run_report
 
     try:
@@ -68,7 +70,7 @@ def report(
         else:
             path = write_fidelity_report(fid_docs, output, paths=[str(p) for p in fidelity], hardware=hw)
     except OSError as err:
-        raise fail(f"cannot write {output}: {err.strerror or err}")
+        raise fail(f"-o {output}: cannot write there ({err.strerror or err})")
     n = sum(len(r.points) for r in loaded)
     what = []
     if loaded:

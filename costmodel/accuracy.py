@@ -1,14 +1,20 @@
 """How good the predictions of a run are: error per point and per variant, and crossovers,
-predicted (by the cost model) beside measured (where the measured curves cross).
+predicted (by the cost model) beside measured (where the measured curves cross); and, for a run
+profiled with ``--ops``, where a variant's error comes from, op kind by op kind (``by_op``).
+
+Points measured in graph mode are a series of their own: "flash (graph)" beside "flash".
 
 Pure Python, shared by `attncost crosscheck --time` and the reports.
 """
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Optional
 
-from .results import Run
+from .as_run import kernel_parts
+from .opkinds import KINDS, VIEW, graph_kind
+from .results import Point, Run
 
 TARGET_MEDIAN = 0.15  # issue: median |predicted - measured| / measured at most 15 %
 TARGET_P90 = 0.35
@@ -41,11 +47,16 @@ def summary(errors: list) -> dict:
     return {"points": len(a), "median": statistics.median(a), "p90": quantile(a, 0.9)}
 
 
+def label(p: Point) -> str:
+    """The series a point belongs to: its variant, and "(graph)" where it ran in graph mode."""
+    return p.variant if p.exec_mode == "eager" else f"{p.variant} ({p.exec_mode})"
+
+
 def by_variant(errors: list) -> dict:
-    """variant -> summary of its points' errors, plus the median signed error (bias)."""
+    """series (``label``) -> summary of its points' errors, plus the median signed error (bias)."""
     groups: dict = {}
     for e in errors:
-        groups.setdefault(e[0].variant, []).append(e)
+        groups.setdefault(label(e[0]), []).append(e)
     return {v: {**summary(es), "bias": statistics.median(x[-1] for x in es)} for v, es in groups.items()}
 
 
@@ -67,11 +78,11 @@ def crossings(a: list, b: list) -> list:
     return out
 
 
-def _curves(run: Run, variant: str, d: int, what: str) -> list:
-    """[(T, seconds)] of one variant at width d: measured medians or predicted times."""
+def _curves(run: Run, variant: str, d: int, what: str, exec_mode: str = "eager") -> list:
+    """[(T, seconds)] of one variant at width d in one exec mode: measured medians or predicted times."""
     out = []
     for p in run.points:
-        if p.variant != variant or p.shape.d != d or p.status != "ok":
+        if p.variant != variant or p.shape.d != d or p.status != "ok" or p.exec_mode != exec_mode:
             continue
         v = p.timing.median_s if what == "measured" and p.timing else p.predicted_time_s
         if v:
@@ -83,21 +94,24 @@ def crossover_table(run: Run, baselines: tuple = ("flash", "mha")) -> list:
     """For every variant and width of the run, against each baseline: the first T where the
     variant becomes faster, measured (interpolated between the sweep's T values; None if never
     inside the sweep) and predicted (the cost model's curve over the same T values, interpolated
-    the same way), and the ratio of the two."""
+    the same way), and the ratio of the two; per exec mode ("exec"), each against its own baseline."""
     rows = []
     variants = sorted({p.variant for p in run.points})
-    for d in sorted({p.shape.d for p in run.points}):
-        for base in baselines:
-            if base not in variants:
-                continue
-            for v in variants:
-                if v == base:
+    modes = sorted({p.exec_mode for p in run.points})
+    for mode in modes:
+        for d in sorted({p.shape.d for p in run.points}):
+            for base in baselines:
+                if base not in variants:
                     continue
-                meas = _first_below(_curves(run, v, d, "measured"), _curves(run, base, d, "measured"))
-                pred = _first_below(_curves(run, v, d, "predicted"), _curves(run, base, d, "predicted"))
-                ratio = max(meas, pred) / min(meas, pred) if meas and pred else None
-                rows.append({"variant": v, "baseline": base, "d": d, "measured_T": meas,
-                             "predicted_T": pred, "ratio": ratio})
+                for v in variants:
+                    if v == base:
+                        continue
+                    meas = _first_below(_curves(run, v, d, "measured", mode), _curves(run, base, d, "measured", mode))
+                    pred = _first_below(_curves(run, v, d, "predicted", mode),
+                                        _curves(run, base, d, "predicted", mode))
+                    ratio = max(meas, pred) / min(meas, pred) if meas and pred else None
+                    rows.append({"variant": v, "baseline": base, "d": d, "exec": mode, "measured_T": meas,
+                                 "predicted_T": pred, "ratio": ratio})
     return rows
 
 
@@ -110,3 +124,88 @@ def _first_below(a: list, b: list) -> Optional[float]:
     if both[0][1] < bd[both[0][0]]:
         return float(both[0][0])
     return next((T for T, _, direction in crossings(a, b) if direction == "below"), None)
+
+
+# -- where the error comes from: time by op kind ------------------------------------------------
+REST = "rest"  # measured: time in no aten op (Python between the ops); predicted: the device waiting for the host
+KIND_ORDER = KINDS + (VIEW, REST)
+
+
+@dataclass
+class KindTime:
+    """One op kind of a series: mean seconds per call over its points, predicted and measured, and
+    ``share``: the mean of (predicted - measured) / measured layer time, the kind's part of the
+    series' mean error (the shares of a series add up to it)."""
+
+    kind: str
+    predicted_s: float
+    measured_s: float
+    share: float
+
+    def model_dump(self) -> dict:
+        return {"kind": self.kind, "predicted_s": self.predicted_s, "measured_s": self.measured_s,
+                "share": self.share}
+
+
+def kind_times(p: Point, hardware) -> Optional[tuple]:
+    """(source, predicted, measured) of a point profiled with ``--ops``: seconds per call by op kind,
+    plus ``REST``, each side adding up to its layer time; None without op times or a prediction.
+
+    ``source`` "device" (a CUDA run): the kernels' device times, beside the kernels' predicted device
+    times (``timing.predict`` in graph mode), REST the rest of the layer's time (eager: the device
+    waiting for the host). "host" (CPU, MPS): the aten ops' host self times, beside each kernel's
+    share of the prediction in the point's own exec mode. The prediction prices the point as it ran
+    (``as_run.kernel_parts``); kernels are counted by ``opkinds.graph_kind``."""
+    measured = p.op_device_times if p.op_device_times is not None else p.op_times
+    if not measured or p.status != "ok" or p.timing is None or p.timing.median_s <= 0 or hardware is None:
+        return None
+    source = "host" if p.op_device_times is None else "device"
+    how = dict(backend=p.backend, compute_dtype=p.compute_dtype)
+    try:
+        whole = kernel_parts(p.variant, p.shape, p.params, hardware, mode=p.exec_mode, **how)
+        parts = whole if source == "host" else kernel_parts(p.variant, p.shape, p.params, hardware, mode="graph",
+                                                             **how)
+    except ValueError:  # VariantError, HardwareError: the point cannot be priced with this profile
+        return None
+    if not whole or not parts:
+        return None
+    predicted: dict = {}
+    for kernels, te in parts:
+        for k, kt in zip(kernels, te.per_kernel):
+            kind = graph_kind(k)
+            predicted[kind] = predicted.get(kind, 0.0) + kt.time_s
+    total = sum(te.time_s for _, te in whole)
+    rest = total - sum(predicted.values())
+    predicted[REST] = rest if abs(rest) > 1e-9 * total else 0.0  # (rounding, where the kernels are all of it)
+    measured = dict(measured)
+    measured[REST] = p.timing.median_s - sum(measured.values())
+    return source, predicted, measured
+
+
+def by_op(run: Run, hardware=None) -> dict:
+    """series (``label``) -> {"points", "source", "error" (mean signed error of its points, priced as
+    they ran), "rows" ([``KindTime``] in ``KIND_ORDER``), "largest" (the kind of the largest
+    |share|: what made the series off)} for the points profiled with ``--ops``. ``hardware``:
+    default the run's own profile."""
+    hardware = hardware if hardware is not None else run.hardware
+    groups: dict = {}
+    for p in run.points:
+        found = kind_times(p, hardware)
+        if found is not None:
+            groups.setdefault(label(p), []).append((p, *found))
+    return {name: _series_by_op(points) for name, points in groups.items()}
+
+
+def _series_by_op(points: list) -> dict:
+    n = len(points)
+    kinds = [k for k in KIND_ORDER if any(k in pred or k in meas for _, _, pred, meas in points)]
+    rows = []
+    for k in kinds:
+        pred = [pr.get(k, 0.0) for _, _, pr, _ in points]
+        meas = [me.get(k, 0.0) for _, _, _, me in points]
+        shares = [(a - b) / p.timing.median_s for (p, *_), a, b in zip(points, pred, meas)]
+        rows.append(KindTime(k, sum(pred) / n, sum(meas) / n, sum(shares) / n))
+    error = sum(sum(pr.values()) / p.timing.median_s - 1.0 for p, _, pr, _ in points) / n
+    largest = max(rows, key=lambda r: abs(r.share)).kind if rows else None
+    sources = sorted({source for _, source, _, _ in points})
+    return {"points": n, "source": "+".join(sources), "error": error, "rows": rows, "largest": largest}

@@ -61,11 +61,16 @@ class Estimate:
 
 def resolve_params(name: str, shape: Shape, params: Optional[dict] = None) -> Params:
     """The variant's parameters: ``params`` over the defaults, shape-dependent ones filled in.
-    Raises VariantError for an unknown variant and pydantic's ValidationError for bad values."""
+    Raises VariantError for an unknown variant or a count of tokens larger than T (``at_most_T``),
+    and pydantic's ValidationError for bad values."""
     variant = REGISTRY.get(name)
     if variant is None:
         raise VariantError(f"unknown variant {name!r}: choose from {', '.join(REGISTRY)}")
-    return variant.params(**(params or {})).resolve(shape)
+    p = variant.params(**(params or {})).resolve(shape)
+    for key in p.at_most_T:
+        if getattr(p, key) > shape.T:
+            raise VariantError(f"{name}.{key}={getattr(p, key)} must be at most T={shape.T}")
+    return p
 
 
 def graph(name: str, shape: Shape, params: Optional[Params] = None) -> Graph:

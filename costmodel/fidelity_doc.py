@@ -25,12 +25,12 @@ class FidelityFileError(ValueError):
 class FidelityPoint(BaseModel):
     """One variant at one T on one kind of inputs, compared with exact attention."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     variant: str
     label: str  # the variant and the parameters that matter for fidelity: "linformer k=64"
     kind: Optional[str] = None  # reference | conversion | approximation | oracle | learned | skipped
-    status: str  # ok | skipped | error
+    status: str  # ok | skipped | error | oom | oom-predicted
     reason: Optional[str] = None
     params: dict
     T: Count

@@ -25,17 +25,16 @@ are), seconds.
 
 from __future__ import annotations
 
-import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Hashable, Literal, Optional, TypeVar
+from typing import Annotated, Callable, Hashable, Literal, Optional, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from .atomic import write_atomic
 from .jsonfile import load_json_model
-from .units import DTYPES, GIB, Dtype
+from .units import DTYPES, EIGHT_BIT, GIB, Dtype, EightBit
 
 T = TypeVar("T")
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -44,6 +43,27 @@ H100_MICROBENCH = DATA_DIR / "h100-microbench-2026-11-22.json"  # raw rows the h
 
 class HardwareError(ValueError):
     """A hardware profile cannot be found or read (one plain sentence)."""
+
+
+# -- the kinds of numbers a profile holds ----------------------------------------------------------
+# Every number is finite (``allow_inf_nan=False`` on each model) and within a range wide enough
+# for any real device and narrow enough that no prediction overflows: a time is at most
+# latencies (<= 1 s each) plus FLOPs / (rate * share), with rates >= 1 per second, shares >= 1e-9
+# and each efficiency factor x / (x + half) >= 1 / (1 + 1e12), so it stays far below 1e308 s.
+
+def _at_least(low: float, what: str) -> AfterValidator:
+    def check(x: float) -> float:
+        if x < low:
+            raise ValueError(f"must be at least {low:g} {what}, not {x:g}")
+        return x
+    return AfterValidator(check)
+
+
+Rate = Annotated[float, Field(gt=0), _at_least(1.0, "per second")]  # FLOP/s, bytes/s
+Share = Annotated[float, Field(gt=0, le=1), _at_least(1e-9, "(a share of a peak)")]
+Seconds = Annotated[float, Field(ge=0, le=1.0)]  # the fixed cost of one op or kernel
+Size = Annotated[float, Field(ge=0, le=1e12)]  # a half-efficiency point or a tile, in elements
+FINITE = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # -- efficiency models -----------------------------------------------------------------------------
@@ -60,15 +80,15 @@ class MatmulEfficiency(BaseModel):
     largest k fitted; libraries split longer reductions across blocks).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = FINITE
 
-    max_eff: float = Field(0.8, gt=0, le=1, description="share of the peak reached by large matmuls")
-    mn_half: float = Field(16.0, ge=0, description="m (and n) at which efficiency halves")
-    k_half: float = Field(160.0, ge=0, description="k at which efficiency halves")
-    k_step_s: float = Field(0.0, ge=0, description="serial time per unit of k (s)")
+    max_eff: Share = Field(0.8, description="share of the peak reached by large matmuls")
+    mn_half: Size = Field(16.0, description="m (and n) at which efficiency halves")
+    k_half: Size = Field(160.0, description="k at which efficiency halves")
+    k_step_s: Seconds = Field(0.0, description="serial time per unit of k (s)")
     k_serial_cap: float = Field(4096.0, gt=0, description="k beyond which the serial term stops growing")
-    mem_eff: float = Field(0.8, gt=0, le=1, description="share of mem_bandwidth a matmul's traffic reaches")
-    latency_s: float = Field(6e-6, ge=0, description="fixed device time of one matmul kernel (s)")
+    mem_eff: Share = Field(0.8, description="share of mem_bandwidth a matmul's traffic reaches")
+    latency_s: Seconds = Field(6e-6, description="fixed device time of one matmul kernel (s)")
 
 
 class AttentionEfficiency(BaseModel):
@@ -82,16 +102,16 @@ class AttentionEfficiency(BaseModel):
     causal_tile / keys * dense_flops_mm`` (at most the dense work).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = FINITE
 
-    max_eff: float = Field(0.6, gt=0, le=1, description="share of the tensor peak at large head dim and keys")
-    dh_half: float = Field(32.0, ge=0, description="head dim at which efficiency halves")
-    keys_half: float = Field(128.0, ge=0, description="keys at which efficiency halves")
-    causal_tile: float = Field(128.0, ge=0, description="tile size along keys of the mask boundary")
+    max_eff: Share = Field(0.6, description="share of the tensor peak at large head dim and keys")
+    dh_half: Size = Field(32.0, description="head dim at which efficiency halves")
+    keys_half: Size = Field(128.0, description="keys at which efficiency halves")
+    causal_tile: Size = Field(128.0, description="tile size along keys of the mask boundary")
     dh_cap: Optional[float] = Field(None, gt=0, description="head dims above this one get its efficiency "
                                                             "(the largest fitted: no extrapolation)")
-    mem_eff: float = Field(0.85, gt=0, le=1, description="share of mem_bandwidth reached")
-    latency_s: float = Field(8e-6, ge=0, description="fixed device time of one attention kernel (s)")
+    mem_eff: Share = Field(0.85, description="share of mem_bandwidth reached")
+    latency_s: Seconds = Field(8e-6, description="fixed device time of one attention kernel (s)")
 
 
 Fp32Matmul = Literal["ieee", "tf32"]
@@ -100,27 +120,56 @@ Fp32Matmul = Literal["ieee", "tf32"]
 class Hardware(BaseModel):
     """A device: published peaks (``source``) plus efficiencies (``calibration`` says where from)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = FINITE
 
     name: str = Field(..., min_length=1)
     description: str = ""
     source: str = Field("", description="where the published peaks come from (URL or document)")
-    peak_flops: dict[Dtype, float] = Field(
+    peak_flops: dict[Dtype, Rate] = Field(
         ..., description="dense tensor FLOP/s per dtype, no sparsity (fp32: TF32 tensor cores)")
-    vector_flops: float = Field(..., gt=0, description="fp32 non-tensor FLOP/s")
-    mem_bandwidth: float = Field(..., gt=0, description="device memory bandwidth, bytes/s")
+    peak_flops_8bit: dict[EightBit, Rate] = Field(
+        default_factory=dict, description="dense tensor FLOP/s of fp8 and OP/s of int8 matmuls, no sparsity, "
+                                          "where the device has them (absent: it has none)")
+    vector_flops: Rate = Field(..., description="fp32 non-tensor FLOP/s")
+    mem_bandwidth: Rate = Field(..., description="device memory bandwidth, bytes/s")
     mem_bytes: float = Field(..., gt=0, description="device memory, bytes")
-    launch_overhead_s: float = Field(10e-6, ge=0, description="host time to issue one eager op (s)")
-    matmul_overhead_s: Optional[float] = Field(
-        None, ge=0, description="host time to issue one eager matmul or SDPA call (s); None: launch_overhead_s")
-    kernel_latency_s: float = Field(5e-6, ge=0, description="fixed device time of one non-matmul kernel (s)")
-    mem_efficiency: float = Field(0.85, gt=0, le=1, description="share of mem_bandwidth a large copy reaches")
-    vector_eff: dict[str, float] = Field(
+    launch_overhead_s: Seconds = Field(10e-6, description="host time to issue one eager op (s)")
+    matmul_overhead_s: Optional[Seconds] = Field(
+        None, description="host time to issue one eager matmul or SDPA call (s); None: launch_overhead_s")
+    view_overhead_s: Optional[Seconds] = Field(
+        None, description="host time of one eager view / metadata-only op (view, transpose, expand, ...), "
+                          "which launches no kernel (s); None: not measured, views are not priced")
+    sdpa_overhead_s: Optional[Seconds] = Field(
+        None, description="host time to issue one eager SDPA call (s); None: the matmul's")
+    index_overhead_s: Optional[Seconds] = Field(
+        None, description="host time to issue one eager index, scatter or topk op (s); None: launch_overhead_s")
+    host_sync: bool = Field(
+        False, description="the host runs each eager op to its end before issuing the next (a CPU): an op takes "
+                           "the longer of its host time and its kernel time, nothing overlaps")
+    kernel_latency_s: Seconds = Field(5e-6, description="fixed device time of one non-matmul kernel (s)")
+    mem_efficiency: Share = Field(0.85, description="share of mem_bandwidth a large copy reaches")
+    vector_eff: dict[str, Share] = Field(
         default_factory=dict,
         description="share of mem_bandwidth per non-matmul op kind (softmax, reduction, ...); default mem_efficiency")
-    vector_latency: dict[str, float] = Field(
+    vector_latency: dict[str, Seconds] = Field(
         default_factory=dict,
         description="fixed device time per non-matmul op kind (s); default kernel_latency_s")
+    vector_row_s: dict[str, Seconds] = Field(
+        default_factory=dict,
+        description="time per row of a row-wise op kind (softmax, topk: per row; reduction: per output) (s); "
+                    "default 0")
+    topk_select_s: Seconds = Field(
+        0.0, description="time per kept element per row of a topk, times log2(k + 1): ordering the k kept (s)")
+    cache_bytes: Optional[float] = Field(
+        None, gt=0, le=1e15, description="a kernel that moves more bytes than this streams them from memory, no "
+                                         "faster than dram_eff of mem_bandwidth (a CPU's last-level cache, where "
+                                         "mem_bandwidth is the rate within it); None: every kernel at its own rate")
+    dram_eff: Optional[Share] = Field(None, description="share of mem_bandwidth beyond cache_bytes")
+    fresh_bytes: Optional[float] = Field(
+        None, gt=0, le=1e15, description="an op's output of at least this many bytes is fresh memory it faults in "
+                                         "page by page (a CPU's allocator maps large blocks anew for each op and "
+                                         "unmaps them when freed); None: no output is")
+    fresh_s_per_byte: Seconds = Field(0.0, description="time per byte of faulting in a fresh output (s)")
     fp32_matmul: Fp32Matmul = Field(
         "ieee", description="fp32 matmuls: 'ieee' on CUDA cores at vector_flops (PyTorch's default, "
                             "allow_tf32=False) or 'tf32' on tensor cores at peak_flops['fp32']")
@@ -137,15 +186,6 @@ class Hardware(BaseModel):
         missing = [d for d in DTYPES if d not in self.peak_flops]
         if missing:
             raise ValueError(f"peak_flops has no {', '.join(missing)}")
-        for d, v in self.peak_flops.items():
-            if not (v > 0 and math.isfinite(v)):
-                raise ValueError(f"peak_flops[{d}] must be a positive number")
-        for k, v in self.vector_eff.items():
-            if not 0 < v <= 1:
-                raise ValueError(f"vector_eff[{k}] must be in (0, 1]")
-        for k, v in self.vector_latency.items():
-            if not 0 <= v < 1:
-                raise ValueError(f"vector_latency[{k}] must be in [0, 1) seconds")
         if self.attention and self.attention_backend not in self.attention:
             raise ValueError(f"attention_backend {self.attention_backend!r} is not one of "
                              f"{', '.join(self.attention)}")
@@ -153,16 +193,22 @@ class Hardware(BaseModel):
 
     # -- lookups ---------------------------------------------------------------------------------
     def tensor_peak(self, dtype: str) -> float:
-        """FLOP/s ceiling of matmuls in ``dtype`` (fp32: CUDA cores unless fp32_matmul = 'tf32')."""
+        """FLOP/s ceiling of matmuls in ``dtype`` (fp32: CUDA cores unless fp32_matmul = 'tf32'; fp8
+        and int8: ``peak_flops_8bit``, HardwareError where the device has no such tensor cores)."""
         if dtype == "fp32" and self.fp32_matmul == "ieee":
             return self.vector_flops
+        if dtype in EIGHT_BIT:
+            if dtype not in self.peak_flops_8bit:
+                have = ", ".join(self.peak_flops_8bit) or "none"
+                raise HardwareError(f"hardware {self.name} has no {dtype} tensor cores (its 8-bit ones: {have})")
+            return self.peak_flops_8bit[dtype]
         return self.peak_flops[dtype]
 
     def matmul_eff(self, dtype: str) -> MatmulEfficiency:
         m = self.matmul
         if dtype in m:
             return m[dtype]
-        sibling = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
+        sibling = {"bf16": "fp16", "fp16": "bf16", "fp8": "bf16", "int8": "bf16"}.get(dtype)  # 8-bit: bf16's shape
         if sibling in m:
             return m[sibling]
         return _DEFAULT_MATMUL
@@ -184,9 +230,21 @@ class Hardware(BaseModel):
         """Fixed device time of a non-matmul kernel of this kind."""
         return self.vector_latency.get(kind, self.kernel_latency_s)
 
+    def op_row_s(self, kind: str) -> float:
+        """Time per row of a non-matmul op of this kind (0: no row term)."""
+        return self.vector_row_s.get(kind, 0.0)
+
     @property
     def host_matmul_s(self) -> float:
         return self.launch_overhead_s if self.matmul_overhead_s is None else self.matmul_overhead_s
+
+    @property
+    def host_sdpa_s(self) -> float:
+        return self.host_matmul_s if self.sdpa_overhead_s is None else self.sdpa_overhead_s
+
+    @property
+    def host_index_s(self) -> float:
+        return self.launch_overhead_s if self.index_overhead_s is None else self.index_overhead_s
 
     def cached(self, key: Hashable, build: Callable[..., T], *args) -> T:
         """A value derived from this profile (``timing.compiled``): ``build(*args)`` on the first
@@ -288,9 +346,10 @@ A100 = Hardware(
     name="a100",
     description="NVIDIA A100 80GB SXM4 (HBM2e)",
     source="NVIDIA A100 Tensor Core GPU datasheet (nvidia-a100-datasheet-us-nvidia-1758950-r4): "
-           "BF16/FP16 312, TF32 156, FP32 19.5 TFLOPS dense; 80GB HBM2e at 2,039 GB/s; "
+           "BF16/FP16 312, TF32 156, FP32 19.5 TFLOPS dense; INT8 624 TOPS dense (1,248 with sparsity), no "
+           "FP8; 80GB HBM2e at 2,039 GB/s; "
            "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
-    peak_flops={"bf16": 312e12, "fp16": 312e12, "fp32": 156e12},
+    peak_flops={"bf16": 312e12, "fp16": 312e12, "fp32": 156e12}, peak_flops_8bit={"int8": 624e12},
     vector_flops=19.5e12, mem_bandwidth=2.039e12, mem_bytes=80 * GIB, **_NV_EAGER,
     kernel_latency_s=5e-6, mem_efficiency=0.88, vector_eff={"softmax": 0.7, "reduction": 0.8},
     matmul=_NV_MATMUL, attention={"flash": _FA2_AMPERE, "efficient": AttentionEfficiency(max_eff=0.35, dh_half=55)},
@@ -300,9 +359,11 @@ A100 = Hardware(
 L4 = Hardware(
     name="l4",
     description="NVIDIA L4 24GB (Ada, PCIe, 72 W)",
-    source="NVIDIA L4 Tensor Core GPU datasheet: FP32 30.3 TFLOPS; TF32 120, BF16/FP16 242 TFLOPS "
-           "with sparsity (60 / 121 dense); 24GB GDDR6 at 300 GB/s; https://www.nvidia.com/en-us/data-center/l4/",
+    source="NVIDIA L4 Tensor Core GPU datasheet: FP32 30.3 TFLOPS; TF32 120, BF16/FP16 242 TFLOPS, FP8 485 "
+           "TFLOPS, INT8 485 TOPS with sparsity (60 / 121 / 242.5 / 242.5 dense); 24GB GDDR6 at 300 GB/s; "
+           "https://www.nvidia.com/en-us/data-center/l4/",
     peak_flops={"bf16": 121e12, "fp16": 121e12, "fp32": 60e12},
+    peak_flops_8bit={"fp8": 242.5e12, "int8": 242.5e12},
     vector_flops=30.3e12, mem_bandwidth=300e9, mem_bytes=24 * GIB, **_NV_EAGER,
     kernel_latency_s=5e-6, mem_efficiency=0.88, vector_eff={"softmax": 0.7, "reduction": 0.8},
     matmul=_NV_MATMUL, attention={"flash": _FA2_AMPERE, "efficient": AttentionEfficiency(max_eff=0.35, dh_half=55)},
@@ -314,9 +375,11 @@ RTX4090 = Hardware(
     name="rtx4090",
     description="NVIDIA GeForce RTX 4090 24GB (Ada)",
     source="NVIDIA Ada Lovelace GPU Architecture whitepaper v2.1, Appendix A (GeForce RTX 4090): "
-           "FP32 82.6 TFLOPS; FP16/BF16 tensor with FP32 accumulate 165.2, TF32 82.6 TFLOPS dense; "
+           "FP32 82.6 TFLOPS; FP16/BF16 tensor with FP32 accumulate 165.2, FP8 with FP32 accumulate 330.3, "
+           "TF32 82.6 TFLOPS, INT8 660.6 TOPS dense; "
            "24GB GDDR6X at 1,008 GB/s; https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf",
     peak_flops={"bf16": 165.2e12, "fp16": 165.2e12, "fp32": 82.6e12},
+    peak_flops_8bit={"fp8": 330.3e12, "int8": 660.6e12},
     vector_flops=82.6e12, mem_bandwidth=1008e9, mem_bytes=24 * GIB, **_NV_EAGER,
     kernel_latency_s=4e-6, mem_efficiency=0.9, vector_eff={"softmax": 0.7, "reduction": 0.8},
     matmul=_NV_MATMUL, attention={"flash": _FA2_AMPERE, "efficient": AttentionEfficiency(max_eff=0.35, dh_half=55)},
@@ -384,10 +447,11 @@ CPU = Hardware(
 # H200: same GH100 die and software stack as the H100, more and faster memory.
 _H200_PEAKS = dict(
     description="NVIDIA H200 141GB SXM (HBM3e)",
-    source="NVIDIA H200 Tensor Core GPU datasheet: BF16/FP16 1,979, TF32 989 TFLOPS with sparsity "
-           "(989.4 / 494.7 dense), FP32 67 TFLOPS; 141GB HBM3e at 4.8 TB/s; "
-           "https://www.nvidia.com/en-us/data-center/h200/",
+    source="NVIDIA H200 Tensor Core GPU datasheet: BF16/FP16 1,979, TF32 989, FP8 3,958 TFLOPS, INT8 "
+           "3,958 TOPS with sparsity (989.4 / 494.7 / 1,978.9 / 1,978.9 dense), FP32 67 TFLOPS; 141GB "
+           "HBM3e at 4.8 TB/s; https://www.nvidia.com/en-us/data-center/h200/",
     peak_flops={"bf16": 989.4e12, "fp16": 989.4e12, "fp32": 494.7e12},
+    peak_flops_8bit={"fp8": 1978.9e12, "int8": 1978.9e12},
     vector_flops=66.9e12, mem_bandwidth=4.8e12, mem_bytes=141 * GIB,
 )
 
@@ -395,10 +459,11 @@ _H200_PEAKS = dict(
 H100_PUBLISHED = Hardware(
     name="h100",
     description="NVIDIA H100 80GB SXM5 (HBM3)",
-    source="NVIDIA H100 Tensor Core GPU datasheet (SXM5): BF16/FP16 1,979, TF32 989 TFLOPS with "
-           "sparsity (989.4 / 494.7 dense), FP32 66.9 TFLOPS; 80GB HBM3 at 3.35 TB/s; "
-           "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet",
+    source="NVIDIA H100 Tensor Core GPU datasheet (SXM5): BF16/FP16 1,979, TF32 989, FP8 3,958 TFLOPS, "
+           "INT8 3,958 TOPS with sparsity (989.4 / 494.7 / 1,978.9 / 1,978.9 dense), FP32 66.9 TFLOPS; "
+           "80GB HBM3 at 3.35 TB/s; https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet",
     peak_flops={"bf16": 989.4e12, "fp16": 989.4e12, "fp32": 494.7e12},
+    peak_flops_8bit={"fp8": 1978.9e12, "int8": 1978.9e12},
     vector_flops=66.9e12, mem_bandwidth=3.35e12, mem_bytes=80 * GIB, **_NV_EAGER,
     kernel_latency_s=5e-6, mem_efficiency=0.88, vector_eff={"softmax": 0.7, "reduction": 0.8},
     matmul=_NV_MATMUL,
@@ -438,5 +503,7 @@ def _builtin(name: str) -> Hardware:
     if name == "h200":
         return _h200()
     if isinstance(spec, str):  # a derived (fitted) profile shipped in data/
-        return load_profile(DATA_DIR / spec).model_copy(update={"name": name})
+        published = {"h100": H100_PUBLISHED}[name]  # the datasheet it was fitted under
+        return load_profile(DATA_DIR / spec).model_copy(update={
+            "name": name, "source": published.source, "peak_flops_8bit": published.peak_flops_8bit})
     return spec

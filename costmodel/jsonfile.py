@@ -2,14 +2,19 @@
 
 Two readers: ``load_json_model`` for input files (hardware profiles, model configs) and
 ``load_document`` for the documents attncost writes (results files, fidelity files); both
-validate through ``validate_json``.
+validate through ``validate_json``, and read through ``read_text``: a regular file of at most
+MAX_FILE_BYTES, never a device or a pipe.
 """
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Callable
 
 from pydantic import BaseModel, ValidationError
+
+MAX_FILE_BYTES = 64 * 2**20  # far more than any profile, model or results file holds
 
 
 def load_json_model(path, model: type, what: str, error: type) -> BaseModel:
@@ -19,7 +24,7 @@ def load_json_model(path, model: type, what: str, error: type) -> BaseModel:
     kind, thing = what
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise error(f"{kind} {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -69,7 +74,7 @@ def read_json_file(path, kind: str, error: type):
     if path.is_dir():
         raise error(f"{path} is a directory, not a {kind}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except (OSError, UnicodeDecodeError) as err:
         raise error(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
     try:
@@ -84,3 +89,25 @@ def load_document(path, model: type, kind: str, error: type) -> BaseModel:
     (...)", "x.json is not an attncost results file: field environment is missing"."""
     data = read_json_file(path, kind, error)
     return validate_json(data, model, lambda why: error(f"{path} is not an attncost {kind}: {why}"))
+
+
+def read_text(path) -> str:
+    """The UTF-8 text of the regular file at ``path``, read only if it holds at most
+    MAX_FILE_BYTES: a device (/dev/zero), a pipe or a huge file would be read until memory runs
+    out. Raises FileNotFoundError, IsADirectoryError, OSError with a plain reason ("it is not a
+    regular file ...", "it holds more than 64 MiB ...") or UnicodeDecodeError."""
+    # O_NONBLOCK: opening a named pipe must not wait for a writer
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError("it is a directory")
+        if not stat.S_ISREG(mode):
+            raise OSError("it is not a regular file (a device, a pipe or a socket)")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise OSError(f"it holds more than {MAX_FILE_BYTES >> 20} MiB, the most attncost reads from a file")
+    return data.decode("utf-8")

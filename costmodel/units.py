@@ -24,8 +24,25 @@ SDPA_BACKENDS: tuple = get_args(SdpaBackend)  # torch's fused/math SDPA backends
 FUSED_BACKENDS: tuple = ("cudnn", "flash", "efficient")  # the ones that skip masked tiles, fastest first
 DEVICES: tuple = get_args(Device)
 TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Stored precisions of a whole model's parts (``predict --model``): its linear layers' weights and its
+# KV cache. fp8 weights run fp8 matmuls (activations quantised per token); int8 / int4 weights are
+# weight-only (dequantised in the matmul, computed in the activation dtype). Eight-bit tensor peaks
+# of a hardware profile are kept per ``EightBit`` dtype.
+WeightDtype = Literal["bf16", "fp16", "fp8", "int8", "int4"]
+KvDtype = Literal["bf16", "fp16", "fp8", "int8"]
+EightBit = Literal["fp8", "int8"]
+WEIGHT_DTYPES: tuple = get_args(WeightDtype)
+KV_DTYPES: tuple = get_args(KvDtype)
+EIGHT_BIT: tuple = get_args(EightBit)
+WEIGHT_ONLY: tuple = ("int8", "int4")  # dequantised inside the matmul, computed at the activation dtype
+TORCH_FP8 = "float8_e4m3fn"  # torch's fp8 format for weights and caches (E4M3, as vLLM and TensorRT-LLM)
 
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1, "int4": 0.5}
+# Weight-only dequantisation, ops per weight element each time a matmul loads it (counted as "mul"
+# FLOPs): int8 convert + scale; int4 unpack (shift and mask) + convert + scale. Group scales and
+# zero points are ignored.
+DEQUANT_OPS = {"int8": 2, "int4": 3}
+DEQUANT_TILE_M = 128  # rows of the activation tile a weight-only kernel dequantises a weight tile for
 INDEX_BYTES = 8  # torch.topk returns int64 indices
 CAUSAL_FUSED_FRACTION = 0.5
 

@@ -44,7 +44,9 @@ that a step costs about the same at every T), then evaluated on the held-out eva
 (sample 0, all queries).
 
 Memory: attention matrices are formed one sequence and a few heads at a time (at most
-CHUNK_ELEMS entries where the variant's head groups allow), and T is at most MAX_T.
+CHUNK_ELEMS entries where the variant's head groups allow), and T is at most MAX_T. A point the
+cost model says cannot fit in the free memory (``memory_needed``) is not run ("oom-predicted"), and
+one that runs out of memory all the same is recorded as "oom".
 """
 
 import hashlib
@@ -55,10 +57,14 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
-from ..costmodel.estimate import resolve_params
+from ..costmodel.estimate import estimate, graph, resolve_params
 from ..costmodel.shape import Shape
+from ..costmodel.units import GIB
 from ..costmodel.variants import REGISTRY, VariantError
 from . import approx as A
+from .device import free_memory
+from .harness import is_oom
+from .runner import MEMORY_HEADROOM, one_line
 
 INPUTS = ("random", "structured")
 MAX_T = 4096  # fidelity materialises T x T attention matrices
@@ -114,6 +120,8 @@ FIDELITY_PARAMS = {
 }
 STRUCTURED = dict(beta=6.0, gamma=1.5, eta=0.5, widths=(1.0, 2.0, 4.0, 8.0))
 CHUNK_ELEMS = 1 << 24  # at most this many attention-matrix entries per chunk of heads
+DISTILLED = ("topk", "mlp_attention")  # trained with Adam: weights, gradients and two moments
+OOM_STATUSES = ("oom", "oom-predicted")
 
 
 class FidelityError(ValueError):
@@ -368,6 +376,26 @@ def _group(variant: str, params, heads: int) -> int:
     return 1
 
 
+def memory_needed(variant: str, shape: Shape, params: dict, resolved) -> float:
+    """Bytes a point allocates, by the cost model (``estimate``): q, k, v of every sequence, plus,
+    for one chunk of heads of one sequence (``head_chunks``), the larger of the variant's and exact
+    attention's activation peak on the math path (``activation_bytes_unfused``, which counts the
+    layer's input and projections too, so it errs high), plus for the distilled variants their
+    weights other than the Q/K/V/O projections (which fidelity does not run), four times: with
+    their gradients and Adam's two moments. Other variants train nothing."""
+    H, dh = shape.heads, shape.head_dim
+    heads = head_chunks(H, shape.T, _group(variant, resolved, H))[0]
+    n = heads.stop - heads.start
+    chunk = shape.with_(batch=1, heads=n, d=n * dh, kv_heads=None)
+    peaks = [e.activation_bytes_unfused for e in (estimate(variant, chunk, params), estimate("mha", chunk))
+             if e.status == "ok"]
+    trained = 0.0
+    if variant in DISTILLED:
+        tensors = graph(variant, shape, resolved).tensors.values()
+        trained = 4 * sum(t.elems * t.itemsize for t in tensors if t.role == "weight" and not t.name.endswith("_proj"))
+    return 3 * shape.batch * shape.T * shape.d * shape.itemsize + max(peaks) + trained
+
+
 def fidelity_point(variant: str, shape: Shape, inputs: str, *, params: Optional[dict] = None,
                    distill_steps: int = 200, seed: int = 0, lr: float = 3e-3) -> dict:
     """One point: ``variant`` at ``shape`` (T, d, heads, batch; shape.causal is the requested
@@ -405,7 +433,24 @@ def fidelity_point(variant: str, shape: Shape, inputs: str, *, params: Optional[
         return point
     if inputs == "structured":
         structured_blocks(dh)  # raises for a head dim too small
+    need, free = memory_needed(variant, shape, params or {}, p), free_memory("cpu")
+    if free is not None and need > MEMORY_HEADROOM * free:
+        point.update(status="oom-predicted", reason=f"not run: it needs about {need / GIB:,.1f} GiB by the cost "
+                                                    f"model, the cpu has {free / GIB:,.1f} GiB free")
+        return point
+    try:
+        _compare(point, variant, shape, inputs, p, distill_steps=distill_steps, seed=seed, lr=lr, t0=t0)
+    except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        if not is_oom(err):
+            raise
+        point.update(status="oom", reason=f"out of memory: {one_line(err)}", distill=None, seconds=None)
+    return point
 
+
+def _compare(point: dict, variant: str, shape: Shape, inputs: str, p, *, distill_steps: int, seed: int, lr: float,
+             t0: float) -> None:
+    """Distil (the learned variants), run the variant and exact attention, fill in ``point``."""
+    B, H, T, dh, causal = shape.batch, shape.heads, shape.T, shape.head_dim, shape.causal
     model = None
     if variant == "topk":
         model, point["distill"] = distill_topk(p, inputs=inputs, batch=B, heads=H, T=T, dh=dh, causal=causal,
@@ -434,13 +479,11 @@ def fidelity_point(variant: str, shape: Shape, inputs: str, *, params: Optional[
     if not (out_acc.finite and attn_acc.finite):
         point.update(status="error", reason="the approximation produced non-finite values (fp32 overflow or "
                                             "underflow)")
-        return point
+        return
     point.update(cosine_output=out_acc.cosine, rel_error_output=out_acc.rel_error,
                  baseline_cosine_output=base_acc.cosine, baseline_rel_error_output=base_acc.rel_error)
     if has_attn:
         point.update(cosine_attention=attn_acc.cosine, rel_error_attention=attn_acc.rel_error)
-    point["seconds"] = time.perf_counter() - t0
-    return point
 
 
 def fidelity_points(variants: Sequence[str], Ts: Iterable[int], *, d: int = 256, heads: int = 4, batch: int = 1,
@@ -456,7 +499,8 @@ def fidelity_points(variants: Sequence[str], Ts: Iterable[int], *, d: int = 256,
 
     variant, label (the variant and the parameters that matter for fidelity, e.g.
     "linformer k=64"), kind (reference | conversion | approximation | oracle | learned | untrained |
-    skipped), status (ok | skipped | error), reason (why skipped or failed, else None), params (resolved),
+    skipped), status (ok | skipped | error | oom | oom-predicted: see ``memory_needed``), reason (why
+    skipped, not run or failed, else None), params (resolved),
     T, d, heads, head_dim, batch, inputs (random | structured), causal (the causality the variant
     ran and was compared with), seed, dtype ("fp32"), shape (a costmodel Shape dict, phase
     prefill: ``estimate(variant, Shape(**shape), params)`` gives the cost of the same point),

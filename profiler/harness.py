@@ -18,6 +18,21 @@ of the median, from order statistics, is within ``rel_ci`` of it on either side)
 calls have run, or ``budget_s`` seconds have passed. A single call slower than the budget is timed
 fewer than ``min_reps`` times: timing stops once 3 x ``budget_s`` has passed.
 
+Graph mode (``cuda_graph(fn)``): one call of ``fn`` captured in a ``torch.cuda.CUDAGraph``, after
+warm-up calls on a side stream (PyTorch's "CUDA Graphs" notes: capture on a non-default stream,
+warm up first so that lazy initialisation and the caching allocator settle outside the capture);
+``measure`` then times its replay with CUDA events like any call. Each replay is one graph launch,
+whose host time the measurement includes once: the device runs the kernels back to back, with no
+host time between them.
+
+``op_times(fn, device)`` is where the time goes, by op kind (``costmodel.opkinds``), from
+``torch.profiler``: per call, the host's self time in each aten op (the op's own time and that of
+the runtime calls it makes, such as kernel launches, not that of the aten ops it calls), and on
+CUDA the device time of the kernels each aten op launched. An op of no known kind that calls
+other aten ops (a composite such as ``softmax`` or ``scaled_dot_product_attention``) takes the kind
+of the first of them that has one. Time outside every aten op (Python between the ops) is in
+neither.
+
 ``peak_memory(fn, device)`` is the memory one call needs above what was allocated before it
 (its temporaries, outputs and, in training, saved activations and gradients):
 
@@ -30,8 +45,12 @@ fewer than ``min_reps`` times: timing stops once 3 x ``budget_s`` has passed.
   workspace nor the allocator's rounding, so it is a close lower bound of the allocator's peak.
 """
 
+import contextlib
+import functools
 import gc
 import math
+import os
+import sys
 import time
 import weakref
 from typing import Callable, Optional
@@ -162,6 +181,140 @@ def release_flush_buffer(device: str = "cuda") -> None:
     _flush_buffers.pop(device, None)
 
 
+# -- graph mode ----------------------------------------------------------------------------
+def cuda_graph(fn: Callable[[], object], warmup: int = 3, cuda=None) -> Callable[[], object]:
+    """The replay of one call of ``fn`` captured in a CUDA graph (see the module docstring): a
+    function that replays it and returns what the captured call returned (its tensors are rewritten
+    by each replay). ``cuda``: torch.cuda, or a stand-in with its Stream, current_stream, stream,
+    CUDAGraph and graph (tests)."""
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    side = cuda.Stream()
+    side.wait_stream(cuda.current_stream())
+    with cuda.stream(side):
+        for _ in range(max(1, warmup)):
+            fn()
+    cuda.current_stream().wait_stream(side)
+    graph = cuda.CUDAGraph()
+    with cuda.graph(graph):
+        out = fn()
+
+    def replay():
+        graph.replay()
+        return out
+
+    return replay
+
+
+# -- time by op kind --------------------------------------------------------------------------
+def op_times(fn: Callable[[], object], device: str, calls: int = 5) -> tuple:
+    """(host, device): seconds per call of ``fn`` by op kind, from ``torch.profiler`` over ``calls``
+    calls after one untimed call, each kind's median over the calls (see the module docstring);
+    ``device`` is None but on CUDA."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    cuda = device == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    fn()
+    synchronize(device)
+    prof = profile(activities=activities)
+    with _quiet_stderr():
+        prof.start()
+    try:
+        for i in range(calls):
+            with record_function(f"{CALL}{i}"):
+                fn()
+            synchronize(device)
+    finally:
+        with _quiet_stderr():
+            prof.stop()
+    host = [dict() for _ in range(calls)]
+    dev = [dict() for _ in range(calls)]
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CPU or e.is_async:
+            continue
+        owner, call = e, e
+        while owner is not None and not owner.name.startswith(ATEN):
+            owner = owner.cpu_parent
+        while call is not None and not call.name.startswith(CALL):
+            call = call.cpu_parent
+        if owner is None or call is None:
+            continue
+        i, kind = int(call.name[len(CALL):]), _event_kind(owner)
+        host[i][kind] = host[i].get(kind, 0.0) + e.self_cpu_time_total / 1e6
+        if cuda and owner is e:
+            dev[i][kind] = dev[i].get(kind, 0.0) + _self_device_us(e) / 1e6
+    return _medians(host), _medians(dev) if cuda else None
+
+
+ATEN, CALL = "aten::", "attncost call "
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to the null device: the profiler's library prints a line on each start and
+    stop, which would break into the progress bar."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _medians(per_call: list) -> dict:
+    """kind -> the median over the calls of its seconds (0 in a call where it did not run)."""
+    kinds = dict.fromkeys(k for times in per_call for k in times)
+    return {k: _percentile(sorted(times.get(k, 0.0) for times in per_call), 50) for k in kinds}
+
+
+def _self_device_us(event) -> float:
+    """Microseconds of the kernels the event launched itself (torch 2.4 renamed the field)."""
+    value = getattr(event, "self_device_time_total", None)
+    return getattr(event, "self_cuda_time_total", 0.0) if value is None else value
+
+
+def _event_kind(event) -> str:
+    """The op kind of a profiler event of an aten op; a composite of no known kind takes its first
+    aten child's."""
+    from ..costmodel.opkinds import OTHER
+
+    kind = aten_op_kind(event.name[len(ATEN):])
+    if kind != OTHER:
+        return kind
+    for child in event.cpu_children:
+        if child.name.startswith(ATEN):
+            inner = _event_kind(child)
+            if inner != OTHER:
+                return inner
+    return kind
+
+
+@functools.lru_cache(maxsize=None)
+def aten_op_kind(name: str) -> str:
+    """The kind of the aten op ``name`` (its overload packet: "mm", "add_"), from its schema where
+    torch has it (``profiler.trace.classify``: views, pointwise ops), else from the table alone."""
+    import torch
+
+    from ..costmodel.opkinds import aten_kind
+    from .trace import classify
+
+    try:
+        packet = getattr(torch.ops.aten, name)
+        overloads = packet.overloads()
+    except (AttributeError, RuntimeError):  # not an aten op this torch has
+        return aten_kind(name)
+    if not overloads:
+        return aten_kind(name)
+    return classify(getattr(packet, "default" if "default" in overloads else overloads[0])).kind
+
+
 # -- peak memory ---------------------------------------------------------------------------
 def peak_memory(fn: Callable[[], object], device: str) -> Optional[int]:
     """Bytes one call of ``fn`` needs above what was allocated before it; see the module docstring."""
@@ -251,7 +404,8 @@ def is_oom(err: BaseException) -> bool:
         return True
     if isinstance(err, (RuntimeError, MemoryError)):
         text = str(err).lower()
-        return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+        return isinstance(err, MemoryError) or any(m in text for m in (
+            "out of memory", "can't allocate memory", "not enough memory"))
     return False
 
 

@@ -3,7 +3,11 @@
 ``open_run`` starts a ``Run``, or with ``resume`` loads the results file (same device and dtype).
 ``run_points`` measures each point of a grid whose ``Point.key`` the Run does not hold yet and
 writes the whole Run atomically (temp file + rename) after every point, so an interrupted run
-(Ctrl-C, a killed job) leaves a valid file that ``resume`` completes. ``guarded`` measures one
+(Ctrl-C, a killed job) leaves a valid file that ``resume`` completes. A run holds a lock on its file
+from ``open_run`` to the end of ``run_points`` (``filelock``: the hidden ``.NAME.lock`` beside it, left
+in place, empty, and free once the process ends, even killed): a second run on the same file, from
+another process or this one, stops at once (``RunBusy``) instead of losing the points of the first;
+``check_free`` tells before anything starts. ``guarded`` measures one
 point: an OOM or error becomes its status ("oom" / "error", one line), the device is synchronised
 and memory is released after it, KeyboardInterrupt passes through. A sticky CUDA error (an illegal
 memory access, a device-side assert: every later kernel of the process would fail too) stops the
@@ -12,10 +16,16 @@ built, a point whose predicted memory exceeds the device's free memory ("oom-pre
 """
 
 import datetime as _dt
+import threading
+import weakref
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..costmodel.results import Environment, Point, Run
+from filelock import FileLock, Timeout
+
+from ..costmodel.atomic import beside
+from ..costmodel.jsonfile import load_document
+from ..costmodel.results import Environment, Point, Run, RunFile
 from ..costmodel.units import GIB
 from .device import free_memory, sticky_error, synchronize
 from .harness import is_oom, release_memory
@@ -27,6 +37,10 @@ MEMORY_HEADROOM = 0.9  # a point may use at most this share of the device's free
 
 class RunError(ValueError):
     """A run cannot start (one plain sentence), e.g. --resume on a file from another device."""
+
+
+class RunBusy(RunError):
+    """Another run, of this process or another, is writing the same results file now."""
 
 
 class DeviceFailed(RunError):
@@ -45,26 +59,79 @@ def open_run(path: Path, resume: bool, device: str, dtype: str, *, env: Optional
              command: str = "", name: str = "", hardware=None) -> Run:
     """A new Run, or with ``resume`` the one at ``path`` (same device and dtype, else RunError).
     ``env``: default ``profiler.device.environment(device, dtype)``. ``hardware``: the profile the
-    predictions use, embedded in the Run (a resumed Run keeps the one it holds)."""
-    if env is None:
-        from .device import environment
+    predictions use, embedded in the Run (a resumed Run keeps the one it holds). Takes the lock
+    of ``path`` (RunBusy if another run holds it), which ``run_points`` lets go when it ends."""
+    path = Path(path)
+    lock = _take(path)
+    try:
+        if env is None:
+            from .device import environment
 
-        env = environment(device, dtype, hardware_profile=getattr(hardware, "name", None))
-    if resume and path.exists():
-        run = _resumed(path, env, dtype)
-    else:
-        run = Run(name=name or path.stem, command=command, environment=env, dtype=dtype,
-                  created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+            env = environment(device, dtype, hardware_profile=getattr(hardware, "name", None))
+        if resume and path.exists():
+            run = _resumed(path, env, dtype)
+        else:
+            run = Run(name=_printable(name or path.stem), command=_printable(command), environment=env, dtype=dtype,
+                      created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    except BaseException:
+        lock.release()
+        raise
     if run.hardware is None and hardware is not None:
         run.hardware = hardware
+    key = _key(path)
+    _HELD[key] = lock
+    weakref.finalize(run, _let_go, key, lock)  # a run dropped before ``run_points`` lets the file go
     return run
+
+
+# -- the lock of a results file -------------------------------------------------------------------
+_HELD: dict = {}  # (lock file, thread) -> the FileLock that ``open_run`` took there for ``run_points``
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of the results file ``path``: ``.NAME.lock`` beside it."""
+    return beside(Path(path), ".lock")
+
+
+def check_free(path: Path) -> None:
+    """RunBusy if a run is writing ``path`` now; else nothing (the lock is taken and let go)."""
+    if Path(path).parent.is_dir():  # (no folder yet: no run there)
+        _take(Path(path)).release()
+
+
+def _take(path: Path) -> FileLock:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_path(path), timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:  # another holder; other OSErrors (a folder this user may not write in) pass through
+        raise RunBusy(f"--out {path} is being written by another attncost run now: wait until it ends, or "
+                      f"give another --out") from None
+    return lock
+
+
+def _key(path: Path) -> tuple:
+    return str(lock_path(path).absolute()), threading.get_ident()
+
+
+def _let_go(key: tuple, lock: FileLock) -> None:
+    if _HELD.get(key) is lock:
+        del _HELD[key]
+    lock.release()
+
+
+def _printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (bytes of a command line that were not UTF-8, which
+    Python keeps as lone surrogates) as backslash escapes, so that the Run can be written."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _resumed(path: Path, env: Environment, dtype: str) -> Run:
     try:
-        run = Run.load(path)
-    except (OSError, ValueError) as err:  # unreadable, not JSON, not a Run (pydantic's error is a ValueError)
-        raise RunError(f"--resume: {path} is not a readable results file ({one_line(err)})") from None
+        stored = load_document(path, RunFile, "results file", ValueError)
+    except ValueError as err:  # unreadable, not JSON, not a results file: one sentence
+        raise RunError(f"--resume: {err}") from None
+    run = Run.model_validate(stored.model_dump())  # the run goes on with points of its own kind
     if run.environment.device != env.device or run.environment.device_name != env.device_name:
         raise RunError(f"--resume: {path} was measured on {run.environment.device_name or run.environment.device}, "
                        f"not on this {env.device_name or env.device}; write to another --out")
@@ -83,7 +150,22 @@ def run_points(path: Path, run: Run, probes: Sequence[Point], measure: Callable[
     ``after_point(run)`` updates the run before it is saved. ``on_point(point, index, total,
     skipped)`` is called after each point is saved, and for each point skipped because the run
     holds it; an exception it raises, KeyboardInterrupt included, stops the run with the file valid.
+    The lock of ``path`` (taken by ``open_run``, or here) is held until it returns or raises.
     """
+    path = Path(path)
+    key = _key(path)
+    lock = _HELD.get(key)
+    if lock is None:  # called without ``open_run``
+        lock = _take(path)
+    try:
+        return _run_points(path, run, probes, measure, on_begin, on_point, after_point)
+    finally:
+        _let_go(key, lock)
+
+
+def _run_points(path: Path, run: Run, probes: Sequence[Point], measure: Callable[[int], Point],
+                on_begin: Optional[OnBegin], on_point: Optional[OnPoint],
+                after_point: Optional[Callable[[Run], None]]) -> Run:
     by_key = {p.key: p for p in run.points}
     total = len(probes)
     if not run.points or not path.exists():

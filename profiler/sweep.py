@@ -15,10 +15,18 @@ optional) and evaluates the analytic model for the local hardware
 - ``error``: anything else went wrong in this point (one-line message); the sweep goes on, unless
   the error is a sticky CUDA error, which stops it (``profiler.runner.DeviceFailed``).
 
-The prediction is priced as what ran: with the efficiency of the SDPA backend that torch chose
-(where the hardware profile has one), and where that backend is math, as torch's math path
-(``math_path_time``: unfused, dense scores, in fp32 where torch upcast, recorded as
-``Point.compute_dtype``).
+The prediction is priced as what ran (``costmodel.as_run``): in the run's execution mode, with the
+efficiency of the SDPA backend that torch chose (where the hardware profile has one); where that
+backend is math, as torch's math path (``math_path_time``: unfused, dense scores, in fp32 where
+torch upcast, recorded as ``Point.compute_dtype``); a sliding window that ran a dense masked kernel
+(no flex_attention: ``profiler.modules.flex``) as that dense kernel. The prediction in the other
+execution mode is kept beside it (``Point.predicted_time_other_s``).
+
+Execution modes (``exec_mode``, ``costmodel.timing.MODES``): "eager" times each call as PyTorch
+eager runs it, the host issuing every op; "graph" (CUDA only) captures the call once in a CUDA graph
+and times its replay (``harness.cuda_graph``). ``ops=True`` also records where the time goes, by op
+kind (``harness.op_times``: ``Point.op_times``, and on CUDA ``Point.op_device_times``), from eager
+calls in either mode (a replayed graph's kernels are those of the eager call).
 
 ``profiler.runner`` writes the whole ``Run`` atomically after every point, so an interrupted
 sweep (Ctrl-C, a killed job) leaves a valid file, and ``resume=True`` loads it and skips every
@@ -34,12 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from ..costmodel.as_run import FLEX, math_path_time, other_mode, time_as_run
 from ..costmodel.results import Point, Run
 from ..costmodel.shape import Shape
-from ..costmodel.units import DTYPE_BYTES
+from ..costmodel.timing import MODES
 from .device import math_upcasts, sdpa_backends_used, sdpa_context, torch_dtype
-from .harness import is_oom, measure, peak_memory
+from .harness import cuda_graph, is_oom, measure, op_times, peak_memory
 from .runner import OnBegin, OnPoint, guarded, one_line, open_run, predicted_oom, run_points
+
+__all__ = ["make_grid", "point_params", "grid_points", "run_sweep", "graph_unmeasurable", "predicted_memory",
+           "math_path_time"]
 
 FAULT_HOOK: Optional[Callable[[str, dict, Shape], None]] = None
 
@@ -61,9 +73,18 @@ def point_params(variant: str, shape: Shape, params: Optional[dict]) -> dict:
         return dict(params or {})
 
 
-def grid_points(grid: list) -> list:
-    """The unmeasured Point of each (variant, params, shape), keyed by its resolved parameters."""
-    return [Point(variant=v, params=point_params(v, s, p), shape=s) for v, p, s in grid]
+def grid_points(grid: list, exec_mode: str = "eager") -> list:
+    """The unmeasured Point of each (variant, params, shape), keyed by its resolved parameters and
+    the execution mode it is measured in."""
+    return [Point(variant=v, params=point_params(v, s, p), shape=s, exec_mode=exec_mode) for v, p, s in grid]
+
+
+def graph_unmeasurable(device: str) -> Optional[str]:
+    """Why graph mode cannot be measured on ``device`` (one sentence), or None on CUDA."""
+    if device == "cuda":
+        return None
+    return (f"graph mode cannot be measured on {'the CPU' if device == 'cpu' else device.upper()}: it replays "
+            f"a captured CUDA graph, which needs a CUDA GPU (`attncost predict --exec graph` predicts it)")
 
 
 def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "auto",
@@ -71,7 +92,7 @@ def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "aut
               count: bool = True, hardware=None, env=None, command: str = "", name: str = "",
               on_begin: Optional[OnBegin] = None, measure_kwargs: Optional[dict] = None,
               build_module: Optional[Callable] = None, count_fn: Optional[Callable] = None,
-              fault_hook: Optional[Callable] = None) -> Run:
+              fault_hook: Optional[Callable] = None, exec_mode: str = "eager", ops: bool = False) -> Run:
     """Measure every point of ``grid`` (a list of (variant, params, shape)) on ``device`` in
     ``dtype`` ("bf16" | "fp16" | "fp32"; each shape is evaluated in it), saving the Run to
     ``run_path`` after every point; see the module docstring.
@@ -83,8 +104,14 @@ def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "aut
     and ``profiler.counting.count`` (tests use small stand-ins). ``on_begin(point, index, total)``
     is called before a point is measured; ``on_point(point, index, total, skipped)`` after each
     point is saved (and for each point skipped on resume); an exception it raises,
-    KeyboardInterrupt included, stops the sweep with the file valid.
+    KeyboardInterrupt included, stops the sweep with the file valid. ``exec_mode``: "eager" or
+    "graph" (CUDA only, else ValueError: ``graph_unmeasurable``); ``ops``: record the time by op kind.
     """
+    if exec_mode not in MODES:
+        raise ValueError(f"exec_mode must be one of {', '.join(MODES)}, not {exec_mode!r}")
+    why = graph_unmeasurable(device) if exec_mode == "graph" else None
+    if why:
+        raise ValueError(why)
     path = Path(run_path)
     grid = [(v, dict(p or {}), s if s.dtype == dtype else s.with_(dtype=dtype)) for v, p, s in grid]
     run = open_run(path, resume, device, dtype, env=env, command=command, name=name, hardware=hardware)
@@ -93,8 +120,8 @@ def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "aut
     if count and count_fn is None:
         count_fn = _default_count
     layer = _LayerPoint(device, requested, hardware, build_module or _default_build, count_fn if count else None,
-                        fault_hook if fault_hook is not None else FAULT_HOOK, measure_kwargs or {})
-    probes = grid_points(grid)
+                        fault_hook if fault_hook is not None else FAULT_HOOK, measure_kwargs or {}, ops)
+    probes = grid_points(grid, exec_mode)
     return run_points(path, run, probes, lambda i: layer.run(probes[i], grid[i][1]),
                       on_begin=on_begin, on_point=on_point, after_point=_note_backends)
 
@@ -111,6 +138,7 @@ class _LayerPoint:
     count_fn: Optional[Callable]
     hook: Optional[Callable]
     measure_kwargs: dict
+    ops: bool = False
     hw_by_backend: dict = field(default_factory=dict)
 
     def run(self, probe: Point, params: dict) -> Point:
@@ -121,31 +149,35 @@ class _LayerPoint:
         if est is not None and est.status != "ok":
             point.status, point.message = "n/a", est.reason
             return point
+        self._price(point, params)  # as it will run: the forced backend, or the profile's default
         if est is not None and predicted_oom(point, predicted_memory(est), self.device,
                                              f"{point.variant} at T={point.shape.T:,} (weights + KV cache + "
                                              f"activations, predicted)"):
             return point
         guarded(point, self.device, lambda p: self.measure(p, params))
-        if point.backend == "math":
-            self._price_math(point, params)
-        elif point.backend and forced is None and self.hardware is not None:
-            hw = self._hardware_for(point.backend)
-            if hw is not self.hardware:  # predict with the efficiency of the backend that really ran
-                _predict(point, params, hw)
+        if point.backend != forced:
+            self._price(point, params)  # as it ran
         return point
 
-    def _price_math(self, point: Point, params: dict) -> None:
-        """Torch's math backend ran: note where it computed in fp32 (``math_upcasts``; MPS has its
-        own math kernel, left unmarked) and predict its unfused path (``math_path_time``)."""
-        if self.device != "mps" and math_upcasts(point.shape.dtype):
+    def _price(self, point: Point, params: dict) -> None:
+        """Predict the point as it runs (``costmodel.as_run``), in its execution mode and the other.
+        Where torch's math backend runs, note where it computes in fp32 (``math_upcasts``; MPS has
+        its own math kernel, left unmarked)."""
+        if point.backend == "math" and self.device != "mps" and math_upcasts(point.shape.dtype):
             point.compute_dtype = "fp32"
         if self.hardware is None:
             return
-        point.predicted_time_s = math_path_time(point.variant, point.shape, params, self.hardware,
-                                                point.compute_dtype or point.shape.dtype)
-        if point.predicted_time_s is None and not point.message:
+        how = dict(backend=point.backend, compute_dtype=point.compute_dtype)
+        try:
+            now = time_as_run(point.variant, point.shape, params, self.hardware, mode=point.exec_mode, **how)
+            other = time_as_run(point.variant, point.shape, params, self.hardware,
+                                mode=other_mode(point.exec_mode), **how)
+        except ValueError:  # VariantError, HardwareError: ``_predict`` has said why
+            return
+        point.predicted_time_s, point.predicted_time_other_s = now, other
+        if now is None and not point.message:
             point.message = (f"no predicted time: the cost model does not price {point.variant} "
-                             f"{point.shape.phase} on the math backend")
+                             f"{point.shape.phase} on the {point.backend} backend")
 
     def measure(self, point: Point, params: dict) -> None:
         """Build, time, measure memory and count; fills ``point`` as it goes (so a failure late in
@@ -160,17 +192,26 @@ class _LayerPoint:
                                            backend=backend)
         fn, clear_grads = _step(module, inputs, shape.phase == "train", backend)
         t0 = time.perf_counter()
-        used = sdpa_backends_used(fn)  # also the first warm-up call
+        used = _kernel_used(module, fn)  # also the first warm-up call
         first_s = time.perf_counter() - t0
         if used is not None:
             point.backend = used
         kw = dict(self.measure_kwargs)
-        if first_s > kw.get("budget_s", 2.0) / 2:  # a slow call: the one above was warm-up enough
+        slow = first_s > kw.get("budget_s", 2.0) / 2
+        if slow:  # the call above was warm-up enough
             kw["warmup"] = min(kw.get("warmup", 3), 1 if device == "cuda" else 0)
-        point.timing = measure(fn, device, **kw)
+        timed = cuda_graph(fn) if point.exec_mode == "graph" else fn
+        point.timing = measure(timed, device, **kw)
+        del timed  # a captured graph's memory goes back before the peak is measured
         clear_grads()
         point.peak_memory_bytes = peak_memory(fn, device)
         clear_grads()
+        if self.ops:
+            try:
+                point.op_times, point.op_device_times = op_times(fn, device, calls=3 if slow else 5)
+            except RuntimeError as err:  # the profiler failed; the point's measurement stands
+                point.message = f"op times failed: {one_line(err)}"
+            clear_grads()
         if self.count_fn is not None:
             try:
                 point.counts = self.count_fn(module, inputs)
@@ -256,71 +297,20 @@ def predicted_memory(est) -> float:
     return weights + est.kv_cache_bytes + est.activation_bytes_fused
 
 
-def math_path_time(variant: str, shape: Shape, params, hardware, compute_dtype: str) -> Optional[float]:
-    """Predicted time of the layer when SDPA ran torch's math backend, from the cost model's pieces:
-    the variant's kernels (``costmodel.analysis``) but its fused attention kernels, in the shape's
-    dtype, plus for each fused kernel the math path of the same attention
-    (``costmodel.variants.base.attention_core`` unfused: scores, scale, a mask pass where the kernel
-    masked, softmax, AV, each writing its output, the scores dense) in ``compute_dtype``, with K and V
-    repeated to the query heads where they are shared (``enable_gqa``) and, where the compute dtype
-    differs, q, k, v converted to it and the output back (``device.math_upcasts``). The two halves
-    are priced apart (``costmodel.timing.predict``) and added. None where the fused kernel is not one
-    plain attention (extra ops in it) and in train (the math path's backward is not modelled)."""
-    from ..costmodel.analysis import analyse
-    from ..costmodel.estimate import graph, resolve_params
-    from ..costmodel.timing import predict
-
-    if shape.phase == "train":
-        return None
-    try:
-        g = graph(variant, shape, resolve_params(variant, shape, dict(params or {})))
-    except ValueError:  # VariantError, pydantic's ValidationError: no model of this point
-        return None
-    kernels = analyse(g).kernels
-    cores = [_math_core(g, k, shape, compute_dtype) for k in kernels if k.kind == "attention"]
-    if not cores or None in cores:
-        return None
-    time_s = predict([k for k in kernels if k.kind != "attention"], hardware, shape.dtype).time_s
-    return time_s + sum(predict(analyse(c).kernels, hardware, compute_dtype).time_s for c in cores)
-
-
-def _math_core(g, kernel, shape: Shape, compute_dtype: str):
-    """The Graph of one fused attention kernel run as torch's math backend runs it (see
-    ``math_path_time``), or None when the kernel is not scores, scale, softmax, AV."""
-    from ..costmodel.graph import Graph, Tensor
-    from ..costmodel.variants.base import attention_core
-
-    ops = kernel.ops
-    if len(ops) != 4 or ops[0].mm is None or ops[-1].mm is None:
-        return None
-    sc, av = ops[0], ops[-1]
-    groups, rows, qk_dim, keys = sc.mm
-    heads = shape.batch * shape.heads
-    if groups * rows != heads * shape.tokens or heads % groups:
-        return None
-    h = Graph(itemsize=DTYPE_BYTES[compute_dtype])
-    q, k, v = sc.reads[0], sc.reads[1], av.reads[1]  # k and v are one tensor in a latent cache
-    for name in {q, k, v}:
-        t = g.tensors[name]
-        h.tensors[name] = Tensor(name, t.elems, t.itemsize, "input")
-    upcast = h.itemsize != shape.itemsize
-    steps = ([(f"_to_{compute_dtype}", 1.0, (q, k, v))] if upcast else []) + (
-        [("_repeat", heads / groups, (k, v))] if heads > groups else [])
-    for suffix, factor, which in steps:
-        made = {n: h.elementwise(n + suffix, "copy", (n,), elems=h.tensors[n].elems * factor)
-                for n in dict.fromkeys(which)}
-        q, k, v = made.get(q, q), made.get(k, k), made.get(v, v)
-    out = attention_core(h, shape, q, k, v, groups=heads, qk_dim=qk_dim, v_dim=av.mm[3], keys=keys,
-                         fraction=1.0, fused=False, mask=sc.fraction < 1.0)
-    if upcast:
-        elems = h.tensors[out].elems
-        out = h.elementwise(f"out_to_{shape.dtype}", "copy", (out,), elems=elems)
-        h.tensors[out] = Tensor(out, elems, shape.itemsize, "act")
-    h.output(out)
-    return h
-
-
 # -- helpers -----------------------------------------------------------------------------------
+def _kernel_used(module, fn: Callable) -> Optional[str]:
+    """Run ``fn`` once; the attention kernel it ran: ``FLEX`` where the module holds a flex_attention
+    call (``modules.flex``, run without the SDPA recorder, which torch.compile would trace) and
+    made it, else the SDPA backend(s) (``device.sdpa_backends_used``), or None."""
+    if getattr(module, "flex", None) is None:
+        return sdpa_backends_used(fn)
+    from .modules.flex import recording
+
+    with recording() as calls:
+        fn()
+    return FLEX if calls else None
+
+
 def _note_backends(run: Run) -> None:
     used = sorted({p.backend for p in run.points if p.backend})
     run.environment.sdpa_backend = "+".join(used) if used else None

@@ -23,7 +23,7 @@ def run_with(times: dict) -> Run:
 
 # flash ~ T^2, lin ~ T: they cross between T=512 and 1024 (measured) and at 512..1024 (predicted)
 TIMES = {("flash", 256): (1.0, 1.1), ("flash", 512): (4.0, 4.2), ("flash", 1024): (16.0, 15.0),
-         ("lin", 256): (4.0, 3.6), ("lin", 512): (6.0, 6.3), ("lin", 1024): (8.0, 8.8)}
+         ("linformer", 256): (4.0, 3.6), ("linformer", 512): (6.0, 6.3), ("linformer", 1024): (8.0, 8.8)}
 
 
 def test_point_errors_and_summary():
@@ -34,7 +34,7 @@ def test_point_errors_and_summary():
     s = summary(errors)
     # |errors| sorted: .05 .05 .0625 .1 .1 .1 -> median (.0625 + .1) / 2
     assert s["points"] == 6 and s["median"] == pytest.approx(0.08125)
-    assert by_variant(errors)["lin"]["bias"] == pytest.approx(0.05)
+    assert by_variant(errors)["linformer"]["bias"] == pytest.approx(0.05)
     assert quantile([1.0, 2.0, 3.0], 0.5) == 2.0 and quantile([5.0], 0.9) == 5.0
 
 
@@ -48,7 +48,7 @@ def test_crossings_interpolate_in_log_log():
 
 def test_crossover_table_measured_and_predicted():
     rows = {r["variant"]: r for r in crossover_table(run_with(TIMES), baselines=("flash",))}
-    r = rows["lin"]
+    r = rows["linformer"]
     assert 512 < r["measured_T"] < 1024 and 512 < r["predicted_T"] < 1024
     assert r["ratio"] >= 1.0
 

@@ -184,3 +184,31 @@ def test_cached_builds_once_per_key_and_is_not_part_of_the_value():
 def test_unknown_attention_backend():
     with pytest.raises(HardwareError, match="has no attention backend 'triton'"):
         get_hardware("h100").attention_eff("triton")
+
+
+def test_eight_bit_peaks_and_their_datasheets():
+    """Dense fp8 / int8 tensor peaks (the datasheets' "with sparsity" figures halved): Hopper and
+    Ada run fp8 at twice their bf16 rate; the A100 has int8 and no fp8."""
+    for name in ("h100", "h200"):
+        h = get_hardware(name)
+        assert h.peak_flops_8bit == {"fp8": 1978.9e12, "int8": 1978.9e12} and "FP8 3,958" in h.source
+        assert h.tensor_peak("fp8") == pytest.approx(2 * h.peak_flops["bf16"], rel=1e-3)
+    l4 = get_hardware("l4")
+    assert l4.peak_flops_8bit == {"fp8": 242.5e12, "int8": 242.5e12} and "FP8 485" in l4.source
+    assert get_hardware("rtx4090").peak_flops_8bit == {"fp8": 330.3e12, "int8": 660.6e12}
+    a100 = get_hardware("a100")
+    assert a100.peak_flops_8bit == {"int8": 624e12} and "INT8 624" in a100.source and "no FP8" in a100.source
+    with pytest.raises(HardwareError, match="a100 has no fp8 tensor cores"):
+        a100.tensor_peak("fp8")
+    assert get_hardware("cpu").peak_flops_8bit == {}
+    assert get_hardware("h100").matmul_eff("fp8") == get_hardware("h100").matmul_eff("bf16")
+
+
+def test_a_profile_file_without_eight_bit_peaks_still_loads(tmp_path):
+    p = tmp_path / "old.json"
+    p.write_text(json.dumps({"name": "old", "peak_flops": {"bf16": 1e14, "fp16": 1e14, "fp32": 5e13},
+                             "vector_flops": 1e13, "mem_bandwidth": 1e12, "mem_bytes": 1e10}))
+    h = get_hardware(str(p))
+    assert h.peak_flops_8bit == {}
+    with pytest.raises(HardwareError, match="no fp8"):
+        h.tensor_peak("fp8")

@@ -2,6 +2,7 @@
 SDPA backend detection, device resolution."""
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,11 +17,44 @@ from attncost.profiler.harness import is_oom, measure, peak_memory  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_measure_sleep_gives_sane_stats():
+class FakeClock:
+    """The harness's clock, advanced only by the calls it times: their durations are exact, however
+    busy the machine is. ``call`` takes the next duration of ``durations`` (cycling)."""
+
+    def __init__(self, durations):
+        self.now, self.durations, self.calls = 1000.0, list(durations), 0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def call(self) -> None:
+        self.now += self.durations[self.calls % len(self.durations)]
+        self.calls += 1
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    def install(*durations):
+        c = FakeClock(durations)
+        monkeypatch.setattr(harness, "time", SimpleNamespace(perf_counter=c.perf_counter))
+        return c
+    return install
+
+
+def test_measure_times_the_call_and_nothing_else(clock):
+    c = clock(0.002, 0.003, 0.002, 0.004, 0.002)
+    t = measure(c.call, "cpu", budget_s=0.5, warmup=0)
+    assert t.repetitions == c.calls >= 5
+    # the statistics are those of the calls' own durations: no loop overhead, no scheduling noise
+    assert t.min_s == pytest.approx(0.002) and t.median_s == pytest.approx(0.002)
+    assert t.p90_s <= 0.004 + 1e-12 and t.p10_s == pytest.approx(0.002)
+    assert t.ci_rel is not None and t.ci_rel >= 0
+
+
+def test_measure_sleep_gives_ordered_stats():
     t = measure(lambda: time.sleep(0.002), "cpu", budget_s=0.5)
     assert t.repetitions >= 5
-    assert 0.002 <= t.min_s <= t.p10_s <= t.median_s <= t.p90_s
-    assert t.median_s < 0.05  # 2 ms plus scheduling noise, even on a loaded machine
+    assert 0.002 <= t.min_s <= t.p10_s <= t.median_s <= t.p90_s  # a sleep lasts at least what it asks
     assert t.ci_rel is not None and t.ci_rel >= 0
 
 
@@ -32,12 +66,14 @@ def test_measure_stops_when_stable_or_at_max_reps():
     assert t.stable and t.repetitions < 1000
 
 
-def test_measure_keeps_to_the_budget_for_slow_calls():
-    start = time.perf_counter()
-    t = measure(lambda: time.sleep(0.06), "cpu", budget_s=0.1, warmup=3)
-    elapsed = time.perf_counter() - start
-    assert 1 <= t.repetitions < 5  # fewer than min_reps: one call alone eats the budget
-    assert elapsed < 0.8
+def test_measure_keeps_to_the_budget_for_slow_calls(clock):
+    c = clock(0.07)
+    start = c.now
+    t = measure(c.call, "cpu", budget_s=0.1, warmup=3)
+    assert c.calls == 1 + t.repetitions  # one warm-up call: it alone takes more than half the budget
+    assert 1 <= t.repetitions < 5  # fewer than min_reps: one call alone eats most of the budget
+    # timing stops once 3 x budget_s has passed: at most one call more
+    assert c.now - start <= 3 * 0.1 + 0.07 + 1e-9
     assert not t.stable
 
 
@@ -131,13 +167,15 @@ def test_do_bench_check_needs_cuda():
 
 
 class _FakeEvent:
-    """Stands in for torch.cuda.Event on a machine without CUDA: records the host clock."""
+    """Stands in for torch.cuda.Event on a machine without CUDA: records ``clock``."""
+
+    clock = staticmethod(time.perf_counter)
 
     def __init__(self, enable_timing=False):
         self.t = None
 
     def record(self):
-        self.t = time.perf_counter()
+        self.t = self.clock()
 
     def elapsed_time(self, other):  # milliseconds, as CUDA events report
         return (other.t - self.t) * 1e3
@@ -147,12 +185,15 @@ def test_measure_cuda_path_flushes_and_uses_events(monkeypatch):
     """The CUDA branch's control flow, with fake events: a flush before every call, one event
     pair per timed call, the same statistics."""
     flushes, syncs = [], []
+    c = FakeClock([0.001])
+    monkeypatch.setattr(harness, "time", SimpleNamespace(perf_counter=c.perf_counter))
+    monkeypatch.setattr(_FakeEvent, "clock", staticmethod(c.perf_counter))
     monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
     monkeypatch.setattr(harness, "synchronize", lambda device: syncs.append(device))
     monkeypatch.setattr(harness, "_flusher", lambda device: lambda: flushes.append(1))
     calls = []
-    t = measure(lambda: (calls.append(1), time.sleep(0.001)), "cuda", budget_s=0.2, warmup=2)
-    assert t.repetitions >= 5 and 0.001 <= t.median_s < 0.05
+    t = measure(lambda: (calls.append(1), c.call()), "cuda", budget_s=0.2, warmup=2)
+    assert t.repetitions >= 5 and t.median_s == pytest.approx(0.001)  # the events' time, in seconds
     assert len(calls) == t.repetitions + 2  # warm-up calls are not timed
     assert len(flushes) == len(calls)  # the L2 is flushed before every call, warm-up included
     assert set(syncs) == {"cuda"}
