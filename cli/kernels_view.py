@@ -33,7 +33,7 @@ def kernel_rows(variant: str, shape: Shape, params, hw) -> tuple:
     rows sum to ``device_s``; and the resolved parameters. VariantError where the variant does not apply."""
     p = resolve_params(variant, shape, params)
     kernels = analyse(graph(variant, shape, p)).kernels
-    device = predict(kernels, hw, shape.dtype, mode="device")
+    device = predict(kernels, hw, shape.dtype, mode="graph")
     eager = predict(kernels, hw, shape.dtype)
     rows = []
     for i, (k, t) in enumerate(zip(kernels, device.per_kernel)):

@@ -158,7 +158,7 @@ def predict_model(model, *, T: int, batch: int = 1, dtype: Dtype = "bf16", varia
     ``dtype``: activations and compute; ``weights_dtype`` (default: the checkpoint's, where its
     config is quantised and the hardware runs it, else ``dtype``) and ``kv_dtype`` (default
     ``dtype``): see ``model_precision``; PrecisionError where the hardware cannot run them.
-    ``mode``: "eager" (PyTorch eager, host time per kernel) or "device" (see ``timing.predict``);
+    ``mode``: "eager" (PyTorch eager, host time per kernel) or "graph" (the device alone, see ``timing.predict``);
     ``logits``: the prefill's LM head over "all" T tokens (a forward pass, the default) or the
     "last" token of each sequence (what generation keeps; less time and activation memory)."""
     if logits not in LOGITS:

@@ -85,8 +85,8 @@ def test_8bit_weights_about_double_a_bandwidth_bound_decode(weights):
     (the LM head stays bf16: 1.05 GB of 16.1), so the bandwidth-bound tokens/s goes 1.86x. The
     predicted step halves its memory time the same way; its fixed kernel latencies do not."""
     f = str(CONFIGS / "Meta-Llama-3-8B")
-    bf16 = predict_model(f, T=1024, hardware=H100, search=False, mode="device")
-    q = predict_model(f, T=1024, hardware=H100, search=False, mode="device", weights_dtype=weights)
+    bf16 = predict_model(f, T=1024, hardware=H100, search=False, mode="graph")
+    q = predict_model(f, T=1024, hardware=H100, search=False, mode="graph", weights_dtype=weights)
     assert 1.8 < q.decode_tokens_per_s_roofline / bf16.decode_tokens_per_s_roofline < 2.0
     assert 1.8 < bf16.decode.memory_s / q.decode.memory_s < 2.0
     assert q.decode_tokens_per_s > 1.3 * bf16.decode_tokens_per_s
@@ -97,7 +97,7 @@ def test_8bit_weights_about_double_a_bandwidth_bound_decode(weights):
 
 def test_fp8_matmuls_run_at_twice_the_bf16_peak_and_weight_only_dequantises():
     f = str(CONFIGS / "Meta-Llama-3-8B")
-    kw = dict(T=4096, hardware=H100, search=False, mode="device")
+    kw = dict(T=4096, hardware=H100, search=False, mode="graph")
     bf16, fp8, int4 = (predict_model(f, **kw, weights_dtype=w) for w in (None, "fp8", "int4"))
     assert bf16.prefill.bound == "compute"
     assert fp8.prefill.compute_s < 0.6 * bf16.prefill.compute_s  # the matmuls with weights at 2x
@@ -111,7 +111,7 @@ def test_fp8_matmuls_run_at_twice_the_bf16_peak_and_weight_only_dequantises():
 
 def test_a_quantised_cache_is_what_decode_attention_reads():
     f = str(CONFIGS / "Meta-Llama-3-8B")
-    kw = dict(T=32768, batch=8, hardware=H100, search=False, mode="device")
+    kw = dict(T=32768, batch=8, hardware=H100, search=False, mode="graph")
     bf16, int8 = predict_model(f, **kw), predict_model(f, **kw, kv_dtype="int8")
     cache = 8 * 32768 * 131_072
     assert bf16.decode.bytes - int8.decode.bytes == pytest.approx(cache / 2, rel=0.01)
