@@ -29,18 +29,23 @@ _DEVICE_BOUND = {"overhead": "latency"}
 def kernel_rows(variant: str, shape: Shape, params, hw) -> tuple:
     """(rows, totals, params) of ``variant`` at ``shape`` on ``hw``: a dict per kernel in launch
     order, the layer's times (``timing.predict``: eager, with the device time of every kernel summed as
-    ``device_s``). Each row's ``time_s`` is the kernel's own device time (latency + work), so the
-    rows sum to ``device_s``; and the resolved parameters. VariantError where the variant does not apply."""
+    ``device_s``). Each kernel row's ``time_s`` is the kernel's own device time (latency + work), so the
+    device rows sum to ``device_s``; a row of host-only ops (views) has the host's time to issue them
+    (``Hardware.view_overhead_s`` each, 0 where not measured); and the resolved parameters. VariantError where the variant does not apply."""
     p = resolve_params(variant, shape, params)
     kernels = analyse(graph(variant, shape, p)).kernels
     device = predict(kernels, hw, shape.dtype, mode="graph")
     eager = predict(kernels, hw, shape.dtype)
     rows = []
+    host_view = hw.view_overhead_s or 0.0
     for i, (k, t) in enumerate(zip(kernels, device.per_kernel)):
         kind = graph_kind(k)
+        if kind == VIEW:  # host-only ops: the host's time to issue them, no device time
+            time_s, bound, where = host_view * k.ops[0].elems, "host", "host"
+        else:
+            time_s, bound, where = t.time_s, _DEVICE_BOUND.get(t.bound, t.bound), "device"
         rows.append({"index": i, "op": k.name, "ops": [o.name for o in k.ops], "kind": kind, "flops": k.flops,
-                     "bytes": k.bytes, "time_s": t.time_s, "bound": _DEVICE_BOUND.get(t.bound, t.bound),
-                     "where": "host" if kind == VIEW else "device"})
+                     "bytes": k.bytes, "time_s": time_s, "bound": bound, "where": where})
     totals = {"time_s": eager.time_s, "device_s": eager.device_s, "host_s": eager.host_s, "mode": eager.mode,
               "bound": eager.bound, "backend": eager.backend, "kernels": len(kernels)}
     return rows, totals, p
