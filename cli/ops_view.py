@@ -25,7 +25,7 @@ console = Console(highlight=False, width=None if Console().is_terminal else WIDT
 
 CONVENTIONS = (
     "kernels: aten ops that launch work, by kind (costmodel/opkinds.py); view: host-only ops "
-    "(views, transposes, expands), which the graphs do not carry yet",
+    "(views, transposes, expands), which the graphs carry as Graph.views",
     "bytes: tensors read + written, a kernel at a time (the graph's fused kernels; the trace's "
     "aten ops, each distinct tensor counted once)",
     f"agree: the same count, and bytes within {BYTES_TOLERANCE:.0%} of the graph's; exit status 1 "
@@ -66,6 +66,9 @@ def ops_result(variant: str, shape: Shape, params: Optional[dict] = None, *, dev
     from ..costmodel.variants import VariantError
     from ..profiler.trace import trace_variant
 
+    from ..profiler.modules.flex import with_window_kernel
+
+    params = with_window_kernel(variant, params, device)  # price the windowed kernel that runs here
     try:
         p = resolve_params(variant, shape, params)
         g = graph(variant, shape, p)

@@ -12,14 +12,12 @@ run otherwise, and ``kernel_parts`` prices what ran:
 - a sliding window run by a dense kernel: where flex_attention did not run (``FLEX``: the kernel
   that skips the masked band, ``profiler.modules.flex``), the module passes a boolean band mask to
   SDPA, and a kernel given a mask computes every tile of the T x T square (it skips tiles only for
-  ``is_causal``). Its fused attention kernels are priced dense (``dense_attention``; the mask's own
-  bytes are left out).
+  ``is_causal``) and reads the mask: the variant is priced with ``kernel="masked"``.
 """
 
-from dataclasses import replace
 from typing import Optional
 
-from .analysis import MATMUL_KINDS, analyse
+from .analysis import analyse
 from .estimate import graph, resolve_params
 from .graph import Graph, Tensor
 from .hardware import Hardware, HardwareError
@@ -52,21 +50,6 @@ def runs_dense(variant: str, phase: str, backend: Optional[str]) -> bool:
     return variant in BAND_VARIANTS and phase != "decode" and backend is not None and backend != FLEX
 
 
-def dense_attention(kernels: list) -> list:
-    """``kernels`` with each fused attention kernel computing every (query, key) pair it is given:
-    its matmuls at their dense FLOPs (``Op.fraction`` 1)."""
-    out = []
-    for k in kernels:
-        if k.kind != "attention":
-            out.append(k)
-            continue
-        ops = tuple(replace(o, fraction=1.0, flops=o.flops / o.fraction, macs=o.macs / o.fraction)
-                    if o.kind in MATMUL_KINDS and 0 < o.fraction < 1 else o for o in k.ops)
-        mm = sum(o.flops for o in ops if o.kind in MATMUL_KINDS)
-        out.append(replace(k, ops=ops, flops=k.flops - k.flops_matmul + mm, flops_matmul=mm))
-    return out
-
-
 def kernel_parts(variant: str, shape: Shape, params, hw: Hardware, *, backend: Optional[str] = None,
                  mode: str = "eager", compute_dtype: Optional[str] = None) -> Optional[list]:
     """[(kernels, ``timing.TimeEstimate``)] of the layer as it ran (see the module docstring): one
@@ -76,12 +59,13 @@ def kernel_parts(variant: str, shape: Shape, params, hw: Hardware, *, backend: O
     model does not price what ran (the math path in train, a fused kernel that is not one plain
     attention). VariantError and pydantic's ValidationError where the variant does not apply;
     HardwareError where the profile lacks what it needs."""
-    g = graph(variant, shape, resolve_params(variant, shape, dict(params or {})))
+    params = dict(params or {})
+    if runs_dense(variant, shape.phase, backend):
+        params["kernel"] = "masked"
+    g = graph(variant, shape, resolve_params(variant, shape, params))
     kernels = analyse(g).kernels
     if backend == "math":
         return _math_parts(g, kernels, shape, hw, compute_dtype or shape.dtype, mode)
-    if runs_dense(variant, shape.phase, backend):
-        kernels = dense_attention(kernels)
     fused = backend if backend in hw.attention else None
     return [(kernels, predict(kernels, hw, shape.dtype, backend=fused, mode=mode))]
 

@@ -23,8 +23,8 @@ a host cost class (``HOST_CLASS``): what the host pays to issue one op of it.
 | other       | anything else, listed by name                                  | elementwise |
 
 The graph side (``graph_kind``): a fused attention kernel is ``sdpa``; any other kernel takes the
-kind of its op (``GRAPH_KINDS``), and the gradient of a gather is a scatter. Graphs carry no host-only
-ops yet, so their view count is 0. Plain Python: no torch here (the profiler imports this table).
+kind of its op (``GRAPH_KINDS``), and the gradient of a gather is a scatter. A graph's host-only ops
+(``Graph.views``) count as views. Plain Python: no torch here (the profiler imports this table).
 """
 
 from dataclasses import dataclass, field

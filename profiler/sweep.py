@@ -112,8 +112,10 @@ def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "aut
     why = graph_unmeasurable(device) if exec_mode == "graph" else None
     if why:
         raise ValueError(why)
+    from .modules.flex import with_window_kernel
+
     path = Path(run_path)
-    grid = [(v, dict(p or {}), s if s.dtype == dtype else s.with_(dtype=dtype)) for v, p, s in grid]
+    grid = [(v, with_window_kernel(v, p, device), s if s.dtype == dtype else s.with_(dtype=dtype)) for v, p, s in grid]
     run = open_run(path, resume, device, dtype, env=env, command=command, name=name, hardware=hardware)
     requested = (backend or "auto").lower()
     run.environment.sdpa_backend_requested = requested

@@ -54,9 +54,12 @@ def test_crossover_is_where_it_flips(variant, metric):
 
 
 def test_never_means_never_at_any_power_of_two():
+    """The math path never needs fewer FLOPs nor less time than the fused kernel. (Its memory is
+    lower at tiny T only: the fused kernel writes a log-sum-exp per head and query.)"""
     start, end = crossovers("mha")
-    assert start == {"flops": None, "memory": None, "time": None}
+    assert start["flops"] is None and start["time"] is None
     assert not any(is_cheaper("mha", 2**k, "flops") for k in range(4, 23))
+    assert not any(is_cheaper("mha", 2**k, "time") for k in range(4, 23))
 
 
 def test_a_range_that_closes():
@@ -85,13 +88,13 @@ def test_a_host_bound_tie_is_not_faster():
 
 
 def test_a_narrow_range_between_powers_of_two_is_found():
-    """At d 4096, mlp_attention is faster than flash only from about T 514 to 1,011: between the
+    """At d 4096, mlp_attention is faster than flash only from about T 589 to 800: between the
     powers of two 512 and 1024, where it is slower."""
-    data = predict_json("--d", "4096", "--T", "1000", "--variants", "flash,mlp_attention")
+    data = predict_json("--d", "4096", "--T", "700", "--variants", "flash,mlp_attention")
     flash, mlp = data["results"]
     assert mlp["time_s"] < flash["time_s"]
     start, end = mlp["crossover_T"]["time"], mlp["cheaper_until_T"]["time"]
-    assert start is not None and start <= 1000 < end, (start, end)
+    assert start is not None and start <= 700 < end, (start, end)
     assert not is_cheaper("mlp_attention", 512, "time", shape=Shape(T=512, d=4096))
     assert not is_cheaper("mlp_attention", 1024, "time", shape=Shape(T=1024, d=4096))
 

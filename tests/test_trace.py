@@ -137,7 +137,7 @@ def test_graph_kinds():
     kinds = [graph_kind(k) for k in analyse(graph("topk", Shape(T=64, d=64, heads=2, phase="train"))).kernels]
     assert {"matmul", "topk", "index", "scatter", "elementwise"} <= set(kinds)  # a gather's gradient scatters
     kinds = [graph_kind(k) for k in analyse(graph("flash", Shape(T=64, d=64, heads=2))).kernels]
-    assert kinds == ["matmul"] * 3 + ["sdpa", "matmul"]
+    assert [k for k in kinds if k != "view"] == ["matmul"] * 3 + ["sdpa", "matmul"]
 
 
 @pytest.mark.parametrize("phase", ["prefill", "decode"])

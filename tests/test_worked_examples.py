@@ -31,18 +31,19 @@ CASES = {
     "sliding_window": ({"window": 4}, 4 * PROJ + 3072, 4 * PROJ + 3072 + 96 + 480),
     # d_c=32, d_c'=96, d_r=4 (defaults 4dh, 12dh, dh/2): q_down 2*8*32*96 = 49152;
     # q_up 2*8*96*(4*12) = 73728; kv_down 2*8*32*36 = 18432; k_up, v_up 2*8*32*32 = 16384 each;
-    # QK^T 2*4*64*12/2 = 3072; AV 2*4*64*8/2 = 2048; o 16384.
+    # QK^T 2*4*64*12/2 = 3072; AV over v padded to the q/k head dim 2*4*64*12/2 = 3072; o 16384.
     # rope q 8*4*4*3 = 384, rope k 8*4*3 = 96; scale 128; softmax 640
-    "mla": ({}, 49152 + 73728 + 18432 + 2 * 16384 + 3072 + 2048 + 16384,
-            49152 + 73728 + 18432 + 2 * 16384 + 3072 + 2048 + 16384 + 384 + 96 + 128 + 640),
+    "mla": ({}, 49152 + 73728 + 18432 + 2 * 16384 + 3072 + 3072 + 16384,
+            49152 + 73728 + 18432 + 2 * 16384 + 3072 + 3072 + 16384 + 384 + 96 + 128 + 640),
     # d_c=16, no q latent, d_r=2, 2 index heads of 4, k=4:
     # q 2*8*32*40 = 20480; kv_down 2*8*32*18 = 9216; index q/k/w 4096, 2048, 1024;
     # index scores 2*(8*2)*4*8 = 1024; weigh 2*8*2*8 = 256; q_absorb 2*4*8*8*16 = 8192;
-    # pairs T*k - k^2/2 = 24 of 32: QK^T 2*8*4*18*4*0.75 = 3456, AV 2*8*4*4*16*0.75 = 3072;
-    # out_absorb 8192; o 16384.  rope 192 + 48; relu 128; mask 64; topk 64; scale 96; softmax 480
+    # pairs T*k - k^2/2 = 24 of 32: QK^T 2*8*4*18*4*0.75 = 3456, AV over the latents' 18 channels
+    # 2*8*4*4*18*0.75 = 3456; out_absorb 8192; o 16384.
+    # rope 192 + 48; relu 128; mask 64; topk 64; scale 96; softmax 480
     "dsa": ({"kv_lora_rank": 16, "q_lora_rank": 0, "rope_dim": 2, "index_heads": 2, "index_dim": 4, "k": 4},
-            20480 + 9216 + 4096 + 2048 + 1024 + 1024 + 256 + 8192 + 3456 + 3072 + 8192 + 16384,
-            77440 + 192 + 48 + 128 + 64 + 64 + 96 + 480),
+            20480 + 9216 + 4096 + 2048 + 1024 + 1024 + 256 + 8192 + 3456 + 3456 + 8192 + 16384,
+            77824 + 192 + 48 + 128 + 64 + 64 + 96 + 480),
     # k=4: E K, F V 2*4*8*32 = 2048 each; QK^T 2*4*8*4*8 = 2048, AV 2048; scale 128, softmax 640
     "linformer": ({"k": 4}, 4 * PROJ + 4 * 2048, 4 * PROJ + 4 * 2048 + 128 + 640),
     # m=2, 1 iteration, conv 3: kernel_1 2*4*8*8*2 = 1024, kernel_2 256, kernel_3 1024,
@@ -55,9 +56,10 @@ CASES = {
     # m=4, chunk 4 (2 chunks): rf q, k 2*32*8*4 = 2048 each; intra scores 2*8*4*4*4 = 1024,
     # intra AV 2*8*4*4*8 = 2048, chunk state 2048, inter num 2048, inter den 2*8*4*4 = 256.
     # per q/k: scale 256, sqnorm 512, phi 5*128 = 640; mask 128, rowsum 128, ksum 128,
-    # state prefix 256, ksum prefix 32, num add 256, den add 32, normalise 256
+    # state prefix 256 and its own state taken off 256 (exclusive), ksum prefix 32 and 32,
+    # num add 256, den add 32, normalise 256
     "performer": ({"features": 4, "chunk": 4}, 4 * PROJ + 2 * 2048 + 1024 + 3 * 2048 + 256,
-                  4 * PROJ + 2 * 2048 + 1024 + 3 * 2048 + 256 + 2 * 1408 + 1216),
+                  4 * PROJ + 2 * 2048 + 1024 + 3 * 2048 + 256 + 2 * 1408 + 1504),
     # k=2, hidden 4, rows R = 8*4 = 32: q, v, o 3*16384; selector hidden 2*32*8*4 = 2048,
     # logits 2*32*4*8 = 2048; approximator 2*32*16*4 = 4096 and 2*32*4*8 = 2048.
     # relu 128 + 128, mask 256, topk 256
@@ -113,12 +115,14 @@ def test_mha_decode_by_hand():
 
 def test_mla_decode_absorbed_example():
     """DeepSeek-V2 absorbed decode (B=1, H=16, dh=64, d_c=256, d_r=32, T=1000): MQA over the
-    latent cache with head dim 288 for scores (2*16*288*1000 = 9.216 M) and 256 for values
-    (2*16*1000*256 = 8.192 M); the cache holds d_c + d_r = 288 elements per token."""
+    latent cache with head dim 288 for scores (2*16*288*1000 = 9.216 M) and, the latents being
+    the values too, 288 for values: the 256 kept (2*16*1000*256 = 8.192 M) and the 32 RoPE
+    channels dropped (1.024 M); the cache holds d_c + d_r = 288 elements per token."""
     s = Shape(T=1000, d=1024, heads=16, phase="decode")
     ops = {op.name: op for op in graph("mla", s).ops}
     assert ops["scores"].flops == 9_216_000
     assert ops["av"].flops == 8_192_000
+    assert ops["av_dropped"].flops == 1_024_000
     assert estimate("mla", s).kv_cache_bytes_per_token == 288 * 2
 
 
@@ -137,13 +141,14 @@ def test_peak_memory_by_hand():
     """B=1, T=16, d=32, H=4, bf16: x, q, k, v and the attention output are 16*32 = 512 elements
     each, a score tensor 4*16*16 = 1024. mha, op by op: at QK^T q, k, v and the scores are live
     (3*512 + 1024 = 2560); at scale, mask and softmax v plus an input and an output score tensor
-    (512 + 2*1024 = 2560). flash (fused): the scores never leave the kernel; the peak is x, q, k, v
-    at v_proj, or q, k, v and the output at the attention kernel: 4*512 = 2048 elements."""
+    (512 + 2*1024 = 2560). flash (fused): the scores never leave the kernel; the peak is q, k, v and
+    the output at the attention kernel, 4*512 = 2048 elements, plus the log-sum-exp the kernel writes
+    for its backward: one fp32 per head and query, 4*16*4 = 256 bytes."""
     s = S.with_(T=16)
     assert estimate("mha", s).activation_bytes_unfused == 2560 * 2
     assert estimate("mha", s).activation_bytes_fused == 2560 * 2  # the math path has nothing fused
     assert estimate("flash", s).activation_bytes_unfused == 2560 * 2
-    assert estimate("flash", s).activation_bytes_fused == 2048 * 2
+    assert estimate("flash", s).activation_bytes_fused == 2048 * 2 + 4 * 16 * 4
 
 
 def test_dsa_peak_memory_at_32768_by_hand():

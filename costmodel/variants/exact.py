@@ -6,16 +6,26 @@ Worked example (B=1, T=4096, d=1024, heads=16, prefill), matmul FLOPs = 2mkn:
   flash (causal, fused, masked tiles skipped): 25.77 + 8.59 + 34.36 = 68.72 G.
 """
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 
 from ..shape import Shape
-from .base import NoParams, Params, Variant, VariantError, append, attention_core, causal_pairs, new_graph, proj
+from .base import (NoParams, Params, Variant, VariantError, append, attention_core, causal_pairs, mask_buffer,
+                   new_graph, proj)
 
 
-def _exact(s: Shape, kv_heads: int, *, fused: bool, window: Optional[int] = None):
-    """Q/K/V projections, attention (with a KV cache of T tokens in decode), output projection."""
+WindowKernel = Literal["flex", "masked"]
+KERNEL_HELP = ("the windowed prefill's kernel: flex computes only the band (flex_attention with a block mask, "
+               "on CUDA); masked is SDPA with a dense additive band mask, which computes every T x T tile "
+               "and reads the mask (what runs without flex_attention)")
+
+
+def _exact(s: Shape, kv_heads: int, *, fused: bool, window: Optional[int] = None, kernel: WindowKernel = "flex"):
+    """Q/K/V projections, attention (with a KV cache of T tokens in decode), output projection.
+    Prefill masks: the math path's causal ``masked_fill`` reads a boolean T x T buffer; a window run
+    ``masked`` is an additive T x T band the fused kernel reads, computing every tile; run ``flex``,
+    the kernel computes only the band's blocks and reads no mask."""
     g, x, rows = new_graph(s)
     dh = s.head_dim
     kv_dim = kv_heads * dh
@@ -24,20 +34,26 @@ def _exact(s: Shape, kv_heads: int, *, fused: bool, window: Optional[int] = None
     v = proj(g, "v_proj", x, rows, s.d, kv_dim)
     cached = s.T if window is None else min(s.T, window)
     g.kv_cache(per_token=2 * kv_dim, tokens=cached)
+    mask_with = None
     if s.phase == "decode":
         k, v = (append(g, t, s.batch * kv_dim, s.batch * cached * kv_dim) for t in (k, v))
         keys, fraction, mask = cached, 1.0, False
     else:
         keys = s.T
-        if window is not None:
+        if window is not None and kernel == "masked":
+            fraction = 1.0
+            mask_with = mask_buffer(g, "band_mask", s.T * s.T, boolean=False)
+        elif window is not None:
             fraction = causal_pairs(s.T, window) / (s.T * s.T)
         elif s.causal and fused:
             fraction = causal_pairs(s.T, s.T) / (s.T * s.T)
         else:
             fraction = 1.0
         mask = s.causal and not fused
+        if mask:
+            mask_with = mask_buffer(g, "causal_mask", s.T * s.T)
     o = attention_core(g, s, q, k, v, groups=s.batch * kv_heads, qk_dim=dh, v_dim=dh, keys=keys,
-                       fraction=fraction, fused=fused, mask=mask)
+                       fraction=fraction, fused=fused, mask=mask, mask_with=mask_with)
     g.output(proj(g, "o_proj", o, rows, s.d, s.d))
     return g
 
@@ -53,6 +69,7 @@ def build_flash(s: Shape, p: Params):
 class GQAParams(Params):
     kv_heads: Optional[int] = Field(None, ge=1, description="K/V heads (default: --kv-heads, else heads/4)")
     window: Optional[int] = Field(None, ge=1, description="sliding window, as Mistral 7B v0.1 (default: none)")
+    kernel: WindowKernel = Field("flex", description=KERNEL_HELP)
 
     def resolve(self, shape: Shape) -> "GQAParams":
         kv = self.kv_heads or shape.kv_heads or max(1, shape.heads // 4)
@@ -62,7 +79,7 @@ class GQAParams(Params):
 
 
 def build_gqa(s: Shape, p: GQAParams):
-    return _exact(s, p.kv_heads, fused=True, window=p.window)
+    return _exact(s, p.kv_heads, fused=True, window=p.window, kernel=p.kernel)
 
 
 def build_mqa(s: Shape, p: Params):
@@ -71,10 +88,11 @@ def build_mqa(s: Shape, p: Params):
 
 class WindowParams(Params):
     window: int = Field(512, ge=1, description="keys each query sees (itself and the previous window-1)")
+    kernel: WindowKernel = Field("flex", description=KERNEL_HELP)
 
 
 def build_sliding_window(s: Shape, p: WindowParams):
-    return _exact(s, s.heads, fused=True, window=p.window)
+    return _exact(s, s.heads, fused=True, window=p.window, kernel=p.kernel)
 
 
 VARIANTS = [

@@ -21,34 +21,44 @@ used, and the GPT-2 patch applies GPT-2's c_proj after MSLA's own out_proj (both
 from pydantic import Field
 
 from ..shape import Shape
-from .base import Params, Variant, append, new_graph, proj
+from .base import (LINEAR_VIEWS, MATMUL_VIEWS, Params, Variant, VariantError, append, heads_copied, layout_copy,
+                   mask_buffer, merge_heads, new_graph, proj, split_heads, topk)
 
 
 class TopkParams(Params):
-    k: int = Field(16, ge=1, description="keys kept per query")
+    k: int = Field(16, ge=1, description="keys kept per query (at most T)")
     hidden: int = Field(64, ge=1, description="hidden width of both MLPs")
+    at_most_T = ("k",)
 
 
 def build_topk(s: Shape, p: TopkParams):
+    """Every tensor stays token-major (B, L, H, ...): the heads are views of the projections."""
     g, x, rows = new_graph(s)
     H, dh, T = s.heads, s.head_dim, s.T
     R = rows * H  # (token, head) rows
+    keys = min(p.k, T)
     q = proj(g, "q_proj", x, rows, s.d, s.d)
+    g.views("q.heads", 1, "core")  # (B, L, H, dh)
     v = proj(g, "v_proj", x, rows, s.d, s.d)
     g.kv_cache(per_token=s.d, tokens=T)
     if s.phase == "decode":
         v = append(g, v, rows * s.d, s.batch * T * s.d)
     h = proj(g, "selector_hidden", q, R, dh, p.hidden)
     h = g.elementwise("selector_relu", "relu", (h,), elems=R * p.hidden, part="proj")
+    g.views("selector_logits.views", LINEAR_VIEWS, "core")
     logits = g.matmul("selector_logits", h, g.weight("W_selector_out", p.hidden * T), m=R, k=p.hidden, n=T)
     if s.causal and s.phase != "decode":
-        logits = g.elementwise("selector_mask", "mask", (logits,), elems=R * T)
-    keys = min(p.k, T)
-    idx = g.elementwise("topk", "topk", (logits,), elems=R * T, out_elems=R * keys, index_out=True)
+        mask = mask_buffer(g, "causal_mask", T * T)  # (T, 1, T), broadcast over the heads
+        logits = g.elementwise("selector_mask", "mask", (logits, mask), elems=R * T)
+    _, idx = topk(g, "topk", logits, elems=R * T, out_elems=R * keys)
+    # V as (B, L, H, T, dh): view, transpose, unsqueeze, expand; the indices over dh: unsqueeze, expand
+    g.views("gather.views", 6, "core")
     gv = g.elementwise("gather_values", "gather", (v, idx), elems=R * keys * dh)
+    g.views("gathered.view", 1, "core")  # (B, L, H, k*dh)
     a = proj(g, "approx_hidden", gv, R, keys * dh, p.hidden, part="core")
     a = g.elementwise("approx_relu", "relu", (a,), elems=R * p.hidden)
     o = proj(g, "approx_out", a, R, p.hidden, dh, part="core")
+    g.views("o.merge", 1, "other")  # (B, L, H, dh) -> (B, L, d)
     g.output(proj(g, "o_proj", o, rows, s.d, s.d))
     return g
 
@@ -58,48 +68,70 @@ class SynthesizerParams(Params):
 
 
 def build_mlp_attention(s: Shape, p: SynthesizerParams):
+    """V is cached head-major (B, H, T, dh); in prefill torch.matmul copies V's head view where it
+    cannot fold it (``heads_copied``), and the heads of the output merge back by a copy."""
     g, x, rows = new_graph(s)
     H, dh, T = s.heads, s.head_dim, s.T
     v = proj(g, "v_proj", x, rows, s.d, s.d)
+    split_heads(g, "v.heads", 1)
     g.kv_cache(per_token=s.d, tokens=T)
     if s.phase == "decode":
         v = append(g, v, rows * s.d, s.batch * T * s.d)
     h = proj(g, "mlp_hidden", x, rows, s.d, H * p.hidden)
     h = g.elementwise("mlp_relu", "relu", (h,), elems=rows * H * p.hidden, part="proj")
+    g.views("mlp_logits.views", 2 + MATMUL_VIEWS, "core")  # h as (H, B*L, hidden), then torch.matmul
     w = g.matmul("mlp_logits", h, g.weight("W_mlp_out", H * p.hidden * T), batch=H, m=rows, k=p.hidden, n=T)
+    g.views("weights.heads", 2, "core")  # (H, B, L, T) -> (B, H, L, T)
     dense = rows * H * T
     if s.causal and s.phase != "decode":
-        w = g.elementwise("mask", "mask", (w,), elems=dense)
+        w = g.elementwise("mask", "mask", (w, mask_buffer(g, "causal_mask", T * T)), elems=dense)
     w = g.elementwise("softmax", "softmax", (w,), elems=dense)
+    g.views("av.views", MATMUL_VIEWS, "core")
+    if s.phase != "decode" and heads_copied(s.batch, H, s.tokens):
+        v = layout_copy(g, "v.heads_copy", v, rows * s.d)
     o = g.matmul("av", w, v, batch=s.batch * H, m=s.tokens, k=T, n=dh)
+    o = merge_heads(g, s, o, dh, contiguous=True)
     g.output(proj(g, "o_proj", o, rows, s.d, s.d))
     return g
 
 
 class MSLAParams(Params):
     latents: int = Field(64, ge=1, description="learnable latent keys L")
-    k: int = Field(4, ge=1, description="latents kept per query")
+    k: int = Field(4, ge=1, description="latents kept per query (at most latents)")
     c_proj: bool = Field(True, description="count GPT-2's c_proj applied after MSLA's out_proj")
+
+    def resolve(self, shape: Shape) -> "MSLAParams":
+        if self.k > self.latents:
+            raise VariantError(f"msla.k={self.k} must be at most msla.latents={self.latents}")
+        return self
 
 
 def build_msla(s: Shape, p: MSLAParams):
+    """Scores, top-k and mixing run head-major (H, rows, ...); V stays row-major (rows, H, dh), so
+    the sum with V writes the output row-major and the heads merge back by a view."""
     g, x, rows = new_graph(s)
     H, dh, L = s.heads, s.head_dim, p.latents
     R = rows * H
     keys = min(p.k, L)
     q = proj(g, "q_proj", x, rows, s.d, s.d)
+    g.views("q.heads", 2, "core")  # (rows, H, dh) -> (H, rows, dh)
     proj(g, "k_proj", x, rows, s.d, s.d)  # computed and never used, as in the seed's code
     v = proj(g, "v_proj", x, rows, s.d, s.d)
+    g.views("v.heads", 1, "core")  # (rows, H, dh)
     lat = g.weight("latent_keys", L * s.d)
+    g.views("latent.heads", 2 + 1 + MATMUL_VIEWS, "core")  # (H, L, dh) by view and permute; lat^T; torch.matmul
     sc = g.matmul("latent_scores", q, lat, batch=H, m=rows, k=dh, n=L)
     sc = g.elementwise("scale", "div", (sc,), elems=R * L)
-    idx = g.elementwise("topk", "topk", (sc,), elems=R * L, out_elems=R * keys, index_out=True)
-    top = g.elementwise("topk_values", "gather", (sc, idx), elems=R * keys)
+    top, idx = topk(g, "topk", sc, elems=R * L, out_elems=R * keys)
     w = g.elementwise("softmax", "softmax", (top,), elems=R * keys)
+    g.views("gather.views", 4, "core")  # latents and indices as (H, rows, ., dh): unsqueeze, expand each
     sel = g.elementwise("gather_latents", "gather", (lat, idx), elems=R * keys * dh)
+    g.views("weights.view", 1, "core")  # w[..., None]
     mix = g.elementwise("weigh_latents", "mul", (w, sel), elems=R * keys * dh)
     mix = g.elementwise("sum_latents", "mean", (mix,), elems=R * keys * dh, out_elems=R * dh)
-    o = g.elementwise("add_v", "add", (mix, v), elems=R * dh)
+    g.views("mix.rows", 1, "core")  # (rows, H, dh), a transpose
+    o = g.elementwise("add_v", "add", (v, mix), elems=R * dh)
+    g.views("o.merge", 1, "other")  # (B, L, d)
     o = proj(g, "out_proj", o, rows, s.d, s.d)
     if p.c_proj:
         o = proj(g, "c_proj", o, rows, s.d, s.d)

@@ -9,7 +9,11 @@ graph lists, op for op:
   ``sum`` / ``amax`` over the elements the graph names;
 - scalar constants (``7I``, ``1/sqrt(dh)``, RoPE tables) are precomputed buffers, so no op on
   them runs in the forward;
-- layout changes are views, ``cat``, ``pad``, ``gather``: data movement, 0 FLOPs on both sides.
+- layout changes are views, ``cat``, ``pad``, ``gather``: data movement, 0 FLOPs on both sides;
+  layouts are chosen so that a reshape aliases where it can (no needless ``clone``), and the copies
+  PyTorch must still make (a bmm's head-major output merged back, ``torch.matmul`` folding head views
+  of a projection: ``costmodel.variants.base.heads_copied``) are ops of the graph too, as are the
+  host-only view ops (``costmodel.opkinds``, ``tests/test_op_match.py``).
 
 Decode: the module keeps no state of its own. Its inputs are the new token and the cache (K/V
 tensors of T token slots, a latent cache, or a recurrent state), built by ``cache_from`` from the
@@ -107,14 +111,15 @@ class AttentionModule(nn.Module):
         return t.transpose(1, 2).reshape(B, L, n * dh)
 
     def mask(self, name: str, make) -> torch.Tensor:
-        """A boolean mask buffer, made on first use: prefill and train modules make theirs in
-        __init__; a decode module (whose prefill only the tests call) never holds a T x T mask."""
+        """A mask buffer (boolean, or additive in the weights' dtype), made on first use: prefill
+        and train modules make theirs in __init__; a decode module (whose prefill only the tests
+        call) never holds a T x T mask."""
         t = self._buffers.get(name)
         if t is None:
             ref = next(self.parameters(), None)
             t = make()
             if ref is not None:
-                t = t.to(ref.device)
+                t = t.to(ref.device, ref.dtype) if t.is_floating_point() else t.to(ref.device)
             self.register_buffer(name, t, persistent=False)
         return t
 

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from . import flex
 from .base import AttentionModule, linear, write_slot
 
 
@@ -19,11 +20,15 @@ class ExactAttention(AttentionModule):
     ``fused=True`` calls ``F.scaled_dot_product_attention`` (``is_causal`` in a causal prefill;
     ``enable_gqa`` when kv_heads < heads) under the module's ``backend``.
 
-    ``window`` (sliding_window): no SDPA backend takes a window, so the prefill passes an explicit
-    boolean band mask (each query sees itself and the previous window-1 keys). The counters count
-    the band (the cost model's T*w - w^2/2 pairs); the kernels that accept a mask (CPU flash,
-    efficient, cuDNN, math) still compute every T x T tile, so measured time is that of dense
-    attention. Decode keeps a rolling buffer of min(T, window) slots.
+    ``window`` (sliding_window, gqa with a window): with ``kernel="flex"`` on CUDA the prefill runs
+    ``flex_attention`` with a sliding-window block mask (``modules.flex``), which computes only the
+    band. Elsewhere (``kernel="masked"``, or no flex_attention) no SDPA backend takes a window, so the
+    prefill passes an additive band mask (0 where query i sees key j, i - window < j <= i; -inf elsewhere),
+    made once in the module's dtype: SDPA reads it as it is (a boolean mask would be turned into
+    this one by a ``where`` on every call). The counters count the band (the cost model's
+    T*w - w^2/2 pairs); the kernels that accept a mask (CPU flash, efficient, cuDNN, math) still
+    compute every T x T tile, so measured time is that of dense attention, plus the mask read.
+    Decode keeps a rolling buffer of min(T, window) slots.
     """
 
     def __init__(self, shape, params, backend="auto", *, kv_heads: int, fused: bool, window=None):
@@ -36,17 +41,21 @@ class ExactAttention(AttentionModule):
         self.o_proj = linear(d, d)
         self.scale = 1.0 / math.sqrt(dh)
         self.slots = self.T if window is None else min(self.T, window)
+        wants_flex = window is not None and self.phase != "decode" and getattr(params, "kernel", "flex") == "flex"
+        self.flex = flex.window_attention(self.T, window) if wants_flex else None
         if self.phase != "decode":
             if window is not None:
-                self.band_mask()
+                if self.flex is None:
+                    self.band_mask()
             elif self.causal and not fused:
                 self.causal_mask()
 
     def band_mask(self) -> torch.Tensor:
-        """(T, T), True where query i sees key j: i - window < j <= i."""
+        """(T, T), additive: 0 where query i sees key j (i - window < j <= i), else -inf."""
         def make():
             i = torch.arange(self.T)
-            return (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - self.window)
+            sees = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - self.window)
+            return torch.zeros(self.T, self.T).masked_fill(~sees, float("-inf"))
         return self.mask("mask_band", make)
 
     def _core(self, q, k, v, *, prefill: bool):
@@ -57,6 +66,8 @@ class ExactAttention(AttentionModule):
                 s = s.masked_fill(self.causal_mask(), float("-inf"))
             p = torch.softmax(s, dim=-1)
             return torch.matmul(p, v)
+        if prefill and self.flex is not None:
+            return self.flex(q, k, v, scale=self.scale)
         mask = self.band_mask() if (prefill and self.window is not None) else None
         return self.sdpa(q, k, v, is_causal=prefill and self.causal and mask is None, attn_mask=mask,
                          enable_gqa=self.kv_heads < self.H)
@@ -111,7 +122,7 @@ class GQA(ExactAttention):
     variant = "gqa"
 
     def __init__(self, shape, params, backend="auto"):
-        super().__init__(shape, params, backend, kv_heads=params.kv_heads, fused=True)
+        super().__init__(shape, params, backend, kv_heads=params.kv_heads, fused=True, window=params.window)
 
 
 class MQA(ExactAttention):
@@ -123,7 +134,7 @@ class MQA(ExactAttention):
 
 class SlidingWindow(ExactAttention):
     variant = "sliding_window"
-    notes = ("prefill: SDPA with an explicit boolean band mask (no backend takes a window); counted "
+    notes = ("prefill: SDPA with an additive band mask (no backend takes a window); counted "
              "as the band, computed by the kernel as dense tiles",)
 
     def __init__(self, shape, params, backend="auto"):

@@ -89,3 +89,21 @@ def recording():
         yield seen
     finally:
         _recorders.remove(seen)
+
+
+def window_kernel(device) -> str:
+    """The windowed prefill kernel that runs on ``device``: "flex" where flex_attention does, else
+    "masked" (SDPA with a dense band mask): the ``kernel`` parameter to price it with."""
+    return "flex" if available(device) else "masked"
+
+
+def with_window_kernel(variant: str, params: Optional[dict], device) -> dict:
+    """``params`` with the windowed prefill's ``kernel`` set to what runs on ``device``
+    (``window_kernel``), where the variant has a window and the kernel was not given."""
+    from ...costmodel.variants import REGISTRY
+
+    params = dict(params or {})
+    fields = REGISTRY[variant].params.model_fields if variant in REGISTRY else {}
+    if "kernel" in fields and "kernel" not in params and params.get("window", fields["window"].default):
+        params["kernel"] = window_kernel(device)
+    return params

@@ -10,30 +10,14 @@ import torch.nn as nn
 from .base import AttentionModule, linear, uniform_, write_slot
 
 
-class _ValueCache(AttentionModule):
-    """Variants whose cache holds V alone (no keys): ``_attend(x, v_all, mask)`` mixes V."""
-
-    def prefill(self, x):
-        return self._attend(x, self.v_proj(x), self.causal)
-
-    def decode(self, x, v_cache):
-        """v_cache (B, T, d), slot T-1 takes the new token's V."""
-        write_slot(v_cache, 1, self.T - 1, self.v_proj(x))
-        return self._attend(x, v_cache, False)
-
-    def cache_from(self, x_past):
-        B, P = x_past.shape[:2]
-        cache = x_past.new_zeros(B, self.T, self.d)
-        cache[:, :P] = self.v_proj(x_past)
-        return (cache,)
-
-
-class TopK(_ValueCache):
+class TopK(AttentionModule):
     """KeySelector MLP (dh -> hidden -> T logits, weights shared by the heads) on each head's
     query; causal mask (prefill); top-k key indices; the gathered values (k*dh per query and
     head) go through the HeadApproximator MLP (k*dh -> hidden -> dh). No softmax, no K.
+    Every tensor keeps the token-major layout (B, L, H, ...), so the heads merge back by a view.
     The indices carry no gradient: training reaches only the approximator and V, as in the seed,
-    whose selector is distilled separately. Decode caches V (T x d per sequence)."""
+    whose selector is distilled separately. Decode caches V (B, T, d), slot T-1 taking the new
+    token's."""
 
     variant = "topk"
 
@@ -53,27 +37,41 @@ class TopK(_ValueCache):
         """(T, 1, T): the causal mask broadcast over the heads of (B, T, H, T) logits."""
         return self.mask("mask_causal_heads", lambda: torch.ones(self.T, self.T, dtype=torch.bool).triu(1)[:, None, :])
 
+    def prefill(self, x):
+        return self._attend(x, self.v_proj(x), self.causal)
+
+    def decode(self, x, v_cache):
+        """v_cache (B, T, d), slot T-1 takes the new token's V."""
+        write_slot(v_cache, 1, self.T - 1, self.v_proj(x))
+        return self._attend(x, v_cache, False)
+
+    def cache_from(self, x_past):
+        B, P = x_past.shape[:2]
+        cache = x_past.new_zeros(B, self.T, self.d)
+        cache[:, :P] = self.v_proj(x_past)
+        return (cache,)
+
     def _attend(self, x, v_all, mask: bool):
         B, L = x.shape[:2]
-        H, dh, T = self.H, self.dh, v_all.shape[1]
+        H, dh, T, k = self.H, self.dh, v_all.shape[1], self.keys
         q = self.q_proj(x).view(B, L, H, dh)
         h = torch.relu(self.selector_hidden(q))
         logits = self.selector_out(h)  # (B, L, H, T)
         if mask:
             logits = logits.masked_fill(self.head_mask(), float("-inf"))
-        idx = torch.topk(logits, self.keys, dim=-1).indices.permute(0, 2, 1, 3)  # (B, H, L, k)
-        vh = v_all.view(B, T, H, dh).permute(0, 2, 1, 3)  # (B, H, T, dh)
-        g = torch.gather(vh[:, :, None].expand(B, H, L, T, dh), 3,
-                         idx[..., None].expand(B, H, L, self.keys, dh))  # (B, H, L, k, dh)
-        a = torch.relu(self.approx_hidden(g.reshape(B, H, L, self.keys * dh)))
-        o = self.approx_out(a)  # (B, H, L, dh)
-        return self.o_proj(self.merge_heads(o))
+        idx = torch.topk(logits, k, dim=-1).indices  # (B, L, H, k)
+        vh = v_all.view(B, T, H, dh).transpose(1, 2)[:, None].expand(B, L, H, T, dh)
+        g = torch.gather(vh, 3, idx[..., None].expand(B, L, H, k, dh))  # (B, L, H, k, dh)
+        a = torch.relu(self.approx_hidden(g.view(B, L, H, k * dh)))
+        o = self.approx_out(a)  # (B, L, H, dh)
+        return self.o_proj(o.view(B, L, self.d))
 
 
-
-class MLPAttention(_ValueCache):
+class MLPAttention(AttentionModule):
     """Dense Synthesizer: per head, logits = ReLU(x W1_h) W2_h (W2_h: hidden x T, grows with T),
-    causal mask (prefill), softmax over the T positions, then weights @ V. No Q, no K, no scale."""
+    causal mask (prefill), softmax over the T positions, then weights @ V. No Q, no K, no scale.
+    Decode caches V head-major (B, H, T, dh), as exact attention caches K and V: the product with
+    the weights reads it as it is, with no copy of the cache per step."""
 
     variant = "mlp_attention"
 
@@ -87,9 +85,24 @@ class MLPAttention(_ValueCache):
         if self.phase != "decode" and self.causal:
             self.causal_mask()
 
-    def _attend(self, x, v_all, mask: bool):
+    def prefill(self, x):
+        return self._attend(x, self.split_heads(self.v_proj(x), self.H), self.causal)
+
+    def decode(self, x, v_cache):
+        """v_cache (B, H, T, dh), slot T-1 takes the new token's V."""
+        write_slot(v_cache, 2, self.T - 1, self.split_heads(self.v_proj(x), self.H))
+        return self._attend(x, v_cache, False)
+
+    def cache_from(self, x_past):
+        B, P = x_past.shape[:2]
+        cache = x_past.new_zeros(B, self.H, self.T, self.dh)
+        cache[:, :, :P] = self.split_heads(self.v_proj(x_past), self.H)
+        return (cache,)
+
+    def _attend(self, x, v, mask: bool):
+        """v: (B, H, T, dh)."""
         B, L = x.shape[:2]
-        H, T = self.H, v_all.shape[1]
+        H, T = self.H, v.shape[2]
         h = torch.relu(self.mlp_hidden(x))  # (B, L, H*hidden)
         h = h.view(B * L, H, self.hidden).transpose(0, 1)  # (H, B*L, hidden)
         w = torch.matmul(h, self.W_mlp_out)  # (H, B*L, T)
@@ -97,9 +110,8 @@ class MLPAttention(_ValueCache):
         if mask:
             w = w.masked_fill(self.causal_mask(), float("-inf"))
         w = torch.softmax(w, dim=-1)
-        o = torch.matmul(w, self.split_heads(v_all, H))  # (B, H, L, dh)
+        o = torch.matmul(w, v)  # (B, H, L, dh)
         return self.o_proj(self.merge_heads(o))
-
 
 
 class MSLA(AttentionModule):
@@ -125,15 +137,15 @@ class MSLA(AttentionModule):
         H, dh, R = self.H, self.dh, x.shape[0] * x.shape[1]
         q = self.q_proj(x).view(R, H, dh).transpose(0, 1)  # (H, rows, dh)
         self.keep(self.k_proj(x))  # computed, never used (the seed's code does the same)
-        v = self.v_proj(x).view(R, H, dh).transpose(0, 1)
+        v = self.v_proj(x).view(R, H, dh)
         lat = self.latent_keys.view(self.L, H, dh).permute(1, 0, 2)  # (H, L, dh)
         s = torch.matmul(q, lat.transpose(1, 2)) / self.sqrt_dh  # (H, rows, L)
-        top, idx = torch.topk(s, self.keys, dim=-1)  # (H, rows, k)
+        top, idx = torch.topk(s, self.keys, dim=-1)  # (H, rows, k): the values and their indices
         w = torch.softmax(top, dim=-1)
         sel = torch.gather(lat[:, None].expand(H, R, self.L, dh), 2,
                            idx[..., None].expand(H, R, self.keys, dh))  # (H, rows, k, dh)
         mix = (w[..., None] * sel).sum(2)  # (H, rows, dh)
-        o = (mix + v).transpose(0, 1).reshape(B, Lt, self.d)
+        o = (v + mix.transpose(0, 1)).reshape(B, Lt, self.d)  # row-major like v: a view
         o = self.out_proj(o)
         return self.c_proj(o) if self.c_proj is not None else o
 
