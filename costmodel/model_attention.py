@@ -144,7 +144,8 @@ def extras(cfg: ModelConfig, g: Graph, p: Params, s: Shape) -> Extras:
 def applies_rope(cfg: ModelConfig, attention: Graph) -> bool:
     """Whether a ``rope`` model rotates q and k around the variant's ``attention`` graph: not when
     the variant rotates them itself (mla and dsa carry their own decoupled RoPE)."""
-    return cfg.positions == "rope" and not any(op.fn == "rope" for op in attention.ops)
+    rotates_itself = "rope_cos" in attention.tensors or any(op.fn == "rope" for op in attention.ops)
+    return cfg.positions == "rope" and not rotates_itself
 
 
 def _biases(cfg: ModelConfig, g: Graph) -> float:

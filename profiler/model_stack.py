@@ -419,8 +419,7 @@ class ModelStack(nn.Module):
         if cfg.latent_norm and hasattr(attn.params, "kv_lora_rank"):
             dc, dq = attn.params.kv_lora_rank, attn.params.q_lora_rank
             attn.kv_latent_norm = nn.RMSNorm(dc, device=dev, dtype=self.dtype)
-            attn.kv_down.register_forward_hook(
-                lambda mod, args, out: torch.cat([attn.kv_latent_norm(out[..., :dc]), out[..., dc:]], -1))
+            attn.kv_down.register_forward_hook(lambda mod, args, out: attn.kv_latent_norm(out))
             if dq:
                 attn.q_latent_norm = nn.RMSNorm(dq, device=dev, dtype=self.dtype)
                 attn.q_down.register_forward_hook(lambda mod, args, out: attn.q_latent_norm(out))

@@ -302,3 +302,18 @@ def test_last_token_logits_shrink_the_lm_head_and_let_longer_prompts_fit():
     assert last.as_dict()["logits"] == "last"
     with pytest.raises(ValueError, match="logits"):
         predict_model("gpt2", T=64, logits="first")
+
+
+@pytest.mark.parametrize("variant", ["mla", "dsa"])
+def test_latent_attention_keeps_its_own_rope(variant):
+    """MLA and DSA rotate their decoupled rope channels themselves: a RoPE model adds no second
+    rotation around them (DeepSeek-V2-Lite has no q low-rank projection, so nothing else tells)."""
+    from attncost.costmodel.estimate import graph, resolve_params
+    from attncost.costmodel.model_attention import applies_rope
+    from attncost.costmodel.model_spec import attention_shape
+
+    cfg = get_model("deepseek-v2-lite")
+    s = attention_shape(cfg, 1024, 1, "bf16", "prefill")
+    g = graph(variant, s, resolve_params(variant, s, cfg.attention_params.get(variant)))
+    assert cfg.positions == "rope" and not applies_rope(cfg, g)
+    assert applies_rope(cfg, graph("flash", s, resolve_params("flash", s, None)))

@@ -1,15 +1,29 @@
 """DeepSeek's latent attention: MLA (DeepSeek-V2) and DSA (DeepSeek-V3.2-Exp), as in
 ``costmodel/variants/latent.py``.
 
-MLA prefill up-projects the latent per head (W_UK, W_UV) and runs one SDPA with qk head dim
-dh + d_r and v head dim dh. The flash backend needs equal q/k/v head dims, so with rope_dim > 0
-ask for auto, efficient, cudnn or math (torch's auto picks one that takes the shapes).
+Projections as DeepSeek-V2 writes them (arXiv:2405.04434, section 2.1): the query latent c_Q = x W_DQ,
+q_nope = c_Q W_UQ and the RoPE query q_rope = RoPE(c_Q W_QR); the latent c_KV = x W_DKV and the one
+shared RoPE key k_rope = RoPE(x W_KR). Keeping W_QR and W_KR as projections of their own (rather
+than columns of W_UQ and W_DKV to be sliced out) lets every later op read whole tensors.
+
+SDPA with unequal head dims: the scores use dh + d_r channels, the values dh (prefill) or d_c
+(absorbed decode). torch's CPU build has one fused kernel (flash), which needs q, k and v of one
+head dim; on CUDA flash refuses them too (efficient and cuDNN accept them), so torch would fall
+back to its math path (a T x T score tensor, a causal mask built each call). The module instead
+gives V the q/k head dim, so that one fused SDPA runs with any backend:
+- prefill pads each head's v with d_r zeros (``F.pad``, as vLLM's MLA prefill does for
+  FlashAttention) and drops the d_r extra output channels (a copy, as the heads are merged);
+- absorbed attention (MLA decode, all of DSA) passes the latents [c_KV | k_rope] as both K and V
+  (one tensor, read once: FlashMLA's layout) and drops the d_r RoPE channels of the output in
+  the W_UV product.
+The AV product then runs over dh + d_r (prefill) or d_c + d_r (absorbed) channels. On CUDA,
+flash takes head dims up to 256: past that (the absorbed form at DeepSeek's sizes, 512 + 64)
+torch's auto choice is the efficient kernel; ``profiler.device.sdpa_backends_used`` records which.
 
 MLA decode is the absorbed form: q_latent = q_nope W_UK (per head, dh -> d_c), then one SDPA,
 MQA over the latent cache [c_KV | k_rope] (d_c + d_r per token, no factor 2) with the H heads as
-query rows: scores over d_c + d_r channels, values c_KV (d_c), then W_UV per head (d_c -> dh).
-The attention scale stays 1/sqrt(dh + d_r) in both forms, so decode equals the prefill's last
-token. The flash backend rejects the unequal score and value dims here too.
+query rows, then W_UV per head (d_c -> dh). The attention scale stays 1/sqrt(dh + d_r) in both
+forms, so decode equals the prefill's last token.
 
 DSA: the lightning indexer I(t, s) = sum_j w(t, j) ReLU(q(t, j) . k(s)) scores every key, the
 causal mask hides future keys, top-k keeps k of them, and MLA in its absorbed (MQA) form attends
@@ -41,86 +55,101 @@ class MLA(AttentionModule):
         super().__init__(shape, params, backend)
         d, H, dh = self.d, self.H, self.dh
         self.dc, self.dq, self.dr = params.kv_lora_rank, params.q_lora_rank, params.rope_dim
-        qdim = H * (dh + self.dr)
         if self.dq:
             self.q_down = linear(d, self.dq)
-            self.q_up = linear(self.dq, qdim)
+            self.q_up = linear(self.dq, H * dh)
         else:
-            self.q_proj = linear(d, qdim)
-        self.kv_down = linear(d, self.dc + self.dr)
+            self.q_proj = linear(d, H * dh)
+        self.kv_down = linear(d, self.dc)
+        if self.dr:
+            self.q_rope = linear(self.dq or d, H * self.dr)
+            self.k_rope = linear(d, self.dr)
+            self.rope = Rope(self.dr, self.T)
         self.W_k_up = nn.Parameter(uniform_(torch.empty(H, dh, self.dc), self.dc))
         self.W_v_up = nn.Parameter(uniform_(torch.empty(H, dh, self.dc), self.dc))
         self.o_proj = linear(H * dh, d)
-        self.rope = Rope(self.dr, self.T) if self.dr else None
         self.scale = 1.0 / math.sqrt(dh + self.dr)
 
     # -- shared pieces ----------------------------------------------------------------------
     def _queries(self, x, start: int):
-        """Per-head queries [q_nope | rope(q_rope)] (B, L, H, dh + d_r) and the query latent."""
-        B, L = x.shape[:2]
+        """q_nope (B, L, H*dh), the rotated RoPE queries (B, L, H, d_r) or None, the query latent."""
         c_q = self.q_down(x) if self.dq else x
-        q = (self.q_up if self.dq else self.q_proj)(c_q).view(B, L, self.H, self.dh + self.dr)
-        if self.dr:
-            q = torch.cat([q[..., :self.dh], self.rope(q[..., self.dh:], start, heads=True)], -1)
-        return q, c_q
+        q_nope = (self.q_up if self.dq else self.q_proj)(c_q)
+        if not self.dr:
+            return q_nope, None, c_q
+        B, L = x.shape[:2]
+        return q_nope, self.rope(self.q_rope(c_q).view(B, L, self.H, self.dr), start, heads=True), c_q
 
     def _latent(self, x, start: int):
-        """[c_KV | rope(k_rope)] per token: (B, L, d_c + d_r), what the cache holds."""
-        ckv = self.kv_down(x)
-        if self.dr:
-            ckv = torch.cat([ckv[..., :self.dc], self.rope(ckv[..., self.dc:], start, heads=False)], -1)
-        return ckv
+        """c_KV (B, L, d_c) and the rotated shared RoPE key (B, L, d_r) or None."""
+        return self.kv_down(x), self.rope(self.k_rope(x), start, heads=False) if self.dr else None
 
-    def _absorb_q(self, q):
-        """(B, L, H, dh + d_r) -> (B, L, H, d_c + d_r): q_nope @ W_UK per head, then q_rope."""
-        B, L = q.shape[:2]
-        q_nope = q[..., :self.dh].reshape(B * L, self.H, self.dh).transpose(0, 1)
-        q_lat = torch.matmul(q_nope, self.W_k_up)  # (H, B*L, d_c)
-        q_lat = q_lat.transpose(0, 1).reshape(B, L, self.H, self.dc)
-        return torch.cat([q_lat, q[..., self.dh:]], -1)
+    def _absorb_q(self, q_nope, q_rope):
+        """(B, L, H*dh), (B, L, H, d_r) -> (B, L, H, d_c + d_r): q_nope @ W_UK per head, then q_rope."""
+        B, L = q_nope.shape[:2]
+        q_lat = torch.matmul(q_nope.view(B * L, self.H, self.dh).transpose(0, 1), self.W_k_up)  # (H, B*L, d_c)
+        q_lat = q_lat.transpose(0, 1)
+        if self.dr:
+            q_lat = torch.cat([q_lat, q_rope.view(B * L, self.H, self.dr)], -1)
+        return q_lat.view(B, L, self.H, self.dc + self.dr)
 
     def _absorb_out(self, o_lat):
-        """(B, L, H, d_c) -> (B, L, H*dh): the latent output through W_UV per head."""
+        """(B, L, H, d_c + d_r) -> (B, L, H*dh): the first d_c channels through W_UV per head (the
+        d_r others are the RoPE keys' share of the output, dropped)."""
         B, L = o_lat.shape[:2]
-        o = torch.matmul(o_lat.reshape(B * L, self.H, self.dc).transpose(0, 1), self.W_v_up.transpose(1, 2))
+        o = o_lat[..., :self.dc].reshape(B * L, self.H, self.dc).transpose(0, 1)
+        o = torch.matmul(o, self.W_v_up.transpose(1, 2))  # (H, B*L, dh)
         return o.transpose(0, 1).reshape(B, L, self.H * self.dh)
-
-    # -- phases -----------------------------------------------------------------------------
-    def prefill(self, x):
-        B, T, H = x.shape[0], x.shape[1], self.H
-        q, _ = self._queries(x, 0)
-        ckv = self._latent(x, 0)
-        c = ckv[..., :self.dc]
-        k = F.linear(c, self.W_k_up.reshape(H * self.dh, self.dc)).view(B, T, H, self.dh)
-        v = F.linear(c, self.W_v_up.reshape(H * self.dh, self.dc)).view(B, T, H, self.dh)
-        if self.dr:
-            k = torch.cat([k, ckv[:, :, None, self.dc:].expand(B, T, H, self.dr)], -1)
-        o = self.sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=self.causal,
-                      scale=self.scale)
-        return self.o_proj(self.merge_heads(o))
-
-    def decode(self, x, cache):
-        """x (B, 1, d); cache (B, T, d_c + d_r), slot T-1 takes the new token."""
-        q, _ = self._queries(x, self.T - 1)
-        write_slot(cache, 1, self.T - 1, self._latent(x, self.T - 1))
-        return self.o_proj(self._absorb_out(self._mqa(self._absorb_q(q), cache[:, None])))
 
     def _mqa(self, q_lat, latents):
         """Absorbed attention, MQA over latents: q_lat (N, L, H, C) against latents (N, L, S, C),
         each of the N*L queries its own S latents, as one SDPA with the H heads as query rows and
-        one K/V head (FlashMLA's layout); scores over all C = d_c + d_r channels, values over the
-        first d_c. Returns (N, L, H, d_c)."""
+        one K/V head (FlashMLA's layout); the latents are both keys and values, over all
+        C = d_c + d_r channels. Returns (N, L, H, C)."""
         N, L = q_lat.shape[:2]
         C = self.dc + self.dr
-        o = self.sdpa(q_lat.reshape(N * L, 1, self.H, C), latents.reshape(N * L, 1, -1, C),
-                      latents[..., :self.dc].reshape(N * L, 1, -1, self.dc), scale=self.scale)
-        return o.view(N, L, self.H, self.dc)
+        kv = latents.reshape(N * L, 1, -1, C)
+        o = self.sdpa(q_lat.reshape(N * L, 1, self.H, C), kv, kv, scale=self.scale)
+        return o.view(N, L, self.H, C)
+
+    # -- phases -----------------------------------------------------------------------------
+    def prefill(self, x):
+        B, T, H, dh, dr = x.shape[0], x.shape[1], self.H, self.dh, self.dr
+        q_nope, q_rope, _ = self._queries(x, 0)
+        c_kv, k_rope = self._latent(x, 0)
+        q = q_nope.view(B, T, H, dh)
+        k = F.linear(c_kv, self.W_k_up.view(H * dh, self.dc)).view(B, T, H, dh)
+        v = F.linear(c_kv, self.W_v_up.view(H * dh, self.dc)).view(B, T, H, dh)
+        if dr:
+            q = torch.cat([q, q_rope], -1)
+            k = torch.cat([k, k_rope[:, :, None].expand(B, T, H, dr)], -1)
+            v = F.pad(v, (0, dr))  # the q/k head dim, so that a fused kernel takes it
+        o = self.sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=self.causal,
+                      scale=self.scale).transpose(1, 2)
+        if dr:
+            o = o[..., :dh]
+        return self.o_proj(o.reshape(B, T, H * dh))
+
+    def decode(self, x, cache):
+        """x (B, 1, d); cache (B, T, d_c + d_r), slot T-1 takes the new token."""
+        q_nope, q_rope, _ = self._queries(x, self.T - 1)
+        self._write_latent(cache, x)
+        return self.o_proj(self._absorb_out(self._mqa(self._absorb_q(q_nope, q_rope), cache[:, None])))
+
+    def _write_latent(self, cache, x) -> None:
+        """Slot T-1 of the latent cache: [c_KV | k_rope] of the new token, two copies."""
+        c_kv, k_rope = self._latent(x, self.T - 1)
+        write_slot(cache[..., :self.dc], 1, self.T - 1, c_kv)
+        if self.dr:
+            write_slot(cache[..., self.dc:], 1, self.T - 1, k_rope)
 
     def cache_from(self, x_past):
         B, P = x_past.shape[:2]
-        ckv = self._latent(x_past, 0)
-        cache = ckv.new_zeros(B, self.T, self.dc + self.dr)
-        cache[:, :P] = ckv
+        c_kv, k_rope = self._latent(x_past, 0)
+        cache = c_kv.new_zeros(B, self.T, self.dc + self.dr)
+        cache[:, :P, :self.dc] = c_kv
+        if self.dr:
+            cache[:, :P, self.dc:] = k_rope
         return (cache,)
 
 
@@ -164,14 +193,15 @@ class DSA(MLA):
         B, L = q_lat.shape[:2]
         n, C = L * self.keys, self.dc + self.dr
         kept = torch.gather(ckv, 1, idx.reshape(B, n, 1).expand(B, n, C)).view(B, L, self.keys, C)
-        return self._mqa(q_lat, kept)  # (B, L, H, d_c)
+        return self._mqa(q_lat, kept)  # (B, L, H, C)
 
     def _prepare(self, x) -> dict:
         """What the blocks read: absorbed queries, latents, query latents, indexer keys and weights."""
-        q, c_q = self._queries(x, 0)
-        ckv = self._latent(x, 0)
+        q_nope, q_rope, c_q = self._queries(x, 0)
+        c_kv, k_rope = self._latent(x, 0)
+        ckv = torch.cat([c_kv, k_rope], -1) if self.dr else c_kv
         ki, wi = self.index_k(x), self.index_w(x)
-        return {"q_lat": self._absorb_q(q), "ckv": ckv, "c_q": c_q, "ki": ki, "wi": wi}
+        return {"q_lat": self._absorb_q(q_nope, q_rope), "ckv": ckv, "c_q": c_q, "ki": ki, "wi": wi}
 
     def _block(self, start, stop, early, st: dict, last: bool):
         """Queries start..stop-1: indexer scores, mask, top-k; the part of the output of those
@@ -190,15 +220,15 @@ class DSA(MLA):
         return self._sparse(st["q_lat"][:, first:stop], st["ckv"], idx[:, first - start:])
 
     def _attend(self, st: dict):
-        """The latent output (B, T, H, d_c): the first k queries at once, then block by block;
+        """The latent output (B, T, H, C): the first k queries at once, then block by block;
         ``st`` (from ``_prepare``) is emptied on the way."""
         parts, early = [], 0
         if self.causal:
             e = early = self.keys
-            q_lat, ckv = st["q_lat"], st["ckv"]
-            parts.append(self.sdpa(q_lat[:, :e].transpose(1, 2), ckv[:, None, :e], ckv[:, None, :e, :self.dc],
-                                   is_causal=True, scale=self.scale, enable_gqa=self.H > 1).transpose(1, 2))
-            del q_lat, ckv
+            q_lat, kv = st["q_lat"][:, :e].transpose(1, 2), st["ckv"][:, :e].unsqueeze(1)
+            parts.append(self.sdpa(q_lat, kv, kv, is_causal=True, scale=self.scale,
+                                   enable_gqa=self.H > 1).transpose(1, 2))
+            del q_lat, kv
         blocks = query_blocks(self.T, self.chunk)
         for n, (start, stop) in enumerate(blocks):
             part = self._block(start, stop, early, st, n == len(blocks) - 1)
@@ -212,12 +242,12 @@ class DSA(MLA):
 
     def decode(self, x, cache, index_cache):
         """x (B, 1, d); cache (B, T, d_c + d_r) and index_cache (B, T, d_i), slot T-1 for x."""
-        q, c_q = self._queries(x, self.T - 1)
-        write_slot(cache, 1, self.T - 1, self._latent(x, self.T - 1))
+        q_nope, q_rope, c_q = self._queries(x, self.T - 1)
+        self._write_latent(cache, x)
         write_slot(index_cache, 1, self.T - 1, self.index_k(x))
         si = self._index([c_q, self.index_w(x), index_cache])
         idx = torch.topk(si, self.keys, dim=-1).indices
-        return self.o_proj(self._absorb_out(self._sparse(self._absorb_q(q), cache, idx)))
+        return self.o_proj(self._absorb_out(self._sparse(self._absorb_q(q_nope, q_rope), cache, idx)))
 
     def cache_from(self, x_past):
         (cache,) = super().cache_from(x_past)

@@ -106,8 +106,10 @@ class Performer(_QKV):
 
     Causal prefill: chunked prefix sums exactly as ``_performer_causal`` lists them (a masked
     C x C product inside each chunk, exclusive prefix sums of the chunk states phi(K)^T V and
-    phi(K)^T 1 across chunks); T is padded to a multiple of C (queries with 1, keys and values
-    with 0) and never a B*H*T*m*dh tensor is formed. Non-causal: phi(Q) (phi(K)^T V) / phi(Q) phi(K)^T 1.
+    phi(K)^T 1 across chunks: cumsum less the chunk's own state); T is padded to a multiple of C
+    (queries with 1, keys and values with 0; else V, a head view, is copied once into (B, H, T, dh),
+    which both products with it read) and never a B*H*T*m*dh tensor is formed. Non-causal:
+    phi(Q) (phi(K)^T V) / phi(Q) phi(K)^T 1.
 
     Decode: inputs (x, S, z, c) with the state S = sum phi(k) v^T (B, H, m, dh),
     z = sum phi(k) (B, H, m) and the keys' stabiliser c (B, H, 1, 1) the state was built with; the
@@ -169,6 +171,8 @@ class Performer(_QKV):
         if pad:
             qf = F.pad(qf, (0, 0, 0, pad), value=1.0)  # padded queries: a positive denominator
             kf, v = F.pad(kf, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))
+        else:  # v is a head view of its projection: one copy into (B, H, T, dh), read by two products
+            v = v.contiguous()
         qf, kf, v = qf.view(B, H, n, C, m), kf.view(B, H, n, C, m), v.view(B, H, n, C, dh)
         a = torch.matmul(qf, kf.transpose(-1, -2))  # (B, H, n, C, C)
         a = a.masked_fill(self.chunk_mask, 0.0)
@@ -176,9 +180,9 @@ class Performer(_QKV):
         den_in = a.sum(-1)
         st = torch.matmul(kf.transpose(-1, -2), v)  # (B, H, n, m, dh)
         zs = kf.sum(-2)  # (B, H, n, m)
-        # exclusive prefix over chunks: shift by one chunk (data movement), then cumsum
-        st = torch.cumsum(torch.cat([torch.zeros_like(st[:, :, :1]), st[:, :, :-1]], 2), 2)
-        zs = torch.cumsum(torch.cat([torch.zeros_like(zs[:, :, :1]), zs[:, :, :-1]], 2), 2)
+        # exclusive prefix over chunks: the inclusive one less each chunk's own term
+        st = torch.cumsum(st, 2) - st
+        zs = torch.cumsum(zs, 2) - zs
         num_out = torch.matmul(qf, st)
         den_out = torch.matmul(qf, zs[..., None])
         num = num_in + num_out
