@@ -120,6 +120,9 @@ def fidelity(
                                                              "chart (Pareto front per T; cost in FLOPs)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --html replace a file that is not an attncost "
                                                               "report."),
+    plotly_js: str = typer.Option("inline", "--plotly-js", help="With --html, inline: plotly.js inside the page (one "
+                                  "file that works anywhere); shared: one plotly.min.js beside the page, shared by "
+                                  "the reports written to that folder (both work offline)."),
 ) -> None:
     """How closely each approximate variant reproduces exact softmax attention on the same Q/K/V:
     cosine similarity and relative error of the output and the attention matrix, on random and
@@ -135,6 +138,11 @@ def fidelity(
         raise fail(f"--distill-steps must be between 0 and {MAX_STEPS:,}, not {distill_steps}")
     if overwrite and html is None:
         raise fail("--overwrite applies only with --html")
+    from ..reports import PLOTLY_JS_MODES
+
+    check_choice(plotly_js, PLOTLY_JS_MODES, "--plotly-js")
+    if plotly_js != "inline" and html is None:
+        raise fail("--plotly-js applies only with --html")
     if html is not None:
         check_output(html, "--html", "fidelity.html", kind=REPORT_FILE, overwrite=overwrite)
     if not 0 <= seed < 2**31:
@@ -188,7 +196,7 @@ def fidelity(
         from ..reports import write_fidelity_report
 
         try:
-            path = write_fidelity_report([doc], html, paths=["attncost fidelity (this run)"])
+            path = write_fidelity_report([doc], html, paths=["attncost fidelity (this run)"], plotly_js=plotly_js)
         except OSError as err:
             raise fail(f"--html {html}: cannot write there ({err.strerror or err})")
         err_console.print(f"Report written to {path.resolve()}", markup=False, soft_wrap=True)

@@ -42,6 +42,9 @@ def predict(
     html: Optional[str] = typer.Option(None, "--html", help="Also write an HTML report to this file."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --html replace a file that is not an attncost "
                                                               "report."),
+    plotly_js: str = typer.Option("inline", "--plotly-js", help="With --html, inline: plotly.js inside the page (one "
+                                  "file that works anywhere); shared: one plotly.min.js beside the page, shared by "
+                                  "the reports written to that folder (both work offline)."),
     model: Optional[str] = typer.Option(None, "--model", help="A whole model: a preset (gpt2, gpt2-medium, gpt2-xl, "
                                         "llama-3-8b, mistral-7b, deepseek-v2-lite), a Hugging Face config.json or a "
                                         "folder holding one, or a model JSON file; shows prefill (time to first token) "
@@ -62,6 +65,11 @@ def predict(
     with --model, of a whole model with each attention variant swapped in."""
     if overwrite and html is None:
         raise fail("--overwrite applies only with --html")
+    from ..reports import PLOTLY_JS_MODES
+
+    check_choice(plotly_js, PLOTLY_JS_MODES, "--plotly-js")
+    if plotly_js != "inline" and html is None:
+        raise fail("--plotly-js applies only with --html")
     check_choice(exec_mode, MODES, "--exec")
     if model is not None and exec_mode != "eager":
         raise fail("--exec graph applies to the layer view: with --model the prediction is eager")
@@ -122,7 +130,8 @@ def predict(
         from ..reports import write_prediction_report
 
         try:
-            path = write_prediction_report(results, out, priced, command="attncost " + _argv(), baseline=base)
+            path = write_prediction_report(results, out, priced, command="attncost " + _argv(), baseline=base,
+                                           plotly_js=plotly_js)
         except OSError as err:
             raise fail(f"--html {out}: cannot write there ({err.strerror or err})")
         if not as_json:

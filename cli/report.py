@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from .app import app
 from .errors import fail
-from .options import REPORT_FILE, check_output, load_hardware, load_run
+from .options import REPORT_FILE, check_choice, check_output, load_hardware, load_run
 
 console = Console(highlight=False)
 
@@ -46,6 +46,9 @@ def report(
         None, "--fidelity", metavar="FILE.json", help="Output of `attncost fidelity --json`: adds a cost-vs-fidelity "
                                                       "chart (Pareto front per T). Repeatable."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an -o file that is not an attncost report."),
+    plotly_js: str = typer.Option("inline", "--plotly-js", help="inline: plotly.js inside the page (one file that "
+                                  "works anywhere); shared: one plotly.min.js beside the page, shared by the reports "
+                                  "written to that folder (both work offline)."),
 ) -> None:
     """Write one self-contained HTML report (works offline) from results files."""
     runs = list(runs or [])
@@ -54,6 +57,9 @@ def report(
         raise fail("Missing argument RUN.json: give one or more results files of `attncost profile`, "
                    "or --fidelity FILE.json")
     _check_variant(baseline, "--baseline")
+    from ..reports import PLOTLY_JS_MODES
+
+    check_choice(plotly_js, PLOTLY_JS_MODES, "--plotly-js")
     _check_variant(variant_heatmap, "--variant-heatmap")
     loaded = [load_run(p) for p in runs]
     fid_docs = [_load_fidelity(p) for p in fidelity]
@@ -66,9 +72,10 @@ def report(
         if loaded:
             path = write_run_report(loaded, output, paths=[str(p) for p in runs], hardware=hw, baseline=baseline,
                                     heatmap_variant=variant_heatmap, fidelity=fid_docs or None,
-                                    fidelity_paths=[str(p) for p in fidelity])
+                                    fidelity_paths=[str(p) for p in fidelity], plotly_js=plotly_js)
         else:
-            path = write_fidelity_report(fid_docs, output, paths=[str(p) for p in fidelity], hardware=hw)
+            path = write_fidelity_report(fid_docs, output, paths=[str(p) for p in fidelity], hardware=hw,
+                                         plotly_js=plotly_js)
     except OSError as err:
         raise fail(f"-o {output}: cannot write there ({err.strerror or err})")
     n = sum(len(r.points) for r in loaded)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..costmodel.accuracy import crossings
+from ..costmodel.crossover import cheaper
 from ..costmodel.estimate import Estimate, resolve_params
 from ..costmodel.evaluate import evaluate
 from ..costmodel.results import OOM_STATUSES, Counts, Run, Timing
@@ -43,6 +44,8 @@ class Row:
     peak_memory_bytes: Optional[float] = None
     counts: Optional[Counts] = None
     backend: Optional[str] = None
+    exec_mode: str = "eager"  # how the point ran (``timing.MODES``)
+    predicted_other_s: Optional[float] = None  # its prediction in the other exec mode
 
     @property
     def T(self) -> int:
@@ -86,6 +89,14 @@ class Series:
     rows: list = field(default_factory=list)
     name: str = ""  # variant(params)
     shape_text: str = ""  # the shape fields that differ between series ("d=1024")
+    local_label: str = ""  # the label among the series of its own source (sentences "on <run>")
+    local_shape_text: str = ""  # the shape fields that differ between the series of its source
+    run: str = ""  # its run's name where several runs share the report (for hover text), else ""
+
+    @property
+    def family(self) -> str:
+        """exact, latent, low-rank, learned (``Variant.family``), or "other" for an unknown variant."""
+        return REGISTRY[self.variant].family if self.variant in REGISTRY else "other"
 
     def values(self, what: str) -> list:
         """[(T, value)] for what in: measured, predicted, flops (skipping missing values)."""
@@ -122,7 +133,8 @@ class ReportData:
         if s.variant == self.baseline:
             return None
         for b in self.series:
-            if b.source is s.source and b.variant == self.baseline and _base_key(b.shape) == _base_key(s.shape):
+            if (b.source is s.source and b.variant == self.baseline and _base_key(b.shape) == _base_key(s.shape)
+                    and b.rows[0].exec_mode == s.rows[0].exec_mode):
                 return b
         return None
 
@@ -189,7 +201,8 @@ def from_runs(runs: list, paths: Optional[list] = None, hardware=None, baseline:
             if pred_t is None and est is not None:
                 pred_t = est.time_s
             src.rows.append(Row(p.variant, dict(p.params), p.shape, p.status, p.message, est, pred_t,
-                                p.predicted_flops, p.timing, p.peak_memory_bytes, p.counts, p.backend))
+                                p.predicted_flops, p.timing, p.peak_memory_bytes, p.counts, p.backend,
+                                p.exec_mode, p.predicted_time_other_s))
         sources.append(src)
     title = "attncost report: " + ", ".join(labels)
     return _finish("run", sources, baseline, heatmap_variant, title)
@@ -213,7 +226,7 @@ def _finish(kind: str, sources: list, baseline: str, heatmap_variant: Optional[s
         for r in src.rows:
             if r.status == "n/a":
                 continue
-            key = (src.index, r.variant, repr(sorted(r.params.items())), _base_key(r.shape))
+            key = (src.index, r.variant, repr(sorted(r.params.items())), _base_key(r.shape), r.exec_mode)
             s = series.get(key)
             if s is None:
                 s = series[key] = Series(src, r.variant, r.params, r.shape)
@@ -221,26 +234,7 @@ def _finish(kind: str, sources: list, baseline: str, heatmap_variant: Optional[s
     out = list(series.values())
     for s in out:
         s.rows.sort(key=lambda r: r.T)
-    # Labels: variant(params), plus whatever else tells two series apart.
-    varying = set()
-    shapes = [s.shape.model_dump() for s in out]
-    for f in _SHAPE_LABEL:
-        if len({repr(sh[f]) for sh in shapes}) > 1:
-            varying.add(f)
-    for s in out:
-        s.name = params_label(s.variant, s.params, s.shape)
-        sh = s.shape.model_dump()
-        extra = []
-        for f in _SHAPE_LABEL:
-            if f in varying:
-                v = sh[f]
-                name = _SHAPE_LABEL[f]
-                extra.append(f"{name}={v}" if name else str(v))
-        s.shape_text = " ".join(extra)
-        parts = [s.name] + ([s.shape_text] if s.shape_text else [])
-        if len(sources) > 1:
-            parts.append(s.source.label)
-        s.label = " · ".join(parts)
+    _label(out)
     # Style index: series of one variant differ by dash and symbol.
     per_variant: dict = {}
     for s in out:
@@ -249,6 +243,44 @@ def _finish(kind: str, sources: list, baseline: str, heatmap_variant: Optional[s
     if heatmap_variant is None:
         heatmap_variant = _pick_heatmap_variant(out, baseline)
     return ReportData(kind, sources, out, baseline, heatmap_variant, title)
+
+
+def varying_fields(shapes: list) -> set:
+    """The shape fields (but T) whose value differs between ``shapes``."""
+    dumps = [sh.model_dump() for sh in shapes]
+    return {f for f in _SHAPE_LABEL if len({repr(d[f]) for d in dumps}) > 1}
+
+
+def shape_text(shape: Shape, fields: set) -> str:
+    """The ``fields`` of ``shape`` as a series label names them: "d=1024 decode"."""
+    sh = shape.model_dump()
+    return " ".join(f"{name}={sh[f]}" if name else str(sh[f]) for f, name in _SHAPE_LABEL.items() if f in fields)
+
+
+def _label(series: list) -> None:
+    """Each series' labels: variant(params), the shape fields that tell it from the others, its
+    exec mode where not eager, and its run's name only where another run has a series of the same
+    label (``local_label``: among the series of its own run, for sentences that name the run)."""
+    varying = varying_fields([s.shape for s in series])
+    per_source: dict = {}
+    for s in series:
+        per_source.setdefault(s.source.index, []).append(s.shape)
+    local = {i: varying_fields(shapes) for i, shapes in per_source.items()}
+    for s in series:
+        s.name = params_label(s.variant, s.params, s.shape)
+        mode = [f"{s.rows[0].exec_mode} mode"] if s.rows[0].exec_mode != "eager" else []
+        s.shape_text = shape_text(s.shape, varying)
+        s.local_shape_text = shape_text(s.shape, local[s.source.index])
+        s.label = " · ".join([s.name] + ([s.shape_text] if s.shape_text else []) + mode)
+        s.local_label = " · ".join([s.name] + ([s.local_shape_text] if s.local_shape_text else []) + mode)
+    sources_of: dict = {}
+    for s in series:
+        sources_of.setdefault(s.label, set()).add(s.source.index)
+    several = len({s.source.index for s in series}) > 1
+    for s in series:
+        s.run = s.source.label if several else ""
+        if len(sources_of[s.label]) > 1:
+            s.label += " · " + s.source.label
 
 
 def _pick_heatmap_variant(series: list, baseline: str) -> Optional[str]:
@@ -355,17 +387,17 @@ def _versus_baseline(data: ReportData, src: Source, where: str) -> list:
         lo, hi = fmt.count(pts[0][0]), fmt.count(pts[-1][0])
         basis = f"{_BASIS[what]} at {len(pts)} T values from {lo} to {hi}"
         if kind in ("never", "always"):
-            groups.setdefault((kind, what, lo, hi, b.label), []).append(s.label)
+            groups.setdefault((kind, what, lo, hi, b.name), []).append(s.local_label)
         elif kind == "from":
             cross = intersections(s.values(what), b.values(what))
             near = f"; the curves cross near T ≈ {fmt.count(cross[-1][0])}" if cross else ""
-            out.append(f"{s.label} {_verb(what, False)} {b.label} from T = {fmt.count(detail)}{where} "
+            out.append(f"{s.local_label} {_verb(what, False)} {b.name} from T = {fmt.count(detail)}{where} "
                        f"({basis}{near}).")
         elif kind == "until":
-            out.append(f"{s.label} {_verb(what, False)} {b.label} only up to T = {fmt.count(detail)}{where} "
+            out.append(f"{s.local_label} {_verb(what, False)} {b.name} only up to T = {fmt.count(detail)}{where} "
                        f"({basis}).")
         else:
-            out.append(f"{s.label} {_verb(what, False)} {b.label} only at T = "
+            out.append(f"{s.local_label} {_verb(what, False)} {b.name} only at T = "
                        f"{_join([fmt.count(t) for t in detail])}{where} ({basis}).")
     for (kind, what, lo, hi, blabel), names in groups.items():
         plural = len(names) > 1
@@ -416,7 +448,7 @@ def _model_crossover_finding(data: ReportData, src: Source, where: str) -> list:
     by_shape: dict = {}
     for s, metric, found in model_crossovers(data):
         if s.source is src:
-            by_shape.setdefault(s.shape_text, []).append((s, metric, found))
+            by_shape.setdefault(s.local_shape_text, []).append((s, metric, found))
     out = []
     for shape_text, items in by_shape.items():
         metrics = {m for _, m, _ in items}
@@ -431,7 +463,9 @@ def _model_crossover_finding(data: ReportData, src: Source, where: str) -> list:
                 spans = [f"from T = {fmt.count(a)}" + (f" to {fmt.count(b - 1)}" if b is not None else "")
                          for a, b in found]
                 ranges.append((found[0][0], s.name, " and ".join(spans)))
-        at = f" at {shape_text}" if shape_text else ""
+        width = [] if any(w.startswith("d=") for w in shape_text.split()) else [
+            f"d = {fmt.count(items[0][0].shape.d)}"]
+        at = " at " + " ".join([shape_text] + width if shape_text else width)
         text = f"By the cost model ({what}{hw}, searching T from 16 to {fmt.count(4194304)}){at}{where}, "
         if ranges:
             ranges.sort()
@@ -452,7 +486,7 @@ def _fastest(data: ReportData, src: Source, where: str) -> list:
         if s.source is not src:
             continue
         for T, v in s.values("measured"):
-            best.setdefault(T, []).append((v, s.label))
+            best.setdefault(T, []).append((v, s.local_label))
     if not best:
         return []
     T = max(best)
@@ -558,6 +592,70 @@ def flop_counter_reference(c: Counts) -> float:
     return c.analytic_matmul_dense if c.analytic_matmul_dense is not None else c.analytic_matmul
 
 
+# -- what decode keeps ------------------------------------------------------------------------
+
+@dataclass
+class KvLine:
+    """The KV cache (or recurrent state) decode keeps per sequence, for one variant, parameters
+    and shape (but T and phase), over T: [(T, bytes per sequence, decode Estimate)]."""
+
+    variant: str
+    label: str
+    points: list
+    state: bool = False  # a fixed-size state (performer) rather than a cache that grows with T
+
+
+@dataclass
+class KvData:
+    lines: list  # [KvLine]
+    no_decode: list  # labels of variants without a decode path: no cache to speak of
+    keeps_nothing: list  # labels of variants whose decode keeps nothing
+
+
+def _decode_estimate(r: Row, params: dict) -> Optional[Estimate]:
+    """The cost model's decode step after ``r.T`` tokens: the row's own estimate where it is one."""
+    if r.shape.phase == "decode" and r.est is not None and r.est.status == "ok":
+        return r.est
+    try:
+        shape = r.shape.with_(phase="decode")
+    except ValueError:  # a shape decode cannot take: no cache figure
+        return None
+    return estimate_on(r.variant, shape, params, None)
+
+
+def kv_data(data: ReportData) -> KvData:
+    """What decode keeps after T tokens, per sequence and layer, for every series' variant at its
+    T values, by ``costmodel.estimate`` at the decode shape (``Estimate.kv_cache_bytes``): capped
+    where the variant keeps a window, fixed where it keeps a state. Prefill and decode series of one
+    variant and shape give one line; so do the same series of several runs."""
+    groups: dict = {}
+    for s in data.series:
+        if s.variant not in REGISTRY:
+            continue
+        key = (s.variant, repr(sorted(s.params.items())), _base_key(s.shape.with_(phase="decode")))
+        rows = groups.setdefault(key, (s, {}))[1]
+        for r in s.rows:
+            rows.setdefault(r.T, r)
+    fields = varying_fields([s.shape for s, _ in groups.values()]) - {"phase"}
+    out = KvData([], [], [])
+    for s, rows in groups.values():
+        text = shape_text(s.shape, fields)
+        label = s.name + (f" · {text}" if text else "")
+        if not REGISTRY[s.variant].decode:
+            out.no_decode.append(label)
+            continue
+        pts = []
+        for T, r in sorted(rows.items()):
+            e = _decode_estimate(r, s.params)
+            if e is not None and e.status == "ok":
+                pts.append((T, e.kv_cache_bytes / e.shape.batch, e))
+        if pts and not any(b for _, b, _ in pts):
+            out.keeps_nothing.append(label)
+        elif pts:
+            out.lines.append(KvLine(s.variant, label, pts, state=not any(e.kv_cache_bytes_per_token for *_, e in pts)))
+    return out
+
+
 # -- the speedup grid ------------------------------------------------------------------------
 
 @dataclass
@@ -573,6 +671,7 @@ class Grid:
     baseline_values: list
     shape: Shape
     hardware: Optional[str]
+    data_ds: tuple = ()  # the widths of the data's series of the variant: the crossover tables' widths
 
 
 def speedup_grid(data: ReportData, Ts: Optional[list] = None, ds: Optional[list] = None) -> Optional[Grid]:
@@ -630,8 +729,26 @@ def speedup_grid(data: ReportData, Ts: Optional[list] = None, ds: Optional[list]
         rows_v.append(vs)
         rows_b.append(bs)
     label = params_label(variant, ref.params, shape) if ref else variant
+    data_ds = tuple(sorted({s.shape.d for s in data.series if s.variant == variant} or {shape.d}))
     return Grid(variant, data.baseline, label, metric, Ts, ds, rows_s, rows_v, rows_b, shape,
-                hw.name if hw_m else None)
+                hw.name if hw_m else None, data_ds)
+
+
+def grid_faster(grid: Grid) -> list:
+    """[(d, [(first T, last T)])]: per width of the grid, the runs of its T values where the variant
+    is cheaper than the baseline (``costmodel.crossover.cheaper``)."""
+    out = []
+    for d, vs, bs in zip(grid.ds, grid.variant_values, grid.baseline_values):
+        runs: list = []  # [first index, last index]
+        for j, (v, b) in enumerate(zip(vs, bs)):
+            if not cheaper(v, b):
+                continue
+            if runs and runs[-1][1] == j - 1:
+                runs[-1][1] = j
+            else:
+                runs.append([j, j])
+        out.append((d, [(grid.Ts[a], grid.Ts[b]) for a, b in runs]))
+    return out
 
 
 def _metric(e: Optional[Estimate], metric: str) -> Optional[float]:

@@ -218,7 +218,8 @@ def settings_text(doc: FidelityDoc) -> str:
     """The settings of the run that wrote ``doc``, in one line."""
     s = doc.settings.model_dump(exclude_none=True)
     keys = ("d", "heads", "batch", "causal", "inputs", "distill_steps", "seed", "dtype", "device")
-    parts = [f"{k.replace('_', ' ')} {s[k] if not isinstance(s[k], list) else ', '.join(map(str, s[k]))}"
+    parts = [("causal" if s[k] else "not causal") if k == "causal" else
+             f"{k.replace('_', ' ')} {s[k] if not isinstance(s[k], list) else ', '.join(map(str, s[k]))}"
              for k in keys if k in s]
     for k in ("attncost_version", "torch_version"):
         if getattr(doc, k):

@@ -1,19 +1,18 @@
-"""The report's plotly figures, built from ``ReportData`` and ``FidelityData``. Every user
-string passes through ``plot_text`` before plotly sees it; hover text is prebuilt per point
-(``hovertext``), never a template that could interpret a user's "%{...}"."""
+"""The report's plotly figures, built from ``ReportData`` (the fidelity chart is in
+``fidelity_figure``). Every user string passes through ``plot_text`` before plotly sees it; hover
+text is prebuilt per point (``hovertext``), never a template that could interpret a user's "%{...}"."""
 
 import math
 from typing import Optional
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..costmodel.results import OOM_STATUSES
 from . import fmt
 from .colors import CROSSOVER_SYMBOL, ERROR_SYMBOL, OOM_SYMBOL, color_for, dash_for, symbol_for
-from .data import Grid, ReportData, Series, intersections
-from .fidelity_data import TOL, Facet, FidelityData, FidPoint, axis_title
+from .data import Grid, KvData, KvLine, ReportData, Series, intersections
 from .html import plot_text
+from .panels import Panels, panels_for
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 HEIGHT = 520
@@ -41,15 +40,16 @@ def _layout(title: str, x_title: str, y_title: str, xaxis: dict = None, yaxis: d
 
 
 class _Legend:
-    """One legend entry per series (its first trace); its other traces follow it (legendgroup)."""
+    """One legend entry per label: the first trace with a label shows it, the others follow it
+    (legendgroup), so that a series drawn in several traces or panels has one entry."""
 
     def __init__(self):
-        self.shown = set()
+        self.groups: dict = {}
 
-    def __call__(self, i: int, label: str) -> dict:
-        first = i not in self.shown
-        self.shown.add(i)
-        return dict(name=plot_text(label), legendgroup=f"s{i}", showlegend=first)
+    def __call__(self, label: str) -> dict:
+        first = label not in self.groups
+        group = self.groups.setdefault(label, f"s{len(self.groups)}")
+        return dict(name=plot_text(label), legendgroup=group, showlegend=first)
 
 
 def _key(fig: go.Figure, entries: list) -> None:
@@ -102,8 +102,14 @@ def _T_axis(Ts: list) -> Optional[dict]:
     return log_axis(Ts, fmt.tokens, base=2, max_ticks=12)
 
 
+def _head_text(label: str, T, run: str = "") -> str:
+    """The first lines of a point's hover: its series, its run where that is not in the label, T."""
+    where = f" · {plot_text(run)}" if run and not label.endswith(run) else ""
+    return f"<b>{plot_text(label)}</b>{where}<br>T = {fmt.count(T)}"
+
+
 def _head(s: Series, T) -> str:
-    return f"<b>{plot_text(s.label)}</b><br>T = {fmt.count(T)}"
+    return _head_text(s.label, T, s.run)
 
 
 def _series_Ts(data: ReportData) -> list:
@@ -115,15 +121,34 @@ def _series_Ts(data: ReportData) -> list:
 GREY = "#666"
 
 
+def _finish_axes(fig: go.Figure, panels: Panels, title: str, x_title: str, y_title: str, xaxis: Optional[dict],
+                 yaxis: Optional[dict], height: int = HEIGHT) -> None:
+    """The common layout, and on a panelled chart every panel's axes."""
+    fig.update_layout(**_layout(title, x_title, y_title, xaxis=xaxis, yaxis=yaxis, height=panels.height(height)))
+    if panels.families:
+        fig.update_layout(margin=dict(t=84))
+        panels.finish_axes(fig, AXIS, {"title": dict(text=x_title), **(xaxis or {})},
+                           {"title": dict(text=y_title), **(yaxis or {})})
+
+
 def flops_figure(data: ReportData) -> go.Figure:
-    """Total FLOPs (solid) and the attention core's (dotted) per series over T, log-log."""
-    fig = go.Figure()
+    """Total FLOPs (solid) and the attention core's (dotted) per variant and shape over T,
+    log-log; one panel per variant family when there are many. FLOPs do not depend on the device,
+    so a variant at a shape is drawn once however many runs have it."""
+    panels = panels_for(data.series, data.baseline)
+    fig = panels.figure()
     legend = _Legend()
     ys = []
-    for i, s in enumerate(data.series):
-        rows = [r for r in s.rows if r.est is not None and r.est.status == "ok"]
-        if not rows:
-            continue
+    merged: dict = {}  # (variant, params, shape but T) -> (first series, {T: row})
+    for s in data.series:
+        key = (s.variant, repr(sorted(s.params.items())), s.shape_text)
+        rows = merged.setdefault(key, (s, {}))[1]
+        for r in s.rows:
+            if r.est is not None and r.est.status == "ok":
+                rows.setdefault(r.T, r)
+    for s, by_T in merged.values():
+        rows = [by_T[T] for T in sorted(by_T)]
+        label = s.name + (f" · {s.shape_text}" if s.shape_text else "")
         c = color_for(s.variant)
         for part, attr, dash, width in (("total", "flops", dash_for(s.style), 2.2),
                                         ("attention core", "flops_core", "dot", 1.6)):
@@ -131,21 +156,20 @@ def flops_figure(data: ReportData) -> go.Figure:
             if not pts:
                 continue
             ys += [v for _, v in pts]
-            hover = [f"{_head(s, r.T)}<br>{part}: <b>{fmt.flops(v, 4)}</b> ({fmt.count(v)} FLOPs)<br>"
+            hover = [f"{_head_text(label, r.T)}<br>{part}: <b>{fmt.flops(v)}</b> ({fmt.count(v)} FLOPs)<br>"
                      f"core {fmt.flops(r.est.flops_core)} · projections {fmt.flops(r.est.flops_proj)} · "
                      f"other {fmt.flops(r.est.flops_other)}" for r, v in pts]
-            fig.add_trace(go.Scatter(
-                x=[r.T for r, _ in pts], y=[v for _, v in pts], mode="lines+markers", **legend(i, s.label),
-                line=dict(color=c, dash=dash, width=width),
-                marker=dict(symbol=symbol_for(s.style), size=6 if part == "total" else 4, color=c),
-                hovertext=hover, hoverinfo="text"))
+            for pos in panels.positions(s.family, s.variant):
+                fig.add_trace(go.Scatter(
+                    x=[r.T for r, _ in pts], y=[v for _, v in pts], mode="lines+markers", **legend(label),
+                    line=dict(color=c, dash=dash, width=width),
+                    marker=dict(symbol=symbol_for(s.style), size=6 if part == "total" else 4, color=c),
+                    hovertext=hover, hoverinfo="text"), **pos)
     if fig.data:
         _key(fig, [("total", dict(mode="lines", line=dict(color=GREY, width=2.2))),
                    ("attention core", dict(mode="lines", line=dict(color=GREY, width=1.6, dash="dot")))])
-    fig.update_layout(**_layout("FLOPs per layer vs sequence length",
-                                "sequence length T (tokens)", "FLOPs per layer",
-                                xaxis=_T_axis(_series_Ts(data)),
-                                yaxis=log_axis(ys, fmt.flops)))
+    _finish_axes(fig, panels, "FLOPs per layer vs sequence length", "sequence length T (tokens)",
+                 "FLOPs per layer", _T_axis(_series_Ts(data)), log_axis(ys, fmt.flops))
     if not fig.data:
         _empty_note(fig, "No point could be costed by the model.")
     return place_legend(fig)
@@ -155,65 +179,94 @@ def flops_figure(data: ReportData) -> go.Figure:
 
 def time_figure(data: ReportData) -> go.Figure:
     """Predicted time per series (lines), measured medians with their p10-p90 range (markers with
-    error bars), OOM and error points (distinct markers), crossovers with the baseline (stars)."""
-    fig = go.Figure()
+    error bars), OOM and error points (distinct markers), crossovers with the baseline (stars:
+    filled where the measured curves cross, hollow where the predicted ones do); one panel per
+    variant family when there are many."""
+    panels = panels_for(data.series, data.baseline)
+    fig = panels.figure()
     legend = _Legend()
     ys = []
     any_meas = False
-    for i, s in enumerate(data.series):
-        c = color_for(s.variant)
-        pred = [r for r in s.rows if r.predicted_time_s]
-        if pred:
-            y = [r.predicted_time_s * 1e3 for r in pred]
-            ys += y
-            hover = [f"{_head(s, r.T)}<br>predicted <b>{fmt.ms(r.predicted_time_s, 4)}</b>"
-                     + (f" ({plot_text(r.est.bound)}-bound)" if r.est is not None and r.est.bound else "")
-                     + (f"<br>measured median {fmt.ms(r.measured_s, 4)}" if r.measured_s else "")
-                     for r in pred]
-            fig.add_trace(go.Scatter(
-                x=[r.T for r in pred], y=y, mode="lines+markers" if len(pred) == 1 else "lines",
-                **legend(i, s.label), line=dict(color=c, dash=dash_for(s.style), width=2),
-                marker=dict(color=c, size=5), hovertext=hover, hoverinfo="text"))
-        meas = [r for r in s.rows if r.measured_s]
-        if meas:
-            any_meas = True
-            y = [r.measured_s * 1e3 for r in meas]
-            ys += [r.timing.p90_s * 1e3 for r in meas] + [max(r.timing.p10_s, 1e-12) * 1e3 for r in meas]
-            up = [max(0.0, r.timing.p90_s - r.timing.median_s) * 1e3 for r in meas]
-            down = [max(0.0, r.timing.median_s - r.timing.p10_s) * 1e3 for r in meas]
-            hover = [f"{_head(s, r.T)}<br>measured median <b>{fmt.ms(r.timing.median_s, 4)}</b><br>"
-                     f"p10 {fmt.ms(r.timing.p10_s, 4)} · p90 {fmt.ms(r.timing.p90_s, 4)} · "
-                     f"{r.timing.repetitions} repetitions" + _ci(r.timing)
-                     + (f"<br>predicted {fmt.ms(r.predicted_time_s, 4)} "
-                        f"(error {fmt.pct(r.predicted_time_s / r.measured_s - 1)})" if r.predicted_time_s else "")
-                     + (f"<br>backend: {plot_text(r.backend)}" if r.backend else "")
-                     for r in meas]
-            fig.add_trace(go.Scatter(
-                x=[r.T for r in meas], y=y, mode="markers", **legend(i, s.label),
-                marker=dict(symbol=symbol_for(s.style), size=8, color=c, line=dict(color="white", width=1)),
-                error_y=dict(type="data", symmetric=False, array=up, arrayminus=down, color=c, thickness=1.5, width=5),
-                hovertext=hover, hoverinfo="text"))
-        _failure_markers(fig, s, i, legend, lambda r: r.predicted_time_s * 1e3 if r.predicted_time_s else None, ys)
-    crossed = _crossover_markers(fig, data, ys)
+    for s in data.series:
+        for pos in panels.positions(s.family, s.variant):
+            ys += _time_traces(fig, s, legend, pos)
+        any_meas = any_meas or any(r.measured_s for r in s.rows)
+    crossed = _crossover_markers(fig, data, panels, ys)
     if fig.data:
         key = [("predicted", dict(mode="lines", line=dict(color=GREY, width=2)))]
         if any_meas:
             key.append(("measured median, p10–p90", dict(mode="markers", marker=dict(color=GREY, size=8),
                                                          error_y=dict(type="data", array=[1], color=GREY))))
+        if any(r.predicted_other_s for r in data.rows):
+            key.append(("predicted in the other exec mode (eager / graph)",
+                        dict(mode="lines", line=dict(color=GREY, width=1.2, dash="dot"))))
         key += _failure_key(data)
-        if crossed:
-            key.append((f"crossover with {plot_text(data.baseline)}",
-                        dict(mode="markers", marker=dict(symbol=CROSSOVER_SYMBOL, size=13, color="#fff",
-                                                         line=dict(color="black", width=1)))))
+        for what in ("measured", "predicted"):
+            if what in crossed:
+                key.append((f"crossover with {plot_text(data.baseline)}, {what}",
+                            dict(mode="markers", marker=_star(what, GREY, 13))))
         _key(fig, key)
-    fig.update_layout(**_layout("Time per layer vs sequence length",
-                                "sequence length T (tokens)", "time per layer",
-                                xaxis=_T_axis(_series_Ts(data)),
-                                yaxis=log_axis(ys, fmt.ms_value)))
+    _finish_axes(fig, panels, "Time per layer vs sequence length", "sequence length T (tokens)", "time per layer",
+                 _T_axis(_series_Ts(data)), log_axis(ys, fmt.ms_value))
     if not fig.data:
         _empty_note(fig, "No predicted or measured times: profile with a hardware profile, "
                          "or predict with --hardware.")
     return place_legend(fig)
+
+
+def _time_traces(fig: go.Figure, s: Series, legend, pos: dict) -> list:
+    """One series on the time chart, in the panel ``pos``: its predicted line, the other exec
+    mode's, its measured medians and its failed points; their y values (ms)."""
+    ys = []
+    c = color_for(s.variant)
+    pred = [r for r in s.rows if r.predicted_time_s]
+    if pred:
+        y = [r.predicted_time_s * 1e3 for r in pred]
+        ys += y
+        hover = [f"{_head(s, r.T)}<br>predicted <b>{fmt.ms(r.predicted_time_s)}</b>"
+                 + (f" ({plot_text(r.est.bound)}-bound)" if r.est is not None and r.est.bound else "")
+                 + (f"<br>measured median {fmt.ms(r.measured_s)}" if r.measured_s else "")
+                 for r in pred]
+        fig.add_trace(go.Scatter(
+            x=[r.T for r in pred], y=y, mode="lines+markers" if len(pred) == 1 else "lines",
+            **legend(s.label), line=dict(color=c, dash=dash_for(s.style), width=2),
+            marker=dict(color=c, size=5), hovertext=hover, hoverinfo="text"), **pos)
+    ys += _other_mode_line(fig, s, legend, c, pos)
+    meas = [r for r in s.rows if r.measured_s]
+    if meas:
+        y = [r.measured_s * 1e3 for r in meas]
+        ys += [r.timing.p90_s * 1e3 for r in meas] + [max(r.timing.p10_s, 1e-12) * 1e3 for r in meas]
+        up = [max(0.0, r.timing.p90_s - r.timing.median_s) * 1e3 for r in meas]
+        down = [max(0.0, r.timing.median_s - r.timing.p10_s) * 1e3 for r in meas]
+        hover = [f"{_head(s, r.T)}<br>measured median <b>{fmt.ms(r.timing.median_s)}</b><br>"
+                 f"p10 {fmt.ms(r.timing.p10_s)} · p90 {fmt.ms(r.timing.p90_s)} · "
+                 f"{r.timing.repetitions} repetitions" + _ci(r.timing)
+                 + (f"<br>predicted {fmt.ms(r.predicted_time_s)} "
+                    f"(error {fmt.pct(r.predicted_time_s / r.measured_s - 1)})" if r.predicted_time_s else "")
+                 + (f"<br>backend: {plot_text(r.backend)}" if r.backend else "")
+                 for r in meas]
+        fig.add_trace(go.Scatter(
+            x=[r.T for r in meas], y=y, mode="markers", **legend(s.label),
+            marker=dict(symbol=symbol_for(s.style), size=8, color=c, line=dict(color="white", width=1)),
+            error_y=dict(type="data", symmetric=False, array=up, arrayminus=down, color=c, thickness=1.5, width=5),
+            hovertext=hover, hoverinfo="text"), **pos)
+    _failure_markers(fig, s, legend, lambda r: r.predicted_time_s * 1e3 if r.predicted_time_s else None, ys, pos)
+    return ys
+
+
+def _other_mode_line(fig: go.Figure, s: Series, legend, color: str, pos: Optional[dict] = None) -> list:
+    """The series' prediction in the other exec mode (graph for an eager run, eager for a graph run),
+    a thin dotted line in its colour, where the run recorded one; its y values (ms)."""
+    rows = [r for r in s.rows if r.predicted_other_s]
+    if not rows:
+        return []
+    other = "graph" if s.rows[0].exec_mode == "eager" else "eager"
+    y = [r.predicted_other_s * 1e3 for r in rows]
+    hover = [f"{_head(s, r.T)}<br>predicted in {other} mode <b>{fmt.ms(r.predicted_other_s)}</b>" for r in rows]
+    fig.add_trace(go.Scatter(x=[r.T for r in rows], y=y, mode="lines", **legend(s.label),
+                             line=dict(color=color, dash="dot", width=1.2), hovertext=hover, hoverinfo="text"),
+                  **(pos or {}))
+    return y
 
 
 def _ci(t) -> str:
@@ -229,15 +282,16 @@ def _failure_key(data: ReportData) -> list:
     statuses = {r.status for r in data.rows}
     out = []
     if statuses & set(OOM_STATUSES):
-        out.append(("out of memory (or predicted not to fit)", dict(mode="markers", marker=dict(symbol=OOM_SYMBOL, size=12, color="#d00",
-                                                                      line=dict(width=2.5, color="#d00")))))
+        out.append(("out of memory (or predicted not to fit)",
+                    dict(mode="markers", marker=dict(symbol=OOM_SYMBOL, size=12, color="#d00",
+                                                     line=dict(width=2.5, color="#d00")))))
     if "error" in statuses:
         out.append(("error", dict(mode="markers", marker=dict(symbol=ERROR_SYMBOL, size=12, color="#000",
                                                               line=dict(width=2, color="#000")))))
     return out
 
 
-def _failure_markers(fig: go.Figure, s: Series, i: int, legend, y_of, ys: list) -> bool:
+def _failure_markers(fig: go.Figure, s: Series, legend, y_of, ys: list, pos: dict) -> bool:
     """OOM and error points of a series, placed at ``y_of(row)`` where that is known."""
     drew = False
     for status, symbol, what, col in (("oom", OOM_SYMBOL, "out of memory", "#d00"),
@@ -252,148 +306,186 @@ def _failure_markers(fig: go.Figure, s: Series, i: int, legend, y_of, ys: list) 
         hover = [f"{_head(s, r.T)}<br><b>{what}</b>"
                  + (f": {plot_text((r.message or '')[:300])}" if r.message else "") for r, _ in rows]
         fig.add_trace(go.Scatter(
-            x=[r.T for r, _ in rows], y=[y for _, y in rows], mode="markers", **legend(i, s.label),
+            x=[r.T for r, _ in rows], y=[y for _, y in rows], mode="markers", **legend(s.label),
             marker=dict(symbol=symbol, size=13, color=col, line=dict(width=2.5, color=col)),
-            hovertext=hover, hoverinfo="text"))
+            hovertext=hover, hoverinfo="text"), **pos)
     return drew
 
 
-def _crossover_markers(fig: go.Figure, data: ReportData, ys: list) -> bool:
-    xs, yv, hover, colors = [], [], [], []
-    for s in data.series:
-        b = data.baseline_for(s)
-        if b is None:
-            continue
-        for what in ("measured", "predicted"):
+def _star(what: str, color, size: int) -> dict:
+    """A crossover's marker: a filled star where measured curves cross, a hollow one where
+    predicted curves do."""
+    if what == "measured":
+        return dict(symbol=CROSSOVER_SYMBOL, size=size, color=color, line=dict(color="black", width=1))
+    return dict(symbol=CROSSOVER_SYMBOL, size=size, color="white", line=dict(color=color, width=2))
+
+
+def _crossover_markers(fig: go.Figure, data: ReportData, panels: Panels, ys: list) -> set:
+    """Stars where each series' curves cross the baseline's, in the series' panel; the kinds
+    drawn ("measured", "predicted")."""
+    drawn = set()
+    for what in ("predicted", "measured"):
+        at: dict = {}  # panel (row, col) -> [(T, ms, colour, hover)]
+        for s in data.series:
+            b = data.baseline_for(s)
+            if b is None:
+                continue
+            pos = panels.positions(s.family, s.variant)[0]
             for T, t, direction in intersections(s.values(what), b.values(what)):
-                xs.append(T)
-                yv.append(t * 1e3)
-                colors.append(color_for(s.variant))
                 verb = "becomes faster than" if direction == "below" else "becomes slower than"
-                hover.append(f"<b>crossover ({what})</b><br>{plot_text(s.label)} {verb} "
-                             f"{plot_text(b.label)}<br>at T ≈ {fmt.count(T)}, {fmt.ms(t, 4)}")
-    if not xs:
-        return False
-    ys += yv
-    fig.add_trace(go.Scatter(
-        x=xs, y=yv, mode="markers", name="crossovers", showlegend=False,
-        marker=dict(symbol=CROSSOVER_SYMBOL, size=15, color=colors, line=dict(color="black", width=1)),
-        hovertext=hover, hoverinfo="text"))
-    return True
+                at.setdefault((pos.get("row"), pos.get("col")), []).append(
+                    (T, t * 1e3, color_for(s.variant), f"<b>crossover, {what}</b><br>{plot_text(s.label)} {verb} "
+                                                       f"{plot_text(b.name)}<br>at T ≈ {fmt.count(T)}, {fmt.ms(t)}"))
+        for (row, col), pts in at.items():
+            drawn.add(what)
+            ys += [y for _, y, _, _ in pts]
+            fig.add_trace(go.Scatter(
+                x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name=f"crossovers ({what})",
+                showlegend=False, marker=_star(what, [p[2] for p in pts], 15 if what == "measured" else 13),
+                hovertext=[p[3] for p in pts], hoverinfo="text"), **({"row": row, "col": col} if row else {}))
+    return drawn
 
 
 # -- memory ------------------------------------------------------------------------------
 
-def memory_figure(data: ReportData) -> go.Figure:
-    """Peak activation memory per series: the model's fused (solid) and unfused (dashed) peaks,
-    the measured allocator peak (markers), OOM points (red crosses), the device's memory."""
-    fig = go.Figure()
-    legend = _Legend()
-    ys = []
-    any_meas = False
-    for i, s in enumerate(data.series):
-        c = color_for(s.variant)
-        rows = [r for r in s.rows if r.est is not None and r.est.status == "ok"]
-        for attr, what, dash, width in (("activation_bytes_fused", "fused", "solid", 2.2),
-                                        ("activation_bytes_unfused", "unfused", "dash", 1.4)):
-            pts = [(r, getattr(r.est, attr)) for r in rows if getattr(r.est, attr)]
-            if not pts:
-                continue
-            ys += [v for _, v in pts]
-            hover = [f"{_head(s, r.T)}<br>model, {what}: <b>{fmt.nbytes(v, 4)}</b> ({fmt.count(v)} bytes)"
-                     + (f"<br>measured peak {fmt.nbytes(r.peak_memory_bytes, 4)}" if r.peak_memory_bytes else "")
-                     for r, v in pts]
-            fig.add_trace(go.Scatter(
-                x=[r.T for r, _ in pts], y=[v for _, v in pts], mode="lines+markers" if len(pts) == 1 else "lines",
-                **legend(i, s.label), line=dict(color=c, dash=dash, width=width), marker=dict(color=c, size=5),
-                hovertext=hover, hoverinfo="text"))
-        meas = [r for r in s.rows if r.peak_memory_bytes and r.status == "ok"]
-        if meas:
-            any_meas = True
-            ys += [r.peak_memory_bytes for r in meas]
-            fig.add_trace(go.Scatter(
-                x=[r.T for r in meas], y=[r.peak_memory_bytes for r in meas], mode="markers", **legend(i, s.label),
-                marker=dict(symbol=symbol_for(s.style), size=8, color=c, line=dict(color="white", width=1)),
-                hovertext=[f"{_head(s, r.T)}<br>measured peak <b>{fmt.nbytes(r.peak_memory_bytes, 4)}</b> "
-                           f"({fmt.count(r.peak_memory_bytes)} bytes)"
-                           + (f"<br>model, fused: {fmt.nbytes(r.est.activation_bytes_fused, 4)}"
-                              if r.est is not None and r.est.status == "ok" else "") for r in meas],
-                hoverinfo="text"))
+NEAR = 4.0  # the device's memory is drawn where the largest value shown is within this factor of it
 
-        def y_of(r):
-            if r.est is not None and r.est.status == "ok":
-                return max(r.est.activation_bytes_fused, r.est.activation_bytes_unfused) or None
-            return None
 
-        _failure_markers(fig, s, i, legend, y_of, ys)
+def _device_memory(data: ReportData) -> dict:
+    """{name: bytes}: each run's device memory where it recorded it, else its profile's."""
     caps = {}
-    for src in data.sources:  # the device's own memory where the run recorded it, else the profile's
+    for src in data.sources:
         env_mem = getattr(src.run.environment, "memory_bytes", None) if src.run is not None else None
         if isinstance(env_mem, (int, float)) and env_mem > 0:
             caps[src.run.environment.device_name or src.label] = float(env_mem)
         elif src.hardware is not None and src.hardware.memory:
             caps[src.hardware.name] = src.hardware.memory
+    return caps
+
+
+def device_memory(data: ReportData) -> list:
+    """[(device name, bytes, drawn)]: each device's memory, drawn on the memory chart where the
+    largest peak shown comes within ``NEAR`` of it (else the page says it in words)."""
+    top = max([v for r in data.rows for v in (r.peak_memory_bytes,) + (
+        (r.est.activation_bytes_fused, r.est.activation_bytes_unfused) if r.est is not None and r.est.status == "ok"
+        else ()) if v] or [0.0])
+    return [(name, cap, bool(top) and cap <= NEAR * top) for name, cap in _device_memory(data).items()]
+
+
+def memory_figure(data: ReportData) -> go.Figure:
+    """Peak activation memory per series: the model's fused (solid) and unfused (dashed) peaks,
+    the measured allocator peak (markers), OOM points (red crosses); the device's memory where the
+    data come near it (``device_memory``); one panel per variant family when there are many."""
+    panels = panels_for(data.series, data.baseline)
+    fig = panels.figure()
+    legend = _Legend()
+    ys = []
+    any_meas = False
+    for s in data.series:
+        for pos in panels.positions(s.family, s.variant):
+            ys += _memory_traces(fig, s, legend, pos)
+        any_meas = any_meas or any(r.peak_memory_bytes and r.status == "ok" for r in s.rows)
     Ts = _series_Ts(data)
-    for j, (name, cap) in enumerate(caps.items()):
-        if Ts:
+    for j, (name, cap, drawn) in enumerate(device_memory(data)):
+        if not drawn or not Ts:
+            continue
+        ys.append(cap)
+        for pos in panels.positions("", data.baseline):
             fig.add_trace(go.Scatter(
-                x=[min(Ts), max(Ts)], y=[cap, cap], mode="lines", name=f"{plot_text(name)} memory",
+                x=[min(Ts), max(Ts)], y=[cap, cap], mode="lines", **legend(f"{name} memory"),
                 line=dict(color="#444", dash=dash_for(j + 3), width=1.2),
-                hovertext=[f"{plot_text(name)}: {fmt.nbytes(cap, 4)} of device memory"] * 2, hoverinfo="text"))
-            ys.append(cap)
+                hovertext=[f"{plot_text(name)}: {fmt.nbytes(cap)} of device memory"] * 2, hoverinfo="text"), **pos)
     if fig.data:
         key = [("model, fused", dict(mode="lines", line=dict(color=GREY, width=2.2))),
                ("model, unfused", dict(mode="lines", line=dict(color=GREY, width=1.4, dash="dash")))]
         if any_meas:
             key.append(("measured peak", dict(mode="markers", marker=dict(color=GREY, size=8))))
         _key(fig, key + _failure_key(data))
-    fig.update_layout(**_layout("Peak activation memory per layer vs sequence length",
-                                "sequence length T (tokens)", "peak activation memory",
-                                xaxis=_T_axis(Ts), yaxis=log_axis(ys, fmt.nbytes, base=2)))
+    _finish_axes(fig, panels, "Peak activation memory per layer vs sequence length", "sequence length T (tokens)",
+                 "peak activation memory", _T_axis(Ts), log_axis(ys, fmt.nbytes, base=2))
     if not fig.data:
         _empty_note(fig, "No memory figures: no point could be costed or measured.")
     return place_legend(fig)
 
 
-def kv_figure(data: ReportData) -> go.Figure:
-    """KV-cache bytes per token per layer, one bar per (variant, params, shape): the model's
-    figure, which does not depend on the device or on T."""
-    bars: dict = {}
-    for s in data.series:
-        r = next((r for r in s.rows if r.est is not None and r.est.status == "ok"), None)
-        if r is None:
+def _memory_traces(fig: go.Figure, s: Series, legend, pos: dict) -> list:
+    """One series on the memory chart, in the panel ``pos``; its y values (bytes)."""
+    ys = []
+    c = color_for(s.variant)
+    rows = [r for r in s.rows if r.est is not None and r.est.status == "ok"]
+    for attr, what, dash, width in (("activation_bytes_fused", "fused", "solid", 2.2),
+                                    ("activation_bytes_unfused", "unfused", "dash", 1.4)):
+        pts = [(r, getattr(r.est, attr)) for r in rows if getattr(r.est, attr)]
+        if not pts:
             continue
-        label = params_label_of(s, data)
-        bars.setdefault(label, (s.variant, r.est.kv_cache_bytes_per_token, r.est))
+        ys += [v for _, v in pts]
+        hover = [f"{_head(s, r.T)}<br>model, {what}: <b>{fmt.nbytes(v)}</b> ({fmt.count(v)} bytes)"
+                 + (f"<br>measured peak {fmt.nbytes(r.peak_memory_bytes)}" if r.peak_memory_bytes else "")
+                 for r, v in pts]
+        fig.add_trace(go.Scatter(
+            x=[r.T for r, _ in pts], y=[v for _, v in pts], mode="lines+markers" if len(pts) == 1 else "lines",
+            **legend(s.label), line=dict(color=c, dash=dash, width=width), marker=dict(color=c, size=5),
+            hovertext=hover, hoverinfo="text"), **pos)
+    meas = [r for r in s.rows if r.peak_memory_bytes and r.status == "ok"]
+    if meas:
+        ys += [r.peak_memory_bytes for r in meas]
+        fig.add_trace(go.Scatter(
+            x=[r.T for r in meas], y=[r.peak_memory_bytes for r in meas], mode="markers", **legend(s.label),
+            marker=dict(symbol=symbol_for(s.style), size=8, color=c, line=dict(color="white", width=1)),
+            hovertext=[f"{_head(s, r.T)}<br>measured peak <b>{fmt.nbytes(r.peak_memory_bytes)}</b> "
+                       f"({fmt.count(r.peak_memory_bytes)} bytes)"
+                       + (f"<br>model, fused: {fmt.nbytes(r.est.activation_bytes_fused)}"
+                          if r.est is not None and r.est.status == "ok" else "") for r in meas],
+            hoverinfo="text"), **pos)
+
+    def y_of(r):
+        if r.est is not None and r.est.status == "ok":
+            return max(r.est.activation_bytes_fused, r.est.activation_bytes_unfused) or None
+        return None
+
+    _failure_markers(fig, s, legend, y_of, ys, pos)
+    return ys
+
+
+def kv_figure(kv: KvData) -> go.Figure:
+    """What decode keeps per sequence and layer after T tokens (``data.kv_data``), log-log: a
+    KV cache grows with T, a sliding window's stops growing at the window, a state stays flat."""
     fig = go.Figure()
-    ytitle = "KV cache per token per layer"
-    if bars:
-        vmax = max(v for _, v, _ in bars.values()) or 1
-        unit, scale = ("MiB", 2**20) if vmax >= 2**20 else ("KiB", 2**10) if vmax >= 2**10 else ("bytes", 1)
-        labels = list(bars)
-        fig.add_trace(go.Bar(
-            x=[plot_text(lab) for lab in labels], y=[bars[k][1] / scale for k in labels],
-            marker=dict(color=[color_for(bars[k][0]) for k in labels]),
-            text=[fmt.nbytes(bars[k][1]) if bars[k][1] else "no KV cache" for k in labels],
-            textposition="outside", cliponaxis=False,
-            hovertext=[f"<b>{plot_text(k)}</b><br>{fmt.count(bars[k][1])} bytes per token per layer "
-                       f"({fmt.nbytes(bars[k][1], 4)})<br>at T = {fmt.count(bars[k][2].shape.T)}, batch "
-                       f"{bars[k][2].shape.batch}: {fmt.nbytes(bars[k][2].kv_cache_bytes, 4)} in all"
-                       for k in labels], hoverinfo="text", showlegend=False))
-        ytitle += f" ({unit})"
-    fig.update_layout(**_layout("KV cache per token per layer (what decode keeps for each past token)",
-                                "", ytitle, height=440, margin=dict(l=90, r=20, t=60, b=110),
-                                xaxis=dict(tickangle=-25, type="category"), yaxis=dict(rangemode="tozero")))
+    legend = _Legend()
+    style: dict = {}
+    ys, Ts = [], []
+    for line in kv.lines:
+        c = color_for(line.variant)
+        k = style[line.variant] = style.get(line.variant, -1) + 1
+        xs = [T for T, _, _ in line.points]
+        y = [b for _, b, _ in line.points]
+        ys += y
+        Ts += xs
+        fig.add_trace(go.Scatter(
+            x=xs, y=y, mode="lines+markers", **legend(line.label),
+            line=dict(color=c, dash=dash_for(k), width=2), marker=dict(color=c, size=5, symbol=symbol_for(k)),
+            hovertext=[_kv_hover(line, T, b, e) for T, b, e in line.points], hoverinfo="text"))
+    _finish_axes(fig, Panels([], ""), "KV cache (or state) per sequence per layer that decode keeps after T tokens",
+                 "tokens in the context T", "bytes per sequence per layer", _T_axis(Ts),
+                 log_axis(ys, fmt.nbytes, base=2),
+                 height=460)
     if not fig.data:
-        _empty_note(fig, "No point could be costed by the model.")
-    return fig
+        _empty_note(fig, "No variant with a decode path could be costed by the model.")
+    return place_legend(fig)
 
 
-def params_label_of(s: Series, data: ReportData) -> str:
-    """The series label without the run part (the model's numbers are the same on every device)."""
-    if len(data.sources) > 1 and s.label.endswith(" · " + s.source.label):
-        return s.label[: -len(" · " + s.source.label)]
-    return s.label
+def _kv_hover(line: KvLine, T: int, b: float, e) -> str:
+    per_token = e.kv_cache_bytes_per_token
+    text = f"<b>{plot_text(line.label)}</b><br>after T = {fmt.count(T)} tokens: <b>{fmt.nbytes(b)}</b> per sequence"
+    if line.state:
+        text += "<br>a state of fixed size, whatever T (no per-token cache)"
+    elif per_token:
+        kept = round(b / per_token)
+        text += f"<br>{fmt.nbytes(per_token)} per token kept" + (
+            f"; only the last {fmt.count(kept)} tokens are kept (the window)" if kept < T else "")
+    if e.shape.batch > 1:
+        text += f"<br>batch {e.shape.batch}: {fmt.nbytes(e.kv_cache_bytes)} in all"
+    return text
 
 
 # -- heatmap -----------------------------------------------------------------------------
@@ -419,8 +511,8 @@ def heatmap_figure(grid: Optional[Grid], baseline: str) -> go.Figure:
             if sp:
                 hr.append(f"{head}<br>{plot_text(grid.baseline)} {what} / {plot_text(grid.label)} "
                           f"{what} = <b>{sp:.4g}×</b><br>{plot_text(grid.label)}: "
-                          f"{show(grid.variant_values[i][j], 4)}<br>{plot_text(grid.baseline)}: "
-                          f"{show(grid.baseline_values[i][j], 4)}")
+                          f"{show(grid.variant_values[i][j])}<br>{plot_text(grid.baseline)}: "
+                          f"{show(grid.baseline_values[i][j])}")
             else:
                 hr.append(f"{head}<br>not applicable at this shape")
         z.append(zr)
@@ -440,14 +532,17 @@ def heatmap_figure(grid: Optional[Grid], baseline: str) -> go.Figure:
     basis = (f"predicted time on {plot_text(grid.hardware)}" if grid.metric == "time"
              else "FLOPs (no hardware profile, no time model)")
     sh = grid.shape
+    rows = [fmt.count(d) for d in grid.ds]  # the data's widths (the crossover tables') marked
     fig.update_layout(**_layout(
         f"Speedup of {plot_text(grid.label)} over {plot_text(grid.baseline)} by {basis}",
         f"sequence length T (tokens) · {sh.phase}, batch {sh.batch}, {sh.dtype}, head dim {sh.head_dim}",
-        "model width d", height=80 + 48 * len(grid.ds) + 90,
-        xaxis=dict(type="category", showgrid=False, ticks=""), yaxis=dict(type="category", showgrid=False, ticks="")))
-    fig.add_annotation(text="blue: the variant is faster · red: slower", xref="paper", yref="paper",
-                       x=1.0, y=1.02, xanchor="right", yanchor="bottom", showarrow=False,
-                       font=dict(size=11, color="#555"))
+        "model width d", height=80 + 48 * len(grid.ds) + 90, margin=dict(l=130, r=20, t=60, b=64),
+        xaxis=dict(type="category", showgrid=False, ticks=""),
+        yaxis=dict(type="category", showgrid=False, ticks="", tickvals=rows,
+                   ticktext=[f"<b>{r} ▸</b>" if d in grid.data_ds else r for r, d in zip(rows, grid.ds)])))
+    fig.add_annotation(text="blue: the variant is faster · red: slower · ▸ the width of the data (the crossover "
+                            "table's)", xref="paper", yref="paper", x=1.0, y=1.02, xanchor="right",
+                       yanchor="bottom", showarrow=False, font=dict(size=11, color="#555"))
     return fig
 
 
@@ -483,11 +578,11 @@ def roofline_figure(data: ReportData) -> go.Figure:
         xs_all += [p[1] for p in pts]
         ys_all += [p[2] for p in pts]
         peak = s.source.hardware.peak(s.source.dtype) if s.source.hardware else None
-        hover = [f"{_head(s, r.T)}<br>intensity {ai:.4g} FLOP/byte<br>achieved <b>{fmt.rate(fl, 4)}</b>"
-                 + (f" ({fmt.pct(fl / peak, 3, signed=False)} of peak)" if peak else "")
-                 + f"<br>{fmt.flops(r.flops, 4)} in {fmt.ms(t, 4)} "
+        hover = [f"{_head(s, r.T)}<br>intensity {ai:.3g} FLOP/byte<br>achieved <b>{fmt.rate(fl)}</b>"
+                 + (f" ({fmt.pct(fl / peak, 3, signed=False)} of the datasheet peak)" if peak else "")
+                 + f"<br>{fmt.flops(r.flops)} in {fmt.ms(t)} "
                  + ("measured" if measured else "predicted")
-                 + f"<br>{fmt.nbytes(r.est.bytes_fused, 4)} moved (model)"
+                 + f"<br>{fmt.nbytes(r.est.bytes_fused)} moved (model)"
                  for r, ai, fl, t in pts]
         fig.add_trace(go.Scatter(
             x=[p[1] for p in pts], y=[p[2] for p in pts], mode="markers+lines",
@@ -498,28 +593,18 @@ def roofline_figure(data: ReportData) -> go.Figure:
             hovertext=hover, hoverinfo="text"))
     lo = min(xs_all) / 4 if xs_all else 0.5
     hi = max(xs_all) * 4 if xs_all else 4096
-    seen = set()
-    ceilings = []
-    for src in data.sources:
-        hw = src.hardware
-        if hw is None or (hw.name, src.dtype) in seen:
-            continue
-        seen.add((hw.name, src.dtype))
-        peak = hw.peak(src.dtype)
-        if peak and hw.bandwidth:
-            ceilings.append((hw, src.dtype, peak))
-            ridge = peak / hw.bandwidth
-            lo, hi = min(lo, ridge / 8), max(hi, ridge * 8)
-    for j, (hw, dtype, peak) in enumerate(ceilings):
-        ridge = peak / hw.bandwidth
-        ys = [lo * hw.bandwidth, peak, peak]
+    ceilings = _ceilings(data)
+    for _, peak, bw, _ in ceilings:
+        lo, hi = min(lo, peak / bw / 8), max(hi, peak / bw * 8)
+    for name, peak, bw, how in ceilings:
+        ridge = peak / bw
+        ys = [lo * bw, peak, peak]
         ys_all += [ys[0], peak]
         fig.add_trace(go.Scatter(
-            x=[lo, ridge, hi], y=ys, mode="lines", name=plot_text(f"{hw.name} ceiling ({dtype})"),
-            line=dict(color="#333", width=2.5, dash=dash_for(j)),
-            hovertext=[f"<b>{plot_text(hw.name)}</b><br>bandwidth {fmt.bandwidth(hw.bandwidth, 4)}",
-                       f"<b>{plot_text(hw.name)}</b><br>ridge at {ridge:.4g} FLOP/byte",
-                       f"<b>{plot_text(hw.name)}</b><br>peak {fmt.rate(peak, 4)} ({plot_text(dtype)})"],
+            x=[lo, ridge, hi], y=ys, mode="lines", name=plot_text(name), line=how["line"],
+            hovertext=[f"<b>{plot_text(name)}</b><br>bandwidth {fmt.bandwidth(bw)}{how['bandwidth']}",
+                       f"<b>{plot_text(name)}</b><br>ridge at {ridge:.3g} FLOP/byte",
+                       f"<b>{plot_text(name)}</b><br>{fmt.rate(peak)}{how['peak']}"],
             hoverinfo="text"))
     which = "measured" if measured else "predicted"
     fig.update_layout(**_layout(f"Roofline: achieved FLOP/s ({which}) vs arithmetic intensity",
@@ -534,169 +619,31 @@ def roofline_figure(data: ReportData) -> go.Figure:
     return place_legend(fig)
 
 
-# -- cost vs fidelity --------------------------------------------------------------------
-
-INPUT_SYMBOLS = {"random": "circle", "structured": "diamond"}
-FIDELITY_ROW_HEIGHT = 360
-
-
-def _fidelity_hover(data: FidelityData, f: Facet, q: FidPoint) -> str:
-    p = q.raw
-    lines = [f"<b>{plot_text(q.label)}</b>",
-             f"T = {fmt.count(p.T)} · {plot_text(p.inputs)} inputs · {'causal' if p.causal else 'not causal'}",
-             f"output cosine <b>{q.cosine:.6f}</b>"
-             + (f" · rel. error {p.rel_error_output:.4g}" if p.rel_error_output is not None else "")]
-    if p.cosine_attention is not None:
-        lines.append(f"attention-matrix cosine {p.cosine_attention:.6f}")
-    b = f.baselines.get(p.causal)
-    if b is not None:
-        lines.append(f"uniform-mean baseline cosine {b:.6f}")
-    cost = []
-    if q.time_s:
-        cost.append(f"predicted {fmt.ms(q.time_s, 4)}" + (f" on {plot_text(data.hardware)}"
-                                                           if data.metric == "time" else ""))
-    if q.flops:
-        cost.append(f"{fmt.flops(q.flops, 4)} ({fmt.count(q.flops)} FLOPs)")
-    lines.append(" · ".join(cost))
-    d = p.distill
-    if isinstance(d, dict) and "steps" in d:
-        lines.append(f"distilled {plot_text(d.get('steps'))} steps, final loss {plot_text(d.get('final_loss'))}")
-    lines.append("<b>on the Pareto front</b>" if q.on_front else
-                 f"dominated{' by ' + plot_text(q.dominated_by) if q.dominated_by else ''}")
-    return "<br>".join(lines)
-
-
-def _front_labels(front: list) -> list:
-    """[(x, y, text)]: one label per distinct place on the front, naming every point there
-    (gqa and mqa, or flash and a window wider than T, can coincide), left of the marker."""
-    out: list = []
-    for q in front:
-        if out and out[-1][0] == q.cost and abs(out[-1][1] - q.cosine) <= TOL:
-            out[-1] = (out[-1][0], out[-1][1], out[-1][2] + ", " + q.label)
-        else:
-            out.append((q.cost, q.cosine, q.label))
-    return [(x, y, t + "  ") for x, y, t in out]
-
-
-def _facet_range(f: Facet, labels: list, plot_w: float) -> tuple:
-    """(lo, hi) of a facet's cost axis, with room on the left for the front's labels (they sit
-    left of their point, where no point can be: anything there would dominate it): the lowest
-    log10(lo) that fits every label, at most two decades below the cheapest point."""
-    xs = [q.cost for q in f.points]
-    hi = max(xs) * 1.6
-    h, lo_log = math.log10(hi), math.log10(min(xs) / 1.3)
-    for x, _, t in labels:
-        w = 6.0 * len(t) + 14
-        if w < plot_w - 40:
-            lo_log = min(lo_log, (math.log10(x) * plot_w - w * h) / (plot_w - w))
-    return 10 ** max(lo_log, math.log10(min(xs)) - 2.0), hi
-
-
-def _facet_points(fig: go.Figure, data: FidelityData, f: Facet, symbol: str, shown: set) -> None:
-    """The facet's points by variant: the front's outlined and full size, the others faded."""
-    by_variant: dict = {}
-    for q in f.points:
-        by_variant.setdefault(q.variant, []).append(q)
-    for variant, qs in by_variant.items():
-        c = color_for(variant)
-        fig.add_trace(go.Scatter(
-            x=[q.cost for q in qs], y=[q.cosine for q in qs], mode="markers",
-            name=plot_text(variant), legendgroup=f"v-{variant}", showlegend=False,
-            marker=dict(symbol=symbol, size=[13 if q.on_front else 9 for q in qs], color=c,
-                        opacity=[1.0 if q.on_front else 0.5 for q in qs],
-                        line=dict(color=["#111" if q.on_front else "white" for q in qs], width=1.2)),
-            hovertext=[_fidelity_hover(data, f, q) for q in qs], hoverinfo="text"), row=f.row, col=f.col)
-        if variant not in shown:  # the legend entry: the variant's colour, plain
-            shown.add(variant)
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=plot_text(variant),
-                                     legendgroup=f"v-{variant}", marker=dict(symbol="circle", size=9, color=c),
-                                     hoverinfo="skip"), row=f.row, col=f.col)
-
-
-def _facet_front(fig: go.Figure, f: Facet, labels: list, shown: set) -> None:
-    """The Pareto front as a step line, with its points' labels."""
-    fig.add_trace(go.Scatter(
-        x=[q.cost for q in f.front], y=[q.cosine for q in f.front], mode="lines", line_shape="hv",
-        line=dict(color="#111", width=1.6), name="Pareto front", legendgroup="front",
-        showlegend="front" not in shown, hoverinfo="skip"), row=f.row, col=f.col)
-    fig.add_trace(go.Scatter(
-        x=[x for x, _, _ in labels], y=[y for _, y, _ in labels], mode="text", showlegend=False,
-        text=[plot_text(t) for _, _, t in labels], textposition="middle left",
-        textfont=dict(size=10, color="#222"), cliponaxis=False, hoverinfo="skip"), row=f.row, col=f.col)
-    shown.add("front")
-
-
-def _facet_baselines(fig: go.Figure, f: Facet, lo: float, hi: float, shown: set) -> None:
-    """Uniform attention's cosine as a horizontal line (dashed: causal, dotted: not)."""
-    for causal, b in sorted(f.baselines.items(), reverse=True):
-        what = "uniform mean" + ((" (causal)" if causal else " (not causal)") if len(f.baselines) > 1 else "")
-        fig.add_trace(go.Scatter(
-            x=[lo, hi], y=[b, b], mode="lines", line=dict(color="#777", width=1.2, dash="dash" if causal else "dot"),
-            name="uniform-mean baseline", legendgroup="baseline", showlegend="baseline" not in shown,
-            hovertext=[f"{what}: output cosine {b:.6f}<br>(uniform attention over the visible keys: "
-                       "the plain mean of V)"] * 2, hoverinfo="text"), row=f.row, col=f.col)
-        fig.add_annotation(text=f"{what} {b:.3f}", x=math.log10(hi), y=b, xanchor="right", yanchor="bottom",
-                           showarrow=False, font=dict(size=10, color="#555"), row=f.row, col=f.col)
-        shown.add("baseline")
-
-
-def _input_symbol(data: FidelityData, kind: str) -> str:
-    return INPUT_SYMBOLS.get(kind) or symbol_for(data.inputs.index(kind) + 2)
-
-
-def _empty_facets(fig: go.Figure, data: FidelityData, nrows: int, ncols: int) -> None:
-    filled = {(f.row, f.col) for f in data.facets}
-    for r in range(1, nrows + 1):
-        for c in range(1, ncols + 1):
-            if data.facets and (r, c) not in filled:  # e.g. random inputs at one T only
-                fig.add_annotation(text="no point at this T and input kind", xref="x domain", yref="y domain",
-                                   x=0.5, y=0.5, showarrow=False, font=dict(size=12, color="#888"), row=r, col=c)
-                fig.update_xaxes(showticklabels=False, showgrid=False, row=r, col=c)
-                fig.update_yaxes(showticklabels=False, showgrid=False, row=r, col=c)
-
-
-def fidelity_figure(data: FidelityData) -> go.Figure:
-    """Facets: a row per T, a column per input kind. Points coloured by variant, shaped by input
-    kind, the front's points outlined and labelled, the dominated ones faded; the front as a step
-    line; uniform attention's cosine as a dashed horizontal line."""
-    nrows, ncols = max(1, len(data.rows)), max(1, len(data.inputs))
-    titles = [""] * (nrows * ncols)
-    for f in data.facets:
-        titles[(f.row - 1) * ncols + f.col - 1] = plot_text(f.title)
-    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.07,
-                        vertical_spacing=min(0.12, 0.5 / nrows))
-    shown: set = set()
-    plot_w = (1240 - 80 - 20 - 170) / ncols  # px of one subplot (page width less margins and legend)
-    label = fmt.ms_value if data.metric == "time" else fmt.flops
-    for f in data.facets:
-        labels = _front_labels(f.front)
-        lo, hi = _facet_range(f, labels, plot_w)
-        _facet_points(fig, data, f, _input_symbol(data, f.inputs), shown)
-        _facet_front(fig, f, labels, shown)
-        _facet_baselines(fig, f, lo, hi, shown)
-        vals, text = fmt.log_ticks(lo, hi, label, max_ticks=6)
-        fig.update_xaxes(type="log", range=[math.log10(lo), math.log10(hi)], tickvals=vals or None,
-                         ticktext=text or None, row=f.row, col=f.col)
-    _empty_facets(fig, data, nrows, ncols)
-    ys = [q.cosine for f in data.facets for q in f.points] + [b for f in data.facets for b in f.baselines.values()]
-    fig.update_xaxes(**AXIS)
-    fig.update_yaxes(**AXIS, range=[min([0.0] + ys) - 0.04, 1.06])
-    fig.add_annotation(text=plot_text(axis_title(data)), xref="paper", yref="paper", x=0.5, y=0, yshift=-48,
-                       xanchor="center", yanchor="top", showarrow=False, font=dict(size=13))
-    for r in range(1, nrows + 1):
-        fig.update_yaxes(title_text="output cosine to exact", row=r, col=1)
-    for kind in data.inputs:  # the markers' key: input kinds by shape
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{plot_text(kind)} inputs",
-                                 marker=dict(symbol=_input_symbol(data, kind), size=9, color="#666"),
-                                 hoverinfo="skip", legendrank=1))
-    fig.update_layout(
-        title=dict(text="Cost vs fidelity: output cosine to exact attention against cost, per T and input kind",
-                   x=0.01, xanchor="left", font=dict(size=17)),
-        template="plotly_white", font=dict(family=FONT, size=13), height=110 + FIDELITY_ROW_HEIGHT * nrows,
-        margin=dict(l=80, r=20, t=80, b=80), hovermode="closest",
-        hoverlabel=dict(font=dict(family=FONT, size=12), align="left"),
-        legend=dict(font=dict(size=11), itemsizing="constant", tracegroupgap=1))
-    if not data.facets:
-        fig.add_annotation(text="No fidelity point with status ok could be costed.", xref="paper", yref="paper",
-                           x=0.5, y=0.5, showarrow=False, font=dict(size=15, color="#666"))
-    return fig
+def _ceilings(data: ReportData) -> list:
+    """[(name, FLOP/s, bytes/s, style)]: per profile and dtype of the data, the roof a fitted
+    profile measured (``HardwareInfo.measured_ceiling``), solid, with the datasheet roof beside it,
+    thin; a profile of assumed efficiencies has its datasheet roof alone, solid."""
+    out, seen = [], set()
+    for src in data.sources:
+        hw = src.hardware
+        if hw is None or (hw.name, src.dtype) in seen:
+            continue
+        seen.add((hw.name, src.dtype))
+        peak = hw.peak(src.dtype)
+        if not peak or not hw.bandwidth:
+            continue
+        j = len(seen) - 1
+        measured = hw.measured_ceiling(src.dtype)
+        if measured is not None:
+            m_peak, m_bw = measured
+            out.append((f"{hw.name} measured ceiling ({src.dtype})", m_peak, m_bw, dict(
+                line=dict(color="#222", width=2.5, dash=dash_for(j)),
+                peak=f" ({src.dtype}): large matmuls reach {fmt.pct(m_peak / peak, 3, signed=False)} of the "
+                     f"datasheet peak, as calibration fitted",
+                bandwidth=f": {fmt.pct(m_bw / hw.bandwidth, 3, signed=False)} of the profile's, as calibration "
+                          f"fitted")))
+        out.append((f"{hw.name} datasheet peak ({src.dtype})", peak, hw.bandwidth, dict(
+            line=dict(color="#999" if measured else "#333", width=1.2 if measured else 2.5,
+                      dash="dot" if measured else dash_for(j)),
+            peak=f" ({src.dtype}): the datasheet peak", bandwidth="")))
+    return out

@@ -1,7 +1,9 @@
 """Numbers on screen, for the report and the CLI: three significant digits, SI prefixes.
 
 FLOPs decimal (GFLOP), memory binary (MiB), time in ms, percentages signed; and the ticks of a
-log axis. Plain Python: importing it loads neither plotly nor torch.
+log axis. Plain Python: importing it loads neither plotly nor torch. No function raises on a
+non-finite number: inf and nan are written as Python writes them (nan as a dash where a value may
+be missing).
 """
 
 import math
@@ -30,6 +32,8 @@ def flops(x, unit: str = "FLOP", digits: int = 3) -> str:
     """Decimal prefixes: 2.07e11 -> "207 GFLOP"."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
+    if not math.isfinite(x):
+        return f"{sig(x)} {unit}"
     for scale, prefix in _DECIMAL:
         if abs(x) >= scale:
             return f"{sig(x / scale, digits)} {prefix}{unit}"
@@ -50,6 +54,8 @@ def nbytes(x, digits: int = 3) -> str:
     """Binary prefixes: 1.09e9 -> "1.02 GiB"."""
     if x is None:
         return "–"
+    if not math.isfinite(x):
+        return f"{sig(x)} B"
     for scale, unit in _BINARY:
         if abs(x) >= scale:
             return f"{sig(x / scale, digits)} {unit}"
@@ -67,6 +73,8 @@ def count(n) -> str:
     """An exact integer with thousands separators."""
     if n is None:
         return "–"
+    if not math.isfinite(n):
+        return sig(n)
     return f"{int(round(n)):,}"
 
 
@@ -82,6 +90,8 @@ def pct(x, digits: int = 2, signed: bool = True) -> str:
 
 def tokens(T) -> str:
     """A sequence length as on an axis: 512, 4k, 32k, 1M."""
+    if not math.isfinite(T):
+        return sig(T)
     T = int(T)
     if T >= 2**20 and T % 2**20 == 0:
         return f"{T // 2**20}M"
@@ -96,7 +106,7 @@ def log_ticks(lo: float, hi: float, label, *, base: int = 10, max_ticks: int = 1
     """([values], [labels]) of ticks for a log axis spanning [lo, hi], labelled with ``label``:
     powers of ``base`` (2 or 10), thinned to at most ``max_ticks``; with base 10 over three
     decades or fewer, 1-2-5 steps instead."""
-    if not lo or not hi or lo <= 0 or hi <= 0:
+    if not lo or not hi or lo <= 0 or hi <= 0 or not math.isfinite(lo) or not math.isfinite(hi):
         return [], []
     log = math.log2 if base == 2 else math.log10
     a, b = math.floor(log(lo)), math.ceil(log(hi))

@@ -26,6 +26,22 @@ class HardwareInfo:
     profile: Optional[Hardware] = None  # the profile itself, for estimate()
     description: str = ""
 
+    @property
+    def fitted(self) -> bool:
+        """The profile's efficiencies were fitted to measurements on its device (``attncost
+        calibrate``, or the built-in h100's fit), not assumed."""
+        return self.profile is not None and self.profile.calibration.strip().lower().startswith("fitted")
+
+    def measured_ceiling(self, dtype: str) -> Optional[tuple]:
+        """(FLOP/s, bytes/s) a fitted profile says its device reaches: the matmul peak times the
+        fitted efficiency of large matmuls (``MatmulEfficiency.max_eff``), the bandwidth times the
+        fitted share a large copy reaches (``Hardware.mem_efficiency``); None for a profile whose
+        efficiencies are assumed."""
+        peak = self.peak(dtype)
+        if not self.fitted or not peak or not self.bandwidth:
+            return None
+        return peak * self.profile.matmul_eff(dtype).max_eff, self.bandwidth * self.profile.mem_efficiency
+
     def peak(self, dtype: str) -> Optional[float]:
         """The matmul ceiling for ``dtype`` (the profile's own rule where it has one)."""
         if self.profile is not None:

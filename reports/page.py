@@ -1,5 +1,6 @@
-"""Assemble the report into one self-contained HTML page: plotly.js inlined once, no external
-script, style, font or image, and a Content-Security-Policy that forbids any network request."""
+"""Assemble the report into one HTML page that loads nothing from the network: plotly.js inlined
+once (``inline``) or read from the ``plotly.min.js`` beside the page (``shared``), no other script,
+style, font or image, and a Content-Security-Policy that forbids any network request."""
 
 import json
 import platform
@@ -8,23 +9,36 @@ from typing import Optional
 
 import plotly
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 from plotly.utils import PlotlyJSONEncoder
 
 from .. import __version__
+from ..costmodel.crossover import HI as SEARCH_HI
+from ..costmodel.crossover import LO as SEARCH_LO
 from ..costmodel.results import OOM_STATUSES
 from . import fmt
-from .data import (ReportData, crosscheck_rows, error_by_series, error_rows, findings, flop_counter_reference,
-                   model_crossovers, model_notes, speedup_grid)
+from .data import (Grid, KvData, ReportData, crosscheck_rows, error_by_series, error_rows, findings,
+                   flop_counter_reference, grid_faster, intersections, kv_data, model_crossovers, model_notes,
+                   speedup_grid)
 from .fidelity_data import FidelityData, cost_text, fidelity_findings, fidelity_notes, settings_text
-from .figures import (fidelity_figure, flops_figure, heatmap_figure, kv_figure, memory_figure, roofline_figure,
+from .fidelity_figure import fidelity_figure
+from .figures import (NEAR, device_memory, flops_figure, heatmap_figure, kv_figure, memory_figure, roofline_figure,
                       time_figure)
 from .html import bullets, definitions, details, esc, lead, note, swatch, table
+from .panels import panels_for
+from .plotly_bundle import PLOTLY_FILE, PLOTLY_JS_MODES, bundle
 
-# The page may run inline scripts and styles and show data: images; it may fetch nothing.
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-       "img-src data: blob:; font-src data:; connect-src 'none'; worker-src blob:; "
-       "base-uri 'none'; form-action 'none'")
+# In the head of every page, before plotly.js: how attncost knows a page it wrote, which a later
+# report may replace without --overwrite.
+GENERATOR_TAG = '<meta name="generator" content="attncost">'
+
+# The page may run inline scripts and styles and show data: images; it may fetch nothing. A page
+# that shares plotly.js may load scripts from its own origin too (its folder: ``SHARED_SCRIPT``).
+_CSP = ("default-src 'none'; script-src {scripts}'unsafe-inline'; style-src 'unsafe-inline'; "
+        "img-src data: blob:; font-src data:; connect-src 'none'; worker-src blob:; "
+        "base-uri 'none'; form-action 'none'")
+CSP = _CSP.format(scripts="")
+CSP_SHARED = _CSP.format(scripts="'self' ")
+SHARED_SCRIPT = f'<script src="{PLOTLY_FILE}"></script>'
 
 PLOT_CONFIG = {"responsive": True, "displaylogo": False, "scrollZoom": False,
                "modeBarButtonsToRemove": ["select2d", "lasso2d"],
@@ -84,7 +98,7 @@ _BOOT = """
   figs.forEach(function (f) {
     var el = document.getElementById(f.id);
     if (!el) { return; }
-    if (typeof Plotly === "undefined") { el.textContent = "plotly.js failed to load: no chart."; return; }
+    if (typeof Plotly === "undefined") { el.textContent = MISSING; return; }
     pending.push(Plotly.newPlot(el, f.figure.data, f.figure.layout, config));
   });
   Promise.all(pending).then(function () { document.body.setAttribute("data-plots-ready", String(pending.length)); },
@@ -118,32 +132,48 @@ class Page:
         height = int(fig.layout.height or 520)
         return f'<div class="plot" id="{esc(fid)}" style="height:{height + 2}px"></div>'
 
-    def render(self) -> str:
+    def render(self, plotly_js: str = "inline") -> str:
+        """The page; ``plotly_js`` "inline" puts plotly.js in it, "shared" loads ``plotly.min.js``
+        from the page's folder (``plotly_bundle.write_shared`` writes it there)."""
+        if plotly_js not in PLOTLY_JS_MODES:
+            raise ValueError(f"plotly_js must be one of {', '.join(PLOTLY_JS_MODES)}, not {plotly_js!r}")
+        shared = plotly_js == "shared"
         toc = "".join(f'<li><a href="#{esc(sid)}">{esc(t)}</a></li>' for sid, t, _ in self.sections)
         body = "".join(f'<section id="{esc(sid)}"><h2>{esc(t)}</h2>{html}</section>'
                        for sid, t, html in self.sections)
         figs = [{"id": fid, "figure": fig.to_plotly_json()} for fid, fig in self.figures]
-        plotly_js = get_plotlyjs() if self.figures else ""
-        if "</script" in plotly_js.lower():  # never happens with the published bundles
-            raise RuntimeError("plotly.js bundle contains '</script': cannot inline it")
+        script = ""
+        if self.figures and shared:
+            script = SHARED_SCRIPT
+        elif self.figures:
+            js = bundle()
+            if "</script" in js.lower():  # never happens with the published bundles
+                raise RuntimeError("plotly.js bundle contains '</script': cannot inline it")
+            script = f"<script>{js}</script>"
+        missing = (f"{PLOTLY_FILE} was not found beside this page: no chart." if shared
+                   else "plotly.js failed to load: no chart.")
         generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        offline = (f"offline: this page loads {PLOTLY_FILE} from its folder and nothing from the network" if shared
+                   else "self-contained: this page loads nothing from the network")
         return "".join([
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
-            f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">\n',
+            GENERATOR_TAG + "\n",
+            f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP_SHARED if shared else CSP)}">\n',
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
             f"<title>{esc(self.title)}</title>\n<style>{CSS}</style>\n",
-            f"<script>{plotly_js}</script>\n" if plotly_js else "",
+            script + "\n" if script else "",
             "</head>\n<body>\n",
             f"<header><h1>{esc(self.title)}</h1><div class=\"sub\">{esc(self.subtitle)}</div></header>\n",
             "<main>\n<noscript><p class=\"note\">The charts need JavaScript; the tables below do not.</p></noscript>\n",
-            f'<nav class="toc" aria-label="Contents"><strong>Contents</strong><ol>{toc}</ol></nav>\n',
+            f'<nav class="toc" aria-label="Contents"><strong>Contents</strong><ol>{toc}</ol></nav>\n'
+            if len(self.sections) > 1 else "",
             body,
             "\n</main>\n",
             f"<footer>attncost {esc(__version__)} · plotly {esc(plotly.__version__)} · generated {esc(generated)}"
-            " · self-contained: this page loads nothing from the network</footer>\n",
+            f" · {esc(offline)}</footer>\n",
             f'<script type="application/json" id="attncost-figures">{_json_for_script(figs)}</script>\n',
             f'<script type="application/json" id="attncost-config">{_json_for_script(PLOT_CONFIG)}</script>\n',
-            f"<script>{_BOOT}</script>\n" if figs else "",
+            f"<script>var MISSING = {_json_for_script(missing)};{_BOOT}</script>\n" if figs else "",
             "</body>\n</html>\n",
         ])
 
@@ -161,7 +191,7 @@ def _rel(a: Optional[float], b: Optional[float]) -> str:
 def crosscheck_table(data: ReportData) -> str:
     rows = crosscheck_rows(data)
     if not rows:
-        return '<p class="note">No point carries counter results (Point.counts): nothing to cross-check.</p>'
+        return note("No point carries FLOP counter results (profile with --count): nothing to cross-check.")
     out = []
     for s, r in rows:
         c = r.counts
@@ -199,12 +229,12 @@ def error_tables(data: ReportData) -> str:
              for s, n, m, a in sorted(per, key=lambda x: x[3])])
     out = []
     for s, r, p, m, e in rows:
-        out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(p, 4)),
-                    esc(fmt.ms(m, 4)), esc(fmt.ms(r.timing.p10_s, 4)), esc(fmt.ms(r.timing.p90_s, 4)),
+        out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(p)),
+                    esc(fmt.ms(m)), esc(fmt.ms(r.timing.p10_s)), esc(fmt.ms(r.timing.p90_s)),
                     esc(r.timing.repetitions), esc(fmt.pct(e)), esc(r.backend or "–"),
                     "ok" + (" (not stable)" if getattr(r.timing, "stable", None) is False else "")])
     for s, r in status_rows:
-        out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(r.predicted_time_s, 4)),
+        out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(r.predicted_time_s)),
                     "–", "–", "–", "–", "–", esc(r.backend or "–"),
                     f'<span class="status-{esc(r.status)}">{esc(r.status)}</span>'
                     + (f": {esc(r.message)}" if r.message else "")])
@@ -224,8 +254,10 @@ def environment_html(data: ReportData) -> str:
             items += [("run", src.label), ("file", src.path), ("created", run.created),
                       ("attncost version", run.attncost_version), ("schema version", run.schema_version),
                       ("dtype", run.dtype)]
+            named = {k for k, _ in items}
             items += [(k.replace("_", " "), v if not isinstance(v, (dict, list)) else json.dumps(v))
-                      for k, v in env.items() if k != "hardware_profile"]  # shown with its peaks below
+                      for k, v in env.items()
+                      if k != "hardware_profile" and k.replace("_", " ") not in named]  # the profile: below
             backends = sorted({r.backend for r in src.rows if r.backend})
             if backends:
                 items.append(("SDPA backends that ran", ", ".join(backends)))
@@ -240,11 +272,17 @@ def environment_html(data: ReportData) -> str:
         if hw is not None:
             items.append(("hardware profile", hw.name + (f" — {hw.description}" if hw.description else "")))
             if hw.peak(src.dtype):
-                items.append((f"peak ({src.dtype})", fmt.rate(hw.peak(src.dtype), 4)))
+                items.append((f"peak ({src.dtype}, datasheet)", fmt.rate(hw.peak(src.dtype))))
             if hw.bandwidth:
-                items.append(("memory bandwidth", fmt.bandwidth(hw.bandwidth, 4)))
+                items.append(("memory bandwidth", fmt.bandwidth(hw.bandwidth)))
+            measured = hw.measured_ceiling(src.dtype)
+            if measured is not None:
+                items.append((f"measured ceiling ({src.dtype}, calibrated)",
+                              f"{fmt.rate(measured[0])}, {fmt.bandwidth(measured[1])}"))
+            items.append(("efficiencies", "fitted to measurements (calibrated)" if hw.fitted
+                          else "assumed: datasheet peaks, not calibrated (fit them with attncost calibrate)"))
             if hw.memory:
-                items.append(("memory (profile)", fmt.nbytes(hw.memory, 4)))
+                items.append(("memory (profile)", fmt.nbytes(hw.memory)))
         elif src.run is not None and src.run.environment.hardware_profile:
             items.append(("hardware profile",
                           f"{src.run.environment.hardware_profile} (not in the results file: ceilings not "
@@ -289,6 +327,7 @@ def summary_html(data: ReportData) -> str:
             hw = src.hardware
             items.append(("hardware", (hw.name + (f" — {hw.description}" if hw.description else "")) if hw
                            else "none given: FLOPs and bytes only"))
+    items.append(("figures", "per layer: " + PER_LAYER))
     items.append(("shape", _shapes_text(data)))
     items.append(("baseline", data.baseline))
     variants = sorted({s.variant for s in data.series})
@@ -308,64 +347,131 @@ def summary_html(data: ReportData) -> str:
 
 # -- the report ----------------------------------------------------------------------------
 
-def build_html(data: ReportData, fidelity: Optional[FidelityData] = None) -> str:
+PER_LAYER = ("one attention layer (its Q/K/V and output projections included; not the MLP, not the whole "
+             "model)")
+
+
+def build_html(data: ReportData, fidelity: Optional[FidelityData] = None, plotly_js: str = "inline") -> str:
     """The whole page for ``data``: sections that make sense for a run or for a prediction; with
-    ``fidelity``, a cost-vs-fidelity section too."""
+    ``fidelity``, a cost-vs-fidelity section too. ``plotly_js``: ``Page.render``."""
     measured = data.kind == "run"
-    subtitle = ("measured runs: " if measured else "cost-model prediction: ") + ", ".join(s.label for s in data.sources)
-    page = Page(data.title, subtitle)
+    what = "measured runs beside the cost model" if measured else "cost-model prediction"
+    hw = data.sources[0].hardware if not measured and data.sources else None
+    page = Page(data.title, what + (f" on {hw.name}" if hw else "") + " · every figure is per attention layer")
     page.section("summary", "Summary", summary_html(data))
     page.section("flops", "FLOPs vs sequence length",
-                 '<p class="lead">FLOPs per layer by the cost model, log-log: the slope tells the growth '
-                 '(slope 2: quadratic in T, slope 1: linear).</p>' + page.figure("fig-flops", flops_figure(data)))
+                 lead("FLOPs per layer by the cost model, log-log: the slope tells the growth (slope 2: quadratic "
+                      "in T, slope 1: linear)." + (" A variant at a shape is drawn once, however many runs have it."
+                                                   if len(data.sources) > 1 else ""))
+                 + _panels_note(data) + page.figure("fig-flops", flops_figure(data)))
     has_time = any(r.predicted_time_s or r.measured_s for r in data.rows)
     if measured or has_time:
         text = ("Predicted time per layer (lines) with measured medians (markers; bars span p10–p90). "
-                "Red crosses: out of memory; black asterisks: errors; stars: crossovers with the baseline "
-                f"({data.baseline})." if measured else
-                "Predicted time per layer on the hardware profile; stars mark crossovers with the baseline "
-                f"({data.baseline}).")
-        page.section("time", "Time vs sequence length", lead(text) + page.figure("fig-time", time_figure(data)))
+                "Red crosses: out of memory; black asterisks: errors. Stars: crossovers with the baseline "
+                f"({data.baseline}), filled where the measured curves cross, hollow where the predicted ones do."
+                if measured else
+                "Predicted time per layer on the hardware profile; hollow stars mark where the predicted curves "
+                f"cross the baseline's ({data.baseline}).")
+        page.section("time", "Time vs sequence length", lead(text) + _panels_note(data)
+                     + page.figure("fig-time", time_figure(data)))
+    kv = kv_data(data)
     page.section("memory", "Memory",
-                 '<p class="lead">Peak activation memory per layer: the model\'s fused (solid) and unfused '
-                 '(dashed) peaks' + (", the measured allocator peak (markers) and out-of-memory points "
-                                     "(red crosses)" if measured else "") + '. Weights and the KV cache are not '
-                 'included; the KV cache per token is below.</p>'
+                 lead("Peak activation memory per layer: the model's fused (solid) and unfused (dashed) peaks"
+                      + (", the measured allocator peak (markers) and out-of-memory points (red crosses)"
+                         if measured else "")
+                      + ". Weights and the KV cache are not included; what decode keeps is below. "
+                      + _device_memory_text(data))
                  + page.figure("fig-memory", memory_figure(data))
-                 + page.figure("fig-kv", kv_figure(data)))
+                 + page.figure("fig-kv", kv_figure(kv)) + _kv_note(kv))
     grid = speedup_grid(data)
-    basis = ("predicted time" if grid is not None and grid.metric == "time" else "FLOPs")
     page.section("crossover", "Crossovers and speedup",
                  (_crossover_list(data) if measured else "") + _model_crossover_table(data)
-                 + f'<p class="lead">The heatmap compares {esc(grid.label if grid else "no variant")} with '
-                   f'{esc(data.baseline)} over model width and sequence length by the cost model ({esc(basis)}), '
-                   'the head dimension kept fixed.</p>'
-                 + page.figure("fig-heatmap", heatmap_figure(grid, data.baseline)))
+                 + _heatmap_lead(grid, data) + page.figure("fig-heatmap", heatmap_figure(grid, data.baseline)))
     page.section("roofline", "Roofline",
-                 '<p class="lead">Each point is one layer at one shape: its FLOPs over the bytes it moves '
-                 '(fused kernels, by the model) against the FLOP/s it ' + ("achieved (measured time)." if measured
-                                                                            else "is predicted to achieve.")
-                 + ' Ceilings: the device\'s peak FLOP/s for the dtype and its memory bandwidth.</p>'
+                 lead("Each point is one layer at one shape: its FLOPs over the bytes it moves (fused kernels, by "
+                      "the model) against the FLOP/s it " + ("achieved (measured time)." if measured
+                                                            else "is predicted to achieve.")
+                      + " Ceilings: the device's peak FLOP/s for the dtype and its memory bandwidth, from the "
+                        "datasheet; a calibrated profile adds the ceiling its calibration measured (large matmuls, "
+                        "large copies), which is the one a layer can approach.")
                  + page.figure("fig-roofline", roofline_figure(data)))
     if measured:
         page.section("crosscheck", "FLOP cross-check",
-                     '<p class="lead">The analytic count beside fvcore (converted from MACs to FLOPs) and '
-                     'torch\'s FlopCounterMode, with the ops each counter skipped.</p>' + crosscheck_table(data))
+                     lead("The analytic count beside fvcore (converted from MACs to FLOPs) and torch's "
+                          "FlopCounterMode, with the ops each counter skipped.") + crosscheck_table(data))
         page.section("model-error", "Model error",
-                     '<p class="lead">Predicted time against the measured median: error = predicted / measured − 1 '
-                     '(positive: the model is pessimistic).</p>' + error_tables(data))
+                     lead("Predicted time against the measured median: error = predicted / measured − 1 "
+                          "(positive: the model is pessimistic).") + error_tables(data))
     if fidelity is not None:
         page.section("fidelity", "Cost vs fidelity", fidelity_html(page, fidelity))
     page.section("environment", "Environment and command", environment_html(data))
-    return page.render()
+    return page.render(plotly_js)
 
 
-def build_fidelity_html(fidelity: FidelityData) -> str:
+def build_fidelity_html(fidelity: FidelityData, plotly_js: str = "inline") -> str:
     """A page with the cost-vs-fidelity section alone (no run, no prediction sweep)."""
     names = ", ".join(label for label, _, _ in fidelity.sources)
-    page = Page("attncost fidelity report: " + names, "approximations against exact attention, beside their cost")
+    page = Page("attncost fidelity report", f"approximations against exact attention, beside their cost · {names}")
     page.section("fidelity", "Cost vs fidelity", fidelity_html(page, fidelity))
-    return page.render()
+    return page.render(plotly_js)
+
+
+def _device_memory_text(data: ReportData) -> str:
+    """The devices' memory: drawn on the chart where the data come near it, else in words."""
+    far = [f"{name} has {fmt.nbytes(cap)}" for name, cap, drawn in device_memory(data) if not drawn]
+    near = [name for name, _, drawn in device_memory(data) if drawn]
+    text = f"The device's memory is drawn where the data come within {NEAR:g}× of it" + (
+        f" ({', '.join(near)})." if near else ".")
+    if far:
+        text += f" Far above every value shown, so not drawn: {'; '.join(far)}."
+    return text
+
+
+def _panels_note(data: ReportData) -> str:
+    if not panels_for(data.series, data.baseline).families:
+        return ""
+    return note(f"One panel per family of variants, on shared axes; the baseline ({data.baseline}) is drawn in "
+                "every panel.")
+
+
+def _kv_note(kv: KvData) -> str:
+    parts = []
+    if kv.no_decode:
+        parts.append(f"No decode path, so no cache (n/a): {', '.join(kv.no_decode)}.")
+    if kv.keeps_nothing:
+        parts.append(f"Decode keeps nothing per token: {', '.join(kv.keeps_nothing)}.")
+    if any(line.state for line in kv.lines):
+        parts.append("A flat line is a state of fixed size (no per-token cache).")
+    return note(" ".join(parts)) if parts else ""
+
+
+def _spans(runs: list) -> str:
+    return ", ".join(f"T = {fmt.tokens(a)}" if a == b else f"T = {fmt.tokens(a)} to {fmt.tokens(b)}" for a, b in runs)
+
+
+def _heatmap_lead(grid: Optional[Grid], data: ReportData) -> str:
+    """What the heatmap compares, at which width the crossover table holds, and where in the
+    grid the variant is faster."""
+    if grid is None:
+        return lead(f"No variant to compare with {data.baseline} on a grid of widths.")
+    basis = "predicted time" if grid.metric == "time" else "FLOPs"
+    faster = "faster than" if grid.metric == "time" else "cheaper than"
+    widths = ", ".join(fmt.count(d) for d in grid.data_ds)
+    text = (f"The heatmap compares {grid.label} with {grid.baseline} over model width d and sequence length T by the "
+            f"cost model ({basis}), the head dimension kept at {grid.shape.head_dim}. The crossover table above holds "
+            f"at the width of the data, d = {widths} (the marked row): a crossover moves with d. ")
+    groups: list = []  # [[first d, last d, runs of T]]: neighbouring widths alike grouped
+    for d, runs in grid_faster(grid):
+        if groups and groups[-1][2] == runs:
+            groups[-1][1] = d
+        else:
+            groups.append([d, d, runs])
+    if not any(runs for _, _, runs in groups):
+        return lead(text + f"In this grid, {grid.label} is {faster} {grid.baseline} nowhere.")
+    widths = [f"d = {fmt.count(a)}" + (f" to {fmt.count(b)}" if b != a else "") for a, b, _ in groups]
+    text += f"In this grid, {grid.label} is {faster} {grid.baseline}: " + "; ".join(
+        f"at {w}, {'for ' + _spans(runs) if runs else 'at no T'}" for w, (_, _, runs) in zip(widths, groups)) + "."
+    return lead(text)
 
 
 # -- cost vs fidelity ------------------------------------------------------------------------
@@ -377,8 +483,8 @@ def _fidelity_lead(data: FidelityData) -> str:
             f"{cost_what} by the cost model, at the shape the fidelity run used; y is the cosine similarity of "
             "its output to exact softmax attention on the same Q/K/V (1 = the same direction). The black step "
             "line is the Pareto front: the points that no other point beats on both cost and fidelity "
-            "(outlined and labelled; dominated points are faded). The grey dashed line is uniform "
-            "attention, the mean of the visible values: an approximation that knows nothing.")
+            "(outlined and labelled; dominated points are lighter, without an outline). The grey dashed line is "
+            "uniform attention, the mean of the visible values: an approximation that knows nothing.")
 
 
 def _fidelity_table(data: FidelityData) -> str:
@@ -421,17 +527,20 @@ def _model_crossover_table(data: ReportData) -> str:
     for s, metric, found in sorted(items, key=lambda x: (x[0].source.index, x[0].shape_text,
                                                          not x[2], x[2][0][0] if x[2] else 0)):
         for start, end in found or [(None, None)]:  # a row per range of T, "never" where there is none
+            first = ("never" if start is None else
+                     f"{fmt.count(start)} (bottom of the search)" if start <= SEARCH_LO else fmt.count(start))
             rows.append([swatch(s.variant) + esc(s.label), esc("predicted time" if metric == "time" else "FLOPs"),
-                         esc(fmt.count(start)) if start is not None else "never",
+                         esc(first),
                          esc(fmt.count(end - 1)) if end is not None else ("–" if start is None else "end of search")])
-    return ('<p class="lead">Where the cost model puts each variant below the baseline ('
-            + esc(data.baseline) + '), searching T from 16 to 4,194,304 at the shape of the data:</p>'
-            + table(["variant", "compared by", f"cheaper than {data.baseline} from T", "up to T"], rows))
+    ds = sorted({s.shape.d for s, _, _ in items})
+    at = (f"at the width of the data, d = {fmt.count(ds[0])}" if len(ds) == 1
+          else "at each series' width (d in its name)")
+    return lead(f"Where the cost model puts each variant below the baseline ({data.baseline}), searching T from "
+                f"{fmt.count(SEARCH_LO)} to {fmt.count(SEARCH_HI)} {at}; the heatmap below shows other widths:"
+                ) + table(["variant", "compared by", f"cheaper than {data.baseline} from T", "up to T"], rows)
 
 
 def _crossover_list(data: ReportData) -> str:
-    from .data import intersections
-
     found = []
     for s in data.series:
         b = data.baseline_for(s)
@@ -440,10 +549,11 @@ def _crossover_list(data: ReportData) -> str:
         for what in ("measured", "predicted"):
             for T, _, direction in intersections(s.values(what), b.values(what)):
                 found.append(f"{s.label} {'overtakes' if direction == 'below' else 'falls behind'} "
-                             f"{b.label} near T ≈ {fmt.count(T)} ({what})")
+                             f"{b.name} near T ≈ {fmt.count(T)} ({what}; "
+                             f"{'filled' if what == 'measured' else 'hollow'} star)")
     if not found:
         return (f'<p class="lead">No curve crosses the baseline ({esc(data.baseline)}) within the range of '
-                'the data; the summary gives the cost model\'s crossovers over T = 16 to 4,194,304.</p>')
+                'the data; the table below gives the cost model\'s crossovers over a wider range of T.</p>')
     return ('<p class="lead">Where the curves cross the baseline\'s (stars on the time chart; T interpolated '
             'between the T values of the data):</p><ul class="cross">'
             + "".join(f"<li>{esc(f)}</li>" for f in found) + "</ul>")

@@ -200,11 +200,14 @@ _PROBE = """(() => {
           plots: counts, fidelity_traces: document.querySelectorAll('#fig-fidelity g.trace.scatter').length,
           fidelity_lines: document.querySelectorAll('#fig-fidelity g.trace.scatter path.js-line').length,
           scripts_with_src: document.querySelectorAll('script[src]').length,
+          script_srcs: Array.from(document.querySelectorAll('script[src]')).map(s => s.getAttribute('src')),
           title: document.title};
 })()"""
 
 
-def _check(result: dict, expected_plots: int) -> None:
+def _check(result: dict, expected_plots: int, shared: bool = False) -> None:
+    """Every chart drew, no error, no request beyond local files; a script with src only in
+    shared mode, and then only the plotly.min.js beside the page."""
     state = result["state"]
     assert state and state["ready"], f"charts never finished drawing: {state}"
     assert state["flag"] == str(expected_plots), state
@@ -214,7 +217,11 @@ def _check(result: dict, expected_plots: int) -> None:
     assert len(state["plots"]) == expected_plots
     missing = [pid for pid, n in state["plots"].items() if n < 1]
     assert not missing, f"charts without an SVG: {missing}"
-    assert state["scripts_with_src"] == 0
+    if shared:
+        assert state["script_srcs"] == ["plotly.min.js"], state["script_srcs"]
+        assert [u for u in result["requests"] if u.endswith("/plotly.min.js")], result["requests"]
+    else:
+        assert state["scripts_with_src"] == 0
 
 
 def _keep(shot: Path) -> None:
@@ -294,3 +301,19 @@ def test_prediction_report_renders(tmp_path):
     n = html.read_text().count('<div class="plot')
     _check(result, expected_plots=n)
     _keep(shot)
+
+
+def test_reports_sharing_plotly_js_render_offline(tmp_path):
+    """Two reports written to one folder with plotly_js="shared": one plotly.min.js beside them,
+    loaded by each page from its folder (CSP 'self'), every chart drawn, nothing from the network."""
+    site = tmp_path / "site"
+    runs, paths = _example_runs()
+    pages = [write_run_report(runs, site / "report.html", paths=paths, plotly_js="shared"),
+             write_fidelity_report([load_fidelity(EXAMPLE_FIDELITY)], site / "fidelity.html",
+                                   paths=[str(EXAMPLE_FIDELITY)], plotly_js="shared")]
+    assert sorted(p.name for p in site.iterdir()) == ["fidelity.html", "plotly.min.js", "report.html"]
+    for page, plots in zip(pages, (6, 1)):
+        shot = tmp_path / (page.stem + "-shared.png")
+        result = render_in_chromium(page, shot, tmp_path / page.stem)
+        _check(result, expected_plots=plots, shared=True)
+        _keep(shot)

@@ -256,11 +256,22 @@ def test_cli_report(tmp_path):
 
 
 def test_cli_two_runs(tmp_path):
-    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    """Two files on one page: both runs, named with their files, every point counted, the
+    hostile strings of the second escaped."""
+    from attncost.costmodel.variants import REGISTRY
+
+    a, b, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "r.html"
     F.single_point_run().save(a)
-    F.xss_run().save(b)
-    res = runner.invoke(app, ["report", str(a), str(b), "-o", str(tmp_path / "r.html")])
+    hostile = F.xss_run()
+    hostile.points = [p for p in hostile.points if p.variant in REGISTRY]  # a file names known variants only
+    hostile.save(b)
+    res = runner.invoke(app, ["report", str(a), str(b), "-o", str(out)])
     assert res.exit_code == 0, res.output
+    assert f"(2 runs, {1 + len(hostile.points)} points)" in res.output
+    rest = _strip_plotly_bundle(out.read_text())
+    assert str(a) in rest and str(b) in rest
+    assert "single point" in rest and "&lt;script&gt;alert(1)&lt;/script&gt;" in rest
+    assert "<script>alert(1)" not in rest and "<img src=x" not in rest
 
 
 @pytest.mark.parametrize("content, words", [
@@ -378,8 +389,9 @@ def test_pareto_front_hand_example():
 
 def test_fidelity_section_from_fixture():
     page = build_fidelity_report([fidelity_fixture()], ["fixture.json"])
-    for sid in SECTIONS_FIDELITY:
-        assert f'<section id="{sid}">' in page and f'href="#{sid}"' in page
+    for sid in SECTIONS_FIDELITY:  # one section: no contents list
+        assert f'<section id="{sid}">' in page and f'href="#{sid}"' not in page
+    assert 'class="toc"' not in page
     figs = _figures(page)
     assert len(figs) == 1 and figs[0]["id"] == "fig-fidelity"
     data = figs[0]["figure"]["data"]
@@ -507,3 +519,277 @@ def test_cli_fidelity_html(tmp_path):
     assert '<section id="fidelity">' in page and "Pareto front" in page
     res = runner.invoke(app, ["fidelity", "--T", "64", "--html", str(tmp_path)])
     assert res.exit_code == 2 and "is a directory" in res.output
+
+
+# -- what a reader sees: labels, legends, markers, words -----------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_RUNS = [ROOT / "examples" / "cpu-prefill-fp32.json", ROOT / "examples" / "cpu-decode-fp32.json"]
+
+
+def _page_text(page: str) -> str:
+    """What a reader can read: the HTML text (no style, no script) and every string of the figures
+    (of a whole page; a part of one has its text alone)."""
+    figs = _figures(page) if 'id="attncost-figures"' in page else []
+    body = re.sub(r"<(style|script)\b.*?</\1>", " ", page, flags=re.S)
+    strings: list = []
+
+    def walk(o):
+        if isinstance(o, str):
+            strings.append(o)
+        elif isinstance(o, (list, tuple)):
+            for x in o:
+                walk(x)
+        elif isinstance(o, dict):
+            for x in o.values():
+                walk(x)
+
+    walk(figs)
+    return htmllib.unescape(re.sub(r"<[^>]+>", " ", body) + "\n" + "\n".join(strings))
+
+
+@pytest.fixture(scope="module")
+def example_runs():
+    from attncost.costmodel.results import Run
+
+    return [Run.load(p) for p in EXAMPLE_RUNS]
+
+
+@pytest.fixture(scope="module")
+def example_page(example_runs):
+    return build_run_report(example_runs, [str(p) for p in EXAMPLE_RUNS])
+
+
+def test_two_runs_name_the_run_only_where_needed(example_page, example_runs):
+    """The prefill and the decode run differ by phase: the phase tells their series apart, so no
+    label carries the run's name, and a sentence names its run once."""
+    names = [r.name or p.stem for r, p in zip(example_runs, EXAMPLE_RUNS)]
+    data = from_runs(example_runs, [str(p) for p in EXAMPLE_RUNS])
+    assert not [s.label for s in data.series if any(n in s.label for n in names)]
+    assert {s.label for s in data.series if s.variant == "mha"} == {"mha · prefill", "mha · decode"}
+    summary = example_page[:example_page.index('<section id="flops">')]
+    sentences = [htmllib.unescape(li) for li in re.findall(r"<li>(.*?)</li>", summary)]
+    assert len(sentences) > 10
+    for line in sentences:
+        assert sum(line.count(n) for n in names) <= 1, line
+    assert "gqa(kv_heads=1) and mqa beat flash at every T on cpu-prefill-fp32" in " ".join(sentences)
+
+
+def test_two_runs_of_one_shape_draw_flops_once():
+    """FLOPs do not depend on the device: two runs of the same shapes draw one FLOPs line per
+    variant (and one legend entry), while their times keep the runs apart."""
+    a, b = F.full_run(Ts=(1024, 4096, 16384), name="box A"), F.full_run(Ts=(1024, 4096, 16384), name="box B")
+    figs = {f["id"]: f["figure"] for f in _figures(build_run_report([a, b]))}
+    totals = [t for t in figs["fig-flops"]["data"] if t.get("line", {}).get("dash") != "dot" and t["x"][0] is not None]
+    shown = [t["name"] for t in figs["fig-flops"]["data"] if t.get("showlegend") is not False and t.get("name")]
+    variants = [v for v, _ in F.VARIANTS]
+    assert len(shown) == len(set(shown))
+    assert sorted(htmllib.unescape(n) for n in shown if n not in ("total", "attention core")) == sorted(
+        s.name for s in from_runs([a]).series)
+    panels = len(figs["fig-flops"]["layout"]["annotations"])  # a title per panel: exact, low-rank, learned
+    drawn_in = {}  # the baseline is drawn in every panel, each other variant once
+    for t in totals:
+        drawn_in[t["name"]] = drawn_in.get(t["name"], 0) + 1
+    assert all(n == (panels if name == "flash" else 1) for name, n in drawn_in.items()), drawn_in
+    assert len(drawn_in) == len(variants)
+    assert all("box" not in t["name"] for t in figs["fig-flops"]["data"])
+    assert any(t.get("name", "").endswith("· box B") for t in figs["fig-time"]["data"])
+
+
+def test_measured_and_predicted_crossovers_are_drawn_apart():
+    figs = {f["id"]: f["figure"] for f in _figures(build_run_report([F.full_run()]))}
+    stars = {t["name"]: t["marker"] for t in figs["fig-time"]["data"] if t.get("name", "").startswith("crossovers (")}
+    assert set(stars) == {"crossovers (measured)", "crossovers (predicted)"}
+    assert stars["crossovers (predicted)"]["color"] == "white"  # hollow: outlined in the variant's colour
+    measured = stars["crossovers (measured)"]
+    assert measured["color"] != "white" and measured["line"]["color"] == "black"  # filled, outlined in black
+    keys = [t["name"] for t in figs["fig-time"]["data"] if t.get("legendrank") == 1]
+    assert "crossover with flash, measured" in keys and "crossover with flash, predicted" in keys
+
+
+def test_device_memory_is_drawn_only_near_the_data(example_page):
+    """The CPU runs peak far below the device's memory: it is said in words, not drawn; the
+    fixture's mha at 32k comes within 4x of the a100's 80 GiB: drawn."""
+    far = {f["id"]: f["figure"] for f in _figures(example_page)}["fig-memory"]
+    assert not [t for t in far["data"] if (t.get("name") or "").endswith(" memory")]
+    memory = _page_text(example_page[example_page.index('<section id="memory">'):
+                                     example_page.index('<section id="crossover">')])
+    assert "Far above every value shown, so not drawn: calibrated-amd-epyc has" in memory
+    near = {f["id"]: f["figure"] for f in _figures(build_run_report([F.full_run()]))}["fig-memory"]
+    assert [t for t in near["data"] if (t.get("name") or "").endswith(" memory")]
+
+
+def test_a_calibrated_profile_draws_its_measured_ceiling(example_runs):
+    """A fitted profile's roofline tops out at peak x the fitted efficiency of large matmuls, drawn
+    as the measured ceiling beside the datasheet peak; an assumed profile has the datasheet alone."""
+    from attncost.reports.hardware import hardware_info
+
+    fig = {f["id"]: f["figure"] for f in _figures(build_run_report(example_runs[:1]))}["fig-roofline"]
+    lines = {t["name"]: t for t in fig["data"] if t.get("mode") == "lines"}
+    hw = hardware_info(example_runs[0].hardware)
+    assert hw.fitted
+    peak = hw.profile.tensor_peak("fp32")
+    measured = lines["calibrated-amd-epyc measured ceiling (fp32)"]["y"][-1]
+    assert measured == pytest.approx(peak * hw.profile.matmul_eff("fp32").max_eff) and measured < peak / 2
+    assert lines["calibrated-amd-epyc datasheet peak (fp32)"]["y"][-1] == pytest.approx(peak)
+    assumed = {f["id"]: f["figure"] for f in _figures(build_run_report([F.full_run()]))}["fig-roofline"]
+    names = [t["name"] for t in assumed["data"] if t.get("mode") == "lines"]
+    assert names == ["a100 datasheet peak (bf16)"] and not hardware_info("a100").fitted
+
+
+def test_no_internal_names_on_the_page(example_page):
+    pages = [example_page, build_run_report([F.full_run(), F.no_ok_run()]),
+             build_prediction_report([estimate(v, Shape(T=T, d=1024, heads=8), None, F._hardware())
+                                      for v in ("flash", "mla") for T in (1024, 8192)]),
+             build_fidelity_report([fidelity_fixture()], ["fixture.json"])]
+    for page in pages:
+        text = _page_text(page)
+        for internal in ("Point.", "Run.", "Estimate", "Series", "Source(", "est.", "kv_cache_bytes",
+                         "predicted_time_s", "peak_memory_bytes", "hardware_profile", "causal True",
+                         "causal False", "None", "nan"):
+            assert not re.search(r"(?<![\w.])" + re.escape(internal), text), internal
+
+
+def test_small_multiples_one_panel_per_family():
+    """Thirteen variants: the time and FLOPs charts have a panel per family, the baseline in each;
+    a few variants keep one panel."""
+    from attncost.costmodel.variants import NAMES, REGISTRY
+
+    hw = F._hardware()
+    ests = [estimate(v, Shape(T=T, d=1024, heads=8), None, hw) for v in NAMES for T in (1024, 4096)]
+    figs = {f["id"]: f["figure"] for f in _figures(build_prediction_report(ests, hw))}
+    families = {v.family for v in REGISTRY.values()}
+    assert families == {"exact", "latent", "low-rank", "learned"}
+    for fid in ("fig-flops", "fig-time"):
+        lay = figs[fid]["layout"]
+        titles = {a["text"] for a in lay["annotations"]}
+        assert {"exact attention", "latent attention", "low-rank and kernel", "learned selectors and mixers"} <= titles
+        axes = {t.get("xaxis", "x") for t in figs[fid]["data"] if t.get("name") == "flash" and t["x"][0] is not None}
+        assert len(axes) == 4
+        for name in ("mla(kv_lora_rank=512)", "linformer(k=256)", "topk(k=16)"):
+            assert len({t.get("xaxis", "x") for t in figs[fid]["data"] if t.get("name") == name}) == 1
+    few = {f["id"]: f["figure"] for f in _figures(build_prediction_report(ests[:6], hw))}
+    assert "xaxis2" not in few["fig-time"]["layout"]
+
+
+def test_kv_chart_caps_a_window_and_flattens_a_state():
+    """What decode keeps, from the cost model's decode estimate: sliding_window's cache stops
+    growing at its window, performer's state is flat, linformer has no decode path."""
+    from attncost.reports.data import kv_data
+
+    hw = F._hardware()
+    Ts = (256, 1024, 4096, 16384)
+    ests = [estimate(v, Shape(T=T, d=2048, heads=16), p, hw) for v, p in
+            (("flash", None), ("sliding_window", {"window": 1024}), ("performer", None), ("linformer", None))
+            for T in Ts]
+    kv = kv_data(from_estimates_for_test(ests, hw))
+    lines = {line.variant: line for line in kv.lines}
+    flash = [b for _, b, _ in lines["flash"].points]
+    window = [b for _, b, _ in lines["sliding_window"].points]
+    assert flash == [T * 2 * 2048 * 2 for T in Ts]  # K and V, d values each, bf16
+    assert window == flash[:2] + [flash[1]] * 2  # capped at 1,024 tokens
+    assert lines["performer"].state and len({b for _, b, _ in lines["performer"].points}) == 1
+    assert kv.no_decode == ["linformer(k=256)"]
+    page = build_prediction_report(ests, hw)
+    assert "only the last 1,024 tokens are kept (the window)" in _page_text(page)
+    assert "No decode path, so no cache (n/a): linformer(k=256)" in _page_text(page)
+
+
+def from_estimates_for_test(ests, hw):
+    from attncost.reports.data import from_estimates
+
+    return from_estimates(ests, hardware=hw)
+
+
+def test_heatmap_says_at_which_width_the_crossover_holds():
+    """The table's crossovers are taken at the data's d; the heatmap marks that row and says
+    where else the variant is faster (MLA on an H100: at d = 8,192, not at 2,048)."""
+    from attncost.costmodel.hardware import get_hardware
+
+    h100 = get_hardware("h100")
+    ests = [estimate(v, Shape(T=T, d=2048, heads=16), None, h100) for v in ("flash", "mla") for T in (512, 4096)]
+    page = build_prediction_report(ests, h100, heatmap_variant="mla")
+    text = _page_text(page)
+    assert "The crossover table above holds at the width of the data, d = 2,048 (the marked row)" in text
+    assert re.search(r"mla\(kv_lora_rank=\d+\) is faster than flash: at d = [\d,]+( to [\d,]+)?, at no T; "
+                     r"at d = 8,192, for T = ", text), text[text.index("The heatmap compares"):][:600]
+    heat = {f["id"]: f["figure"] for f in _figures(page)}["fig-heatmap"]["layout"]["yaxis"]
+    assert [t for t in heat["ticktext"] if "▸" in t] == ["<b>2,048 ▸</b>"]
+
+
+def test_the_page_says_its_figures_are_per_layer(example_page):
+    summary = _page_text(example_page[:example_page.index('<section id="flops">')])
+    assert "every figure is per attention layer" in summary
+    assert "per layer: one attention layer" in summary
+
+
+def test_fidelity_page_title_once_no_single_entry_contents():
+    doc = fidelity_fixture()
+    doc["settings"]["causal"] = True
+    page = build_fidelity_report([doc], ["attncost fidelity (this run)"])
+    h1 = re.search(r"<h1>(.*?)</h1>", page).group(1)
+    assert h1 == "attncost fidelity report" and page.count("attncost fidelity report") == 2  # <title>, <h1>
+    assert "Contents" not in _page_text(page)
+    text = _page_text(page)
+    assert "causal True" not in text and "; causal;" in text
+    fig = _figures(page)[0]["figure"]
+    points = [t for t in fig["data"] if t.get("mode") == "markers" and isinstance(t["marker"].get("opacity"), list)]
+    dominated = [(o, s) for t in points for o, s in zip(t["marker"]["opacity"], t["marker"]["size"]) if o < 1]
+    assert dominated and all(o >= 0.7 and s >= 10 for o, s in dominated)
+    labels = [a for a in fig["layout"]["annotations"] if a.get("bgcolor")]  # front labels: opaque, above lines
+    assert {a["text"] for a in labels} >= {"flash", "sliding_window window=128"}
+    assert not [t for t in fig["data"] if t.get("mode") == "text"]
+
+
+# -- plotly.js: inline, or shared beside the pages ------------------------------------------------
+
+def test_shared_plotly_js_is_written_once_beside_the_reports(tmp_path):
+    from attncost.reports import PLOTLY_FILE, write_fidelity_report
+
+    a = write_run_report([F.single_point_run()], tmp_path / "a.html", plotly_js="shared")
+    js = tmp_path / PLOTLY_FILE
+    assert js.read_text().lstrip("/*\n").startswith("plotly.js v") or "plotly.js v" in js.read_text()[:200]
+    first = js.stat()
+    b = write_fidelity_report([fidelity_fixture()], tmp_path / "b.html", plotly_js="shared")
+    assert js.stat().st_mtime_ns == first.st_mtime_ns and js.stat().st_ino == first.st_ino  # not rewritten
+    for page in (a.read_text(), b.read_text()):
+        assert page.count(f'<script src="{PLOTLY_FILE}"></script>') == 1
+        assert "plotly.js v" not in page and len(page) < 500_000
+        assert "script-src &#x27;self&#x27; &#x27;unsafe-inline&#x27;" in page
+        assert "connect-src &#x27;none&#x27;" in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "b.html", PLOTLY_FILE]
+    inline = write_run_report([F.single_point_run()], tmp_path / "c.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc\s*=", inline) and inline.count("plotly.js v") == 1
+
+
+def test_shared_plotly_js_never_replaces_another_file(tmp_path):
+    from attncost.reports import PLOTLY_FILE
+
+    (tmp_path / PLOTLY_FILE).write_text("my own script")
+    with pytest.raises(FileExistsError, match="is not plotly.js"):
+        write_run_report([F.single_point_run()], tmp_path / "a.html", plotly_js="shared")
+    assert (tmp_path / PLOTLY_FILE).read_text() == "my own script" and not (tmp_path / "a.html").exists()
+    with pytest.raises(ValueError, match="plotly_js"):
+        build_run_report([F.single_point_run()], plotly_js="cdn")
+
+
+def test_cli_plotly_js_flag(tmp_path):
+    from attncost.reports import PLOTLY_FILE
+
+    run_file = tmp_path / "run.json"
+    F.single_point_run().save(run_file)
+    out = tmp_path / "site"
+    res = runner.invoke(app, ["report", str(run_file), "-o", str(out / "r.html"), "--plotly-js", "shared"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["predict", "--d", "512", "--T", "1024", "--variants", "flash,mha", "--html",
+                              str(out / "p.html"), "--plotly-js", "shared"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["p.html", PLOTLY_FILE, "r.html"]
+    assert f'<script src="{PLOTLY_FILE}">' in (out / "p.html").read_text()
+    for args, words in ((["report", str(run_file), "-o", str(tmp_path / "x.html"), "--plotly-js", "cdn"],
+                         "--plotly-js must be 'inline' or 'shared', not 'cdn'"),
+                        (["predict", "--d", "512", "--T", "1024", "--plotly-js", "shared"],
+                         "--plotly-js applies only with --html"),
+                        (["fidelity", "--T", "64", "--plotly-js", "shared"], "--plotly-js applies only with --html")):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and words in res.output, (args, res.output)
