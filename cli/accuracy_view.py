@@ -2,6 +2,8 @@
 (--by-op, a run profiled with --ops) where each variant's error comes from, op kind by op kind."""
 
 import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich import box
@@ -10,28 +12,33 @@ from rich.table import Table
 
 from ..costmodel.accuracy import (REST, TARGET_MEDIAN, TARGET_P90, by_op, by_variant, crossover_table, label,
                                   point_errors, summary)
-from ..reports.fmt import count, ms, pct
+from ..reports.fmt import count, error, measured_ms, ms, pct, predicted_ms
 from .errors import fail
-from .options import load_run
+from .options import fit_console, load_run, write_csv
 
-console = Console(highlight=False, width=None if Console().is_terminal else 140)
+console = Console(highlight=False)
 
 
-def time_check(path: str, as_json: bool, ops: bool = False) -> None:
+def time_check(path: str, as_json: bool, ops: bool = False, csv_path: Optional[Path] = None,
+               wide: bool = False) -> None:
     """Print the error table (``ops``: and the error by op kind); exit 1 when the median error is above
-    the 15 % target."""
+    the 15 % target. ``csv_path``: also the points (their --json fields) as a CSV file."""
+    fit_console(console, wide)
     run = load_run(path, "--time")
     errors = point_errors(run)
     total, per_variant, cross = summary(errors), by_variant(errors), crossover_table(run)
     kinds = _by_op(run, path) if ops else None
     passed = total["median"] is not None and total["median"] <= TARGET_MEDIAN
+    points = [{"variant": p.variant, "exec": p.exec_mode, "shape": p.shape.model_dump(), "predicted_s": pr,
+               "measured_s": m, "error": e} for p, pr, m, e in errors]
+    if csv_path is not None:
+        write_csv(csv_path, points)
     if as_json:
         doc = {"run": path, "device": run.environment.device_name or run.environment.device,
                "hardware_profile": run.environment.hardware_profile, "summary": total,
                "target": {"median": TARGET_MEDIAN, "p90": TARGET_P90}, "ok": passed,
                "by_variant": per_variant, "crossovers": cross,
-               "points": [{"variant": p.variant, "exec": p.exec_mode, "shape": p.shape.model_dump(), "predicted_s": pr,
-                           "measured_s": m, "error": e} for p, pr, m, e in errors]}
+               "points": points}
         if kinds is not None:
             doc["by_op"] = {name: {**s, "rows": [r.model_dump() for r in s["rows"]]} for name, s in kinds.items()}
         print(json.dumps(doc, indent=1, allow_nan=False))
@@ -60,22 +67,23 @@ def _print(run, path, errors, total, per_variant, cross, kinds=None) -> None:
     else:
         t = Table(box=box.SIMPLE_HEAD, header_style="bold")
         for c in ("variant", "d", "T", "phase", "measured ms", "predicted ms", "error"):
-            t.add_column(c, justify="left" if c in ("variant", "phase") else "right")
+            t.add_column(c, justify="left" if c in ("variant", "phase") else "right", no_wrap=c != "variant")
         for p, pr, m, e in errors:
-            t.add_row(label(p), count(p.shape.d), count(p.shape.T), p.shape.phase, ms(m, 4, unit=False),
-                      ms(pr, 4, unit=False), _styled(e))
+            stable = p.timing.stable if p.timing else None
+            t.add_row(label(p), count(p.shape.d), count(p.shape.T), p.shape.phase, measured_ms(m, stable),
+                      predicted_ms(pr, e), _styled(e))
         console.print(t)
     v = Table(box=box.SIMPLE_HEAD, header_style="bold", title="by variant")
     for c in ("variant", "points", "median |error|", "p90 |error|", "bias (median signed)"):
-        v.add_column(c, justify="left" if c == "variant" else "right")
+        v.add_column(c, justify="left" if c == "variant" else "right", no_wrap=c != "variant")
     for name, s in per_variant.items():
         v.add_row(name, str(s["points"]), pct(s["median"], signed=False), pct(s["p90"], signed=False),
-                  pct(s["bias"]))
+                  error(s["bias"]))
     console.print(v)
     if cross:
         c = Table(box=box.SIMPLE_HEAD, header_style="bold", title="where each variant becomes faster (T)")
         for col in ("variant", "vs", "d", "measured", "predicted", "ratio"):
-            c.add_column(col, justify="left" if col in ("variant", "vs") else "right")
+            c.add_column(col, justify="left" if col in ("variant", "vs") else "right", no_wrap=col not in ("variant", "vs"))
         for r in cross:
             mode = "" if r["exec"] == "eager" else f" ({r['exec']})"
             c.add_row(r["variant"] + mode, r["baseline"], count(r["d"]), _T(r["measured_T"]), _T(r["predicted_T"]),
@@ -97,18 +105,18 @@ def _T(x) -> str:
 def _styled(e: float) -> str:
     """A signed error, yellow above the median target, red above the p90 one."""
     style = "" if abs(e) <= TARGET_MEDIAN else "yellow" if abs(e) <= TARGET_P90 else "red"
-    return f"[{style}]{pct(e)}[/]" if style else pct(e)
+    return f"[{style}]{error(e)}[/]" if style else error(e)
 
 
 def _print_by_op(kinds: dict) -> None:
     """A section per series: its kinds, predicted beside measured, and the kind that made it off."""
     t = Table(box=box.SIMPLE_HEAD, header_style="bold", title="time by op kind (mean per call over the points)")
     for c in ("variant", "kind", "predicted ms", "measured ms", "share of error"):
-        t.add_column(c, justify="left" if c in ("variant", "kind") else "right")
+        t.add_column(c, justify="left" if c in ("variant", "kind") else "right", no_wrap=c != "variant")
     for name, s in kinds.items():
         for i, r in enumerate(s["rows"]):
             mark = " [bold]<- largest[/]" if r.kind == s["largest"] else ""
-            t.add_row(name if i == 0 else "", r.kind, ms(r.predicted_s, 4, unit=False), ms(r.measured_s, 4, unit=False),
+            t.add_row(name if i == 0 else "", r.kind, ms(r.predicted_s, unit=False), ms(r.measured_s, unit=False),
                       pct(r.share) + mark)
         verdict = "off" if abs(s["error"]) > TARGET_MEDIAN else "within target"
         t.add_row("", f"[bold]all ({s['points']} points)[/]", "", "", _styled(s["error"]))

@@ -6,10 +6,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..reports.fmt import pct, sig
+from ..reports.fmt import nbytes, pct, sig
 from .app import app
 from .errors import fail
-from .options import DEVICE_CHOICES, check_choice, check_output
+from .options import DEVICE_CHOICES, PROFILE_FILE, ROWS_FILE, check_choice, check_output
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -20,10 +20,13 @@ def calibrate(
     device: str = typer.Option("auto", help="auto (a CUDA GPU, else Apple MPS, else the CPU), cuda, mps or cpu."),
     out: Optional[str] = typer.Option(None, help="Profile file to write (default calibrated-DEVICE.json); the raw "
                                                  "rows go beside it as NAME.microbench.json."),
-    quick: bool = typer.Option(False, "--quick", help="A smaller grid: under a minute on a 2-core CPU."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller grid: seconds on a CPU, a minute on a GPU."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --out file that is not a hardware "
+                                   "profile, or a NAME.microbench.json beside it that holds no rows."),
 ) -> None:
     """Measure matmuls, element ops, per-op overhead and SDPA here; write a profile for --hardware."""
     check_choice(device, DEVICE_CHOICES, "--device")
+    path = None if out is None else _output(out, overwrite)  # before the device starts
     from ..profiler.device import DeviceError, device_name, resolve_device, slug
 
     try:
@@ -31,9 +34,8 @@ def calibrate(
     except DeviceError as err:
         raise fail(str(err))
     name = device_name(dev)
-    path = check_output(out or f"calibrated-{slug(name)}.json", "--out", "profile.json")
-    if path.suffix.lower() != ".json":
-        raise fail(f"--out must name a .json file (that is what --hardware reads), not {str(path)!r}")
+    if path is None:
+        path = _output(f"calibrated-{slug(name)}.json", overwrite)
     import torch
 
     err_console.print(f"Calibrating {name} ({dev}{', ' + str(torch.get_num_threads()) + ' threads' if dev == 'cpu' else ''})"
@@ -79,9 +81,51 @@ def calibrate(
         if s["n"]:
             fit.add_row(k, str(s["n"]), pct(s["median"], signed=False), pct(s["p90"], signed=False))
     console.print(fit)
-    console.print(f"Fitted on the built-in '{result['base']}' profile in {result['seconds']:.0f} s: "
-                  f"matmul overhead {hw.host_matmul_s * 1e6:.1f} us, eager op {hw.launch_overhead_s * 1e6:.1f} us, "
-                  f"attention backend {hw.attention_backend}.")
+    console.print(_laws(hw))
+    console.print(f"Fitted on the built-in '{result['base']}' profile in {result['seconds']:.0f} s: host time per "
+                  f"eager op {_host_times(hw)}; attention backend {hw.attention_backend}.")
     console.print(f"Wrote the profile to {result['path']} and the rows to {result['rows_path']}.")
     console.print(f"Use it: attncost predict --hardware {result['path']} ...  or  attncost profile --hardware "
                   f"{result['path']} ...")
+
+
+def _laws(hw) -> Table:
+    """The fitted law of each element-op kind: latency + bytes / bandwidth + rows x time per row."""
+    t = Table(header_style="bold", pad_edge=False, title="element ops: latency + bytes / bandwidth + rows x per row")
+    for c in ("law", "latency", "bandwidth", "per row"):
+        t.add_column(c, justify="left" if c == "law" else "right")
+    t.add_row("default (copy)", f"{hw.kernel_latency_s * 1e6:.2f} us",
+              f"{hw.mem_bandwidth * hw.mem_efficiency / 1e9:.1f} GB/s", "")
+    for k in sorted({*hw.vector_eff, *hw.vector_latency, *hw.vector_row_s}):
+        row = hw.op_row_s(k)
+        per_row = f"{row * 1e9:.2f} ns" if row else ""
+        if k == "topk" and hw.topk_select_s:
+            per_row += f" + k log2(k+1) x {hw.topk_select_s * 1e9:.2f} ns"
+        t.add_row(k, f"{hw.op_latency(k) * 1e6:.2f} us", f"{hw.mem_bandwidth * hw.op_eff(k) / 1e9:.1f} GB/s", per_row)
+    if hw.cache_bytes and hw.dram_eff:
+        dram = hw.mem_bandwidth * hw.dram_eff
+        t.add_row(f"beyond {nbytes(hw.cache_bytes)} moved", "", f"at most {dram / 1e9:.1f} GB/s", "")
+    if hw.fresh_bytes:
+        t.add_row(f"fresh output from {nbytes(hw.fresh_bytes)}", f"+ {hw.fresh_s_per_byte * 1e12:.0f} us/MB", "", "")
+    return t
+
+
+def _host_times(hw) -> str:
+    """The host time per eager op of each class, in words."""
+    parts = [("element-wise", hw.launch_overhead_s), ("matmul", hw.host_matmul_s), ("SDPA", hw.host_sdpa_s),
+             ("index", hw.host_index_s), ("view", hw.view_overhead_s)]
+    text = ", ".join(f"{name} {sig(s * 1e6, 3)} us" for name, s in parts if s is not None)
+    return text + (" (the host runs each op to its end)" if hw.host_sync else "")
+
+
+def _output(out: str, overwrite: bool):
+    """--out checked, and the rows file beside it: each may replace a file of its own kind only
+    (without --overwrite)."""
+    from ..profiler.calibrate import sidecar_path
+
+    path = check_output(out, "--out", "profile.json", kind=PROFILE_FILE, overwrite=overwrite)
+    if path.suffix.lower() != ".json":
+        raise fail(f"--out must name a .json file (that is what --hardware reads), not {str(path)!r}")
+    check_output(sidecar_path(path), f"--out {path.name}: the rows file", "profile.microbench.json", kind=ROWS_FILE,
+                 overwrite=overwrite)
+    return path

@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ..costmodel.units import DEVICES, PHASES
-from ..reports.fmt import flops
+from ..reports.fmt import flops, pct
 from .app import app
 from .errors import fail
-from .options import (BACKEND_CHOICES, check_choice, check_params, make_shape, parse_ints, parse_params, parse_T,
-                      parse_variants)
+from .options import (BACKEND_CHOICES, CSV_HELP, T_HELP, WIDE_HELP, check_choice, check_csv, check_params,
+                      fit_console, make_shape, parse_ints, parse_params, parse_T, parse_variants, write_csv)
 
-console = Console(highlight=False, width=None if Console().is_terminal else 200)
+console = Console(highlight=False)
 
 DIGITS = 5  # significant digits of FLOP counts, as in the report's cross-check table
 FORWARD_PHASES = tuple(p for p in PHASES if p != "train")  # fvcore traces the forward only
@@ -40,8 +40,7 @@ def crosscheck(
     variants: Optional[str] = typer.Option(None, help="'all' or a comma-separated list (see `attncost variants`) "
                                            "(default all)."),
     d: Optional[str] = typer.Option(None, "--d", help="Model width, or a comma-separated list (default 256)."),
-    T: Optional[str] = typer.Option(None, "--T", help="Tokens (decode: the cache length), or a list 128,256 "
-                                    "(default 256)."),
+    T: Optional[str] = typer.Option(None, "--T", help=f"{T_HELP} Decode: the cache length (default 256)."),
     heads: Optional[int] = typer.Option(None, help="Attention heads (must divide d) (default 4)."),
     kv_heads: Optional[int] = typer.Option(None, "--kv-heads", help="K/V heads of gqa (default heads/4)."),
     batch: Optional[int] = typer.Option(None, help="Sequences per batch (default 1)."),
@@ -60,6 +59,8 @@ def crosscheck(
     ops: bool = typer.Option(False, "--ops", help="Compare each variant's graph with a trace of the aten ops its "
                              "module runs instead, by op kind: kernels (count, bytes) and views; --phase train too."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    csv: Optional[str] = typer.Option(None, "--csv", help=CSV_HELP),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
     time: Optional[str] = typer.Option(None, "--time", help="A results file of `attncost profile`: check the "
                                        "predicted times against its measurements instead (exit 1 above 15%). "
                                        "It checks every point of the file: the flags that choose what to count "
@@ -67,6 +68,8 @@ def crosscheck(
 ) -> None:
     """Check the analytic FLOPs against fvcore and FlopCounterMode on each variant's module,
     or (--time RUN.json) the predicted times against a profiled run."""
+    csv_path = check_csv(csv, inputs=[time])
+    fit_console(console, wide)
     if time is not None:
         from .accuracy_view import time_check
 
@@ -78,7 +81,7 @@ def crosscheck(
         if given:
             raise fail(f"{', '.join(given)} cannot be combined with --time: it checks every point of the "
                        f"results file as it was measured")
-        return time_check(time, as_json, by_op)
+        return time_check(time, as_json, by_op, csv_path, wide)
     variants, d, T, phase, heads, batch, backend, device = (
         default if value is None else value for value, default in (
             (variants, "all"), (d, "256"), (T, "256"), (phase, "prefill"), (heads, 4), (batch, 1),
@@ -90,7 +93,7 @@ def crosscheck(
         if by_op:
             raise fail("--by-op cannot be combined with --ops")
         return ops_check(variants, d, T, dict(heads=heads, kv_heads=kv_heads, batch=batch, phase=phase, causal=causal),
-                         param, backend, device, as_json)
+                         param, backend, device, as_json, csv_path, wide)
     check_choice(phase, FORWARD_PHASES, "--phase", why="fvcore traces the forward only")
     check_choice(backend, BACKEND_CHOICES, "--backend")
     check_choice(device.lower(), DEVICES, "--device")
@@ -108,11 +111,13 @@ def crosscheck(
 
     results = [check(v, s, params.get(v), backend=backend, device=dev) for s in shapes for v in names]
     failed = [r for r in results if not r.ok]
+    if csv_path is not None:
+        write_csv(csv_path, [r.model_dump(mode="json") for r in results])
     if as_json:
         print(json.dumps({"conventions": list(CONVENTIONS), "ok": not failed,
                           "results": [r.model_dump(mode="json") for r in results]}, indent=1, allow_nan=False))
     else:
-        _print(results)
+        _print(results, wide)
         if by_op:
             _print_by_op(results)
     if failed:
@@ -132,40 +137,37 @@ def _device(name: str) -> str:
 
 
 def _rel(r: Optional[float]) -> str:
+    """A relative difference: "=" within 1e-9, else a percentage."""
     if r is None:
         return "-"
-    return "=" if r <= 1e-9 else f"{r:.2e}"
+    return "=" if r <= 1e-9 else pct(r, 2, signed=False)
 
 
-def _print(results: list) -> None:
-    t = Table(box=box.SIMPLE_HEAVY, title="FLOPs: analytic vs fvcore vs FlopCounterMode",
-              caption="\n".join(CONVENTIONS), caption_justify="left")
-    for col, just in (("variant", "left"), ("B,T,d,H", "left"), ("analytic", "right"),
-                      ("analytic matmul", "right"), ("fvcore", "right"), ("Δ total", "right"),
-                      ("fvcore matmul", "right"), ("Δ matmul", "right"), ("FlopCounterMode", "right"),
-                      ("Δ vs matmul", "right"), ("where they differ", "left"), ("skipped", "left")):
-        t.add_column(col, justify=just, overflow="fold")
+# (heading, justify, shown in the default layout); the rest appear with --wide
+COLUMNS = (("variant", "left", True), ("B,T,d,H", "left", True), ("analytic", "right", True),
+           ("analytic matmul", "right", False), ("fvcore", "right", False), ("Δ total", "right", True),
+           ("fvcore matmul", "right", False), ("Δ matmul", "right", True), ("FlopCounterMode", "right", False),
+           ("Δ FCM", "right", True), ("where they differ", "left", False), ("skipped", "left", False),
+           ("notes", "left", True))
+
+
+def _print(results: list, wide: bool = False) -> None:
+    """The FLOP table: by default the analytic count and the differences, the text in one folded
+    notes column and a single shape in the title (fits 100 columns); ``wide``: every count."""
+    shapes = {_shape_text(r.shape) for r in results}
+    one_shape = len(shapes) == 1 and not wide
+    title = "FLOPs: analytic vs fvcore vs FlopCounterMode" + (f" (B,T,d,H = {shapes.pop()})" if one_shape else "")
+    t = Table(box=box.SIMPLE_HEAVY, title=title, caption="\n".join(CONVENTIONS), caption_justify="left")
+    keep = [i for i, (col, _, default) in enumerate(COLUMNS)
+            if (col != "notes" if wide else default) and not (one_shape and col == "B,T,d,H")]
+    for i in keep:
+        col, just, _ = COLUMNS[i]
+        text = just == "left" and col != "variant"
+        t.add_column(col, justify=just, no_wrap=not text, overflow="fold")
     for r in results:
-        s = r.shape
-        shape = f"{s.batch},{s.T},{s.d},{s.heads}" + ("" if s.causal else " nc")
-        if r.status != "ok":
-            style = "yellow" if r.status == "n/a" else "bold red"
-            t.add_row(r.variant, shape, f"[{style}]{r.status}[/]", "", "", "", "", "", "", "",
-                      r.reason or "", "")
-            continue
-        mm = "[green]=[/]" if r.matmul_match else f"[bold red]{_rel(r.rel_diff_matmul)}[/]"
-        fc = _rel(r.rel_diff_flop_counter)
-        if r.flop_counter_match_dense and fc != "=":
-            fc += " (dense)"
-        diffs = "; ".join(r.differences) or "-"
-        fv = ", ".join(f"{k} x{n}" for k, n in r.fvcore_skipped.items())
-        skipped = f"[bold red]fvcore: {fv}[/]" if fv else "fvcore: none"
-        if r.flop_counter_skipped:
-            skipped += "; FCM: " + ", ".join(x.removeprefix("aten.") for x in r.flop_counter_skipped)
-        analytic, analytic_mm, fvcore, fvcore_mm, fcm = (flops(x, digits=DIGITS) for x in (
-            r.analytic, r.analytic_matmul, r.fvcore, r.fvcore_matmul, r.flop_counter))
-        t.add_row(r.variant, shape, analytic, analytic_mm, fvcore, _rel(r.rel_diff), fvcore_mm, mm, fcm, fc, diffs,
-                  skipped)
+        cells = _cells(r)
+        cells.append("; ".join(x for x in cells[10:12] if x and x != "-"))
+        t.add_row(*(cells[i] for i in keep))
     console.print(t)
     failed = [r for r in results if not r.ok]
     if failed:
@@ -175,6 +177,32 @@ def _print(results: list) -> None:
         console.print("[green]analytic matmul FLOPs == fvcore matmul FLOPs for every variant that applies.[/]")
 
 
+def _shape_text(s) -> str:
+    return f"{s.batch},{s.T},{s.d},{s.heads}" + ("" if s.causal else " nc")
+
+
+def _cells(r) -> list:
+    """The cells of one result, in the order of COLUMNS without notes."""
+    shape = _shape_text(r.shape)
+    if r.status != "ok":
+        style = "yellow" if r.status == "n/a" else "bold red"
+        return [r.variant, shape, f"[{style}]{r.status}[/]", "", "", "", "", "", "", "", r.reason or "", ""]
+    mm = "[green]=[/]" if r.matmul_match else f"[bold red]{_rel(r.rel_diff_matmul)}[/]"
+    fc = _rel(r.rel_diff_flop_counter)
+    if r.flop_counter_match_dense and fc != "=":
+        fc += " dense"
+    diffs = "; ".join(r.differences) or "-"
+    fv = ", ".join(f"{k} x{n}" for k, n in r.fvcore_skipped.items())
+    skipped = f"[bold red]fvcore skipped: {fv}[/]" if fv else ""
+    if r.flop_counter_skipped:
+        skipped += ("; " if skipped else "") + "FCM skipped: " + ", ".join(
+            x.removeprefix("aten.") for x in r.flop_counter_skipped)
+    analytic, analytic_mm, fvcore, fvcore_mm, fcm = (flops(x, digits=DIGITS) for x in (
+        r.analytic, r.analytic_matmul, r.fvcore, r.fvcore_matmul, r.flop_counter))
+    return [r.variant, shape, analytic, analytic_mm, fvcore, _rel(r.rel_diff), fvcore_mm, mm, fcm, fc, diffs,
+            skipped]
+
+
 def _print_by_op(results: list) -> None:
     """Analytic FLOPs by op category beside fvcore's, and the fvcore ops in each category."""
     from ..profiler.counting import key_category
@@ -182,18 +210,17 @@ def _print_by_op(results: list) -> None:
     t = Table(box=box.SIMPLE_HEAVY, title="FLOPs by op category: analytic (cost-model graph) vs fvcore (aten ops)")
     for col, just in (("variant", "left"), ("B,T,d,H", "left"), ("category", "left"), ("analytic", "right"),
                       ("fvcore", "right"), ("Δ", "right"), ("fvcore ops", "left")):
-        t.add_column(col, justify=just, overflow="fold")
+        t.add_column(col, justify=just, overflow="fold", no_wrap=just == "right")
     for r in results:
         if r.status != "ok":
             continue
-        s = r.shape
-        shape = f"{s.batch},{s.T},{s.d},{s.heads}"
+        shape = _shape_text(r.shape)
         for i, (cat, v) in enumerate(r.categories.items()):
             ops = ", ".join(f"{k} {flops(x, digits=DIGITS)}" for k, x in r.fvcore_by_op.items()
                             if key_category(k) == cat)
             diff = v["fvcore"] - v["analytic"]
             same = abs(diff) <= 1e-9 * max(abs(v["analytic"]), 1.0)
             t.add_row(r.variant if i == 0 else "", shape if i == 0 else "", cat, flops(v["analytic"], digits=DIGITS),
-                      flops(v["fvcore"], digits=DIGITS), "=" if same else f"{diff:+,.0f}", ops or "-")
+                      flops(v["fvcore"], digits=DIGITS), "=" if same else ("+" if diff > 0 else "−") + flops(abs(diff)), ops or "-")
         t.add_section()
     console.print(t)

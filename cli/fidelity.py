@@ -7,13 +7,13 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from ..reports.fmt import pct, sig
 from .app import app
 from .errors import fail
-from .options import (REPORT_FILE, check_choice, check_output, check_param_values, list_items, make_shape,
-                      parse_params, parse_T, parse_variants)
+from .layout import SECTION, Column, print_table
+from .options import (REPORT_FILE, T_HELP, WIDE_HELP, check_choice, check_output, check_param_values, fit_console,
+                      list_items, make_shape, parse_params, parse_T, parse_variants)
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -49,43 +49,47 @@ def _distill_cell(point: dict) -> str:
     return cell
 
 
-def _table(points: list) -> Table:
-    table = Table(title="Fidelity to exact softmax attention (same Q/K/V, fp32)", title_justify="left")
-    for name, justify in (("variant", "left"), ("params", "left"), ("T", "right"), ("inputs", "left"),
-                          ("causal", "left"), ("cos out", "right"), ("rel err out", "right"),
-                          ("cos attn", "right"), ("rel err attn", "right"),
-                          ("distill steps / final loss", "left")):
-        table.add_column(name, justify=justify, overflow="fold", no_wrap=name in ("variant", "T", "causal"))
-    group = None
+COLUMNS = (Column("variant", "left"), Column("params", "left", wrap=True), Column("T"), Column("inputs", "left"),
+           Column("causal", "left"), Column("cos out"), Column("rel err out"), Column("cos attn"),
+           Column("rel err attn"), Column("distill steps / final loss", "left", wide=True, wrap=True))
+TITLE = "Fidelity to exact softmax attention (same Q/K/V, fp32)"
+
+
+def _rows(points: list) -> list:
+    """The table's rows, a section per (T, inputs), each closed by the uniform-attention baseline."""
+    rows, group = [], None
     for p in points:
         key = (p["T"], p["inputs"])
         if group is not None and key != group[0]:
-            _baseline_row(table, group[1])
-            table.add_section()
+            rows += _baseline_rows(group[1]) + [SECTION]
         if group is None or key != group[0]:
             group = (key, {})
         if p["baseline_cosine_output"] is not None:
             group[1][p["causal"]] = p
-        causal = "yes" if p["causal"] else "no"
+        head = [p["variant"], _params_cell(p), str(p["T"]), p["inputs"], "yes" if p["causal"] else "no"]
         if p["status"] != "ok":
-            table.add_row(p["variant"], _params_cell(p), str(p["T"]), p["inputs"], causal,
-                          *["[dim]–[/]"] * 4, f"[dim]{p['status']}[/]")
+            rows.append(head + ["[dim]–[/]"] * 4 + [f"[dim]{p['status']}[/]"])
             continue
-        style = "dim" if p["kind"] == "reference" else None
-        table.add_row(p["variant"], _params_cell(p), str(p["T"]), p["inputs"], causal,
-                      _cell(p["cosine_output"]), _cell(p["rel_error_output"]),
-                      _cell(p["cosine_attention"]), _cell(p["rel_error_attention"]), _distill_cell(p), style=style)
+        if p["kind"] == "reference":
+            head[0] = f"[dim]{head[0]}[/]"
+        rows.append(head + [_cell(p["cosine_output"]), _cell(p["rel_error_output"]), _cell(p["cosine_attention"]),
+                            _cell(p["rel_error_attention"]), _distill_cell(p)])
     if group is not None:
-        _baseline_row(table, group[1])
-    return table
+        rows += _baseline_rows(group[1])
+    return rows
 
 
-def _baseline_row(table: Table, by_causal: dict) -> None:
+def _baseline_rows(by_causal: dict) -> list:
     """Uniform attention (the mean of the visible values), for each causality in the group."""
-    for causal, p in sorted(by_causal.items()):
-        table.add_row("[italic]uniform mean[/]", "[dim]baseline[/]", str(p["T"]), p["inputs"],
-                      "yes" if causal else "no", _cell(p["baseline_cosine_output"]),
-                      _cell(p["baseline_rel_error_output"]), "", "", "", style="dim")
+    return [["[italic dim]uniform mean[/]", "[dim]baseline[/]", str(p["T"]), p["inputs"], "yes" if causal else "no",
+             _cell(p["baseline_cosine_output"]), _cell(p["baseline_rel_error_output"]), "", "", ""]
+            for causal, p in sorted(by_causal.items())]
+
+
+def _distill_notes(points: list) -> list:
+    """The distillation of the learned variants, as lines below a table that has no column for it."""
+    return [f"{p['label']} at T = {p['T']}, {p['inputs']}: distilled {_distill_cell(p)}." for p in points
+            if p["status"] == "ok" and p.get("distill")]
 
 
 def _footnotes(points: list) -> list:
@@ -105,7 +109,7 @@ def _footnotes(points: list) -> list:
 @app.command()
 def fidelity(
     variants: str = typer.Option("all", help="'all' or a comma-separated list (see `attncost variants`)."),
-    T: str = typer.Option("256,1024", "--T", help=f"Tokens: 1024, a list 256,1024 or powers of two 256:4096 (at most {MAX_T})."),
+    T: str = typer.Option("256,1024", "--T", help=f"{T_HELP} At most {MAX_T}."),
     d: int = typer.Option(256, "--d", help="Model width; the head dim is d / heads."),
     heads: int = typer.Option(4, help="Attention heads, must divide d."),
     batch: int = typer.Option(1, help="Sequences per sample."),
@@ -116,6 +120,7 @@ def fidelity(
     distill_steps: int = typer.Option(200, "--distill-steps", help="Adam steps distilling the learned variants (topk, mlp_attention); 0: untrained."),
     seed: int = typer.Option(0, help="Seed of the inputs, random features and initial weights."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML report with the cost-vs-fidelity "
                                                              "chart (Pareto front per T; cost in FLOPs)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --html replace a file that is not an attncost "
@@ -203,8 +208,9 @@ def fidelity(
     if as_json:
         print(json.dumps(doc, indent=1, allow_nan=False))
         return
-    console.print(_table(points))
-    for line in _footnotes(points):
+    fit_console(console, wide)
+    print_table(console, COLUMNS, _rows(points), wide=wide, title=TITLE, keys=2)
+    for line in ([] if wide else _distill_notes(points)) + _footnotes(points):
         console.print(f"[dim]{line}[/]", soft_wrap=True)
     console.print("[dim]cos: cosine similarity to exact attention (1 = same direction); rel err: |approx - exact|_F / "
                   "|exact|_F. Learned variants: distillation steps / final loss (its initial loss), on held-out "

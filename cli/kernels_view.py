@@ -4,10 +4,7 @@ predicted device time, what bounds it, and whether it runs on the device or the 
 
 import json
 
-from rich import box
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from ..costmodel.analysis import analyse
 from ..costmodel.estimate import graph, resolve_params
@@ -17,10 +14,8 @@ from ..costmodel.timing import predict
 from ..costmodel.variants import VariantError
 from ..reports.fmt import flops, ms, nbytes, pct
 from .errors import fail
+from .layout import Column, print_table, screen
 from .options import parse_variants
-
-WIDTH = 100  # the table fits this many columns
-console = Console(highlight=False, width=None if Console().is_terminal else WIDTH)
 
 # KernelTime.bound of a kernel timed alone on the device (no host): its fixed latency outweighs its work
 _DEVICE_BOUND = {"overhead": "latency"}
@@ -51,7 +46,7 @@ def kernel_rows(variant: str, shape: Shape, params, hw) -> tuple:
     return rows, totals, p
 
 
-def kernels_report(text: str, shapes: list, params: dict, hw, as_json: bool) -> None:
+def kernels_report(text: str, shapes: list, params: dict, hw, as_json: bool, wide: bool = False) -> None:
     """The command's --kernels branch: one variant at one shape, as a table or JSON."""
     names = parse_variants(text, "--kernels")
     if len(names) != 1:
@@ -67,7 +62,7 @@ def kernels_report(text: str, shapes: list, params: dict, hw, as_json: bool) -> 
         print(json.dumps({"variant": variant, "params": p.model_dump(), "shape": shape.model_dump(),
                           "hardware": hw.name, "totals": totals, "rows": rows}, indent=1, allow_nan=False))
         return
-    _print(variant, shape, hw, rows, totals)
+    _print(variant, shape, hw, rows, totals, wide)
 
 
 def _op_text(row: dict) -> str:
@@ -75,20 +70,17 @@ def _op_text(row: dict) -> str:
     return row["op"] if ops == [row["op"]] else f"{row['op']}: {'+'.join(ops)}"
 
 
-def _print(variant: str, shape: Shape, hw, rows: list, totals: dict) -> None:
+def _print(variant: str, shape: Shape, hw, rows: list, totals: dict, wide: bool) -> None:
     device_s = totals["device_s"]
-    t = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False, padding=(0, 1),
-              title=f"{variant} · {shape.phase} · batch {shape.batch} · T {shape.T:,} · d {shape.d:,} · "
-                    f"{shape.heads} heads · {shape.dtype} · {hw.name}")
-    for col in ("#", "op", "kind", "FLOPs", "bytes", "ms", "%", "bound", "on"):
-        left = col in ("op", "kind", "bound", "on")
-        t.add_column(col, justify="left" if left else "right", no_wrap=True,
-                     max_width=20 if col == "op" else None, overflow="ellipsis")
-    for r in rows:
-        t.add_row(str(r["index"]), escape(_op_text(r)), r["kind"], flops(r["flops"]), nbytes(r["bytes"]),
-                  ms(r["time_s"], unit=False), pct(r["time_s"] / device_s if device_s else None, signed=False),
-                  r["bound"], r["where"])
-    console.print(t)
+    console = screen()
+    cols = [Column("#"), Column("op", "left", wrap=True), Column("kind", "left"), Column("FLOPs"), Column("bytes"),
+            Column("ms"), Column("%"), Column("bound", "left"), Column("on", "left")]
+    cells = [[str(r["index"]), escape(_op_text(r)), r["kind"], flops(r["flops"]), nbytes(r["bytes"]),
+              ms(r["time_s"], unit=False), pct(r["time_s"] / device_s if device_s else None, signed=False),
+              r["bound"], r["where"]] for r in rows]
+    print_table(console, cols, cells, wide=wide, keys=2,
+                title=f"{variant} · {shape.phase} · batch {shape.batch} · T {shape.T:,} · d {shape.d:,} · "
+                      f"{shape.heads} heads · {shape.dtype} · {hw.name} (one layer)")
     console.print(f"device {ms(device_s)} (the rows' sum) · host {ms(totals['host_s'])} issuing "
                   f"{totals['kernels']} kernels · layer {ms(totals['time_s'])} eager, {totals['bound']}-bound")
     console.print("[dim]ms: each kernel's device time (fixed latency + its work, compute or memory, whichever "

@@ -3,6 +3,7 @@ runs, counted by op kind (``costmodel.opkinds``): kernels and the bytes they mov
 view ops. Exit 1 where any kind disagrees. torch is imported inside the command only."""
 
 import json
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,11 +18,10 @@ from ..costmodel.shape import Shape
 from ..costmodel.units import PHASES
 from ..reports.fmt import count, nbytes, pct
 from .errors import fail
-from .options import (BACKEND_CHOICES, DEVICE_CHOICES, check_choice, check_params, make_shape, parse_ints,
-                      parse_params, parse_T, parse_variants)
+from .options import (BACKEND_CHOICES, DEVICE_CHOICES, check_choice, check_params, fit_console, make_shape,
+                      parse_ints, parse_params, parse_T, parse_variants, write_csv)
 
-WIDTH = 100  # the table fits this many columns
-console = Console(highlight=False, width=None if Console().is_terminal else WIDTH)
+console = Console(highlight=False)
 
 CONVENTIONS = (
     "kernels: aten ops that launch work, by kind (costmodel/opkinds.py); view: host-only ops "
@@ -85,9 +85,10 @@ def ops_result(variant: str, shape: Shape, params: Optional[dict] = None, *, dev
 
 
 def ops_check(variants: str, d: str, T: str, shape_fields: dict, param, backend: str, device: str,
-              as_json: bool) -> None:
+              as_json: bool, csv_path: Optional[Path] = None, wide: bool = False) -> None:
     """The command: parse the flags, compare every variant at every shape, print, exit 1 on a
-    disagreement. ``shape_fields``: heads, kv_heads, batch, phase, causal."""
+    disagreement. ``shape_fields``: heads, kv_heads, batch, phase, causal; ``csv_path``: also a
+    CSV file, a line per kind of each variant."""
     check_choice(shape_fields["phase"], PHASES, "--phase")
     check_choice(backend, BACKEND_CHOICES, "--backend")
     names = parse_variants(variants)
@@ -99,13 +100,22 @@ def ops_check(variants: str, d: str, T: str, shape_fields: dict, param, backend:
     dev = _device(device)
     results = [ops_result(v, s, params.get(v), device=dev, backend=backend) for s in shapes for v in names]
     ok = all(r.agree for r in results)
+    if csv_path is not None:
+        write_csv(csv_path, [line for r in results for line in _csv_lines(r.model_dump())])
     if as_json:
         print(json.dumps({"conventions": list(CONVENTIONS), "tolerance": BYTES_TOLERANCE, "ok": ok,
                           "results": [r.model_dump() for r in results]}, indent=1, allow_nan=False))
     else:
+        fit_console(console, wide)
         print_results(results)
     if not ok:
         raise typer.Exit(1)
+
+
+def _csv_lines(doc: dict) -> list:
+    """A result's --json fields, once per kind (its ``rows``), without the graph and trace totals."""
+    head = {k: v for k, v in doc.items() if k not in ("rows", "graph", "trace")}
+    return [{**head, **row} for row in doc["rows"]] or [head]
 
 
 def _device(name: str) -> str:

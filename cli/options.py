@@ -2,13 +2,16 @@
 the vocabularies (--dtype, --phase, --backend, --device), --hardware, --model, output files and
 pydantic's errors as sentences that name the flag. Each failure exits 2 with one sentence."""
 
+import csv
+import io
+import json
 import os
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from pydantic import ValidationError
 
-from ..costmodel.atomic import NAME_MAX
+from ..costmodel.atomic import NAME_MAX, write_atomic
 from ..costmodel.hardware import Hardware, HardwareError, get_hardware
 from ..costmodel.jsonfile import validation_reason
 from ..costmodel.model_presets import get_model
@@ -17,6 +20,7 @@ from ..costmodel.shape import MAX_T, Shape
 from ..costmodel.units import DEVICES, SDPA_BACKENDS
 from ..costmodel.variants import NAMES, REGISTRY
 from .errors import fail
+from .layout import PIPED_WIDTH
 
 # shape field -> the flag that sets it, for error messages
 FLAG_OF = {"batch": "--batch", "T": "--T", "d": "--d", "heads": "--heads", "kv_heads": "--kv-heads",
@@ -64,11 +68,22 @@ def list_items(text: str, flag: str) -> list:
     return items
 
 
+T_HELP = ("Tokens: 4096, a list 512,1024,4096, or a range 512:65536 (doubling from 512 up to 65536); "
+          "k = 1024 and M = 1048576: 32k, 1M.")
+
+
+def tokens_value(text: str) -> int:
+    """"4096", "32k" (32 x 1024) or "1M" (1048576); ValueError otherwise."""
+    text = text.strip()
+    scale = {"k": 1024, "K": 1024, "M": 2**20}.get(text[-1:], 1)
+    return int(text[:-1] if scale > 1 else text) * scale
+
+
 def parse_T(text: str, flag: str = "--T") -> list:
-    """"4096", "512,1024,4096" or "512:65536" (powers of two from 512 to 65536)."""
+    """"4096", "32k,128k" (k = 1024, M = 1048576) or "512:65536" (doubling from 512 up to 65536)."""
     try:
         if ":" in text:
-            lo, hi = (int(x) for x in text.split(":"))
+            lo, hi = (tokens_value(x) for x in text.split(":"))
             if lo < 1 or hi < lo:
                 raise ValueError
             values, t = [], lo
@@ -76,9 +91,10 @@ def parse_T(text: str, flag: str = "--T") -> list:
                 values.append(t)
                 t *= 2
         else:
-            values = [int(x) for x in list_items(text, flag)]
+            values = [tokens_value(x) for x in list_items(text, flag)]
     except ValueError:
-        raise fail(f"{flag} must be a positive integer, a list like 512,1024 or a range like 512:65536, not {text!r}")
+        raise fail(f"{flag} must be a positive integer (32k = 32768, 1M = 1048576), a list like 512,1024 or a "
+                   f"range like 512:65536, not {text!r}")
     if not values or min(values) < 1 or max(values) > MAX_T:
         raise fail(f"{flag} values must be between 1 and {MAX_T:,}, got {text!r}")
     return values
@@ -311,3 +327,59 @@ REPORT_FILE = OutputKind("an HTML report of attncost", _is_report)
 RESULTS_FILE = OutputKind("an attncost results file", _is_results)
 PROFILE_FILE = OutputKind("a hardware profile", _is_profile)
 ROWS_FILE = OutputKind("a file of calibration rows", _is_rows)
+
+
+# -- tables on screen and CSV files ---------------------------------------------------------
+
+WIDE_COLUMNS = 1000  # --wide: as wide as the table needs
+WIDE_HELP = "Show every column, however wide (the default fits 100 columns, or COLUMNS)."
+
+
+def fit_console(console, wide: bool = False):
+    """Set ``console``'s width for the command about to print: --wide as wide as a table needs;
+    else COLUMNS where set, the terminal's width, or 100 columns when piped. Returns ``console``."""
+    columns = os.environ.get("COLUMNS", "")
+    if wide:
+        console.width = WIDE_COLUMNS
+    elif columns.isdigit() and int(columns) > 0:
+        console.width = int(columns)
+    elif console.is_terminal:
+        console.width = None  # rich asks the terminal
+    else:
+        console.width = PIPED_WIDTH
+    return console
+
+
+def flat_fields(doc, prefix: str = "") -> dict:
+    """A JSON document's fields as one level: {"shape": {"T": 8}} -> {"shape.T": 8}; a list of
+    plain values joined by ";", any other list as JSON text."""
+    if isinstance(doc, dict):
+        out: dict = {}
+        for key, value in doc.items():
+            out.update(flat_fields(value, f"{prefix}{key}."))
+        return out
+    key = prefix[:-1]
+    if isinstance(doc, (list, tuple)):
+        plain = all(not isinstance(x, (dict, list, tuple)) for x in doc)
+        return {key: ";".join("" if x is None else str(x) for x in doc) if plain else json.dumps(doc)}
+    return {key: "" if doc is None else doc}
+
+
+def write_csv(path, rows: Sequence[dict]) -> None:
+    """``rows`` (the --json records of a command) as a CSV file written atomically, one row
+    each; the columns are their fields flattened (``flat_fields``), in order of first appearance."""
+    flat = [flat_fields(r) for r in rows]
+    columns = list(dict.fromkeys(k for r in flat for k in r))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    write_atomic(Path(path), text.getvalue())
+
+
+def check_csv(path: Optional[str], inputs: Sequence = ()) -> Optional[Path]:
+    """The --csv file, checked before any work (``check_output``), or None when not given."""
+    return None if path is None else check_output(path, "--csv", "results.csv", inputs=inputs, overwrite=True)
+
+
+CSV_HELP = "Also write the results to this CSV file (the --json fields, flattened: shape.T, ...)."

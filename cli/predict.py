@@ -4,41 +4,40 @@ import json
 from typing import List, Optional
 
 import typer
-from rich import box
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from ..costmodel.as_run import graph_profile
-from ..costmodel.crossover import OCTAVE_SAMPLES, REL_EQUAL, cheaper
+from ..costmodel.crossover import LO, OCTAVE_SAMPLES, REL_EQUAL, cheaper
 from ..costmodel.evaluate import evaluate
 from ..costmodel.timing import MODES
-from ..costmodel.units import GIGA, MIB
+from ..costmodel.units import GIB, GIGA, MIB
 from .app import app
 from .errors import fail
+from .layout import SECTION, Column, datasheet_warning, print_table, screen
 from ..reports.fmt import sig
-from .options import (REPORT_FILE, check_choice, check_output, check_params, load_hardware, make_shape, parse_ints, parse_params,
-                      parse_T, parse_variants)
+from .options import (REPORT_FILE, check_choice, check_output, check_params, list_items, load_hardware, make_shape,
+                      parse_ints, parse_params, parse_T, parse_variants)
 
-console = Console(highlight=False, width=None if Console().is_terminal else 160)
 
 
 @app.command()
 def predict(
     d: Optional[str] = typer.Option(None, "--d", help="Model width, or a comma-separated list (sweep); required unless --model."),
     T: str = typer.Option(..., "--T", help="Tokens: 4096, a list 512,1024,4096 or powers of two 512:65536."),
-    heads: Optional[int] = typer.Option(None, help="Attention heads (must divide d) [default: 16]."),
+    heads: Optional[int] = typer.Option(None, help="Attention heads (must divide d) (default 16)."),
     kv_heads: Optional[int] = typer.Option(None, "--kv-heads", help="K/V heads of gqa (default heads/4)."),
-    batch: int = typer.Option(1, help="Sequences per batch."),
+    batch: str = typer.Option("1", help="Sequences per batch, or a comma-separated list (sweep)."),
     dtype: str = typer.Option("bf16", help="bf16, fp16 or fp32."),
-    phase: Optional[str] = typer.Option(None, help="prefill, decode (one token against a cache of T) or train [default: prefill]."),
+    phase: Optional[str] = typer.Option(None, help="prefill, decode (one token against a cache of T) or train (default prefill)."),
     causal: bool = typer.Option(True, "--causal/--no-causal", help="Causal (decoder) attention."),
     variants: Optional[str] = typer.Option(None, help="'all' or a comma-separated list (see `attncost variants`) "
-                                           "[default: all; with --model: its native variant, flash, gqa, mqa, mla]."),
+                                           "(default all; with --model: its native variant, flash, gqa, mqa, mla)."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="A variant parameter, e.g. linformer.k=128 (repeatable)."),
-    hardware: str = typer.Option("h100", help="A built-in profile (see `attncost hardware`) or a JSON file."),
+    hardware: str = typer.Option("h100", help="A built-in profile (see `attncost hardware`) or a JSON file; a comma-separated list "
+                                  "compares profiles side by side."),
     baseline: str = typer.Option("flash", help="The variant others are compared with."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    wide: bool = typer.Option(False, "--wide", help="Show every column, however wide the table gets."),
     html: Optional[str] = typer.Option(None, "--html", help="Also write an HTML report to this file."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --html replace a file that is not an attncost "
                                                               "report."),
@@ -51,9 +50,9 @@ def predict(
                                         "and decode (tokens/s) at --batch, per variant."),
     weights_dtype: Optional[str] = typer.Option(None, "--weights-dtype", help="With --model: the linear layers' "
                                                 "weights in bf16, fp16, fp8, int8 or int4 (int: weight-only) "
-                                                "[default: the checkpoint's, else --dtype]."),
+                                                "(default: the checkpoint's, else --dtype)."),
     kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="With --model: the KV cache in bf16, fp16, fp8 "
-                                           "or int8 [default: --dtype]."),
+                                           "or int8 (default: --dtype)."),
     logits: str = typer.Option("all", "--logits", help="With --model: the prefill's LM head over 'all' T tokens "
                                                        "(a forward pass) or the 'last' one (generation)."),
     kernels: Optional[str] = typer.Option(None, "--kernels", help="One variant: a row per kernel of its prediction "
@@ -82,8 +81,11 @@ def predict(
                        f"the view shows both prefill and decode")
         from .model_view import run
 
-        run(model, T, batch, dtype, variants, param, load_hardware(hardware), as_json, logits,
-            weights_dtype=weights_dtype, kv_dtype=kv_dtype)
+        for i, hw in enumerate(_hardware(hardware)):
+            if i:
+                screen().print()
+            run(model, T, parse_ints(batch, "--batch"), dtype, variants, param, hw, as_json, logits,
+                weights_dtype=weights_dtype, kv_dtype=kv_dtype, wide=wide)
         return
     if d is None:
         raise fail("--d is required unless --model is given")
@@ -102,27 +104,36 @@ def predict(
     names = parse_variants(variants)
     base = parse_variants(baseline, "--baseline")[0]
     params = parse_params(param)
-    hw = load_hardware(hardware)
+    hws = _hardware(hardware)
+    if len(hws) > 1 and (html is not None or kernels is not None):
+        raise fail("--html and --kernels take one --hardware")
+    hw = hws[0]
     priced = hw if exec_mode == "eager" else graph_profile(hw)  # graph mode: no host cost
     out = None if html is None else check_output(html, "--html", "report.html", kind=REPORT_FILE, inputs=[hardware],
                                                  overwrite=overwrite)
-    common = dict(heads=heads, kv_heads=kv_heads, batch=batch, dtype=dtype, phase=phase, causal=causal)
-    shapes = [make_shape(T=t, d=dd, **common) for dd in ds for t in Ts]
+    common = dict(heads=heads, kv_heads=kv_heads, dtype=dtype, phase=phase, causal=causal)
+    shapes = [make_shape(T=t, d=dd, batch=b, **common) for b in parse_ints(batch, "--batch") for dd in ds for t in Ts]
     for v, p in params.items():  # explicit parameters must fit every shape asked for
         for s in shapes:
             check_params(v, p, s)
     if kernels is not None:
         from .kernels_view import kernels_report
 
-        return kernels_report(kernels, shapes, params, priced, as_json)
+        return kernels_report(kernels, shapes, params, priced, as_json, wide=wide)
     # The table and the report show the time ranges alone: search the other metrics for --json only.
-    results = evaluate(names, base, shapes, params, priced, None if as_json else ("time",))
+    metrics = None if as_json else ("time",)
+    results = evaluate(names, base, shapes, params, priced, metrics)
+    runs = [(hw, results)] + [(h, evaluate(names, base, shapes, params, h if exec_mode == "eager" else
+                                           graph_profile(h), metrics)) for h in hws[1:]]
+    console = screen()
     if as_json:
-        print(json.dumps({"shape": shapes[0].model_dump(), "sweep": {"T": Ts, "d": ds},
-                          "hardware": hw.model_dump(), "exec": exec_mode, "baseline": base,
-                          "results": [r.model_dump() for r in results]}, indent=1, allow_nan=False))
+        doc = {"shape": shapes[0].model_dump(), "sweep": {"T": Ts, "d": ds}, "hardware": hw.model_dump(),
+               "exec": exec_mode, "baseline": base, "results": [r.model_dump() for r in results]}
+        if len(hws) > 1:  # one entry per profile, each as the single-profile document has it
+            doc["compare"] = [{"hardware": h.model_dump(), "results": [r.model_dump() for r in rs]} for h, rs in runs]
+        print(json.dumps(doc, indent=1, allow_nan=False))
     else:
-        _print(results, base, hw, shapes)
+        _print(console, runs, base, shapes, wide)
         if exec_mode == "graph":
             console.print("[dim]--exec graph: times as the device replays a captured sequence (CUDA graphs), "
                           "with no host time per op.[/]")
@@ -136,6 +147,11 @@ def predict(
             raise fail(f"--html {out}: cannot write there ({err.strerror or err})")
         if not as_json:
             console.print(f"Report written to [bold]{escape(str(path))}[/]")
+
+
+def _hardware(text: str) -> list:
+    """--hardware: one profile, or a comma-separated list to compare."""
+    return [load_hardware(x) for x in list_items(text, "--hardware")]
 
 
 def _argv() -> str:
@@ -153,70 +169,131 @@ def _ratio(base: Optional[float], x: Optional[float]) -> str:
     return f"[green]{text}[/]" if cheaper(x, base) else f"[red]{text}[/]" if cheaper(base, x) else text
 
 
-def _ranges(e) -> str:
+def _ranges(e, base: str, low: int) -> str:
     """Where ``e`` is faster (cheaper in FLOPs without a time model) than the baseline: every range
-    of T, up to two, then how many more."""
+    of T, up to two, then how many more; a range from the bottom of the search (``low``) is marked *."""
+    if e.variant == base:
+        return "baseline"
     ranges = (e.cheaper_ranges_T or {}).get("time" if e.time_s is not None else "flops") or []
     if not ranges:
         return "never"
-    text = [f"from {a:,}" if b is None else f"{a:,} to {b - 1:,}" for a, b in ranges]
+
+    def one(a: int, b: Optional[int]) -> str:
+        if a <= low:
+            return "every T*" if b is None else f"up to {b - 1:,}*"
+        return f"from {a:,}" if b is None else f"{a:,} to {b - 1:,}"
+
+    text = [one(a, b) for a, b in ranges]
     return "; ".join(text[:2]) + (f"; +{len(text) - 2} more" if len(text) > 2 else "")
 
 
-def _print(results, base, hw, shapes) -> None:
-    s0 = shapes[0]
-    sweep = len(shapes) > 1
-    ds = sorted({s.d for s in shapes})
-    console.print(
-        f"[bold]{s0.phase}[/] · batch {s0.batch} · d {', '.join(map(str, ds))} · {s0.heads} heads "
-        f"(head dim {', '.join(str(d // s0.heads) for d in ds)}) · {s0.dtype} · "
-        f"{'causal' if s0.causal else 'non-causal'}" + ("" if sweep else f" · T {s0.T:,}")
-        + f" · {hw.name} ({hw.description})")
-    by_shape: dict = {}
-    for e in results:
-        by_shape.setdefault(e.shape, {})[e.variant] = e
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, padding=(0, 1))
-    heads = ((["T", "d"] if sweep else []) + ["variant", "GFLOP\ncore", "GFLOP\ntotal", f"FLOPs\nvs {base}",
-             "act MiB\nunfused/fused", "KV\nMiB", "FLOP\n/byte", "bound", "ms", f"time\nvs {base}",
-             f"faster than\n{base} at T"])
-    for c in heads:
-        table.add_column(c, justify="left" if c in ("variant", "bound") or c.startswith("faster") else "right",
-                         no_wrap=True)
-    notes: dict = {}
-    params: dict = {}
-    for i, (shape, row) in enumerate(by_shape.items()):
-        b = row.get(base)
-        bb = b if b is not None and b.status == "ok" else None
-        if i and sweep:
-            table.add_section()
-        for e in row.values():
-            lead = [f"{shape.T:,}", f"{shape.d:,}"] if sweep else []
-            if e.params:
-                params[e.variant] = ", ".join(f"{k}={v}" for k, v in e.params.items())
-            if e.status != "ok":
-                table.add_row(*lead, e.variant, *["–"] * 9, "[dim]n/a[/]")
-                notes[f"{e.variant}: {e.reason}"] = None
-                continue
-            for n in e.notes:
-                notes[f"{e.variant}: {n}"] = None
-            table.add_row(
-                *lead, e.variant, sig(e.flops_core / GIGA), sig(e.flops / GIGA),
-                _ratio(bb.flops if bb else None, e.flops),
-                f"{sig(e.activation_bytes_unfused / MIB)} / {sig(e.activation_bytes_fused / MIB)}",
-                sig(e.kv_cache_bytes / MIB), sig(e.arithmetic_intensity),
-                e.bound or "–", sig(e.time_s * 1e3) if e.time_s is not None else "–",
-                _ratio(bb.time_s if bb else None, e.time_s), _ranges(e))
-    console.print(table)
-    console.print(f"[dim]x > 1: cheaper than {base} (green: by more than {REL_EQUAL:g} of it; closer is a tie). "
-                  f"'faster than {base} at T': the ranges where the predicted time is lower, searched from 16 (or "
-                  f"the smallest T asked for) to 4,194,304 tokens at {OCTAVE_SAMPLES} or more points per octave "
-                  f"and every T shown. Fused causal kernels count half the dense core (FlashAttention's "
-                  f"convention); the math path (mha) counts it dense.[/]")
-    if params:
-        console.print("[dim]parameters: " + "; ".join(f"{k} {v}" for k, v in params.items()) + "[/]")
-    for n in notes:
-        console.print(f"[dim]- {n}[/]")
+def _kv(e) -> str:
+    """KV cache or decode state in MiB; n/a for a variant with no decode path."""
+    from ..costmodel.variants import REGISTRY
 
+    return sig(e.kv_cache_bytes / MIB) if REGISTRY[e.variant].decode else "n/a"
+
+
+def _leads(shapes, hws) -> list:
+    """The fields that vary across the rows, as (header, value of a (hardware, shape))."""
+    leads = [("hardware", lambda h, s: h.name)] if len(hws) > 1 else []
+    for field, header in (("batch", "batch"), ("T", "T"), ("d", "d")):
+        if len({getattr(s, field) for s in shapes}) > 1:
+            leads.append((header, lambda h, s, f=field: f"{getattr(s, f):,}"))
+    return leads
+
+
+def _print(console, runs, base, shapes, wide: bool) -> None:
+    """``runs``: (hardware, results) per profile."""
+    s0 = shapes[0]
+    hws = [h for h, _ in runs]
+    ds = sorted({s.d for s in shapes})
+    fixed = [f"batch {s0.batch}" if len({s.batch for s in shapes}) == 1 else "",
+             f"T {s0.T:,}" if len({s.T for s in shapes}) == 1 else ""]
+    console.print(
+        f"[bold]one attention layer[/] (figures per layer) · {s0.phase} · " + " · ".join(x for x in fixed if x)
+        + f" · d {', '.join(f'{d:,}' for d in ds)} · {s0.heads} heads (head dim "
+        f"{', '.join(str(d // s0.heads) for d in ds)}) · {s0.dtype} · {'causal' if s0.causal else 'non-causal'} · "
+        + ", ".join(f"{h.name} ({h.description})" for h in hws))
+    leads = _leads(shapes, hws)
+    one_T = len({s.T for s in shapes}) == 1
+    cols = [Column(h, "right" if h != "hardware" else "left") for h, _ in leads] + [
+        Column("variant", "left"), Column("GFLOP\ncore", wide=True), Column("GFLOP"), Column(f"FLOPs\nvs {base}"),
+        Column("act MiB\nunfused", wide=True), Column("act MiB" + ("\nfused" if wide else "")),
+        Column("KV cache /\nstate MiB"), Column("FLOP\n/byte", wide=True), Column("bound", "left"), Column("ms"),
+        Column(f"time\nvs {base}")] + ([Column(f"faster than\n{base} at T", "left")] if one_T else [])
+    low = min(LO, min(s.T for s in shapes))
+    rows, notes, params, cross = [], {}, {}, {}
+    for hw, results in runs:
+        by_shape: dict = {}
+        for e in results:
+            by_shape.setdefault(e.shape, {})[e.variant] = e
+        for shape, row in by_shape.items():
+            if rows:
+                rows.append(SECTION)
+            b = row.get(base)
+            bb = b if b is not None and b.status == "ok" else None
+            lead = [f(hw, shape) for _, f in leads]
+            for e in row.values():
+                if e.params:
+                    text = ", ".join(f"{k}={v}" for k, v in e.params.items())
+                    params.setdefault(e.variant, {}).setdefault(text, set()).add(shape.d)
+                if e.status != "ok":
+                    rows.append(lead + [e.variant] + ["–"] * 10 + (["[dim]n/a[/]"] if one_T else []))
+                    notes[f"{e.variant}: {e.reason}"] = None
+                    continue
+                for n in e.notes:
+                    notes[f"{e.variant}: {n}"] = None
+                rng = _ranges(e, base, low)
+                cross.setdefault((hw.name, shape.d, shape.batch, e.variant), rng)
+                rows.append(lead + [
+                    e.variant, sig(e.flops_core / GIGA), sig(e.flops / GIGA), _ratio(bb.flops if bb else None, e.flops),
+                    sig(e.activation_bytes_unfused / MIB), sig(e.activation_bytes_fused / MIB), _kv(e),
+                    sig(e.arithmetic_intensity), e.bound or "–", sig(e.time_s * 1e3) if e.time_s is not None else "–",
+                    _ratio(bb.time_s if bb else None, e.time_s)] + ([rng] if one_T else []))
+    print_table(console, cols, rows, wide=wide, keys=len(leads) + 1)
+    if not one_T:
+        _print_crossovers(console, cross, base, wide)
+    at_d = ", ".join(f"{d:,}" for d in ds)
+    console.print(f"[dim]x > 1: cheaper than {base} (green: by more than {REL_EQUAL:g} of it; closer is a tie). "
+                  f"'faster than {base} at T': the ranges of T where the predicted time is lower, at d {at_d} and "
+                  f"the other settings shown, searched from {low:,} to 4,194,304 tokens at {OCTAVE_SAMPLES} or more "
+                  f"points per octave and every T shown; *: from the bottom of that search range ({low:,}). "
+                  f"act MiB: activations with fused kernels{'' if wide else ' (--wide: unfused too)'}. "
+                  f"KV cache / state: what decode keeps per layer (n/a: no decode path). Fused causal kernels count "
+                  f"half the dense core (FlashAttention's convention); the math path (mha) counts it dense.[/]")
+    _print_params(console, params, len(ds) > 1)
+    for hw in hws:
+        warn = datasheet_warning(hw)
+        if warn:
+            console.print(warn)
+    for n in notes:
+        console.print(f"[dim]- {escape(n)}[/]")
+
+
+def _print_crossovers(console, cross: dict, base: str, wide: bool) -> None:
+    """A T sweep: where each variant is faster than the baseline, once per variant (and d)."""
+    keys = list(cross)
+    vary = [i for i in range(3) if len({k[i] for k in keys}) > 1]
+    heads = ("hardware", "d", "batch")
+    cols = [Column(heads[i], "left" if i == 0 else "right") for i in vary] + [
+        Column("variant", "left"), Column(f"faster than {base} at T", "left")]
+    rows = [[k[i] if i == 0 else f"{k[i]:,}" for i in vary] + [k[3], cross[k]] for k in keys]
+    print_table(console, cols, rows, wide=wide, keys=len(vary) + 1)
+
+
+def _print_params(console, params: dict, by_d: bool) -> None:
+    """The resolved parameters, per d where they change with it."""
+    if not params:
+        return
+    parts = []
+    for v, texts in params.items():
+        if len(texts) == 1 or not by_d:
+            parts.append(f"{v} {next(iter(texts))}")
+        else:
+            parts.append(f"{v} " + "; ".join(f"{t} (d {', '.join(f'{d:,}' for d in sorted(ds))})"
+                                              for t, ds in texts.items()))
+    console.print("[dim]parameters: " + escape("; ".join(parts)) + "[/]")
 
 
 @app.command("variants")
@@ -234,19 +311,27 @@ def list_variants(as_json: bool = typer.Option(False, "--json", help="Print JSON
     if as_json:
         print(json.dumps(rows, indent=1, allow_nan=False))
         return
-    table = Table(show_lines=True, header_style="bold")
-    for c in ("name", "definition", "parameters (default)", "source"):
-        table.add_column(c, overflow="fold")
-    for r in rows:
-        ps = "\n".join(f"{k} = {'auto' if p['default'] is None else p['default']}: {p['description']}"
-                       for k, p in r["params"].items()) or "–"
-        extra = f"\n[dim]{r['causal']}; {'has' if r['decode'] else 'no'} decode path[/]"
-        table.add_row(f"[bold]{r['name']}[/]\n{r['title']}", r["definition"] + extra, ps, r["source"])
-    console.print(table)
+    console = screen()
+    for r in rows:  # a block per variant: readable at any width
+        console.print(f"[bold]{r['name']}[/] · {escape(r['title'])}")
+        console.print(f"  what: {escape(r['definition'])}")
+        console.print(f"  source: {escape(r['source'])}")
+        console.print(f"  use: {CAUSAL_WORDS[r['causal']]}; "
+                      + ("decodes token by token" if r["decode"] else "no decode path (prefill and training only)"))
+        for k, p in r["params"].items():
+            default = "auto" if p["default"] is None else p["default"]
+            console.print(f"  [dim]{k}[/] (default {default}): {escape(p['description'])}")
+        for n in r["notes"]:
+            console.print(f"  [dim]- {escape(n)}[/]")
+
+
+CAUSAL_WORDS = {"causal": "causal only", "not causal": "not causal (it mixes future tokens)",
+                "either": "causal or not"}
 
 
 @app.command("hardware")
-def list_hardware_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_hardware_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+                      wide: bool = typer.Option(False, "--wide", help="Show the descriptions too.")) -> None:
     """The built-in hardware profiles and their published peaks."""
     from ..costmodel.hardware import list_hardware
 
@@ -254,11 +339,15 @@ def list_hardware_cmd(as_json: bool = typer.Option(False, "--json", help="Print 
     if as_json:
         print(json.dumps([h.model_dump() for h in profiles], indent=1, allow_nan=False))
         return
-    table = Table(header_style="bold")
-    for c in ("name", "description", "bf16 TFLOP/s", "fp32 TFLOP/s", "memory TB/s", "memory GiB"):
-        table.add_column(c, justify="left" if c in ("name", "description") else "right")
-    for h in profiles:
-        table.add_row(h.name, h.description, f"{h.peak_flops.get('bf16', 0) / 1e12:,.1f}",
-                      f"{h.peak_flops.get('fp32', 0) / 1e12:,.1f}", f"{h.mem_bandwidth / 1e12:,.2f}",
-                      f"{h.mem_bytes / 2**30:,.0f}")
-    console.print(table)
+    console = screen()
+    cols = [Column("name", "left"), Column("description", "left", wide=True), Column("bf16\nTFLOP/s"),
+            Column("TF32\nTFLOP/s"), Column("fp32\nTFLOP/s"), Column("memory\nTB/s"), Column("memory\nGiB"),
+            Column("efficiencies", "left")]
+    rows = [[h.name, escape(h.description), sig(h.peak_flops.get("bf16", 0) / 1e12),
+             sig(h.peak_flops.get("fp32", 0) / 1e12), sig(h.vector_flops / 1e12), sig(h.mem_bandwidth / 1e12),
+             sig(h.mem_bytes / GIB), "fitted" if h.calibrated else "[yellow]datasheet[/]"] for h in profiles]
+    print_table(console, cols, rows, wide=wide)
+    console.print("[dim]Dense tensor peaks (no sparsity); TF32: fp32 matmuls on tensor cores (where the device "
+                  "has none, its fp32 rate); fp32: the non-tensor (vector) rate. fitted: efficiencies fitted to "
+                  "microbenchmarks on the device; datasheet: datasheet peaks, not calibrated, efficiencies "
+                  "assumed: run `attncost calibrate` on the device for a fitted profile. --wide: descriptions.[/]")

@@ -6,10 +6,11 @@ A profile holds two kinds of numbers:
   sparsity), fp32 non-tensor ("vector") FLOP/s, memory bandwidth and size.
 - **Efficiencies** (how much of a peak a real kernel reaches, and its fixed costs): per-dtype
   matmul efficiency as a smooth function of (m, k, n), per-backend fused-attention efficiency as a
-  function of head dim and keys, the bandwidth share of each kind of non-matmul op, a fixed device
-  latency per kernel and the host time PyTorch eager spends issuing each op. ``timing.predict``
-  states the formulas. Efficiencies are shares of the published peaks, at most 1, so a prediction
-  never beats the datasheet.
+  function of head dim and keys, the law of each kind of non-matmul op (a fixed device latency, a
+  bandwidth share, a time per row), the host time PyTorch eager spends issuing an op of each host
+  class, and on a CPU where memory changes pace (beyond its cache, for fresh outputs).
+  ``timing.predict`` states the formulas. Efficiencies are shares of the published peaks, at most
+  1, so a prediction never beats the datasheet.
 
 The built-in ``h100`` is fitted to measured microbenchmarks: ``data/h100-microbench.json`` is made
 by ``fit.fit_profile`` from the raw rows in ``data/h100-microbench-2026-11-22.json`` (a verbatim
@@ -95,7 +96,8 @@ class AttentionEfficiency(BaseModel):
     """One fused attention kernel (FlashAttention / cuDNN / memory-efficient SDPA):
 
     ``time = latency_s + max(flops_mm' / (peak * eff), bytes / (mem_bandwidth * mem_eff))``
-    with ``eff = max_eff * dh'/(dh'+dh_half) * keys/(keys+keys_half)``, ``dh' = min(dh, dh_cap)``.
+    with ``eff = max_eff * dh'/(dh'+dh_half) * keys/(keys+keys_half) [* q/(q+q_half)]``,
+    ``dh' = min(dh, dh_cap)``, ``q`` the query rows per head and key block (decode: 1).
     Non-matmul FLOPs (softmax)
     overlap with the matmuls and are not charged. A masked (causal, windowed) kernel skips masked
     tiles but computes the tiles the mask boundary crosses: ``flops_mm' = flops_mm + 0.5 *
@@ -108,6 +110,7 @@ class AttentionEfficiency(BaseModel):
     dh_half: Size = Field(32.0, description="head dim at which efficiency halves")
     keys_half: Size = Field(128.0, description="keys at which efficiency halves")
     causal_tile: Size = Field(128.0, description="tile size along keys of the mask boundary")
+    q_half: Size = Field(0.0, description="query rows at which efficiency halves (decode has one); 0: no such term")
     dh_cap: Optional[float] = Field(None, gt=0, description="head dims above this one get its efficiency "
                                                             "(the largest fitted: no extrapolation)")
     mem_eff: Share = Field(0.85, description="share of mem_bandwidth reached")
@@ -190,6 +193,12 @@ class Hardware(BaseModel):
             raise ValueError(f"attention_backend {self.attention_backend!r} is not one of "
                              f"{', '.join(self.attention)}")
         return self
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the efficiencies were fitted to measurements on this device (``calibration``
+        starts with "fitted"), rather than assumed on top of datasheet peaks."""
+        return self.calibration.startswith("fitted")
 
     # -- lookups ---------------------------------------------------------------------------------
     def tensor_peak(self, dtype: str) -> float:

@@ -88,6 +88,30 @@ def pct(x, digits: int = 2, signed: bool = True) -> str:
     return ("+" if x >= 0 else "−") + text
 
 
+UNSTABLE_MARK = "~"  # before a measured time whose median did not settle
+ROUGH = 0.5  # beyond this |error| a prediction is shown with two significant digits
+
+
+def error(x) -> str:
+    """A signed relative error, the same in every command: 0.763 -> "+76%", -0.8 -> "−80%"."""
+    return pct(x, 2, signed=True)
+
+
+def measured_ms(seconds, stable=True, digits: int = 3) -> str:
+    """A measured time in ms for a column headed ms; one whose median did not settle
+    (``stable`` False) keeps two significant digits and the mark: "~0.93"."""
+    if seconds is None or stable is not False:
+        return ms(seconds, digits, unit=False)
+    return UNSTABLE_MARK + ms(seconds, 2, unit=False)
+
+
+def predicted_ms(seconds, err=None, digits: int = 3) -> str:
+    """A predicted time in ms for a column headed ms; beside an error above 50 % two significant
+    digits are all it is worth: 0.000290 s at −80 % -> "0.29"."""
+    rough = err is not None and math.isfinite(err) and abs(err) > ROUGH
+    return ms(seconds, 2 if rough else digits, unit=False)
+
+
 def tokens(T) -> str:
     """A sequence length as on an axis: 512, 4k, 32k, 1M."""
     if not math.isfinite(T):

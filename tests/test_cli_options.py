@@ -76,3 +76,35 @@ def test_numbers_the_cli_prints():
     assert fmt.sig(1032.4) == "1,032" and fmt.sig(0.1872) == "0.187" and fmt.sig(2.5) == "2.5"
     assert fmt.sig(float("nan")) == "nan" and fmt.sig(float("inf")) == "inf" and fmt.sig(-float("inf")) == "-inf"
     assert fmt.pct(0.08125, signed=False) == "8.1%" and fmt.pct(0.25) == "+25%"
+
+
+# -- one number formatter; --T shorthand; CSV files ---------------------------------------------
+
+def test_formatter_scales_and_signs_errors_alike():
+    assert fmt.flops(4_505_107e9) == "4.51 PFLOP"
+    assert fmt.error(0.763) == "+76%" and fmt.error(-0.8) == "−80%"
+    assert fmt.measured_ms(0.0009271, stable=False) == fmt.UNSTABLE_MARK + "0.93"
+    assert fmt.measured_ms(0.0009271) == "0.927"
+    assert fmt.predicted_ms(0.000290, -0.8) == "0.29" and fmt.predicted_ms(0.0002904, 0.1) == "0.29"
+    assert fmt.predicted_ms(0.0012345, 0.1) == "1.23" and fmt.predicted_ms(0.0012345, 0.6) == "1.2"
+
+
+def test_T_shorthand_and_doubling():
+    assert options.parse_T("32k,128k") == [32768, 131072]
+    assert options.parse_T("1M") == [1048576]
+    assert options.parse_T("1000:5000") == [1000, 2000, 4000]
+    assert options.parse_T("1k:4k") == [1024, 2048, 4096]
+    assert "doubling" in options.T_HELP and "k = 1024" in options.T_HELP
+
+
+def test_T_shorthand_refuses_junk(capsys):
+    assert "--T" in _fails(capsys, options.parse_T, "32q")
+
+
+def test_write_csv_flattens_json_fields(tmp_path):
+    path = tmp_path / "out.csv"
+    options.write_csv(path, [{"variant": "mla", "shape": {"T": 8, "d": 64}, "Ts": [1, 2], "error": None},
+                             {"variant": "flash", "shape": {"T": 16, "d": 64}, "extra": 1.5}])
+    lines = path.read_text().splitlines()
+    assert lines[0] == "variant,shape.T,shape.d,Ts,error,extra"
+    assert lines[1] == "mla,8,64,1;2,," and lines[2] == "flash,16,64,,,1.5"

@@ -127,3 +127,39 @@ def test_version():
 
     r = run("--version")
     assert r.exit_code == 0 and r.output.strip() == f"attncost {__version__}"
+
+
+def test_table_says_per_layer_baseline_kv_na_and_search_start():
+    r = runner.invoke(app, ["predict", "--d", "1024", "--T", "4096", "--variants", "flash,linformer,sliding_window"],
+                      env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    assert "one attention layer" in r.output and "baseline" in r.output and "KV cache /" in r.output
+    lin = next(line for line in r.output.splitlines() if line.startswith("linformer"))
+    assert "n/a" in lin
+    assert "at d 1,024" in r.output
+
+
+def test_T_sweep_gives_crossovers_once_per_variant_and_params_per_d():
+    r = runner.invoke(app, ["predict", "--d", "1024,2048", "--T", "1024,4096", "--variants", "flash,mla"],
+                      env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    assert r.output.count("baseline") == 2  # flash's crossover row once per d, not once per (T, d)
+    assert "(d 1,024)" in r.output and "(d 2,048)" in r.output  # MLA's ranks scale with d
+
+
+def test_datasheet_profiles_say_so_and_compare_side_by_side():
+    r = runner.invoke(app, ["predict", "--d", "1024", "--T", "4096", "--variants", "flash", "--hardware", "h100,a100"],
+                      env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    assert "a100: datasheet peaks, not calibrated" in r.output and "attncost calibrate" in r.output
+    assert "h100: datasheet" not in r.output
+    h = runner.invoke(app, ["hardware"], env={"COLUMNS": "100"})
+    assert "TF32" in h.output and "495" in h.output and "66.9" in h.output and "datasheet" in h.output
+
+
+def test_variants_speaks_to_a_user():
+    r = runner.invoke(app, ["variants"], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    assert "seeds.md" not in r.output and "either;" not in r.output and "causal or not" in r.output
+    assert "project K and V down to" in r.output
+

@@ -197,3 +197,14 @@ def test_bad_and_unsupported_configs_exit_2(tmp_path, content, message):
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
     assert message in " ".join(r.output.split()) and lines[0].startswith("error:") and "Traceback" not in r.output
+
+
+def test_a_run_that_does_not_fit_says_so_in_its_row_and_batch_sweeps():
+    r = runner.invoke(app, ["predict", "--model", "llama-3-8b", "--T", "8192", "--batch", "1,32", "--variants", "gqa"],
+                      env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.output.splitlines() if " gqa " in line and " 8,192 " in line and "GiB" in line]
+    assert len(rows) == 2, r.output
+    assert "NO" in rows[1] and "(" in rows[1] and "NO" not in rows[0]
+    assert "tok/s per" in r.output and "for the whole batch" in r.output
+    assert "not achievable" in r.output

@@ -143,17 +143,17 @@ VARIANTS = [
     Variant("topk", "Top-k keys by an MLP selector",
             "KeySelector MLP (dh -> hidden -> T logits) picks k keys per query; HeadApproximator MLP "
             "(k*dh -> hidden -> dh) maps the gathered values to the head output",
-            "seeds.md #2, after Bonsignori 2024", TopkParams, build_topk, causal=None,
+            "after Bonsignori 2024 (a learned top-k key selector)", TopkParams, build_topk, causal=None,
             notes=("the selector emits T logits per query: O(T^2) per sequence, not O(k)",
                    "its last layer's weights (hidden x T) grow with the sequence length")),
     Variant("mlp_attention", "MLP attention (Dense Synthesizer)",
             "per head softmax(W2 ReLU(W1 x)) V: an MLP predicts each token's T attention weights",
-            "Tay et al. 2021, Synthesizer (arXiv:2005.00743); seeds.md #1", SynthesizerParams,
+            "Tay et al. 2021, Synthesizer (arXiv:2005.00743)", SynthesizerParams,
             build_mlp_attention, causal=None,
             notes=("still quadratic: hidden x T weights per head and a T x T weight matrix",)),
-    Variant("msla", "Multi-head Sparse Latent Attention (seed #4)",
+    Variant("msla", "Multi-head Sparse Latent Attention",
             "per head: top-k of Q latent^T over L learned latents, softmax, mix the selected latents, add V; "
             "no token-to-token mixing",
-            "seeds.md #4, gpt2_with_MSLA.py", MSLAParams, build_msla, causal=None,
+            "no paper: a GPT-2 experiment with sparse latent attention (MSLA)", MSLAParams, build_msla, causal=None,
             notes=("no token attends to another token: not attention in the usual sense, no KV cache",)),
 ]

@@ -46,7 +46,7 @@ def _matmul(g, name: str, a: str, b: str, views: int = MATMUL_VIEWS, **mm) -> st
 
 # -- Linformer ---------------------------------------------------------------------------
 class LinformerParams(Params):
-    k: int = Field(256, ge=1, description="rows K and V are projected to along the sequence (at most T)")
+    k: int = Field(256, ge=1, description="length k that E and F project K and V down to along the sequence (at most T)")
     at_most_T = ("k",)
 
 

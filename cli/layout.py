@@ -1,0 +1,101 @@
+"""Tables that fit the terminal: a number is never cut or wrapped.
+
+A table is declared as columns (some shown only with ``--wide``) and rows of cells. It is printed
+as a table where its narrowest layout fits the console; otherwise as a vertical list, one block
+per row with "header value" pairs packed into lines. Piped output is ``COLUMNS`` wide, else 100.
+"""
+
+import os
+from typing import List, NamedTuple, Optional, Sequence
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+PIPED_WIDTH = 100  # the width of output that is not a terminal, unless COLUMNS says otherwise
+
+
+def screen() -> Console:
+    """A console for one command's output: the terminal's width, ``COLUMNS`` where set, else 100."""
+    piped = not Console().is_terminal and "COLUMNS" not in os.environ
+    return Console(highlight=False, width=PIPED_WIDTH if piped else None)
+
+
+class Column(NamedTuple):
+    header: str
+    justify: str = "right"
+    wide: bool = False  # shown only with --wide
+    wrap: bool = False  # text that may wrap at spaces (never a number)
+
+
+SECTION = None  # a row of None: a break between groups of rows
+
+
+def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Optional[list]], *,
+                wide: bool = False, title: Optional[str] = None, keys: int = 1) -> None:
+    """Print ``rows`` (a list of cells per row, or ``SECTION``) under ``columns``; without ``wide``
+    the columns marked ``wide`` are left out. The first ``keys`` cells of a row name it in the
+    vertical layout used where the table would not fit."""
+    shown = [i for i, c in enumerate(columns) if wide or not c.wide]
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, padding=(0, 1, 0, 0), title=title,
+                  title_justify="left")
+    for i in shown:
+        c = columns[i]
+        table.add_column(c.header, justify=c.justify, no_wrap=not c.wrap)
+    for row in rows:
+        if row is SECTION:
+            table.add_section()
+        else:
+            table.add_row(*(row[i] for i in shown))
+    if _needed(console, table) <= console.width:
+        console.print(table)
+        return
+    _print_vertical(console, [columns[i] for i in shown], [r if r is SECTION else [r[i] for i in shown]
+                                                            for r in rows], title, min(keys, len(shown)))
+
+
+def _needed(console: Console, table: Table) -> int:
+    """The width ``table`` needs with its numbers whole: its natural width, less what its wrapping
+    (text) columns can give up by wrapping at spaces."""
+    unbounded = console.options.update_width(10_000)
+    slack = 0
+    for col in table.columns:
+        if not col.no_wrap:
+            cells = [Measurement.get(console, unbounded, c) for c in [col.header, *col.cells]]
+            slack += max(m.maximum for m in cells) - max(m.minimum for m in cells)
+    return Measurement.get(console, unbounded, table).maximum - slack
+
+
+def _print_vertical(console: Console, columns: List[Column], rows: list, title: Optional[str], keys: int) -> None:
+    """One block per row: its key cells in bold, then "header value" pairs packed into lines that
+    fit the console (a pair is never split)."""
+    if title:
+        console.print(title)
+    width = console.width
+    for row in rows:
+        if row is SECTION:
+            continue
+        console.print(Text.from_markup(" ".join(f"[bold]{row[i]}[/]" for i in range(keys))))
+        line = Text("  ")
+        for c, cell in zip(columns[keys:], row[keys:]):
+            pair = Text.from_markup(f"[dim]{escape(c.header.replace(chr(10), ' '))}[/] {cell}")
+            if len(line) > 2 and len(line) + 3 + len(pair) > width:
+                console.print(line, no_wrap=True, overflow="ignore", crop=False)
+                line = Text("  ")
+            if len(line) > 2:
+                line.append(" · ")
+            line.append_text(pair)
+        if len(line) > 2:
+            console.print(line, no_wrap=True, overflow="ignore", crop=False)
+
+
+DATASHEET_NOTE = ("datasheet peaks, not calibrated: efficiencies are assumed, not measured on this device; "
+                  "run `attncost calibrate` there and pass the profile as --hardware FILE.json")
+
+
+def datasheet_warning(hw) -> Optional[str]:
+    """The line every prediction on a profile not fitted to measurements carries, else None."""
+    return None if hw.calibrated else f"[yellow]{escape(hw.name)}: {DATASHEET_NOTE}[/]"
