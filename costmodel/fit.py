@@ -2,14 +2,18 @@
 
 Rows are in the format of ``data/h100-microbench-2026-11-22.json`` (``profiler/calibrate.py``
 writes the same), timed on the device (no host time, L2 flushed): ``mm`` (M, K, N), ``bmm_qk`` /
-``bmm_pv`` (BH, T, dh), ``sdpa`` (backend, B, H, T, dh, causal), element ops by ``elems``, and
-``eager_tiny_op`` / ``eager_tiny_matmul`` (host time per op, ``us_per_op``).
+``bmm_pv`` (BH, T, dh), ``sdpa`` (backend, B, H, T, dh, causal), element ops by ``elems``
+(``ELEMENT_OPS``; where a row has them, ``bytes`` read and written, ``row``: elements per row, and
+``k`` kept per row of a topk, ``out_bytes``: the output it allocates), and ``eager_tiny_*`` (host time
+per op of each host class, ``us_per_op``: ``HOST_ROWS``).
 
 ``predict_row`` prices one row with the kernel formulas of ``timing.py``; ``row_errors`` and
 ``summarize`` compare a profile with rows. ``fit_profile`` fits a profile's efficiencies, one kernel
 family at a time (``fit_host_time``, ``fit_element_ops``, ``fit_matmul``, ``fit_attention``): a
 robust (pseudo-Huber) loss on log(time), minimised by a coordinate pattern search in pure Python.
-Peaks are kept; every share is capped at 1 of them.
+Peaks are kept; every share is capped at 1 of them. On a CPU (a profile with ``host_sync``) the plain
+copies also tell where memory changes pace (``Regimes``: beyond the cache, fresh outputs), which every
+later family's fit then counts as known.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import math
 from typing import Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, MatmulEfficiency
-from .timing import attention_parts, compiled, kernel_s, matmul_parts, vector_parts
+from .timing import attention_parts, compiled, dram_parts, fresh_parts, kernel_s, matmul_parts
 from .units import DTYPE_BYTES, DTYPES, FUSED_BACKENDS, TORCH_DTYPE_NAMES
 
 # -- microbenchmark rows ---------------------------------------------------------------------------
@@ -26,11 +30,27 @@ from .units import DTYPE_BYTES, DTYPES, FUSED_BACKENDS, TORCH_DTYPE_NAMES
 # a row's "dtype": torch's names and aliases, or attncost's own
 DTYPE_ALIASES = {**{t: d for d, t in TORCH_DTYPE_NAMES.items()}, "half": "fp16", "float": "fp32",
                  **{d: d for d in DTYPES}}
-# element op -> (op kind as in graph.py, tensors moved per element: read + written)
-ELEMENT_OPS = {"copy": ("copy", 2), "exp": ("elementwise", 2), "add": ("elementwise", 2),
-               "mul": ("elementwise", 2), "relu": ("elementwise", 2), "softmax": ("softmax", 2),
+# element op -> (op kind as in opkinds.KINDS, tensors moved per element, read + written, where the row
+# does not say its ``bytes``)
+ELEMENT_OPS = {"copy": ("copy", 2), "copy_": ("copy", 2), "copy_t": ("copy", 2), "cat": ("copy", 2),
+               "exp": ("elementwise", 2), "add": ("elementwise", 2), "mul": ("elementwise", 2),
+               "relu": ("elementwise", 2), "masked_fill": ("elementwise", 2), "softmax": ("softmax", 2),
                "sum": ("reduction", 1), "mean": ("reduction", 1), "max": ("reduction", 1),
-               "cumsum": ("scan", 2)}
+               "amax": ("reduction", 1), "cumsum": ("scan", 2), "zeros": ("fill", 1), "topk": ("topk", 1),
+               "index_select": ("index", 2), "gather": ("index", 2), "index_add": ("scatter", 3),
+               "scatter_add": ("scatter", 3)}
+# x.clone() and y.copy_(x): contiguous copies, with and without a fresh output; their law is the
+# profile's default (kernel_latency_s, mem_efficiency)
+PLAIN_COPIES = ("copy", "copy_")
+# element ops that may get a law of their own (``fit_element_ops``), under the graph op ``fn`` they
+# price (timing looks a law up by fn first): on a CPU an exp or a select by a broadcast mask runs far
+# from an add's bandwidth
+OWN_LAW = {"exp": "exp", "masked_fill": "mask"}
+OWN_LAW_MISFIT = 0.25  # median |relative error| of an op's rows under its kind's law that gives it its own
+# host time row -> the profile field it sets (the host classes of opkinds.HOST_CLASSES)
+HOST_ROWS = {"eager_tiny_op": "launch_overhead_s", "eager_tiny_matmul": "matmul_overhead_s",
+             "eager_tiny_view": "view_overhead_s", "eager_tiny_sdpa": "sdpa_overhead_s",
+             "eager_tiny_index": "index_overhead_s"}
 
 
 def row_dtype(row: dict) -> str:
@@ -48,7 +68,7 @@ def row_group(row: dict) -> Optional[str]:
         return "sdpa"
     if op in ELEMENT_OPS and "elems" in row:
         return "vector"
-    if op in ("eager_tiny_op", "eager_tiny_matmul"):
+    if op in HOST_ROWS:
         return "eager"
     return None
 
@@ -75,17 +95,84 @@ def _row_mm(row: dict) -> tuple:
 
 
 def _row_sdpa(row: dict) -> tuple:
-    """(dh, keys, fraction, flops_mm, bytes) of an SDPA row (FlashAttention's convention)."""
+    """(dh, keys, fraction, flops_mm, bytes, queries) of an SDPA row (FlashAttention's convention) of
+    ``Tq`` queries (default ``T``) per head against ``T`` keys."""
     isz = DTYPE_BYTES[row_dtype(row)]
     B, H, T, dh = row["B"], row["H"], row["T"], row["dh"]
+    q = row.get("Tq") or T
     frac = 0.5 if row.get("causal") else 1.0
-    return dh, T, frac, 4.0 * B * H * T * T * dh * frac, 4.0 * B * H * T * dh * isz
+    return dh, T, frac, 4.0 * B * H * q * T * dh * frac, 2.0 * B * H * (q + T) * dh * isz, q
 
 
-def _row_vector(row: dict) -> tuple:
-    """(op kind, bytes) of an element-op row."""
-    kind, tensors = ELEMENT_OPS[row["op"]]
-    return kind, tensors * row["elems"] * DTYPE_BYTES[row_dtype(row)]
+class Regimes(NamedTuple):
+    """Where memory changes pace on a CPU: a kernel moving more than ``cache_bytes`` streams them at
+    ``dram_bw`` at most (``timing.dram_parts``); an output of ``fresh_bytes`` or more is faulted in
+    at ``fresh_s`` per byte (``timing.fresh_parts``). The defaults: neither."""
+
+    cache_bytes: float = math.inf
+    dram_bw: float = math.inf
+    fresh_bytes: float = math.inf
+    fresh_s: float = 0.0
+
+    def memory_s(self, nbytes: float, memory_s: float) -> float:
+        return dram_parts(self.cache_bytes, self.dram_bw, nbytes, memory_s)
+
+    def fresh(self, out_bytes: float) -> float:
+        return fresh_parts(self.fresh_bytes, self.fresh_s, out_bytes)
+
+    def kernel_s(self, parts: tuple, nbytes: float, out_bytes: float) -> float:
+        """``timing.kernel_s`` of (latency, compute, memory) in these regimes."""
+        lat, comp, mem = parts
+        return kernel_s((lat, comp, self.memory_s(nbytes, mem))) + self.fresh(out_bytes)
+
+
+def _regimes(hw: Hardware) -> Regimes:
+    return Regimes(hw.cache_bytes or math.inf, hw.mem_bandwidth * (hw.dram_eff or 1.0), hw.fresh_bytes or math.inf,
+                   hw.fresh_s_per_byte)
+
+
+def _row_out(row: dict) -> float:
+    """Bytes of the output a row's op allocates (element ops: ``out_bytes``, 0 where not recorded)."""
+    isz = DTYPE_BYTES[row_dtype(row)]
+    op = row["op"]
+    if op in ("mm", "bmm_qk", "bmm_pv"):
+        b, m, _, n = _row_mm(row)[:4]
+        return b * m * n * isz
+    if op == "sdpa":
+        return row["B"] * row["H"] * (row.get("Tq") or row["T"]) * row["dh"] * isz
+    return row.get("out_bytes") or 0.0
+
+
+class VectorRow(NamedTuple):
+    """An element-op row as a law reads it: ``rows`` of its ``row`` elements (0: no row term), for
+    a topk ``selected`` = rows * k * log2(k + 1), and the bytes of its output (``out``)."""
+
+    op: str
+    kind: str
+    bytes: float
+    rows: float
+    selected: float
+    out: float
+
+
+def _row_vector(row: dict) -> VectorRow:
+    op = row["op"]
+    kind, tensors = ELEMENT_OPS[op]
+    n = row["elems"]
+    nbytes = row.get("bytes") or tensors * n * DTYPE_BYTES[row_dtype(row)]
+    length = row.get("row") or 0.0
+    if not length:
+        return VectorRow(op, kind, nbytes, 0.0, 0.0, _row_out(row))
+    rows = n / length
+    k = row.get("k") or 0.0
+    return VectorRow(op, kind, nbytes, rows, rows * k * math.log2(k + 1.0), _row_out(row))
+
+
+def _host_s(hw: Hardware, op: str) -> float:
+    """The profile's host time per op of an ``eager_tiny_*`` row's class."""
+    return {"eager_tiny_op": hw.launch_overhead_s, "eager_tiny_matmul": hw.host_matmul_s,
+            "eager_tiny_view": hw.view_overhead_s or 0.0, "eager_tiny_sdpa": hw.host_sdpa_s,
+            "eager_tiny_index": hw.host_index_s}[op]
 
 
 def _row_backend(row: dict, backend: Optional[str]) -> Optional[str]:
@@ -100,15 +187,28 @@ def predict_row(row: dict, hw: Hardware, backend: Optional[str] = None) -> Optio
     if g is None:
         return None
     if g == "eager":
-        return hw.host_matmul_s if row["op"] == "eager_tiny_matmul" else hw.launch_overhead_s
+        return _host_s(hw, row["op"])
     c = compiled(hw, row_dtype(row), backend if g != "sdpa" else _row_backend(row, backend))
+    reg = _regimes(hw)
     if g in ("mm", "bmm"):
-        return kernel_s(matmul_parts(c.mm, *_row_mm(row)))
+        spec = _row_mm(row)
+        return reg.kernel_s(matmul_parts(c.mm, *spec), spec[-1], _row_out(row))
     if g == "sdpa":
-        return kernel_s(attention_parts(c.at, *_row_sdpa(row)))
-    kind, nbytes = _row_vector(row)
-    lat, bw = c.kinds.get(kind, (c.vlat, c.vbw))
-    return kernel_s(vector_parts(lat, c.vflops, bw, 0.0, nbytes))
+        spec = _row_sdpa(row)
+        return reg.kernel_s(attention_parts(c.at, *spec), spec[4], _row_out(row))
+    v = _row_vector(row)
+    if v.op in PLAIN_COPIES:
+        lat, bw, row_s = c.vlat, c.vbw, 0.0
+    else:
+        lat, bw, row_s = c.kinds.get(OWN_LAW.get(v.op)) or c.kinds.get(v.kind) or (c.vlat, c.vbw, 0.0)
+    return _law_s(ElementLaw(lat, bw, row_s, c.select_s if v.kind == "topk" else 0.0), v, 1.0, reg)
+
+
+def _law_s(law: "ElementLaw", v: VectorRow, bw: float, reg: Regimes) -> float:
+    """Seconds of one element-op row under ``law`` (its ``eff`` times ``bw``: bytes per second) in the
+    memory regimes ``reg``."""
+    return (law.latency_s + reg.memory_s(v.bytes, v.bytes / (bw * law.eff)) + v.rows * law.row_s
+            + v.selected * law.select_s + reg.fresh(v.out))
 
 
 def row_errors(rows: list, hw: Hardware) -> dict:
@@ -211,46 +311,166 @@ class Fitted(NamedTuple):
 
 
 def fit_host_time(rows: list) -> Fitted:
-    """Host time per eager op and per eager matmul, from the ``eager_tiny_*`` rows as measured."""
-    upd: dict = {}
-    for r in rows:
-        if r["op"] == "eager_tiny_op":
-            upd["launch_overhead_s"] = r["us_per_op"] * 1e-6
-        elif r["op"] == "eager_tiny_matmul":
-            upd["matmul_overhead_s"] = r["us_per_op"] * 1e-6
-    return Fitted(upd, ["eager host time per op"] if upd else [])
+    """Host time per eager op of each class (element-wise, matmul, view, SDPA, index), from the
+    ``eager_tiny_*`` rows as measured (``HOST_ROWS``)."""
+    upd = {HOST_ROWS[r["op"]]: r["us_per_op"] * 1e-6 for r in rows if r.get("op") in HOST_ROWS}
+    if not upd:
+        return Fitted({}, [])
+    classes = [r.removeprefix("eager_tiny_") for r, f in HOST_ROWS.items() if f in upd]
+    return Fitted(upd, [f"eager host time per op ({', '.join(classes)})"])
+
+
+class ElementLaw(NamedTuple):
+    """One op kind's fitted law: ``latency_s + bytes / (bw * eff) + rows * row_s + selected * select_s``."""
+
+    latency_s: float
+    eff: float
+    row_s: float = 0.0
+    select_s: float = 0.0
 
 
 def fit_element_ops(base: Hardware, rows: list) -> Fitted:
-    """A fixed latency and a bandwidth share per element-op kind: ``latency + bytes / (bw * eff)``.
-    Copy's are the profile's defaults (``kernel_latency_s``, ``mem_efficiency``), and no kind's
-    latency goes below copy's."""
+    """A law per element-op kind (``ElementLaw``), fitted on that kind's rows alone: a fixed latency and
+    a bandwidth share, a time per row where the rows tell it (rows of several lengths: softmax by row
+    length, reductions by outputs) and, for topk, a time per kept element (rows of several k). An op of
+    ``OWN_LAW`` whose rows the kind's law misses by more than ``OWN_LAW_MISFIT`` (median) gets a law of
+    its own, and the kind's is fitted again without it. The plain copies' (``PLAIN_COPIES``) are the
+    profile's defaults (``kernel_latency_s``, ``mem_efficiency``), with, on a CPU (``host_sync``), the
+    memory regimes they show (``_fit_regimes``); the copy kind's is fitted on the other copies
+    (strided, ``cat``: the copies a layer makes); no kind's latency goes below the plain copies'."""
     vec = [(_row_vector(r), measured_s(r)) for r in rows if row_group(r) == "vector"]
-    kinds = sorted({k for (k, _), _ in vec}, key=lambda k: (k != "copy", k))
-    lat_eff: dict = {}
-    for kind in kinds:
-        floor = lat_eff["copy"][0] if "copy" in lat_eff else 1e-7  # no kernel starts faster than a copy
-        pts = [(nb, m) for (k, nb), m in vec if k == kind]
-        lat_eff[kind] = _fit_element_kind(base, kind, pts, floor)
-    if not lat_eff:
+    if not vec:
         return Fitted({}, [])
-    dlat, deff = lat_eff.pop("copy", (base.kernel_latency_s, base.mem_efficiency))
-    ops = ", ".join(sorted({r["op"] for r in rows if row_group(r) == "vector"}))
-    return Fitted({"kernel_latency_s": dlat, "mem_efficiency": deff,
-                   "vector_eff": {**base.vector_eff, **{k: e for k, (_, e) in lat_eff.items()}},
-                   "vector_latency": {**base.vector_latency, **{k: t for k, (t, _) in lat_eff.items()}}},
-                  [f"element ops ({ops})"])
+    plain = [(v, m) for v, m in vec if v.op in PLAIN_COPIES]
+    dlat, deff, floor = base.kernel_latency_s, base.mem_efficiency, 1e-7
+    reg = _regimes(base)
+    what = []
+    if plain:  # no kernel starts faster than a copy
+        dlat, deff = _fit_element_kind(base, "copy", plain, floor)[:2]
+        if base.host_sync:
+            reg, (dlat, deff) = _fit_regimes(base, plain, floor, ElementLaw(dlat, deff))
+            what += [f"memory beyond {reg.cache_bytes / 2**20:.3g} MiB"] * (reg.cache_bytes < math.inf) + [
+                f"fresh outputs from {reg.fresh_bytes / 2**20:.3g} MiB"] * (reg.fresh_bytes < math.inf)
+        floor = dlat
+    laws: dict = {}
+    others = [(v, m) for v, m in vec if v.op not in PLAIN_COPIES]
+    for kind in sorted({v.kind for v, _ in others}):
+        pts = [(v, m) for v, m in others if v.kind == kind]
+        start = ElementLaw(dlat, deff) if kind == "copy" else None
+        laws[kind] = _fit_element_kind(base, kind, pts, floor, start, reg)
+        own = _misfits(laws[kind], pts, base.mem_bandwidth, reg)
+        for op in own:
+            laws[OWN_LAW[op]] = _fit_element_kind(base, kind, [(v, m) for v, m in pts if v.op == op], floor,
+                                                  reg=reg)
+        rest = [(v, m) for v, m in pts if v.op not in own]
+        if own and rest:
+            laws[kind] = _fit_element_kind(base, kind, rest, floor, start, reg)
+        elif own:
+            del laws[kind]
+    ops = ", ".join(sorted({v.op for v, _ in vec}))
+    upd = {"kernel_latency_s": dlat, "mem_efficiency": deff,
+           "vector_eff": {**base.vector_eff, **{k: law.eff for k, law in laws.items()}},
+           "vector_latency": {**base.vector_latency, **{k: law.latency_s for k, law in laws.items()}}}
+    row_s = {k: law.row_s for k, law in laws.items() if law.row_s}
+    if row_s:
+        upd["vector_row_s"] = {**base.vector_row_s, **row_s}
+    if "topk" in laws and laws["topk"].select_s:
+        upd["topk_select_s"] = laws["topk"].select_s
+    if reg.cache_bytes < math.inf:
+        upd.update(cache_bytes=reg.cache_bytes, dram_eff=reg.dram_bw / base.mem_bandwidth)
+    if reg.fresh_bytes < math.inf:
+        upd.update(fresh_bytes=reg.fresh_bytes, fresh_s_per_byte=reg.fresh_s)
+    return Fitted(upd, [f"element ops ({ops})"] + what)
 
 
-def _fit_element_kind(base: Hardware, kind: str, pts: list, floor: float) -> tuple:
-    """(latency, bandwidth share) of one op kind, fitted to its (bytes, measured seconds)."""
+def _knees(sizes: Iterable) -> list:
+    """Where a regime may start: the geometric middle of each two consecutive sizes measured."""
+    s = sorted({x for x in sizes if x > 0})
+    return [math.sqrt(a * b) for a, b in zip(s, s[1:])]
+
+
+def _fit_regimes(base: Hardware, pts: list, floor: float, law: "ElementLaw") -> tuple:
+    """(Regimes, (latency, eff)) of the plain copies' rows (a CPU's), in two steps: the bytes moved
+    beyond which a copy streams at a lower rate (its cache), from the copies into a tensor that exists
+    (``copy_``: no fresh output); then, with it, the output size from which a copy costs a time per
+    byte more (fresh memory faulted in page by page). Each sits at the middle of two sizes measured
+    where it fits best, and is kept only where it halves the loss without it (``law``: neither)."""
     bw = base.mem_bandwidth
-    x0 = [max(floor, base.op_latency(kind)), base.op_eff(kind)]
+    lo, hi = [floor, 1e-5, 1e-5, 1e-13], [1e-3, 1.0, 1.0, 1e-6]
 
-    def loss(x):
-        return _sq_log((x[0] + nb / (bw * x[1]), m) for nb, m in pts)
+    def loss_at(cache, fresh, rows):
+        def loss(x):  # x: latency, eff, dram eff, s per byte
+            reg = Regimes(cache, bw * x[2], fresh, x[3])
+            return _sq_log((x[0] + reg.memory_s(v.bytes, v.bytes / (bw * x[1])) + reg.fresh(v.out), m)
+                           for v, m in rows)
+        return loss
 
-    return tuple(_pattern_search(loss, x0, [floor, 1e-5], [1e-3, 1.0]))
+    def step(knees, at, rows, x0):
+        best = (loss_at(*at(math.inf), rows)(x0) / 2, math.inf, x0)  # a knee must halve the loss
+        for knee in knees:
+            x = _pattern_search(loss_at(*at(knee), rows), x0, lo, hi)
+            value = loss_at(*at(knee), rows)(x)
+            if value < best[0]:
+                best = (value, knee, x)
+        return best[1], best[2]
+
+    x = [law.latency_s, law.eff, law.eff / 4, 1e-10]
+    kept = [(v, m) for v, m in pts if not v.out]
+    cache, x = step(_knees(v.bytes for v, _ in kept), lambda k: (k, math.inf), kept, x)
+    fresh, x = step(_knees(v.out for v, _ in pts), lambda k: (cache, k), pts, x)
+    if fresh == math.inf and cache < math.inf:  # the cache's rates on every plain copy
+        x = _pattern_search(loss_at(cache, math.inf, pts), x, lo, hi)
+    reg = Regimes(cache, bw * x[2] if cache < math.inf else math.inf, fresh, x[3] if fresh < math.inf else 0.0)
+    return reg, (x[0], x[1])
+
+
+def _misfits(law: "ElementLaw", pts: list, bw: float, reg: Regimes) -> list:
+    """The ops of ``OWN_LAW`` among ``pts`` whose rows ``law`` misses by more than ``OWN_LAW_MISFIT``."""
+    out = []
+    for op in sorted({v.op for v, _ in pts} & OWN_LAW.keys()):
+        errs = [abs(_law_s(law, v, bw, reg) / m - 1.0) for v, m in pts if v.op == op]
+        if summarize(errs)["median"] > OWN_LAW_MISFIT:
+            out.append(op)
+    return out
+
+
+def _varies(pairs: list) -> bool:
+    """Whether a term's amount per byte takes at least two values over the rows (it is then told apart
+    from the bandwidth term)."""
+    return len({round(a / nb, 12) for a, nb in pairs if nb > 0}) >= 2
+
+
+def _fit_element_kind(base: Hardware, kind: str, pts: list, floor: float,
+                      start: Optional[ElementLaw] = None, reg: Regimes = Regimes()) -> ElementLaw:
+    """One op kind's law fitted to its [(VectorRow, measured seconds)] in the memory regimes ``reg``
+    (fitted before); the row and select terms only where the rows tell them apart from the bandwidth
+    (``_varies``)."""
+    bw = base.mem_bandwidth
+    pts = [(v, m, reg.fresh(v.out)) for v, m in pts]
+    start = start or ElementLaw(base.op_latency(kind), base.op_eff(kind), base.op_row_s(kind),
+                                base.topk_select_s if kind == "topk" else 0.0)
+    x0, lo, hi = [max(floor, start.latency_s), start.eff], [floor, 1e-5], [1e-3, 1.0]
+    use_rows = _varies([(v.rows, v.bytes) for v, _, _ in pts])
+    use_sel = kind == "topk" and _varies([(v.selected, v.bytes) for v, _, _ in pts])
+    for used, guess in ((use_rows, start.row_s), (use_sel, start.select_s)):
+        if used:
+            x0.append(guess or 1e-9)
+            lo.append(1e-15)
+            hi.append(1e-4)
+
+    def law(x) -> ElementLaw:
+        extra = iter(x[2:])
+        return ElementLaw(x[0], x[1], next(extra) if use_rows else 0.0, next(extra) if use_sel else 0.0)
+
+    if not (use_rows or use_sel):
+        def loss(x):
+            return _sq_log((x[0] + reg.memory_s(v.bytes, v.bytes / (bw * x[1])) + off, m) for v, m, off in pts)
+    else:
+        def loss(x):
+            e = law(x)
+            return _sq_log((_law_s(e, v, bw, reg), m) for v, m, _ in pts)
+
+    return law(_pattern_search(loss, x0, lo, hi))
 
 
 def fit_matmul(base: Hardware, rows: list) -> Fitted:
@@ -277,6 +497,8 @@ def _fit_matmul_dtype(base: Hardware, dt: str, mm: list) -> MatmulEfficiency:
     peak, bw = base.tensor_peak(dt), base.mem_bandwidth
     b0 = base.matmul_eff(dt)
     kcap = float(max(s[2] for s, _ in mm))
+    reg = _regimes(base)
+    mm = [(spec, meas, spec[0] * spec[1] * spec[3] * DTYPE_BYTES[dt]) for spec, meas in mm]
     x0 = [b0.max_eff, max(b0.mn_half, 1.0), max(b0.k_half, 1.0), max(b0.k_step_s, 1e-10), b0.mem_eff,
           max(b0.latency_s, 1e-6)]
     lo = [0.01, 1e-2, 1e-2, 1e-13, 0.05, 1e-6]
@@ -284,7 +506,7 @@ def _fit_matmul_dtype(base: Hardware, dt: str, mm: list) -> MatmulEfficiency:
 
     def loss(x):  # x: max_eff, mn_half, k_half, k_step_s, mem_eff, latency_s
         p = (peak * x[0], x[1], x[2], x[3], kcap, bw * x[4], x[5])  # timing.matmul_params
-        return _sq_log((kernel_s(matmul_parts(p, *spec)), meas) for spec, meas in mm)
+        return _sq_log((reg.kernel_s(matmul_parts(p, *spec), spec[-1], out), meas) for spec, meas, out in mm)
 
     x = _pattern_search(loss, x0, lo, hi)
     return MatmulEfficiency(max_eff=x[0], mn_half=x[1], k_half=x[2], k_step_s=x[3], k_serial_cap=kcap,
@@ -299,7 +521,7 @@ def fit_attention(base: Hardware, rows: list, *, mem_eff: float, min_latency_s: 
     sdpa = [r for r in rows if r["op"] == "sdpa"]
     what = []
     for be in sorted({r.get("backend") for r in sdpa} - {None, "default", "math"}):
-        rs = [(_row_sdpa(r), measured_s(r), row_dtype(r)) for r in sdpa if r.get("backend") == be]
+        rs = [(_row_sdpa(r), measured_s(r), row_dtype(r), _row_out(r)) for r in sdpa if r.get("backend") == be]
         if len(rs) < 4:
             continue
         a0 = attention.get(be, base.attention_eff() if base.attention else AttentionEfficiency())
@@ -313,24 +535,31 @@ def fit_attention(base: Hardware, rows: list, *, mem_eff: float, min_latency_s: 
 
 def _fit_backend(base: Hardware, a0: AttentionEfficiency, rs: list, mem_eff: float,
                  min_latency_s: float) -> AttentionEfficiency:
-    """One backend's efficiency, fitted from ``a0`` to [(sdpa spec, measured seconds, dtype)]; head
-    dims above the largest measured get its efficiency (no extrapolation)."""
+    """One backend's efficiency, fitted from ``a0`` to [(sdpa spec, measured seconds, dtype, output
+    bytes)]; head dims above the largest measured get its efficiency (no extrapolation); ``q_half``
+    where rows of fewer queries than keys (decode) tell it."""
     bw = base.mem_bandwidth
     x0 = [a0.max_eff, max(a0.dh_half, 1.0), max(a0.keys_half, 1.0), max(a0.causal_tile, 1.0),
           max(a0.latency_s, 1e-6)]
     lo = [0.01, 1e-2, 1e-2, 1e-2, min_latency_s]
     hi = [1.0, 1e4, 1e5, 1e5, 1e-3]
+    decode = any(spec[5] < spec[1] for spec, _, _, _ in rs)
+    if decode:  # from above: below the point where decode turns memory-bound the loss is flat
+        x0, lo, hi = x0 + [max(a0.q_half, 100.0)], lo + [1e-2], hi + [1e5]
     peaks = {dt: base.tensor_peak(dt) for dt in DTYPES}
-    dh_cap = float(max(spec[0] for spec, _, _ in rs))
+    dh_cap = float(max(spec[0] for spec, _, _, _ in rs))
+    reg = _regimes(base)
 
-    def loss(x):  # x: max_eff, dh_half, keys_half, causal_tile, latency_s
-        params = {dt: (peak * x[0], x[1], x[2], x[3], bw * mem_eff, x[4], dh_cap)  # timing.attention_params
+    def loss(x):  # x: max_eff, dh_half, keys_half, causal_tile, latency_s[, q_half]
+        q_half = x[5] if decode else a0.q_half
+        params = {dt: (peak * x[0], x[1], x[2], x[3], bw * mem_eff, x[4], dh_cap, q_half)  # timing.attention_params
                   for dt, peak in peaks.items()}
-        return _sq_log((kernel_s(attention_parts(params[dt], *spec)), meas) for spec, meas, dt in rs)
+        return _sq_log((reg.kernel_s(attention_parts(params[dt], *spec), spec[4], out), meas)
+                       for spec, meas, dt, out in rs)
 
     x = _pattern_search(loss, x0, lo, hi)
     return AttentionEfficiency(max_eff=x[0], dh_half=x[1], keys_half=x[2], causal_tile=x[3], dh_cap=dh_cap,
-                               mem_eff=mem_eff, latency_s=x[4])
+                               mem_eff=mem_eff, latency_s=x[4], q_half=x[5] if decode else a0.q_half)
 
 
 def _default_backend(attention: dict, base: Hardware, default_rows: list) -> str:
@@ -362,10 +591,14 @@ def fit_profile(base: Hardware, rows: list, *, exclude_ops: Iterable = (), sourc
     rows = [r for r in rows if r.get("op") not in exclude and measured_s(r)]
     upd: dict = {}
     what: list = []
-    for part in (fit_host_time(rows), fit_element_ops(base, rows), fit_matmul(base, rows)):
+    for part in (fit_host_time(rows), fit_element_ops(base, rows)):
         upd.update(part.update)
         what += part.what
-    attention = fit_attention(base, rows, mem_eff=upd.get("mem_efficiency", base.mem_efficiency),
+    fitted = base.model_copy(update=upd)  # matmuls and SDPA: their outputs' fresh memory counted as fitted
+    part = fit_matmul(fitted, rows)
+    upd.update(part.update)
+    what += part.what
+    attention = fit_attention(fitted, rows, mem_eff=upd.get("mem_efficiency", base.mem_efficiency),
                               min_latency_s=upd.get("kernel_latency_s", base.kernel_latency_s))
     upd.update(attention.update)
     what += attention.what

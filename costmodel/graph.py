@@ -59,6 +59,9 @@ class Op:
     recompute: bool = False  # recomputed (not saved) by the backward of its fused kernel
     fraction: float = 1.0  # share of the dense work done (causal fused kernels skip masked tiles)
     elems: float = 0.0  # elements processed by a non-matmul op
+    row: float = 0.0  # elements per row of a row-wise op (softmax, topk: its candidates); 0: timing.row_lengths
+    grad_copy: tuple = ()  # positions of the reads whose gradient autograd copies back into their tensor's layout
+    backward: str = ""  # autograd's formula where ``fn`` covers several ops: "sub" (a - b), "sum" (a mean's sum)
 
 
 @dataclass(slots=True)
@@ -99,13 +102,15 @@ class Graph:
 
     # -- ops -----------------------------------------------------------------------------
     def matmul(self, name, a, b, *, batch=1, m, k, n, part: Part = "core", kernel=None,
-               fraction=1.0, recompute=False) -> str:
-        """(batch x) (m x k) @ (k x n): 2*batch*m*k*n*fraction FLOPs, output batch*m*n."""
+               fraction=1.0, recompute=False, grad_copy=()) -> str:
+        """(batch x) (m x k) @ (k x n): 2*batch*m*k*n*fraction FLOPs, output batch*m*n. ``grad_copy``:
+        the inputs (0: a, 1: b) read through a view their gradient, written in this op's layout, cannot
+        be viewed back through (a head view of a token-major tensor): autograd copies it."""
         macs = batch * m * k * n * fraction
         out_elems = batch * m * n
         self._add(name, out_elems, "act")
         self.ops.append(Op(name, "matmul", part, 2.0 * macs, macs, (a, b), name, kernel or name,
-                           out_elems, (batch, m, k, n), None, recompute, fraction))
+                           out_elems, (batch, m, k, n), None, recompute, fraction, grad_copy=tuple(grad_copy)))
         return name
 
     def conv(self, name, x, w, *, macs, out_elems, part: Part = "core", kernel=None) -> str:
@@ -116,15 +121,17 @@ class Graph:
         return name
 
     def elementwise(self, name, fn, reads, *, elems, out_elems=None, part: Part = "core",
-                    kernel=None, recompute=False, index_out=False) -> str:
-        """A non-matmul op: ELEMENT_FLOPS[fn] FLOPs per processed element (``elems``)."""
+                    kernel=None, recompute=False, index_out=False, grad_copy=(), backward="") -> str:
+        """A non-matmul op: ELEMENT_FLOPS[fn] FLOPs per processed element (``elems``); ``grad_copy``
+        as in ``matmul``, ``backward`` as ``Op.backward``."""
         out_elems = elems if out_elems is None else out_elems
         if index_out:
             self._add(name, out_elems, "index", INDEX_BYTES)
         else:
             self._add(name, out_elems, "act")
         self.ops.append(Op(name, _KIND_OF.get(fn, "elementwise"), part, ELEMENT_FLOPS[fn] * elems,
-                           0.0, tuple(reads), name, kernel or name, out_elems, None, fn, recompute, 1.0, elems))
+                           0.0, tuple(reads), name, kernel or name, out_elems, None, fn, recompute, 1.0, elems,
+                           grad_copy=tuple(grad_copy), backward=backward))
         return name
 
     def views(self, name: str, count: int = 1, part: Part = "other") -> str:

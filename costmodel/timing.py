@@ -11,17 +11,30 @@ Per kernel, on the device (all shares of the profile's published peaks, see ``ha
   keys/(keys+keys_half)`` of the chosen backend (dh no larger than the largest head dim fitted,
   ``dh_cap``: no extrapolation); softmax FLOPs overlap the matmuls and are not
   charged; a masked kernel also computes the tiles its mask boundary crosses (``flops_mm'``).
-- ``vector`` / ``copy``: ``latency[op kind] + max(flops / vector_flops, bytes / (bw * eff[op kind]))``
-  (a kernel of several ops takes the slowest kind's); matmuls inside such a kernel are charged as
-  above. The fixed latency is what makes the effective bandwidth fall for small tensors:
-  ``bytes / (latency + bytes / (bw * eff))``.
+- ``vector`` / ``copy``: ``latency[kind] + max(flops / vector_flops, bytes / (bw * eff[kind]))
+  + rows * row_s[kind]`` per op, by its ``fn`` where the profile has a law of that name (``mask``),
+  else by its kind (``law_kind``: the ``opkinds`` vocabulary; a kernel of
+  several ops takes the slowest kind's latency and bandwidth and every op's row term); matmuls inside
+  such a kernel are charged as above. The fixed latency is what makes the effective bandwidth fall
+  for small tensors: ``bytes / (latency + bytes / (bw * eff))``. The row term is the fixed work per
+  row of a row-wise op (``RowLengths``): softmax and topk per row, a reduction per output; a topk
+  also orders the k it keeps, ``rows * k * log2(k + 1) * topk_select_s``.
+- every kernel that moves more than ``cache_bytes`` streams them no faster than ``dram_eff`` of the
+  bandwidth (``dram_parts``; a CPU: beyond its last-level cache);
+- every kernel whose output is at least ``fresh_bytes`` also faults that output in page by page,
+  ``out_bytes * fresh_s_per_byte`` (``fresh_parts``; a CPU: glibc maps blocks of 32 MiB and more anew
+  for each op), counted with the fixed latency.
 
 The layer: ``mode="eager"`` (PyTorch eager, the default) replays the launch queue: the host
-spends ``launch_overhead_s`` (``matmul_overhead_s`` for matmul and SDPA calls) issuing each kernel,
-the device runs them in order as soon as they are issued and it is free, and the layer ends when
-the last kernel does. Small kernels are then host-bound; a long kernel hides the host time of the
-kernels queued behind it. ``mode="device"`` leaves the host out (CUDA graphs, a device timer such
-as ``triton.testing.do_bench``).
+spends the host time of the op's class (``opkinds.HOST_CLASS``: ``launch_overhead_s`` for
+element-wise kernels, ``matmul_overhead_s``, ``sdpa_overhead_s``, ``index_overhead_s``, and
+``view_overhead_s`` for each host-only op) issuing each kernel, the device runs them in order as
+soon as they are issued and it is free, and the layer ends when the last kernel does. Small kernels
+are then host-bound; a long kernel hides the host time of the kernels queued behind it. On a
+profile with ``host_sync`` (a CPU: the host runs each op to its end) nothing overlaps: each op takes
+the longer of its host time and its kernel time. ``mode="graph"`` leaves the host out: the device
+replays a captured sequence (CUDA graphs, torch.compile's cudagraph mode; a device timer such as
+``triton.testing.do_bench`` sees the same).
 
 Each kernel adds ``time_s`` to the layer (its start waiting for the host, plus its device time); that
 is split into ``overhead_s`` (waiting for the host + fixed latencies) and its work, counted as
@@ -40,9 +53,10 @@ import math
 from typing import Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, HardwareError, MatmulEfficiency
-from .units import DTYPES
+from .opkinds import GRAPH_KINDS, HOST_CLASS, VIEW
+from .units import DTYPE_BYTES, DTYPES, INDEX_BYTES
 
-MODES = ("eager", "device")
+MODES = ("eager", "graph")  # how a layer runs: the host issues each op, or the device replays a captured graph
 
 
 class KernelTime(NamedTuple):
@@ -110,16 +124,17 @@ def matmul_params(peak: float, bw: float, e: MatmulEfficiency) -> tuple:
 
 def attention_params(peak: float, bw: float, e: AttentionEfficiency) -> tuple:
     """``e`` on a profile's peak FLOP/s and bandwidth, as ``attention_parts`` reads it: (rate = peak *
-    max_eff, dh_half, keys_half, causal_tile, bytes/s = bw * mem_eff, latency_s, dh_cap or inf)."""
+    max_eff, dh_half, keys_half, causal_tile, bytes/s = bw * mem_eff, latency_s, dh_cap or inf, q_half)."""
     return (peak * e.max_eff, e.dh_half, e.keys_half, e.causal_tile, bw * e.mem_eff, e.latency_s,
-            e.dh_cap or math.inf)
+            e.dh_cap or math.inf, e.q_half)
 
 
 class CompiledProfile:
     """A profile's numbers for one dtype and attention backend as plain floats, which the
     predictor's inner loop reads instead of the pydantic fields."""
 
-    __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "host_op", "host_mm", "host_view")
+    __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "select_s", "rowwise", "host", "host_mm",
+                 "host_sdpa", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s")
 
     def __init__(self, hw: Hardware, dtype: str, backend: Optional[str]):
         if dtype not in hw.peak_flops:
@@ -131,10 +146,19 @@ class CompiledProfile:
         self.at = attention_params(peak, bw, hw.attention_eff(backend))
         self.vlat = hw.kernel_latency_s
         self.vbw = bw * hw.mem_efficiency
-        # op kind -> (latency, bandwidth), for the kinds the profile knows apart
-        self.kinds = {k: (hw.op_latency(k), bw * hw.op_eff(k)) for k in {*hw.vector_eff, *hw.vector_latency}}
-        self.host_op, self.host_mm = hw.launch_overhead_s, hw.host_matmul_s
-        self.host_view = hw.view_overhead_s or 0.0
+        # op kind -> (latency, bandwidth, time per row), for the kinds the profile knows apart
+        self.kinds = {k: (hw.op_latency(k), bw * hw.op_eff(k), hw.op_row_s(k))
+                      for k in {*hw.vector_eff, *hw.vector_latency, *hw.vector_row_s}}
+        self.select_s = hw.topk_select_s
+        self.rowwise = self.select_s > 0 or any(law[2] > 0 for law in self.kinds.values())
+        self.host_mm, self.host_sdpa = hw.host_matmul_s, hw.host_sdpa_s
+        # host class (opkinds.HOST_CLASSES) -> host time of issuing one op of it
+        self.host = {VIEW: hw.view_overhead_s or 0.0, "elementwise": hw.launch_overhead_s, "matmul": self.host_mm,
+                     "sdpa": self.host_sdpa, "index": hw.host_index_s}
+        self.sync = hw.host_sync
+        self.isz = DTYPE_BYTES[dtype]
+        self.cache_bytes, self.dram_bw = hw.cache_bytes or math.inf, bw * (hw.dram_eff or 1.0)
+        self.fresh_bytes, self.fresh_s = hw.fresh_bytes or math.inf, hw.fresh_s_per_byte
 
 
 def compiled(hw: Hardware, dtype: str, backend: Optional[str] = None) -> CompiledProfile:
@@ -156,17 +180,19 @@ def matmul_parts(p: tuple, b: float, m: float, k: float, n: float, flops: float,
 
 
 def attention_parts(p: tuple, dh: float, keys: float, fraction: float, flops_mm: float,
-                    nbytes: float) -> tuple:
+                    nbytes: float, queries: float) -> tuple:
     """(latency, compute, memory) seconds of one fused attention kernel (formula:
     ``AttentionEfficiency``); ``p``: ``attention_params``; ``fraction`` < 1: a masked kernel's share
-    of the dense work."""
-    rate, dh_half, keys_half, tile, abw, lat, dh_cap = p
+    of the dense work; ``queries``: its query rows per (batch, key head)."""
+    rate, dh_half, keys_half, tile, abw, lat, dh_cap, q_half = p
     if fraction < 1.0 and keys > 0:
         dense = flops_mm / fraction
         flops_mm = min(dense, flops_mm + 0.5 * tile / keys * dense)
     if dh > dh_cap:
         dh = dh_cap
     eff = (dh / (dh + dh_half)) * (keys / (keys + keys_half)) if dh > 0 and keys > 0 else 1.0
+    if q_half > 0.0 and queries > 0.0:
+        eff *= queries / (queries + q_half)
     return lat, flops_mm / (rate * eff) if flops_mm > 0 else 0.0, nbytes / abw
 
 
@@ -175,19 +201,100 @@ def vector_parts(lat: float, vflops: float, bw: float, flops: float, nbytes: flo
     return lat, flops / vflops, nbytes / bw
 
 
+def row_parts(row_s: float, select_s: float, elems: float, out_elems: float, row: float) -> float:
+    """Seconds of the row term of one op over ``max(elems, out_elems)`` elements in rows of ``row``:
+    ``rows * row_s``, and for a topk (``select_s`` > 0) keeping ``k = out_elems / rows`` per row,
+    ``rows * k * log2(k + 1) * select_s``. 0 where the row is unknown (``row`` <= 0)."""
+    if row <= 0.0:
+        return 0.0
+    rows = max(elems, out_elems) / row
+    t = rows * row_s
+    if select_s > 0.0 and rows > 0.0:
+        t += out_elems * math.log2(out_elems / rows + 1.0) * select_s
+    return t
+
+
+def dram_parts(cache_bytes: float, dram_bw: float, nbytes: float, memory_s: float) -> float:
+    """The memory time of a kernel moving ``nbytes``: beyond ``cache_bytes`` (``Hardware.cache_bytes``)
+    no shorter than streaming them at ``dram_bw``."""
+    if nbytes > cache_bytes:
+        dram = nbytes / dram_bw
+        return dram if dram > memory_s else memory_s
+    return memory_s
+
+
+def fresh_parts(fresh_bytes: float, s_per_byte: float, out_bytes: float) -> float:
+    """Seconds of faulting in an output of ``out_bytes`` page by page: 0 below ``fresh_bytes``
+    (``Hardware.fresh_bytes``: the allocator's cached memory), else ``out_bytes * s_per_byte``."""
+    return out_bytes * s_per_byte if out_bytes >= fresh_bytes else 0.0
+
+
 def kernel_s(parts: tuple) -> float:
     """A kernel's device time from its (latency, compute, memory): the work overlaps, the latency adds."""
     lat, comp, mem = parts
     return lat + (comp if comp > mem else mem)
 
 
-def _kernel_parts(c: CompiledProfile, k) -> tuple:
+def law_kind(op) -> str:
+    """The kind whose fitted law prices a graph op (``opkinds`` vocabulary): a gather is ``index``, and
+    its gradient (``analysis.add_backward`` names every gradient op ``grad_...``) a ``scatter``."""
+    kind = GRAPH_KINDS.get(op.kind, op.kind)
+    if kind == "index" and op.name.startswith("grad_"):
+        return "scatter"
+    return kind
+
+
+class RowLengths:
+    """Elements per row of the ops of a layer's kernels: ``Op.row`` where set; a reduction's elements
+    per output; else the row of the tensor the op reads, which is the ``n`` of the matmul that wrote it,
+    the ``k`` of the topk that wrote it, or, through an op that keeps its input's size (scale, mask, a
+    gather by a topk's indices), the row of that input. 0: unknown (no row term is charged)."""
+
+    __slots__ = ("_producer", "_tensor")
+
+    def __init__(self, kernels: Iterable):
+        self._producer = {op.out: op for k in kernels for op in k.ops}
+        self._tensor: dict = {}
+
+    def of_op(self, op) -> float:
+        if op.row > 0.0:
+            return op.row
+        if op.kind == "reduction" and 0.0 < op.out_elems < op.elems:
+            return op.elems / op.out_elems
+        return self.of_tensor(op.reads[0]) if op.reads else 0.0
+
+    def of_tensor(self, name: str) -> float:
+        row = self._tensor.get(name)
+        if row is None:
+            row = self._tensor[name] = self._written(self._producer.get(name))
+        return row
+
+    def _written(self, p) -> float:
+        """The row of the tensor ``p`` writes (see the class docstring)."""
+        if p is None or p.kind == "reduction":
+            return 0.0
+        if p.kind == "matmul" and p.mm is not None:
+            return float(p.mm[3])
+        if p.kind == "topk":
+            row = self.of_op(p)
+            return p.out_elems * row / p.elems if row > 0.0 and p.elems > 0.0 else 0.0
+        for r in p.reads:
+            q = self._producer.get(r)
+            if q is not None and q.out_elems == p.out_elems:
+                return self.of_tensor(r)
+        return 0.0
+
+
+def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
     kind = k.kind
-    if kind == "view":  # host-only ops: no device time, the host issues each of them
-        return 0.0, 0.0, 0.0, c.host_view * k.ops[0].elems
+    if kind == VIEW:  # host-only ops: no device time, the host issues each of them
+        return 0.0, 0.0, 0.0, c.host[VIEW] * k.ops[0].elems
+    last = k.ops[-1]  # what the kernel writes last: its output
+    fresh = fresh_parts(c.fresh_bytes, c.fresh_s, last.out_elems * (INDEX_BYTES if last.kind == "topk" else c.isz))
     if kind == "matmul":
         b, m, kk, n = k.ops[0].mm
-        return matmul_parts(c.mm, b, m, kk, n, k.flops, k.bytes) + (c.host_mm,)
+        lat, comp, mem = matmul_parts(c.mm, b, m, kk, n, k.flops, k.bytes)
+        return lat + fresh, comp, dram_parts(c.cache_bytes, c.dram_bw, k.bytes, mem), c.host_mm
     if kind == "attention":
         sc = None
         for op in k.ops:
@@ -198,12 +305,14 @@ def _kernel_parts(c: CompiledProfile, k) -> tuple:
                 if sc is None:
                     sc = op
         if sc is not None:
-            _, _, dh, keys = sc.mm
-            return attention_parts(c.at, dh, keys, sc.fraction, k.flops_matmul, k.bytes) + (c.host_mm,)
+            _, queries, dh, keys = sc.mm
+            lat, comp, mem = attention_parts(c.at, dh, keys, sc.fraction, k.flops_matmul, k.bytes, queries)
+            return lat + fresh, comp, dram_parts(c.cache_bytes, c.dram_bw, k.bytes, mem), c.host_sdpa
     # vector / copy (and an attention kernel without a matmul, which should not exist)
-    compute = 0.0
+    compute = per_row = 0.0
     lat, bw = c.vlat, c.vbw
     kinds = c.kinds
+    host = None  # the host class of the kernel's first op that is not element-wise
     for op in k.ops:
         if op.kind == "matmul" and op.mm is not None:
             b, m, kk, n = op.mm
@@ -211,16 +320,24 @@ def _kernel_parts(c: CompiledProfile, k) -> tuple:
             compute += mc
             if ml > lat:
                 lat = ml
-        else:
-            compute += op.flops / c.vflops
-            if kinds:
-                lb = kinds.get(op.kind)
-                if lb is not None:
-                    if lb[0] > lat:
-                        lat = lb[0]
-                    if lb[1] < bw:
-                        bw = lb[1]
-    return lat, compute, k.bytes / bw, c.host_op
+            continue
+        compute += op.flops / c.vflops
+        opk = law_kind(op)
+        if host is None and opk != "elementwise":
+            host = HOST_CLASS.get(opk, "elementwise")
+        law = (kinds.get(op.fn) or kinds.get(opk)) if kinds else None  # a law of the op's own (fit.OWN_LAW)
+        if law is not None:
+            if law[0] > lat:
+                lat = law[0]
+            if law[1] < bw:
+                bw = law[1]
+        if rows is not None:
+            select_s = c.select_s if opk == "topk" else 0.0
+            row_s = law[2] if law is not None else 0.0
+            if row_s > 0.0 or select_s > 0.0:
+                per_row += row_parts(row_s, select_s, op.elems, op.out_elems, rows.of_op(op))
+    memory = dram_parts(c.cache_bytes, c.dram_bw, k.bytes, k.bytes / bw)
+    return lat + per_row + fresh, compute, memory, c.host[host or "elementwise"]
 
 
 def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Optional[str] = None,
@@ -228,16 +345,22 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
     """Predicted time of ``kernels`` (``analysis.kernels``, in launch order) on ``hw`` in ``dtype``.
 
     ``backend``: the fused-attention backend (default ``hw.attention_backend``); ``mode``: "eager"
-    (host issues each kernel) or "device" (device time only). See the module docstring.
+    (host issues each kernel) or "graph" (device time only). See the module docstring.
     """
+    mode = {"device": "graph"}.get(mode, mode)  # graph mode's former name, still accepted
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     c = compiled(hw, dtype, backend)
     eager = mode == "eager"
+    sync = eager and c.sync
     rate, mn_half, k_half, k_step, k_cap, mbw, mlat = c.mm
-    host_mm = c.host_mm
+    host_mm, fresh_bytes, isz, cache_bytes = c.host_mm, c.fresh_bytes, c.isz, c.cache_bytes
     host = gpu = 0.0
     comp_s = mem_s = over_s = dev_s = 0.0
+    row_lengths = None
+    if c.rowwise:
+        kernels = list(kernels)
+        row_lengths = RowLengths(kernels)
     rows = []
     append = rows.append
     for k in kernels:
@@ -246,26 +369,32 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
             _, m, kk, n = op.mm
             flops = k.flops
             memory = k.bytes / mbw
+            if k.bytes > cache_bytes:
+                memory = dram_parts(cache_bytes, c.dram_bw, k.bytes, memory)
             if flops > 0.0 and kk > 0:
                 lat = mlat + k_step * (kk if kk < k_cap else k_cap)
                 compute = flops / (rate * (m / (m + mn_half)) * (n / (n + mn_half)) * (kk / (kk + k_half)))
             else:
                 lat, compute = mlat, 0.0
+            if op.out_elems * isz >= fresh_bytes:
+                lat += op.out_elems * isz * c.fresh_s
             h = host_mm
         else:
-            lat, compute, memory, h = _kernel_parts(c, k)
-        if eager:
+            lat, compute, memory, h = _kernel_parts(c, k, row_lengths)
+        work = compute if compute >= memory else memory
+        if sync:  # the host runs the op to its end: the longer of its host and kernel time
+            host += h
+            over = h - work if h > lat + work else lat
+        elif eager:
             host += h
             wait = host - gpu if host > gpu else 0.0
             over = wait + lat
         else:
             over = lat
         if compute >= memory:
-            work = compute
             comp_s += work
             wb = "compute" if work >= over else "overhead"
         else:
-            work = memory
             mem_s += work
             wb = "memory" if work >= over else "overhead"
         over_s += over

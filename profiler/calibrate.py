@@ -5,13 +5,24 @@
 
 - ``mm``: M x K @ K x N over a grid of shapes, per dtype (``ms``, ``tflops``);
 - ``bmm_qk`` / ``bmm_pv``: the attention-shaped batched matmuls (BH, T, dh);
-- element ops by size (``elems``, ``ms``, ``GBps``): ``softmax`` (rows of 1024), ``copy``
-  (``x.clone()``), ``exp``, ``add`` (``x + 1``: one read and one write), ``sum`` (one read),
-  ``cumsum`` (along the second-to-last dim of a (n, 256) view, the layout of a prefix sum over
-  tokens); GB/s count bytes read plus bytes written, as the reference file does;
-- ``eager_tiny_op`` / ``eager_tiny_matmul``: host time per op issued back to back (``us_per_op``);
+- element ops by size (``elems``, ``ms``, ``GBps``, ``bytes``, ``out_bytes``), one or more per op
+  kind of ``costmodel.opkinds`` (``_vector_case`` says how each is run): copy (``x.clone()``,
+  ``y.copy_(x)`` into a tensor that exists, a head transpose made contiguous, ``cat``), elementwise
+  (``exp``, ``x + 1``, ``x * y``, ``masked_fill`` by a broadcast causal mask), reduction (``sum`` of
+  all, ``amax`` over rows of 64), scan (``cumsum`` along the second-to-last dim of a (n, 256) view,
+  the layout of a prefix sum over tokens), fill (``zeros``), index (``index_select`` of rows,
+  ``gather`` of 16 of each 64), scatter (``index_add_`` of rows, ``scatter_add_``); ``softmax`` by
+  row length (``row``) and ``topk`` by candidates per row (``row``) and ``k``; the plain copies at
+  more sizes (``Plan.fresh``), where a CPU's memory changes pace. Bytes are what the op reads plus
+  what it writes, as ``profiler.trace`` counts them (an accumulating scatter reads and writes the
+  entries it adds to), ``out_bytes`` the output it allocates (0: in place); GB/s = bytes / time, as
+  the reference file does;
+- ``eager_tiny_*``: host time per op of each host class (``op``: element-wise, ``matmul``,
+  ``view``: view / transpose / expand, ``sdpa``, ``index``), tiny ops issued back to back (on a CPU,
+  the whole op) (``us_per_op``);
 - ``sdpa`` by backend (flash, cudnn, efficient, math where they exist, and ``default``: torch's
-  own choice), T, head dim and causality (FLOPs by FlashAttention's convention: causal = half).
+  own choice), T, head dim and causality (FLOPs by FlashAttention's convention: causal = half), and
+  decode's: one query per head (``Tq``: 1) against T keys.
 
 Every row is timed with ``harness.measure`` (CUDA events with the L2 flushed before each call,
 median) on random normal data. Out-of-place ops allocate their output as eager PyTorch does, so
@@ -34,12 +45,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from ..costmodel.atomic import write_atomic
+from ..costmodel.fit import ELEMENT_OPS, HOST_ROWS
+from ..costmodel.units import DTYPE_BYTES
 from ..costmodel.units import TORCH_DTYPE_NAMES as TORCH_NAMES
 from .device import device_name, environment, sdpa_backends_used, sdpa_context, slug, synchronize, torch_dtype
 from .harness import do_bench_check, measure
+
+TINY = "eager_tiny_"
+HOST_CLASSES = tuple(r.removeprefix(TINY) for r in HOST_ROWS)  # op (element-wise), matmul, view, sdpa, index
+_FLAT = ("copy", "copy_", "exp", "add", "mul", "sum", "zeros")  # element ops on a flat tensor
 
 METHOD = ("attncost.profiler.harness.measure: median; CUDA events with the L2 flushed before each call; "
           "random normal inputs; GB/s count bytes read + written")
@@ -54,9 +71,14 @@ class Plan:
     bmm_dtype: str
     elems: list  # element-op sizes
     vector_dtype: str
-    ops: tuple = ("copy", "exp", "add", "sum", "cumsum")
-    softmax: list = field(default_factory=list)
+    ops: tuple = ("copy", "copy_", "copy_t", "cat", "exp", "add", "mul", "masked_fill", "sum", "amax", "cumsum",
+                  "zeros", "index_select", "gather", "index_add", "scatter_add")
+    softmax: list = field(default_factory=list)  # elems, or (elems, row length) (default rows of 1024)
+    topk: list = field(default_factory=list)  # (elems, candidates per row, k)
+    fresh: list = field(default_factory=list)  # more sizes of the plain copies: where memory changes pace
+    host: tuple = HOST_CLASSES  # eager_tiny_<class> rows ("op": the element-wise class)
     sdpa: list = field(default_factory=list)  # (B, H, T, dh, causal)
+    sdpa_decode: list = field(default_factory=list)  # (B, H, T, dh): one query per head against T keys
     sdpa_backends: tuple = ()
     sdpa_dtype: str = "bf16"
     tiny_ops: int = 2000
@@ -77,12 +99,16 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         grid = [(m, k, n) for m in Ms for k in Ks for n in Ns]
         sdpa = [(max(1, 16384 // T), 16, T, dh, causal) for dh in (64, 128)
                 for T in ((1024, 4096) if quick else (256, 1024, 4096, 16384)) for causal in (True, False)]
+        softmax = [(2**24, 1024), (2**24, 64), (2**24, 16384)] + ([] if quick else [(2**26, 1024), (2**28, 1024)])
+        topk = [(2**16, 64, 8), (2**22, 64, 8), (2**24, 1024, 64), (2**24, 16384, 2048)] + (
+            [] if quick else [(2**20, 1024, 64), (2**24, 4096, 512)])
         return Plan(mm={"bf16": grid, "fp16": grid if not quick else [], "fp32": grid}, bmm=[
             (256, 256, 64), (64, 1024, 64), (16, 4096, 64), (16, 16384, 64),
             (256, 256, 128), (64, 1024, 128), (16, 4096, 128), (16, 16384, 128)], bmm_dtype="bf16",
             elems=[4096, 65536, 2**20, 2**24, 2**28] if not quick else [4096, 2**20, 2**24],
-            vector_dtype="bf16", softmax=[2**24, 2**26, 2**28] if not quick else [2**24],
-            sdpa=sdpa, sdpa_backends=("flash", "cudnn", "efficient", "default"), sdpa_dtype="bf16",
+            vector_dtype="bf16", softmax=softmax, topk=topk,
+            sdpa=sdpa, sdpa_decode=[(8, 16, T, dh) for T in (4096, 32768) for dh in (64, 128)][:2 if quick else 4],
+            sdpa_backends=("flash", "cudnn", "efficient", "default"), sdpa_dtype="bf16",
             tiny_ops=5000, budget_s=0.1 if quick else 0.25, bench_check=True)
     if device == "mps":
         Ms = [1, 16, 256, 1024, 4096]
@@ -94,7 +120,9 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         sdpa = [(max(1, 4096 // T), 8, T, dh, True) for dh in (64, 128) for T in (256, 1024, 4096)]
         return Plan(mm={"fp16": grid, "fp32": grid}, bmm=[(64, 256, 64), (16, 1024, 64), (8, 4096, 64)],
                     bmm_dtype="fp16", elems=[4096, 65536, 2**20, 2**24], vector_dtype="fp16",
-                    softmax=[2**20, 2**24], sdpa=sdpa, sdpa_backends=("math", "default"),
+                    softmax=[(2**20, 1024), (2**20, 64), (2**24, 4096)],
+                    topk=[(2**16, 64, 8), (2**20, 64, 8), (2**20, 1024, 64), (2**20, 4096, 512)], sdpa=sdpa,
+                    sdpa_decode=[(4, 8, T, 64) for T in (1024, 8192)], sdpa_backends=("math", "default"),
                     sdpa_dtype="fp16", tiny_ops=2000, budget_s=0.1 if quick else 0.25)
     # CPU: fp32 everywhere; bf16 matmuls on a reduced grid (fast only with AVX512-BF16 or AMX)
     if quick:  # a few seconds: small shapes (bf16 matmuls are slow on CPUs without AMX / AVX512-BF16)
@@ -102,9 +130,12 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         grid16 = [(m, k, n) for m in (16, 128) for k in (64, 256) for n in (64, 256)]
         sdpa = [(1, 2, T, dh, True) for T in (128, 256) for dh in (32, 64)]
         return Plan(mm={"fp32": grid32, "bf16": grid16}, bmm=[(8, 128, 32), (2, 512, 32)], bmm_dtype="fp32",
-                    elems=[4096, 65536, 2**20], vector_dtype="fp32", softmax=[2**16], sdpa=sdpa,
+                    elems=[4096, 65536, 2**20], vector_dtype="fp32",
+                    softmax=[(2**12, 256), (2**16, 16), (2**16, 1024), (2**20, 256)],
+                    topk=[(2**12, 64, 4), (2**16, 64, 4), (2**16, 1024, 64), (2**16, 4096, 512)],
+                    fresh=[2**22, 2**24], sdpa=sdpa, sdpa_decode=[(2, 4, 1024, 64), (2, 4, 4096, 32)],
                     sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
-                    tiny_ops=300, budget_s=0.02, warmup=1)
+                    tiny_ops=1000, budget_s=0.05, warmup=1)
     grid32 = [(m, k, n) for m in (1, 16, 64, 256, 1024, 4096) for k in (64, 256, 1024, 4096)
               for n in (64, 256, 1024, 4096)]
     grid16 = [(m, k, n) for m in (1, 16, 256, 1024) for k in (64, 256, 1024) for n in (64, 256, 1024)]
@@ -113,8 +144,14 @@ def plan_for(device: str, quick: bool = False) -> Plan:
             for causal in (True, False)]
     return Plan(mm={"fp32": grid32, "bf16": grid16, "fp16": grid_h},
                 bmm=[(16, 256, 64), (4, 1024, 64), (1, 4096, 64)], bmm_dtype="fp32",
-                elems=[4096, 65536, 2**20, 2**22, 2**24], vector_dtype="fp32", softmax=[2**16, 2**20, 2**22],
-                sdpa=sdpa, sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
+                elems=[4096, 65536, 2**20, 2**22, 2**24], vector_dtype="fp32",
+                softmax=[(2**12, 64), (2**12, 1024)] + [(n, row) for n in (2**16, 2**20, 2**22)
+                                                        for row in (16, 128, 1024, 8192)],
+                topk=[(2**14, 64, 4), (2**14, 4096, 64)] + [(2**18, cand, k) for cand, k in (
+                    (64, 4), (64, 32), (256, 16), (1024, 8), (1024, 128), (4096, 64), (4096, 1024), (16384, 256))],
+                fresh=[2**23],
+                sdpa=sdpa, sdpa_decode=[(2, 4, T, dh) for T in (1024, 4096) for dh in (32, 64)],
+                sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
                 tiny_ops=3000, budget_s=0.25)
 
 
@@ -159,19 +196,29 @@ def _steps(plan: Plan, device: str) -> list:
     for (BH, T, dh) in plan.bmm:
         for op in ("bmm_qk", "bmm_pv"):
             steps.append((f"{op} {BH}x{T}x{dh}", _bmm_step(device, plan.bmm_dtype, op, BH, T, dh, kw)))
-    for n in plan.softmax:
-        steps.append((f"softmax {n}", _vector_step(device, plan.vector_dtype, "softmax", n, kw)))
+    for case in plan.softmax:
+        n, row = case if isinstance(case, tuple) else (case, 1024)
+        steps.append((f"softmax {n} rows of {row}", _vector_step(device, plan.vector_dtype, "softmax", n, kw, row=row)))
+    for n, cand, k in plan.topk:
+        steps.append((f"topk {n} {k} of {cand}", _vector_step(device, plan.vector_dtype, "topk", n, kw, row=cand, k=k)))
     for n in plan.elems:
         for op in plan.ops:
             steps.append((f"{op} {n}", _vector_step(device, plan.vector_dtype, op, n, kw)))
-    steps.append(("eager_tiny_op", lambda: _tiny(device, "eager_tiny_op", plan.tiny_ops)))
-    steps.append(("eager_tiny_matmul", lambda: _tiny(device, "eager_tiny_matmul", plan.tiny_ops)))
+    for n in plan.fresh:
+        for op in ("copy", "copy_"):
+            steps.append((f"{op} {n}", _vector_step(device, plan.vector_dtype, op, n, kw)))
+    for host in plan.host:
+        steps.append((TINY + host, _tiny_step(device, host, plan.tiny_ops)))
     for (B, H, T, dh, causal) in plan.sdpa:
         for be in plan.sdpa_backends:
             if be == "math" and B * H * T * T > 2**31:  # the math path materialises the scores
                 continue
             steps.append((f"sdpa {be} T={T} dh={dh}{' causal' if causal else ''}",
                           _sdpa_step(device, plan.sdpa_dtype, be, B, H, T, dh, causal, kw)))
+    for (B, H, T, dh) in plan.sdpa_decode:
+        for be in plan.sdpa_backends:
+            steps.append((f"sdpa {be} 1 query T={T} dh={dh}",
+                          _sdpa_step(device, plan.sdpa_dtype, be, B, H, T, dh, False, kw, queries=1)))
     if plan.bench_check:
         steps.append(("do_bench check", lambda: do_bench_check(T=4096, head_dim=128, budget_s=plan.budget_s)))
     return steps
@@ -206,37 +253,128 @@ def _bmm_step(device, dt, op, BH, T, dh, kw):
     return step
 
 
-_BYTES_MOVED = {"copy": 2, "exp": 2, "add": 2, "softmax": 2, "cumsum": 2, "sum": 1}
+class Case(NamedTuple):
+    """One element-op measurement: the call, the elements it processes, the bytes it reads plus writes
+    (as ``profiler.trace`` counts them), the bytes of the output it allocates (0: in place) and the
+    row's extra keys (``row``, ``k``)."""
+
+    fn: Callable[[], object]
+    elems: int
+    bytes: float
+    out_bytes: float
+    keys: dict
 
 
-def _vector_step(device, dt, op, n, kw):
-    def step():
-        import torch
+def _rows_of(n: int, row: int) -> tuple:
+    return (max(1, n // row), min(n, row))
 
+
+def _vector_case(op: str, n: int, device: str, dt: str, row: int = 0, k: int = 0) -> Case:
+    """How each element op runs on about ``n`` elements (``row``, ``k``: of a softmax or topk)."""
+    import torch
+
+    isz = DTYPE_BYTES[dt]
+    if op in ("softmax", "topk"):
+        x = _randn(_rows_of(n, row), device, dt)
+        m = x.numel()
         if op == "softmax":
-            x = _randn((max(1, n // 1024), min(n, 1024)), device, dt)
-            fn = lambda: torch.softmax(x, dim=-1)  # noqa: E731
-        elif op == "cumsum":
-            x = _randn((max(1, n // 256), min(n, 256)), device, dt)
-            fn = lambda: torch.cumsum(x, dim=0)  # noqa: E731
-        else:
-            x = _randn((n,), device, dt)
-            fn = {"copy": x.clone, "exp": lambda: torch.exp(x), "add": lambda: x + 1,
-                  "sum": lambda: x.sum()}[op]
-        tm = measure(fn, device, **kw)
+            return Case(lambda: torch.softmax(x, dim=-1), m, 2 * m * isz, m * isz, {"row": x.shape[1]})
+        kept = x.shape[0] * k * (isz + 8)  # values and int64 indices
+        return Case(lambda: torch.topk(x, k, dim=-1), m, m * isz + kept, kept, {"row": x.shape[1], "k": k})
+    if op in _FLAT:
+        x = _randn((n,), device, dt)
+        if op in ("mul", "copy_"):
+            y = _randn((n,), device, dt)
+            if op == "copy_":  # into a tensor that exists: no fresh output
+                return Case(lambda: y.copy_(x), n, 2 * n * isz, 0, {})
+            return Case(lambda: x * y, n, 3 * n * isz, n * isz, {})
+        fn = {"copy": x.clone, "exp": lambda: torch.exp(x), "add": lambda: x + 1, "sum": x.sum,
+              "zeros": lambda: torch.zeros(n, device=device, dtype=x.dtype)}[op]
+        moved = {"sum": 1, "zeros": 1}.get(op, 2)
+        return Case(fn, n, moved * n * isz, (op != "sum") * n * isz, {})
+    return _shaped_case(op, n, device, dt, isz)
+
+
+def _shaped_case(op: str, n: int, device: str, dt: str, isz: int) -> Case:
+    """The element ops that need a shape, an index or a mask."""
+    import torch
+
+    if op == "copy_t":  # (T, heads, head_dim) -> (heads, T, head_dim), made contiguous
+        x = _randn((max(1, n // 512), 8, 64), device, dt)
+        m = x.numel()
+        return Case(lambda: x.transpose(0, 1).contiguous(), m, 2 * m * isz, m * isz, {})
+    if op == "cat":
+        a, b = _randn((max(1, n // 2),), device, dt), _randn((max(1, n // 2),), device, dt)
+        return Case(lambda: torch.cat((a, b)), 2 * a.numel(), 4 * a.numel() * isz, 2 * a.numel() * isz, {})
+    if op == "cumsum":
+        x = _randn(_rows_of(n, 256), device, dt)
+        return Case(lambda: torch.cumsum(x, dim=0), x.numel(), 2 * x.numel() * isz, x.numel() * isz, {})
+    if op == "amax":
+        x = _randn(_rows_of(n, 64), device, dt)
+        return Case(lambda: x.amax(dim=-1), x.numel(), (x.numel() + x.shape[0]) * isz, x.shape[0] * isz,
+                    {"row": x.shape[1]})
+    if op == "masked_fill":  # a causal mask of L x L broadcast over the leading dim, as attention scores
+        L = 64 if n >= 4096 else 16
+        x = _randn((max(1, n // (L * L)), L, L), device, dt)
+        mask = torch.ones(L, L, dtype=torch.bool, device=device).triu(1)
+        return Case(lambda: x.masked_fill(mask, float("-inf")), x.numel(), 2 * x.numel() * isz + L * L,
+                    x.numel() * isz, {})
+    x = _randn(_rows_of(n, 64), device, dt)
+    rows, m = x.shape[0], x.numel()
+    if op == "index_select":
+        idx = torch.randint(rows, (rows,), device=device)
+        return Case(lambda: x.index_select(0, idx), m, 2 * m * isz + rows * 8, m * isz, {})
+    if op == "gather":  # 16 of each row of 64
+        idx = torch.randint(64, (rows, 16), device=device)
+        return Case(lambda: torch.gather(x, 1, idx), m, m * isz + idx.numel() * (8 + isz), idx.numel() * isz, {})
+    src = _randn(x.shape, device, dt)
+    if op == "index_add":
+        idx = torch.randint(rows, (rows,), device=device)
+        return Case(lambda: x.index_add_(0, idx, src), m, 3 * m * isz + rows * 8, 0, {})
+    idx = torch.randint(64, x.shape, device=device)  # scatter_add
+    return Case(lambda: x.scatter_add_(1, idx, src), m, 3 * m * isz + m * 8, 0, {})
+
+
+def _vector_step(device, dt, op, n, kw, row: int = 0, k: int = 0):
+    def step():
+        case = _vector_case(op, n, device, dt, row, k)
+        tm = measure(case.fn, device, **kw)
         t = tm.median_s
-        itemsize = torch.finfo(x.dtype).bits // 8
-        return {"op": op, "dtype": TORCH_NAMES[dt], "elems": x.numel(), "ms": t * 1e3,
-                "GBps": _BYTES_MOVED[op] * x.numel() * itemsize / t / 1e9, "min_ms": tm.min_s * 1e3}
+        return {"op": op, "dtype": TORCH_NAMES[dt], "elems": case.elems, **case.keys, "ms": t * 1e3,
+                "GBps": case.bytes / t / 1e9, "bytes": case.bytes, "out_bytes": case.out_bytes,
+                "min_ms": tm.min_s * 1e3}
     return step
 
 
-def _tiny(device: str, op: str, n: int) -> dict:
-    """Host time per op issued back to back: the median over 5 batches of ``n`` ops."""
+_VIEWS_PER_CALL = 3
+
+
+def _tiny_call(device: str, host: str) -> tuple:
+    """(a call of tiny ops of one host class, ops per call)."""
     import torch
 
     x = torch.randn(16, 16, device=device)
-    fn = (lambda: x + 1) if op == "eager_tiny_op" else (lambda: x @ x)
+    if host == "view":
+        return (lambda: (x.view(256), x.t(), x.expand(2, 16, 16))), _VIEWS_PER_CALL
+    if host == "sdpa":
+        import torch.nn.functional as F
+
+        q = x.view(1, 1, 16, 16)
+        return (lambda: F.scaled_dot_product_attention(q, q, q)), 1
+    if host == "index":
+        idx = torch.tensor([0, 3, 5], device=device)
+        return (lambda: x.index_select(0, idx)), 1
+    return ((lambda: x @ x) if host == "matmul" else (lambda: x + 1)), 1
+
+
+def _tiny_step(device: str, host: str, n: int):
+    return lambda: _tiny(device, host, n)
+
+
+def _tiny(device: str, host: str, n: int) -> dict:
+    """Host time per op of one host class (``TINY`` + ``op`` (element-wise), ``matmul``, ``view``,
+    ``sdpa``, ``index``) issued back to back: the median over 5 batches of ``n`` calls."""
+    fn, per_call = _tiny_call(device, host)
     for _ in range(min(n, 200)):
         fn()
     synchronize(device)
@@ -246,16 +384,18 @@ def _tiny(device: str, op: str, n: int) -> dict:
         for _ in range(n):
             fn()
         synchronize(device)
-        per.append((time.perf_counter() - t0) / n)
+        per.append((time.perf_counter() - t0) / (n * per_call))
     per.sort()
-    return {"op": op, "us_per_op": per[len(per) // 2] * 1e6}
+    return {"op": TINY + host, "us_per_op": per[len(per) // 2] * 1e6}
 
 
-def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw):
+def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw, queries: int = 0):
+    """An SDPA row; ``queries`` > 0: that many queries per head against T keys (decode: 1), not causal."""
     def step():
         import torch.nn.functional as F
 
-        q, k, v = (_randn((B, H, T, dh), device, dt) for _ in range(3))
+        q = _randn((B, H, queries or T, dh), device, dt)
+        k, v = (_randn((B, H, T, dh), device, dt) for _ in range(2))
         forced = "auto" if backend == "default" else backend
 
         def fn():
@@ -265,9 +405,10 @@ def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw):
         used = sdpa_backends_used(fn)  # raises if the forced backend cannot run this shape
         tm = measure(fn, device, **kw)
         t = tm.median_s
-        flops = 4.0 * B * H * T * T * dh * (0.5 if causal else 1.0)
+        flops = 4.0 * B * H * (queries or T) * T * dh * (0.5 if causal else 1.0)
         row = {"op": "sdpa", "backend": backend, "dtype": TORCH_NAMES[dt], "B": B, "H": H, "T": T,
-               "dh": dh, "causal": causal, "ms": t * 1e3, "tflops": flops / t / 1e12, "min_ms": tm.min_s * 1e3}
+               **({"Tq": queries} if queries else {}), "dh": dh, "causal": causal, "ms": t * 1e3,
+               "tflops": flops / t / 1e12, "min_ms": tm.min_s * 1e3}
         if backend == "default" and used:
             row["ran"] = used
         return row
@@ -277,7 +418,7 @@ def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw):
 # -- the profile ---------------------------------------------------------------------------------
 def base_profile(device: str, rows: list, name: Optional[str] = None):
     """The built-in profile to fit, with this machine's name, memory size and, where no datasheet
-    backs it (CPU, unknown device), peaks raised to what was measured."""
+    backs it (CPU, unknown device), peaks raised to what was measured; on a CPU, ``host_sync``."""
     from ..costmodel.fit import measured_s, row_dtype
     from ..costmodel.hardware import get_hardware
     from .device import default_hardware
@@ -301,6 +442,8 @@ def base_profile(device: str, rows: list, name: Optional[str] = None):
         copies = [r["GBps"] * 1e9 for r in rows if r.get("op") in ("copy", "exp", "add") and r.get("GBps")]
         upd.update(peak_flops=peak, vector_flops=vector,
                    mem_bandwidth=max([base.mem_bandwidth] + copies))
+    if device == "cpu":  # eager ops run to their end on the calling thread: host and kernel do not overlap
+        upd["host_sync"] = True
     mem = _memory_bytes(device)
     if mem:
         upd["mem_bytes"] = float(mem)
@@ -382,12 +525,12 @@ def summary(rows: list) -> dict:
         if op == "mm":
             k = f"matmul {r['dtype']} TFLOP/s (best)"
             out[k] = max(out.get(k, 0.0), r["tflops"])
-        elif op in ("copy", "exp", "add", "sum", "softmax", "cumsum"):
+        elif op in ELEMENT_OPS and r.get("GBps"):
             k = f"{op} GB/s (largest, {r['dtype']})"
             if r["elems"] >= out.get("_elems_" + op, 0):
                 out["_elems_" + op] = r["elems"]
                 out[k] = r["GBps"]
-        elif op in ("eager_tiny_op", "eager_tiny_matmul"):
+        elif op in HOST_ROWS:
             out[f"{op} us/op"] = r["us_per_op"]
         elif op == "sdpa":
             k = f"sdpa {r['backend']} TFLOP/s (best)"

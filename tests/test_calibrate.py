@@ -7,7 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from attncost.costmodel.fit import ELEMENT_OPS, HOST_ROWS  # noqa: E402
 from attncost.costmodel.hardware import Hardware, get_hardware  # noqa: E402
+from attncost.costmodel.opkinds import HOST_CLASSES, KINDS  # noqa: E402
+from attncost.costmodel.results import Timing  # noqa: E402
 from attncost.profiler import calibrate as C  # noqa: E402
 
 
@@ -28,13 +31,22 @@ REFERENCE_KEYS = {
     "eager_tiny_matmul": {"op", "us_per_op"},
     "sdpa": {"op", "backend", "B", "H", "T", "dh", "causal", "ms", "tflops"},
 }
+# rows beyond the reference file's: every other op kind, the bytes each moves, and every host class
+NEW_KEYS = {**{op: {"op", "dtype", "elems", "ms", "GBps", "bytes", "out_bytes"} for op in (
+    "copy_", "copy_t", "cat", "mul", "masked_fill", "amax", "zeros", "index_select", "gather", "index_add",
+    "scatter_add")},
+    "topk": {"op", "dtype", "elems", "row", "k", "ms", "GBps", "bytes", "out_bytes"},
+    **{f"eager_tiny_{c}": {"op", "us_per_op"} for c in ("view", "sdpa", "index")}}
+# what the time model prices that calibrate measures: every kernel kind but the matmuls' and SDPA's
+# (their own rows) and conv / other (no law of their own)
+ELEMENT_KINDS = set(KINDS) - {"matmul", "sdpa", "conv", "other"}
 
 
 def tiny_plan() -> C.Plan:
     grid = [(m, k, n) for m in (1, 16, 64) for k in (16, 64) for n in (16, 64)]  # 12 >= the fit's 8
     return C.Plan(mm={"fp32": grid}, bmm=[(2, 32, 16)], bmm_dtype="fp32", elems=[1024, 16384],
-                  vector_dtype="fp32", softmax=[4096],
-                  sdpa=[(1, 2, T, 16, c) for T in (32, 64) for c in (True, False)],
+                  vector_dtype="fp32", softmax=[4096], topk=[(4096, 64, 4), (4096, 256, 16)],
+                  sdpa=[(1, 2, T, 16, c) for T in (32, 64) for c in (True, False)], sdpa_decode=[(2, 2, 128, 16)],
                   sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32", tiny_ops=100, budget_s=0.01)
 
 
@@ -45,9 +57,11 @@ def rows():
 
 def test_rows_have_the_reference_format(rows):
     ops = {r["op"] for r in rows}
-    assert ops == set(REFERENCE_KEYS)
+    assert ops == set(REFERENCE_KEYS) | set(NEW_KEYS)
     for r in rows:
-        assert REFERENCE_KEYS[r["op"]] <= set(r), r
+        assert (REFERENCE_KEYS.get(r["op"]) or NEW_KEYS[r["op"]]) <= set(r), r
+        if "GBps" in r and "bytes" in r:
+            assert r["GBps"] == pytest.approx(r["bytes"] / (r["ms"] * 1e-3) / 1e9, rel=1e-9)
         if "ms" in r:
             assert r["ms"] > 0
         if r["op"] in ("mm", "bmm_qk", "bmm_pv"):
@@ -61,6 +75,8 @@ def test_rows_have_the_reference_format(rows):
     assert causal["tflops"] == pytest.approx(2 * causal["B"] * causal["H"] * causal["T"] ** 2 * causal["dh"]
                                              / (causal["ms"] * 1e-3) / 1e12, rel=1e-6)
     assert all(r["ran"] == "flash" for r in sdpa if r["backend"] == "default")
+    decode = [r for r in sdpa if r.get("Tq")]
+    assert {r["backend"] for r in decode} == {"flash", "math", "default"} and {r["Tq"] for r in decode} == {1}
     json.dumps(rows)  # plain JSON
 
 
@@ -78,6 +94,43 @@ def test_calibrate_writes_a_profile_and_its_rows(tmp_path, rows):
     assert result["rows_path"] == tmp_path / "cpu.microbench.json"
     assert (out.stat().st_mode & 0o077) != 0 or (out.stat().st_mode & 0o600) == 0o600
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_every_plan_measures_every_kind_and_host_class():
+    for device in ("cpu", "cuda", "mps"):
+        for quick in (False, True):
+            p = C.plan_for(device, quick)
+            kinds = {ELEMENT_OPS[op][0] for op in p.ops}
+            assert kinds | {"softmax", "topk"} == ELEMENT_KINDS and p.softmax and p.topk, (device, quick)
+            assert {HOST_ROWS["eager_tiny_" + h] for h in p.host} == set(HOST_ROWS.values())
+            assert len({row for _, row in p.softmax}) >= 2 and len({k for *_, k in p.topk}) >= 2
+    assert len(HOST_ROWS) == len(HOST_CLASSES)
+
+
+@pytest.fixture
+def instant_timer(monkeypatch):
+    """calibrate's timers replaced by ones that return at once (the fit's accuracy is test_fit's; the
+    real --quick run, seconds long, is timed outside the tests)."""
+    calls = []
+
+    def instant(fn, device, **kw):
+        calls.append(fn)
+        t = 1e-5 * (1 + len(calls) % 7 / 10)
+        return Timing(median_s=t, p10_s=t, p90_s=t, repetitions=1, min_s=t)
+
+    monkeypatch.setattr(C, "measure", instant)
+    monkeypatch.setattr(C, "_tiny", lambda device, host, n: {"op": C.TINY + host, "us_per_op": 5.0})
+
+
+def test_quick_calibration_fits_every_kind_and_host_class(tmp_path, instant_timer):
+    """The --quick plan end to end: a law for every kind, a host time for every class."""
+    hw = C.calibrate("cpu", tmp_path / "q.json", quick=True)["hardware"]
+    assert ELEMENT_KINDS <= {*hw.vector_eff, *hw.vector_latency}
+    assert all(getattr(hw, f) is not None for f in HOST_ROWS.values())
+    assert hw.host_sync and {"softmax", "reduction", "topk"} <= set(hw.vector_row_s) and hw.topk_select_s > 0
+    ops = {r["op"] for r in json.loads((tmp_path / "q.microbench.json").read_text())["rows"]}
+    assert ops >= set(HOST_ROWS) | {op for op, (kind, _) in ELEMENT_OPS.items() if kind in ELEMENT_KINDS} - {
+        "relu", "mean", "max"}
 
 
 def test_sidecar_path():
@@ -111,7 +164,7 @@ def invoke(args):
     return CliRunner().invoke(app, args)
 
 
-def test_cli_calibrate_quick_on_cpu(tmp_path):
+def test_cli_calibrate_quick_on_cpu(tmp_path, instant_timer):
     out = tmp_path / "mine.json"
     r = invoke(["calibrate", "--device", "cpu", "--quick", "--out", str(out)])
     assert r.exit_code == 0, r.output

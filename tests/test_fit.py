@@ -89,3 +89,130 @@ def test_measured_seconds():
     assert measured_s({"ms": 2.0}) == pytest.approx(2e-3)
     assert measured_s({"us_per_op": 3.0}) == pytest.approx(3e-6)
     assert measured_s({"GBps": 1.0}) is None
+
+
+# -- a law per element-op kind, fitted on its own rows ---------------------------------------------
+
+# the generating laws: (latency s, bandwidth share, s per row, s per kept element x log2(k + 1))
+LAWS = {"copy": (3e-6, 0.6, 0.0, 0.0), "elementwise": (4e-6, 0.8, 0.0, 0.0), "mask": (5e-6, 0.1, 0.0, 0.0),
+        "fill": (2.5e-6, 0.9, 0.0, 0.0), "index": (6e-6, 0.3, 0.0, 0.0), "scatter": (8e-6, 0.1, 0.0, 0.0),
+        "scan": (4e-6, 0.05, 0.0, 0.0), "reduction": (3e-6, 0.7, 2e-8, 0.0), "softmax": (5e-6, 0.2, 2e-8, 0.0),
+        "topk": (9e-6, 0.05, 1e-8, 4e-10)}
+PLAIN = (2e-6, 0.9)  # x.clone(): the profile's default law
+
+
+def law_profile():
+    return H100_PUBLISHED.model_copy(update={
+        "kernel_latency_s": PLAIN[0], "mem_efficiency": PLAIN[1],
+        "vector_latency": {k: v[0] for k, v in LAWS.items()}, "vector_eff": {k: v[1] for k, v in LAWS.items()},
+        "vector_row_s": {k: v[2] for k, v in LAWS.items() if v[2]}, "topk_select_s": LAWS["topk"][3]})
+
+
+def element_rows(truth) -> list:
+    """Rows of every measured element op, as calibrate writes them, timed by ``truth``."""
+    out = []
+    for n in (4096, 65536, 2**20, 2**24):
+        for op in ("copy", "copy_t", "cat", "add", "mul", "masked_fill", "zeros", "index_select", "gather",
+                   "index_add", "scatter_add", "cumsum", "sum"):
+            out.append({"op": op, "dtype": "float32", "elems": n, "bytes": 2.5 * 4 * n})
+        out += [{"op": "amax", "dtype": "float32", "elems": n, "row": row, "bytes": 4 * n} for row in (16, 64)]
+        out += [{"op": "softmax", "dtype": "float32", "elems": n, "row": row, "bytes": 8 * n} for row in (16, 1024)]
+    out += [{"op": "topk", "dtype": "float32", "elems": n, "row": cand, "k": k, "bytes": 4 * n + 12 * k * n / cand}
+            for n in (2**14, 2**18) for cand, k in ((64, 4), (1024, 64), (4096, 1024), (2**14, 1))]
+    for r in out:
+        r["ms"] = predict_row(r, truth) * 1e3
+    return out
+
+
+def test_each_kind_law_is_recovered_from_its_own_rows():
+    truth = law_profile()
+    rows = element_rows(truth)
+    part = fit_element_ops(H100_PUBLISHED, rows)
+    got = H100_PUBLISHED.model_copy(update=part.update)
+    assert got.kernel_latency_s == pytest.approx(PLAIN[0], rel=0.02)
+    assert got.mem_efficiency == pytest.approx(PLAIN[1], rel=0.02)
+    for kind, (lat, eff, row_s, _) in LAWS.items():
+        assert got.op_latency(kind) == pytest.approx(lat, rel=0.05), kind
+        assert got.op_eff(kind) == pytest.approx(eff, rel=0.05), kind
+        assert got.op_row_s(kind) == pytest.approx(row_s, rel=0.05, abs=1e-12), kind
+    assert got.topk_select_s == pytest.approx(LAWS["topk"][3], rel=0.05)
+    errs = [abs(e) for g, v in row_errors(rows, got).items() for e in v]
+    assert max(errs) < 0.02
+
+
+def test_an_op_gets_its_own_law_only_where_its_kind_misses_it():
+    truth = law_profile()
+    rows = [r for r in element_rows(truth) if r["op"] in ("add", "mul", "masked_fill")]
+    assert "mask" in fit_element_ops(H100_PUBLISHED, rows).update["vector_eff"]  # 8x slower: its own law
+    same = law_profile().model_copy(update={"vector_eff": {**truth.vector_eff, "mask": LAWS["elementwise"][1]},
+                                            "vector_latency": {**truth.vector_latency, "mask": LAWS["elementwise"][0]}})
+    rows = [r for r in element_rows(same) if r["op"] in ("add", "mul", "masked_fill")]
+    eff = fit_element_ops(H100_PUBLISHED, rows).update["vector_eff"]
+    assert "mask" not in eff and eff["elementwise"] == pytest.approx(LAWS["elementwise"][1], rel=0.05)
+
+
+def test_rows_of_one_length_fit_no_row_term():
+    truth = law_profile()
+    rows = [r for r in element_rows(truth) if r["op"] == "softmax" and r["row"] == 1024]
+    part = fit_element_ops(H100_PUBLISHED, rows)
+    assert "vector_row_s" not in part.update and "topk_select_s" not in part.update
+
+
+def test_host_time_of_every_class():
+    rows = [{"op": f"eager_tiny_{c}", "us_per_op": us} for c, us in
+            (("op", 7.0), ("matmul", 9.0), ("view", 1.5), ("sdpa", 20.0), ("index", 8.0))]
+    part = fit_host_time(rows)
+    assert part.update == pytest.approx({"launch_overhead_s": 7e-6, "matmul_overhead_s": 9e-6,
+                                         "view_overhead_s": 1.5e-6, "sdpa_overhead_s": 20e-6,
+                                         "index_overhead_s": 8e-6})
+    hw = H100_PUBLISHED.model_copy(update=part.update)
+    assert [predict_row(r, hw) for r in rows] == pytest.approx([r["us_per_op"] * 1e-6 for r in rows])
+    assert "view" in part.what[0] and "sdpa" in part.what[0]
+    # unmeasured classes fall back: SDPA to the matmul's host time, index to an element-wise op's
+    assert H100_PUBLISHED.host_sdpa_s == H100_PUBLISHED.host_matmul_s
+    assert H100_PUBLISHED.host_index_s == H100_PUBLISHED.launch_overhead_s
+
+
+def test_memory_regimes_of_a_cpu_are_recovered_from_its_copies():
+    """On a CPU (host_sync) the plain copies show where memory changes pace: beyond a cache a copy
+    streams at a lower rate (copy_ into a tensor that exists shows it alone), and a large output is
+    faulted in page by page (clone)."""
+    cpu = get_hardware("cpu")
+    truth = cpu.model_copy(update={"host_sync": True, "kernel_latency_s": 2e-6, "mem_efficiency": 0.9,
+                                   "cache_bytes": 16 * 2**20, "dram_eff": 0.25, "fresh_bytes": 32 * 2**20,
+                                   "fresh_s_per_byte": 1.5e-9})
+    rows = []
+    for p in range(12, 26):
+        n = 2**p
+        rows += [{"op": "copy", "dtype": "float32", "elems": n, "bytes": 8 * n, "out_bytes": 4 * n},
+                 {"op": "copy_", "dtype": "float32", "elems": n, "bytes": 8 * n, "out_bytes": 0}]
+    for r in rows:
+        r["ms"] = predict_row(r, truth) * 1e3
+    base = cpu.model_copy(update={"host_sync": True})
+    got = base.model_copy(update=fit_element_ops(base, rows).update)
+    # each between the largest size measured below it and the smallest above (16 and 32 MiB)
+    assert 16 * 2**20 < got.cache_bytes < 32 * 2**20 and 16 * 2**20 < got.fresh_bytes <= 32 * 2**20
+    assert got.dram_eff * got.mem_bandwidth == pytest.approx(0.25 * cpu.mem_bandwidth, rel=0.02)
+    assert got.fresh_s_per_byte == pytest.approx(1.5e-9, rel=0.02)
+    assert got.kernel_latency_s == pytest.approx(2e-6, rel=0.02) and got.mem_efficiency == pytest.approx(0.9, rel=0.02)
+    assert max(abs(e) for v in row_errors(rows, got).values() for e in v) < 0.01
+    # a GPU's rows (no host_sync) are fitted without regimes
+    assert "cache_bytes" not in fit_element_ops(cpu, rows).update
+
+
+def test_decode_attention_rows_fit_the_query_term(synth):
+    """SDPA rows of one query per head (decode) tell ``q_half`` where they are compute-bound (a CPU);
+    square rows alone leave it 0."""
+    cpu = get_hardware("cpu")
+    flash = cpu.attention["flash"].model_copy(update={"q_half": 12.0})
+    truth = cpu.model_copy(update={"attention": {"flash": flash}})
+    square = [r for r in synth if r["op"] == "sdpa" and r["backend"] == "flash"]
+    decode = [{"op": "sdpa", "backend": "flash", "dtype": "float32", "B": 8, "H": 16, "T": T, "Tq": 1, "dh": dh,
+               "causal": False} for T in (4096, 32768) for dh in (64, 128)]
+    rows = [{**r, "ms": predict_row(r, truth) * 1e3} for r in square + decode]
+    fitted = fit_attention(cpu, rows, mem_eff=flash.mem_eff, min_latency_s=1e-6).update["attention"]["flash"]
+    assert fitted.q_half == pytest.approx(12.0, rel=0.05)
+    assert max(abs(e) for e in row_errors(rows, cpu.model_copy(update={"attention": {"flash": fitted}}))[
+        "sdpa:flash"]) < 0.02
+    assert fit_attention(cpu, rows[:len(square)], mem_eff=0.9,
+                         min_latency_s=1e-6).update["attention"]["flash"].q_half == 0.0

@@ -10,7 +10,7 @@ from attncost.costmodel import analysis
 from attncost.costmodel.graph import Graph
 from attncost.costmodel.fit import measured_s, predict_row, row_errors, summarize
 from attncost.costmodel.hardware import H100_MICROBENCH, HardwareError, get_hardware
-from attncost.costmodel.timing import KernelTime, TimeEstimate, predict
+from attncost.costmodel.timing import KernelTime, RowLengths, TimeEstimate, law_kind, predict, row_parts
 
 ROWS = json.loads(H100_MICROBENCH.read_text())["rows"]
 H100 = get_hardware("h100")
@@ -218,7 +218,7 @@ def test_dtype_and_backend_choices():
     with pytest.raises(HardwareError):
         predict(att, H100, "bf16", backend="triton")
     with pytest.raises(ValueError):
-        predict(att, H100, "bf16", mode="graph")
+        predict(att, H100, "bf16", mode="lazy")
     with pytest.raises(HardwareError):
         predict(att, H100, "int8")
 
@@ -247,3 +247,97 @@ def test_head_dim_is_not_extrapolated_beyond_the_fit():
     t128 = predict(sdpa_kernels(1, 16, 16384, 128, False), H100, "bf16", mode="device").time_s
     t256 = predict(sdpa_kernels(1, 8, 16384, 256, False), H100, "bf16", mode="device").time_s  # same FLOPs
     assert t256 == pytest.approx(t128, rel=0.02)
+
+
+# -- element-op laws by kind, row terms, host classes ------------------------------------------------
+
+LAWS = H100.model_copy(update={
+    "vector_latency": {**H100.vector_latency, "index": 7e-6, "scatter": 9e-6, "mask": 11e-6, "topk": 13e-6},
+    "vector_eff": {**H100.vector_eff, "index": 0.5, "scatter": 0.25, "mask": 0.125, "topk": 0.1},
+    "vector_row_s": {"softmax": 2e-9, "topk": 3e-9}, "topk_select_s": 1e-10,
+    "view_overhead_s": 1e-6, "sdpa_overhead_s": 30e-6, "index_overhead_s": 15e-6})
+
+
+def scores_graph(rows=4096, keys=512, k=None):
+    """Scores (a matmul of n = keys), a mask, then a softmax, or a topk of ``k`` and a gather by it."""
+    g = Graph(2)
+    q, w = g.input("q", rows * 64), g.input("w", 64 * keys)
+    s = g.matmul("scores", q, w, m=rows, k=64, n=keys)
+    s = g.elementwise("mask", "mask", (s,), elems=rows * keys)
+    if k is None:
+        g.output(g.elementwise("softmax", "softmax", (s,), elems=rows * keys))
+    else:
+        idx = g.elementwise("topk", "topk", (s,), elems=rows * keys, out_elems=rows * k, index_out=True)
+        v = g.input("v", keys * 64)
+        g.output(g.elementwise("gather", "gather", (v, idx), elems=rows * k * 64))
+    return g
+
+
+def by_name(est) -> dict:
+    return {k.name: k for k in est.per_kernel}
+
+
+def test_row_lengths_come_from_the_graph():
+    g = scores_graph(k=16)
+    ops = {op.name: op for op in g.ops}
+    rows = RowLengths(_kernels(g))
+    assert rows.of_op(ops["topk"]) == 512  # the scores matmul's n, through the mask
+    assert rows.of_tensor("topk") == 16  # a topk's output rows hold its k
+    ops["topk"].row = 300.0  # set by the variant: kept
+    assert RowLengths(_kernels(g)).of_op(ops["topk"]) == 300.0
+    r = Graph(2)
+    x = r.input("x", 1000)
+    r.output(r.elementwise("rowmax", "max", (x,), elems=1000, out_elems=10))
+    assert RowLengths(_kernels(r)).of_op(r.ops[0]) == 100  # a reduction: elements per output
+    assert RowLengths(_kernels(r)).of_tensor("x") == 0.0  # an input: unknown
+
+
+def test_softmax_and_topk_pay_their_row_terms():
+    g = scores_graph()
+    base = by_name(predict(_kernels(g), H100, mode="device"))["softmax"].time_s
+    t = by_name(predict(_kernels(g), LAWS, mode="device"))["softmax"].time_s
+    assert t - base == pytest.approx(4096 * 2e-9, rel=1e-9)  # 4096 rows of 512
+    g = scores_graph(k=16)
+    topk = by_name(predict(_kernels(g), LAWS, mode="device"))["topk"]
+    nbytes = 4096 * 512 * 2 + 4096 * 16 * 8
+    want = 13e-6 + nbytes / (H100.mem_bandwidth * 0.1) + row_parts(3e-9, 1e-10, 4096 * 512, 4096 * 16, 512)
+    assert topk.time_s == pytest.approx(want, rel=1e-9)
+    assert row_parts(3e-9, 1e-10, 4096 * 512, 4096 * 16, 512) == pytest.approx(
+        4096 * 3e-9 + 4096 * 16 * math.log2(17) * 1e-10)
+    assert row_parts(3e-9, 0.0, 100.0, 100.0, 0.0) == 0.0  # row unknown: no row term
+
+
+def test_each_op_is_priced_by_its_kind_law():
+    g = scores_graph(k=16)
+    est = by_name(predict(_kernels(g), LAWS, mode="device"))
+    mask_bytes = 2 * 4096 * 512 * 2
+    assert est["mask"].time_s == pytest.approx(11e-6 + mask_bytes / (H100.mem_bandwidth * 0.125))  # fn's own law
+    assert est["gather"].memory_s == pytest.approx(_kernels(g)[-1].bytes / (H100.mem_bandwidth * 0.5))  # index
+    ops = {op.name: op for op in g.ops}
+    assert law_kind(ops["gather"]) == "index" and law_kind(ops["topk"]) == "topk"
+    analysis.add_backward(g)
+    grads = [op for op in g.ops if op.name.startswith("grad_") and op.kind == "gather"]
+    assert grads and all(law_kind(op) == "scatter" for op in grads)
+
+
+def test_host_time_per_class():
+    g = scores_graph(k=16)
+    g.views("split_heads", 3)
+    est = predict(_kernels(g), LAWS)
+    # matmul, mask (element-wise), topk and gather (index), 3 views
+    assert est.host_s == pytest.approx(LAWS.host_matmul_s + LAWS.launch_overhead_s + 2 * 15e-6 + 3 * 1e-6)
+    att = predict(sdpa_kernels(1, 4, 256, 64, True), LAWS)
+    assert att.host_s == pytest.approx(30e-6)
+
+
+def test_a_synchronous_host_adds_no_overlap():
+    """host_sync (a CPU): each op takes the longer of its host time and its kernel time."""
+    ks = mm_kernels(8192, 8192, 8192) + copy_kernels(4096) * 20
+    sync = H100.model_copy(update={"host_sync": True})
+    dev = predict(ks, H100, mode="device").per_kernel
+    host = [H100.host_matmul_s] + [H100.launch_overhead_s] * 20
+    est = predict(ks, sync)
+    assert est.time_s == pytest.approx(sum(max(h, k.time_s) for h, k in zip(host, dev)), rel=1e-12)
+    assert est.host_s == pytest.approx(sum(host))
+    assert est.compute_s + est.memory_s + est.overhead_s == pytest.approx(est.time_s, rel=1e-12)
+    assert predict(ks, H100).time_s < est.time_s  # the queue hides the small ops behind the big matmul
