@@ -84,9 +84,9 @@ def calibrate(
     console.print(_laws(hw))
     console.print(f"Fitted on the built-in '{result['base']}' profile in {result['seconds']:.0f} s: host time per "
                   f"eager op {_host_times(hw)}; attention backend {hw.attention_backend}.")
-    console.print(f"Wrote the profile to {result['path']} and the rows to {result['rows_path']}.")
+    console.print(f"Wrote the profile to {result['path']} and the rows to {result['rows_path']}.", soft_wrap=True)
     console.print(f"Use it: attncost predict --hardware {result['path']} ...  or  attncost profile --hardware "
-                  f"{result['path']} ...")
+                  f"{result['path']} ...", soft_wrap=True)
 
 
 def _laws(hw) -> Table:

@@ -257,7 +257,7 @@ class LayerRun:
             k = sum(p.status == s for p in points)
             if k:
                 line += f", {k} {s}"
-        console.print(line + ").")
+        console.print(line + ").", soft_wrap=True)  # a path is never broken
         unstable = sum(1 for p in points if p.timing is not None and p.timing.stable is False)
         if unstable:
             console.print(f"[dim]{unstable} of {len(points)} points did not reach a stable median (95% interval "
@@ -359,7 +359,7 @@ class ModelRun:
         console.print(f"Wrote {path} ({len(points)} points: {n_ok} ok). TTFT = prefill of T tokens (median); ms/tok "
                       f"= one decode step (a token per sequence) against a cache of T; tok/s = batch / ms/tok "
                       f"measured; pred = `attncost predict --model` for "
-                      f"{run.environment.hardware_profile or 'no profile'}; err = pred / measured - 1.")
+                      f"{run.environment.hardware_profile or 'no profile'}; err = pred / measured - 1.", soft_wrap=True)
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -93,7 +93,8 @@ WRITE_ONLY = frozenset(("copy_", "fill_", "zero_", "normal_", "uniform_"))
 
 # Kind of a graph op (``Op.kind``) that runs as a kernel of its own.
 GRAPH_KINDS = {"matmul": "matmul", "conv": "conv", "softmax": "softmax", "topk": "topk", "gather": "index",
-               "scan": "scan", "reduction": "reduction", "copy": "copy", "elementwise": "elementwise", VIEW: VIEW}
+               "scan": "scan", "reduction": "reduction", "copy": "copy", "elementwise": "elementwise", "fill": "fill",
+               VIEW: VIEW}
 _BACKWARD_KINDS = {"index": "scatter"}  # the gradient of a gather adds into the rows it read
 _BACKWARD_PREFIX = "grad_"  # ``analysis.add_backward`` names every op it appends so
 

@@ -69,7 +69,7 @@ def build_flash(s: Shape, p: Params):
 class GQAParams(Params):
     kv_heads: Optional[int] = Field(None, ge=1, description="K/V heads (default: --kv-heads, else heads/4)")
     window: Optional[int] = Field(None, ge=1, description="sliding window, as Mistral 7B v0.1 (default: none)")
-    kernel: WindowKernel = Field("flex", description=KERNEL_HELP)
+    kernel: Optional[WindowKernel] = Field(None, description=KERNEL_HELP + " (default with a window: flex)")
 
     def resolve(self, shape: Shape) -> "GQAParams":
         kv = self.kv_heads or shape.kv_heads or max(1, shape.heads // 4)
@@ -79,7 +79,7 @@ class GQAParams(Params):
 
 
 def build_gqa(s: Shape, p: GQAParams):
-    return _exact(s, p.kv_heads, fused=True, window=p.window, kernel=p.kernel)
+    return _exact(s, p.kv_heads, fused=True, window=p.window, kernel=p.kernel or "flex")
 
 
 def build_mqa(s: Shape, p: Params):
