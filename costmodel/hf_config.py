@@ -25,7 +25,7 @@ from typing import Optional
 
 from pydantic import ValidationError
 
-from .jsonfile import validation_reason
+from .jsonfile import read_text, validation_reason
 from .model_families import FAMILIES
 from .model_spec import ModelConfig, ModelError
 
@@ -159,7 +159,7 @@ def load_hf_config(path, name: Optional[str] = None, source: str = "") -> ModelC
 def read_config(p: Path):
     """The parsed JSON of a model file; ModelError with one sentence if it cannot be read."""
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_text(p)  # a regular file of at most MAX_FILE_BYTES: never a device or a pipe
     except FileNotFoundError:
         raise ModelError(f"model file {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:

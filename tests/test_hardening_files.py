@@ -315,7 +315,8 @@ def _big(tmp_path) -> Path:
 
 
 def _readers(path) -> list:
-    return [[*PREDICT, "--hardware", path], ["report", path], ["report", "--fidelity", path]]
+    return [[*PREDICT, "--hardware", path], ["report", path], ["report", "--fidelity", path],
+            ["predict", "--model", str(path), "--T", "64"]]
 
 
 @needs_fifo
