@@ -33,7 +33,7 @@ def _fidelity_hover(data: FidelityData, f: Facet, q: FidPoint) -> str:
         cost.append(f"predicted {fmt.ms(q.time_s, 4)}" + (f" on {plot_text(data.hardware)}"
                                                            if data.metric == "time" else ""))
     if q.flops:
-        cost.append(f"{fmt.flops(q.flops, 4)} ({fmt.count(q.flops)} FLOPs)")
+        cost.append(f"{fmt.flops(q.flops, digits=4)} ({fmt.count(q.flops)} FLOPs)")
     lines.append(" · ".join(cost))
     d = p.distill
     if isinstance(d, dict) and "steps" in d:

@@ -177,20 +177,27 @@ def flops_figure(data: ReportData) -> go.Figure:
 
 # -- time vs T ---------------------------------------------------------------------------
 
+def _series_panels(data: ReportData, draw, measured) -> tuple:
+    """(panels, figure, legend, y values, any measured point) of a chart whose series are drawn by
+    ``draw(fig, series, legend, pos)`` (returning the y values it drew) in their family's panel;
+    ``measured(row)``: whether a row holds a measurement the chart shows."""
+    panels = panels_for(data.series, data.baseline)
+    fig = panels.figure()
+    legend = _Legend()
+    ys, any_meas = [], False
+    for s in data.series:
+        for pos in panels.positions(s.family, s.variant):
+            ys += draw(fig, s, legend, pos)
+        any_meas = any_meas or any(measured(r) for r in s.rows)
+    return panels, fig, legend, ys, any_meas
+
+
 def time_figure(data: ReportData) -> go.Figure:
     """Predicted time per series (lines), measured medians with their p10-p90 range (markers with
     error bars), OOM and error points (distinct markers), crossovers with the baseline (stars:
     filled where the measured curves cross, hollow where the predicted ones do); one panel per
     variant family when there are many."""
-    panels = panels_for(data.series, data.baseline)
-    fig = panels.figure()
-    legend = _Legend()
-    ys = []
-    any_meas = False
-    for s in data.series:
-        for pos in panels.positions(s.family, s.variant):
-            ys += _time_traces(fig, s, legend, pos)
-        any_meas = any_meas or any(r.measured_s for r in s.rows)
+    panels, fig, legend, ys, any_meas = _series_panels(data, _time_traces, lambda r: r.measured_s)
     crossed = _crossover_markers(fig, data, panels, ys)
     if fig.data:
         key = [("predicted", dict(mode="lines", line=dict(color=GREY, width=2)))]
@@ -376,15 +383,8 @@ def memory_figure(data: ReportData) -> go.Figure:
     """Peak activation memory per series: the model's fused (solid) and unfused (dashed) peaks,
     the measured allocator peak (markers), OOM points (red crosses); the device's memory where the
     data come near it (``device_memory``); one panel per variant family when there are many."""
-    panels = panels_for(data.series, data.baseline)
-    fig = panels.figure()
-    legend = _Legend()
-    ys = []
-    any_meas = False
-    for s in data.series:
-        for pos in panels.positions(s.family, s.variant):
-            ys += _memory_traces(fig, s, legend, pos)
-        any_meas = any_meas or any(r.peak_memory_bytes and r.status == "ok" for r in s.rows)
+    panels, fig, legend, ys, any_meas = _series_panels(data, _memory_traces,
+                                                       lambda r: r.peak_memory_bytes and r.status == "ok")
     Ts = _series_Ts(data)
     for j, (name, cap, drawn) in enumerate(device_memory(data)):
         if not drawn or not Ts:

@@ -28,16 +28,22 @@ def sig(x: float, digits: int = 3) -> str:
     return text
 
 
-def flops(x, unit: str = "FLOP", digits: int = 3) -> str:
-    """Decimal prefixes: 2.07e11 -> "207 GFLOP"."""
+def _scaled(x, scales: tuple, digits: int, label) -> str:
+    """``x`` in the largest unit of ``scales`` ((size, name), largest first) that it reaches, named
+    by ``label(name)`` ("" below the smallest); "–" for None and NaN."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     if not math.isfinite(x):
-        return f"{sig(x)} {unit}"
-    for scale, prefix in _DECIMAL:
+        return f"{sig(x)} {label('')}"
+    for scale, name in scales:
         if abs(x) >= scale:
-            return f"{sig(x / scale, digits)} {prefix}{unit}"
-    return f"{sig(x, digits)} {unit}"
+            return f"{sig(x / scale, digits)} {label(name)}"
+    return f"{sig(x, digits)} {label('')}"
+
+
+def flops(x, unit: str = "FLOP", digits: int = 3) -> str:
+    """Decimal prefixes: 2.07e11 -> "207 GFLOP"."""
+    return _scaled(x, _DECIMAL, digits, lambda prefix: prefix + unit)
 
 
 def rate(x, digits: int = 3) -> str:
@@ -52,14 +58,7 @@ def bandwidth(x, digits: int = 3) -> str:
 
 def nbytes(x, digits: int = 3) -> str:
     """Binary prefixes: 1.09e9 -> "1.02 GiB"."""
-    if x is None:
-        return "–"
-    if not math.isfinite(x):
-        return f"{sig(x)} B"
-    for scale, unit in _BINARY:
-        if abs(x) >= scale:
-            return f"{sig(x / scale, digits)} {unit}"
-    return f"{sig(x, digits)} B"
+    return _scaled(x, _BINARY, digits, lambda unit: unit or "B")
 
 
 def ms(seconds, digits: int = 3, unit: bool = True) -> str:
