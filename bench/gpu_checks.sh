@@ -2,7 +2,7 @@
 # attncost's checks on a machine with one NVIDIA GPU, in one go, in under 8 minutes (docs/GPU_CHECKS.md).
 #
 #   bash bench/gpu_checks.sh [--dry] [STEP ...]
-#     steps, in order: calibrate prefill decode heldout models crosscheck report (default: all)
+#     steps, in order: calibrate prefill decode graph heldout models crosscheck report (default: all)
 #     --dry or ATTNCOST_DRY=1: the same steps on the CPU with tiny shapes, into a temporary folder
 #     OUT=folder: each results file is copied there as soon as its step ends
 #
@@ -21,12 +21,12 @@ steps=()
 for arg in "$@"; do
   case $arg in
     --dry) DRY=1 ;;
-    calibrate|prefill|decode|heldout|models|crosscheck|report) steps+=("$arg") ;;
-    *) echo "unknown step or flag: $arg (steps: calibrate prefill decode heldout models crosscheck report)" >&2
+    calibrate|prefill|decode|graph|heldout|models|crosscheck|report) steps+=("$arg") ;;
+    *) echo "unknown step or flag: $arg (steps: calibrate prefill decode graph heldout models crosscheck report)" >&2
        exit 2 ;;
   esac
 done
-[ ${#steps[@]} -eq 0 ] && steps=(calibrate prefill decode heldout models crosscheck report)
+[ ${#steps[@]} -eq 0 ] && steps=(calibrate prefill decode graph heldout models crosscheck report)
 
 TOTAL_S=450   # 7.5 minutes: every step's limit is cut to what is left of this
 GRACE_S=10    # a step that ignores SIGTERM is killed this long after its limit
@@ -62,6 +62,7 @@ else
   ex=examples
   layer=(--d 1024 --heads 16)
   prefill_T=512:16384
+  graph_T=512:4096
   decode_T=4096,32768
   batches=(1 16)
   heldout=(--d 4096 --heads 8 --T 8192)
@@ -162,6 +163,21 @@ for s in "${steps[@]}"; do
           --T "$decode_T" --batch "$b" --budget "$budget" --no-count
         results+=("$f")
       done ;;
+    graph)  # the same layers replayed from a captured CUDA graph: no host time
+      if [ "$device" != cuda ]; then
+        echo "== graph: CUDA graphs need a CUDA GPU; skipped on the $device" >&2
+        summary+=("SKIPPED  graph (needs CUDA)")
+        continue
+      fi
+      [ -f "$prof" ] || hardware=$builtin
+      f=$ex/$gpu-prefill-graph-$dtype.json
+      profile "prefill graph" 60 "$f" --exec graph --phase prefill --variants flash,gqa,mha,performer \
+        "${layer[@]}" --T "$graph_T" --budget "$budget" --no-count
+      results+=("$f")
+      f=$ex/$gpu-decode-graph-b1-$dtype.json
+      profile "decode graph" 40 "$f" --exec graph --phase decode --variants mha,gqa,mqa,mla "${layer[@]}" \
+        --T "$decode_T" --batch 1 --budget "$budget" --no-count
+      results+=("$f") ;;
     heldout)
       [ -f "$prof" ] || hardware=$builtin
       profile heldout 40 "$heldout_out" --phase prefill --variants all "${heldout[@]}" --budget "$budget" \
@@ -178,7 +194,7 @@ for s in "${steps[@]}"; do
       done ;;
     crosscheck)
       if [ ${#results[@]} -eq 0 ]; then  # run on its own: the files of an earlier run
-        for f in "$ex/$gpu"-{prefill,decode-b*,heldout,model-*}-"$dtype".json; do
+        for f in "$ex/$gpu"-{prefill,decode-b*,prefill-graph,decode-graph-b*,heldout,model-*}-"$dtype".json; do
           [ -f "$f" ] && results+=("$f")
         done
       fi
