@@ -7,20 +7,21 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from pydantic import ValidationError
 
 from ..costmodel.atomic import NAME_MAX, write_atomic
 from ..costmodel.hardware import Hardware, HardwareError, get_hardware
 from ..costmodel.jsonfile import validation_reason
-from ..costmodel.model_presets import get_model
-from ..costmodel.model_spec import ModelConfig, ModelError
 from ..costmodel.shape import MAX_T, Shape
 from ..costmodel.units import DEVICES, SDPA_BACKENDS
 from ..costmodel.variants import NAMES, REGISTRY
 from .errors import fail
 from .layout import PIPED_WIDTH
+
+if TYPE_CHECKING:
+    from ..costmodel.model_spec import ModelConfig
 
 # shape field -> the flag that sets it, for error messages
 FLAG_OF = {"batch": "--batch", "T": "--T", "d": "--d", "heads": "--heads", "kv_heads": "--kv-heads",
@@ -191,9 +192,12 @@ def load_hardware(text: str, flag: str = "--hardware") -> Hardware:
     return _named_or_file(get_hardware, HardwareError, text, flag)
 
 
-def load_model(text: str, flag: str = "--model") -> ModelConfig:
+def load_model(text: str, flag: str = "--model") -> "ModelConfig":
     """A model preset by name, a Hugging Face config.json (or a folder holding one) or a model
     file, or exit 2 with one sentence."""
+    from ..costmodel.model_presets import get_model  # whole-model costing: only where a model is named
+    from ..costmodel.model_spec import ModelError
+
     return _named_or_file(get_model, ModelError, text, flag)
 
 

@@ -17,7 +17,7 @@ Public API:
 "shared" has the page load ``plotly.min.js`` from its own folder, which ``write_*`` writes there
 once, so that reports written to one folder share one copy and stay offline.
 
-``fidelity``/``docs``: `attncost fidelity --json` documents, as ``load_fidelity`` reads them
+``fidelity``/``docs``: `attncost fidelity --json` documents, as ``costmodel.fidelity_doc.load_fidelity`` reads them
 (``costmodel.fidelity_doc.FidelityDoc``) or as parsed JSON; a malformed one raises
 ``FidelityFileError``.
 
@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Optional
 
 from ..costmodel.atomic import write_atomic
-from ..costmodel.fidelity_doc import FidelityFileError, load_fidelity
 from .plotly_bundle import PLOTLY_FILE, PLOTLY_JS_MODES, write_shared
 
 SECTIONS_RUN = ("summary", "flops", "time", "memory", "crossover", "roofline", "crosscheck",
@@ -115,5 +114,5 @@ def write_prediction_report(estimates: list, path, hardware=None, command: str =
 
 
 __all__ = ["build_run_report", "write_run_report", "build_prediction_report", "write_prediction_report",
-           "build_fidelity_report", "write_fidelity_report", "load_fidelity", "FidelityFileError",
+           "build_fidelity_report", "write_fidelity_report",
            "SECTIONS_RUN", "SECTIONS_PREDICTION", "SECTIONS_FIDELITY", "PLOTLY_JS_MODES", "PLOTLY_FILE"]

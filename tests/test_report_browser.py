@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report_fixtures as F  # noqa: E402
 
 from attncost.costmodel.results import Run  # noqa: E402
-from attncost.reports import (SECTIONS_FIDELITY, SECTIONS_RUN, load_fidelity, write_fidelity_report,  # noqa: E402
+from attncost.costmodel.fidelity_doc import load_fidelity  # noqa: E402
+from attncost.reports import (SECTIONS_FIDELITY, SECTIONS_RUN, write_fidelity_report,  # noqa: E402
                               write_prediction_report, write_run_report)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -336,8 +336,8 @@ def test_a_run_reads_its_embedded_profile_wherever_it_lies(tmp_path):
 # FIXTURE: a small hand-made `attncost fidelity --json` document (made-up cosines, not
 # measurements), plus the committed example examples/fidelity-cpu.json (a real CPU run).
 
-from attncost.reports import (SECTIONS_FIDELITY, FidelityFileError, build_fidelity_report,  # noqa: E402
-                              load_fidelity)
+from attncost.costmodel.fidelity_doc import FidelityFileError, load_fidelity  # noqa: E402
+from attncost.reports import SECTIONS_FIDELITY, build_fidelity_report  # noqa: E402
 from attncost.costmodel.fidelity_doc import FidelityDoc, check_fidelity  # noqa: E402
 from attncost.reports.fidelity_data import fidelity_data, pareto_front  # noqa: E402
 
