@@ -14,7 +14,8 @@ from ..costmodel.accuracy import (REST, TARGET_MEDIAN, TARGET_P90, by_op, by_var
                                   point_errors, summary)
 from ..reports.fmt import count, error, measured_ms, ms, pct, predicted_ms
 from .errors import fail
-from .options import fit_console, load_run, write_csv
+from .layout import fit_console
+from .options import load_run, write_csv
 
 console = Console(highlight=False)
 

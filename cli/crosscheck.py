@@ -13,8 +13,9 @@ from ..costmodel.units import DEVICES, PHASES
 from ..reports.fmt import flops, pct
 from .app import app
 from .errors import fail
+from .layout import fit_console
 from .options import (BACKEND_CHOICES, CSV_HELP, T_HELP, WIDE_HELP, check_choice, check_csv, check_params,
-                      fit_console, make_shape, parse_ints, parse_params, parse_T, parse_variants, write_csv)
+                      make_shape, parse_ints, parse_params, parse_T, parse_variants, write_csv)
 
 console = Console(highlight=False)
 

@@ -11,8 +11,8 @@ from rich.console import Console
 from ..reports.fmt import pct, sig
 from .app import app
 from .errors import fail
-from .layout import SECTION, Column, print_table
-from .options import (REPORT_FILE, T_HELP, WIDE_HELP, check_choice, check_output, check_param_values, fit_console,
+from .layout import SECTION, Column, fit_console, print_table
+from .options import (REPORT_FILE, T_HELP, WIDE_HELP, check_choice, check_output, check_param_values,
                       list_items, make_shape, parse_params, parse_T, parse_variants)
 
 console = Console(highlight=False)

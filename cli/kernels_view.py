@@ -72,7 +72,7 @@ def _op_text(row: dict) -> str:
 
 def _print(variant: str, shape: Shape, hw, rows: list, totals: dict, wide: bool) -> None:
     device_s = totals["device_s"]
-    console = screen()
+    console = screen(wide)
     cols = [Column("#"), Column("op", "left", wrap=True), Column("kind", "left"), Column("FLOPs"), Column("bytes"),
             Column("ms"), Column("%"), Column("bound", "left"), Column("on", "left")]
     cells = [[str(r["index"]), escape(_op_text(r)), r["kind"], flops(r["flops"]), nbytes(r["bytes"]),

@@ -16,12 +16,27 @@ from rich.table import Table
 from rich.text import Text
 
 PIPED_WIDTH = 100  # the width of output that is not a terminal, unless COLUMNS says otherwise
+WIDE_COLUMNS = 1000  # --wide: as wide as the table needs
 
 
-def screen() -> Console:
-    """A console for one command's output: the terminal's width, ``COLUMNS`` where set, else 100."""
-    piped = not Console().is_terminal and "COLUMNS" not in os.environ
-    return Console(highlight=False, width=PIPED_WIDTH if piped else None)
+def fit_console(console: Console, wide: bool = False) -> Console:
+    """Set ``console``'s width for the command about to print: --wide as wide as a table needs;
+    else COLUMNS where set, the terminal's width, or 100 columns when piped. Returns ``console``."""
+    columns = os.environ.get("COLUMNS", "")
+    if wide:
+        console.width = WIDE_COLUMNS
+    elif columns.isdigit() and int(columns) > 0:
+        console.width = int(columns)
+    elif console.is_terminal:
+        console.width = None  # rich asks the terminal
+    else:
+        console.width = PIPED_WIDTH
+    return console
+
+
+def screen(wide: bool = False) -> Console:
+    """A console for one command's output, as wide as ``fit_console`` says."""
+    return fit_console(Console(highlight=False), wide)
 
 
 class Column(NamedTuple):

@@ -73,7 +73,7 @@ def _share(x: Optional[float]) -> str:
 
 
 def _print(cfg, results, hw, wide: bool = False) -> None:
-    console = screen()
+    console = screen(wide)
     first = results[0]
     moe = (f", MoE {cfg.moe.routed_experts} routed + {cfg.moe.shared_experts} shared experts, "
            f"{cfg.moe.active_experts} active, width {cfg.moe.expert_hidden}") if cfg.moe else ""

@@ -18,7 +18,8 @@ from ..costmodel.shape import Shape
 from ..costmodel.units import PHASES
 from ..reports.fmt import count, nbytes, pct
 from .errors import fail
-from .options import (BACKEND_CHOICES, DEVICE_CHOICES, check_choice, check_params, fit_console, make_shape,
+from .layout import fit_console
+from .options import (BACKEND_CHOICES, DEVICE_CHOICES, check_choice, check_params, make_shape,
                       parse_ints, parse_params, parse_T, parse_variants, write_csv)
 
 console = Console(highlight=False)

@@ -18,7 +18,6 @@ from ..costmodel.shape import MAX_T, Shape
 from ..costmodel.units import DEVICES, SDPA_BACKENDS
 from ..costmodel.variants import NAMES, REGISTRY
 from .errors import fail
-from .layout import PIPED_WIDTH
 
 if TYPE_CHECKING:
     from ..costmodel.model_spec import ModelConfig
@@ -335,23 +334,7 @@ ROWS_FILE = OutputKind("a file of calibration rows", _is_rows)
 
 # -- tables on screen and CSV files ---------------------------------------------------------
 
-WIDE_COLUMNS = 1000  # --wide: as wide as the table needs
 WIDE_HELP = "Show every column, however wide (the default fits 100 columns, or COLUMNS)."
-
-
-def fit_console(console, wide: bool = False):
-    """Set ``console``'s width for the command about to print: --wide as wide as a table needs;
-    else COLUMNS where set, the terminal's width, or 100 columns when piped. Returns ``console``."""
-    columns = os.environ.get("COLUMNS", "")
-    if wide:
-        console.width = WIDE_COLUMNS
-    elif columns.isdigit() and int(columns) > 0:
-        console.width = int(columns)
-    elif console.is_terminal:
-        console.width = None  # rich asks the terminal
-    else:
-        console.width = PIPED_WIDTH
-    return console
 
 
 def flat_fields(doc, prefix: str = "") -> dict:

@@ -16,7 +16,7 @@ from .errors import fail
 from .layout import SECTION, Column, datasheet_warning, print_table, screen
 from ..reports.fmt import sig
 from .options import (REPORT_FILE, check_choice, check_output, check_params, list_items, load_hardware, make_shape,
-                      parse_ints, parse_params, parse_T, parse_variants)
+                      WIDE_HELP, parse_ints, parse_params, parse_T, parse_variants)
 
 
 
@@ -37,7 +37,7 @@ def predict(
                                   "compares profiles side by side."),
     baseline: str = typer.Option("flash", help="The variant others are compared with."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    wide: bool = typer.Option(False, "--wide", help="Show every column, however wide the table gets."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
     html: Optional[str] = typer.Option(None, "--html", help="Also write an HTML report to this file."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --html replace a file that is not an attncost "
                                                               "report."),
@@ -125,7 +125,7 @@ def predict(
     results = evaluate(names, base, shapes, params, priced, metrics)
     runs = [(hw, results)] + [(h, evaluate(names, base, shapes, params, h if exec_mode == "eager" else
                                            graph_profile(h), metrics)) for h in hws[1:]]
-    console = screen()
+    console = screen(wide)
     if as_json:
         doc = {"shape": shapes[0].model_dump(), "sweep": {"T": Ts, "d": ds}, "hardware": hw.model_dump(),
                "exec": exec_mode, "baseline": base, "results": [r.model_dump() for r in results]}
@@ -339,7 +339,7 @@ def list_hardware_cmd(as_json: bool = typer.Option(False, "--json", help="Print 
     if as_json:
         print(json.dumps([h.model_dump() for h in profiles], indent=1, allow_nan=False))
         return
-    console = screen()
+    console = screen(wide)
     cols = [Column("name", "left"), Column("description", "left", wide=True), Column("bf16\nTFLOP/s"),
             Column("TF32\nTFLOP/s"), Column("fp32\nTFLOP/s"), Column("memory\nTB/s"), Column("memory\nGiB"),
             Column("efficiencies", "left")]

@@ -46,3 +46,11 @@ def test_no_cell_is_cut(args, figures, width):
     shown = figures(json.loads(runner.invoke(app, args + ["--json"]).output)) if figures is not _none else []
     for fig in shown:
         assert fig in r.output, fig
+
+
+def test_wide_prints_a_table_when_piped():
+    """--wide is as wide as the table needs, piped or not: the header row, not a block per row."""
+    for args in (["predict", "--d", "1024", "--T", "4096"], ["hardware"],
+                 ["predict", "--model", "gpt2", "--T", "1024"]):
+        out = runner.invoke(app, [*args, "--wide"], env={"COLUMNS": ""}).output
+        assert any(line.split()[:1] in (["variant"], ["name"], ["T"]) for line in out.splitlines() if line.strip()), out
