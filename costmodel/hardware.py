@@ -198,7 +198,7 @@ class Hardware(BaseModel):
     def calibrated(self) -> bool:
         """Whether the efficiencies were fitted to measurements on this device (``calibration``
         starts with "fitted"), rather than assumed on top of datasheet peaks."""
-        return self.calibration.startswith("fitted")
+        return self.calibration.strip().lower().startswith("fitted")
 
     # -- lookups ---------------------------------------------------------------------------------
     def tensor_peak(self, dtype: str) -> float:

@@ -30,7 +30,7 @@ class HardwareInfo:
     def fitted(self) -> bool:
         """The profile's efficiencies were fitted to measurements on its device (``attncost
         calibrate``, or the built-in h100's fit), not assumed."""
-        return self.profile is not None and self.profile.calibration.strip().lower().startswith("fitted")
+        return self.profile is not None and self.profile.calibrated
 
     def measured_ceiling(self, dtype: str) -> Optional[tuple]:
         """(FLOP/s, bytes/s) a fitted profile says its device reaches: the matmul peak times the
@@ -47,7 +47,7 @@ class HardwareInfo:
         if self.profile is not None:
             try:
                 return float(self.profile.tensor_peak(dtype))
-            except KeyError:  # a dtype the profile has no peak for: the general rule below
+            except (KeyError, HardwareError):  # a dtype the profile has no peak for: the rule below
                 pass
         if not self.peak_flops:
             return None

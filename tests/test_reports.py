@@ -793,3 +793,15 @@ def test_cli_plotly_js_flag(tmp_path):
                         (["fidelity", "--T", "64", "--plotly-js", "shared"], "--plotly-js applies only with --html")):
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and words in res.output, (args, res.output)
+
+
+def test_ceiling_of_a_dtype_the_profile_lacks_falls_back():
+    """An fp8 run reported on a profile without fp8 tensor cores (the A100) gets the general
+    ceiling rule, not the profile's HardwareError; fitted is Hardware.calibrated."""
+    from attncost.costmodel.hardware import get_hardware
+    from attncost.reports.hardware import hardware_info
+
+    a100 = get_hardware("a100")
+    info = hardware_info(a100)
+    assert info.peak("fp8") == a100.peak_flops["bf16"]
+    assert info.fitted is a100.calibrated is False and hardware_info(get_hardware("h100")).fitted is True
