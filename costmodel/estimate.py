@@ -6,6 +6,7 @@ from typing import Optional
 from .analysis import MATMUL_KINDS, add_backward, analyse
 from .graph import Graph
 from .shape import Shape
+from .timing import predict
 from .variants import REGISTRY, Params, VariantError
 
 METRICS = ("flops", "memory", "time")
@@ -118,8 +119,6 @@ def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estima
         notes.insert(0, "not causal by nature: costed as non-causal")
     time_s = bound = None
     if hardware is not None:
-        from .timing import predict
-
         timed = predict(ks, hardware, shape.dtype)
         time_s, bound = timed.time_s, timed.bound
     return Estimate(

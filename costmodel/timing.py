@@ -347,7 +347,6 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
     ``backend``: the fused-attention backend (default ``hw.attention_backend``); ``mode``: "eager"
     (host issues each kernel) or "graph" (device time only). See the module docstring.
     """
-    mode = {"device": "graph"}.get(mode, mode)  # graph mode's former name, still accepted
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     c = compiled(hw, dtype, backend)

@@ -57,7 +57,7 @@ def rel(pred, meas):
 
 def test_big_matmul_is_compute_bound_and_close():
     r = row("mm", dtype="bfloat16", M=4096, K=4096, N=4096)
-    est = predict(mm_kernels(4096, 4096, 4096), H100, "bf16", mode="device")
+    est = predict(mm_kernels(4096, 4096, 4096), H100, "bf16", mode="graph")
     assert est.bound == "compute"
     err = rel(est.time_s, measured_s(r))
     assert abs(err) <= 0.15, (
@@ -67,7 +67,7 @@ def test_big_matmul_is_compute_bound_and_close():
 def test_8192_cubed_matches_design_measurement():
     """DESIGN.md "Hardware": matmul 8192^3 bf16 measured at ~770 TFLOP/s on this H100 (not a row of
     the microbenchmark file, whose grid stops at 4096 x 4096 x 16384)."""
-    est = predict(mm_kernels(8192, 8192, 8192), H100, "bf16", mode="device")
+    est = predict(mm_kernels(8192, 8192, 8192), H100, "bf16", mode="graph")
     tflops = 2 * 8192**3 / est.time_s / 1e12
     assert est.bound == "compute"
     assert abs(tflops / 770 - 1) <= 0.15, f"8192^3 bf16 predicted at {tflops:.0f} TFLOP/s vs ~770 measured"
@@ -75,18 +75,18 @@ def test_8192_cubed_matches_design_measurement():
 
 def test_one_row_matmul_is_not_compute_bound():
     r = row("mm", dtype="bfloat16", M=1, K=4096, N=4096)
-    dev = predict(mm_kernels(1, 4096, 4096), H100, "bf16", mode="device")
+    dev = predict(mm_kernels(1, 4096, 4096), H100, "bf16", mode="graph")
     assert dev.bound in ("memory", "overhead")
     assert abs(rel(dev.time_s, measured_s(r))) <= 0.25
     eager = predict(mm_kernels(1, 4096, 4096), H100, "bf16")
     assert eager.bound == "overhead"  # eager host time (19.6 us per matmul) is most of it
-    tiny = predict(mm_kernels(1, 64, 64), H100, "bf16", mode="device")
+    tiny = predict(mm_kernels(1, 64, 64), H100, "bf16", mode="graph")
     assert tiny.bound == "overhead"
 
 
 def test_big_copy_is_memory_bound_and_close():
     r = row("copy", elems=2**28)
-    est = predict(copy_kernels(2**28), H100, "bf16", mode="device")
+    est = predict(copy_kernels(2**28), H100, "bf16", mode="graph")
     assert est.bound == "memory"
     err = rel(est.time_s, measured_s(r))
     assert abs(err) <= 0.15, (
@@ -94,7 +94,7 @@ def test_big_copy_is_memory_bound_and_close():
 
 
 def test_causal_sdpa_is_compute_bound():
-    est = predict(sdpa_kernels(1, 16, 16384, 128, True), H100, "bf16", mode="device")
+    est = predict(sdpa_kernels(1, 16, 16384, 128, True), H100, "bf16", mode="graph")
     assert est.bound == "compute"
     r = row("sdpa", backend="default", T=16384, dh=128, causal=True)
     assert abs(rel(est.time_s, measured_s(r))) <= 0.15
@@ -162,14 +162,14 @@ def test_graph_kernels_match_row_predictions():
             ks, dt = copy_kernels(r["elems"]), "bf16"
         else:
             continue
-        assert predict(ks, H100, dt, mode="device").time_s == pytest.approx(predict_row(r, H100), rel=1e-12), r
+        assert predict(ks, H100, dt, mode="graph").time_s == pytest.approx(predict_row(r, H100), rel=1e-12), r
 
 
 # -- the layer: decomposition and the eager queue ---------------------------------------------------
 
 def test_decomposition_sums_to_time_and_bound_is_largest():
     ks = mm_kernels(1, 64, 64) * 3 + mm_kernels(8192, 8192, 8192) + copy_kernels(2**28) + copy_kernels(4096)
-    for mode in ("eager", "device"):
+    for mode in ("eager", "graph"):
         e = predict(ks, H100, "bf16", mode=mode)
         assert isinstance(e, TimeEstimate)
         assert e.compute_s + e.memory_s + e.overhead_s == pytest.approx(e.time_s, rel=1e-12)
@@ -188,33 +188,33 @@ def test_eager_queue():
     n = 50
     e = predict(tiny * n, H100, "bf16")
     # host-bound: one launch overhead per op, plus the last kernel's device time
-    dev_one = predict(tiny, H100, mode="device").time_s
+    dev_one = predict(tiny, H100, mode="graph").time_s
     assert e.time_s == pytest.approx(n * H100.launch_overhead_s + dev_one, rel=1e-9)
     assert e.bound == "overhead" and e.host_s == pytest.approx(n * H100.launch_overhead_s)
     # a long kernel first hides the host time of the tiny ones queued behind it
     big = mm_kernels(8192, 8192, 8192)
-    dev_tiny = predict(tiny, H100, mode="device").time_s
+    dev_tiny = predict(tiny, H100, mode="graph").time_s
     e2 = predict(big + tiny * n, H100, "bf16")
-    assert e2.time_s == pytest.approx(H100.host_matmul_s + predict(big, H100, mode="device").time_s + n * dev_tiny,
+    assert e2.time_s == pytest.approx(H100.host_matmul_s + predict(big, H100, mode="graph").time_s + n * dev_tiny,
                                       rel=1e-9)
     # ... but not when it comes last
     e3 = predict(tiny * n + big, H100, "bf16")
     assert e3.time_s > e2.time_s + 0.5 * n * (H100.launch_overhead_s - dev_tiny)
-    d = predict(tiny * n, H100, "bf16", mode="device")
+    d = predict(tiny * n, H100, "bf16", mode="graph")
     assert d.host_s == 0.0 and d.time_s == pytest.approx(n * dev_tiny)
 
 
 def test_dtype_and_backend_choices():
     ks = mm_kernels(4096, 4096, 4096)
-    bf16 = predict(ks, H100, "bf16", mode="device").time_s
-    fp32 = predict(mm_kernels(4096, 4096, 4096, itemsize=4), H100, "fp32", mode="device").time_s
+    bf16 = predict(ks, H100, "bf16", mode="graph").time_s
+    fp32 = predict(mm_kernels(4096, 4096, 4096, itemsize=4), H100, "fp32", mode="graph").time_s
     assert fp32 > 10 * bf16  # fp32 matmuls on CUDA cores (PyTorch default), as measured: ~52 vs ~770 TFLOP/s
     tf32 = H100.model_copy(update={"fp32_matmul": "tf32"})
-    assert predict(mm_kernels(4096, 4096, 4096, itemsize=4), tf32, "fp32", mode="device").time_s < fp32 / 5
+    assert predict(mm_kernels(4096, 4096, 4096, itemsize=4), tf32, "fp32", mode="graph").time_s < fp32 / 5
     att = sdpa_kernels(4, 16, 4096, 128, True)
-    t = {b: predict(att, H100, "bf16", backend=b, mode="device").time_s for b in ("cudnn", "flash", "efficient")}
+    t = {b: predict(att, H100, "bf16", backend=b, mode="graph").time_s for b in ("cudnn", "flash", "efficient")}
     assert t["cudnn"] < t["flash"] < t["efficient"]
-    assert predict(att, H100, "bf16", mode="device").backend == "cudnn"
+    assert predict(att, H100, "bf16", mode="graph").backend == "cudnn"
     with pytest.raises(HardwareError):
         predict(att, H100, "bf16", backend="triton")
     with pytest.raises(ValueError):
@@ -226,26 +226,26 @@ def test_dtype_and_backend_choices():
 @pytest.mark.parametrize("name", ["h100", "h200", "a100", "l4", "rtx4090", "m2-max", "m3-max", "cpu"])
 def test_every_profile_predicts_sensibly(name):
     hw = get_hardware(name)
-    big = predict(mm_kernels(8192, 8192, 8192), hw, "bf16", mode="device")
+    big = predict(mm_kernels(8192, 8192, 8192), hw, "bf16", mode="graph")
     assert big.bound == "compute"
     assert 2 * 8192**3 / big.time_s <= hw.peak_flops["bf16"]  # never beats the datasheet
-    cp = predict(copy_kernels(2**28), hw, "bf16", mode="device")
+    cp = predict(copy_kernels(2**28), hw, "bf16", mode="graph")
     assert cp.bound == "memory" and 4 * 2**28 / cp.time_s <= hw.mem_bandwidth
-    att = predict(sdpa_kernels(1, 16, 8192, 128, True), hw, "bf16", mode="device")
+    att = predict(sdpa_kernels(1, 16, 8192, 128, True), hw, "bf16", mode="graph")
     assert att.time_s > 0 and math.isfinite(att.time_s)
 
 
 def test_h200_is_faster_than_h100_when_memory_bound():
     ks = copy_kernels(2**28)
-    t100 = predict(ks, get_hardware("h100"), mode="device").time_s
-    t200 = predict(ks, get_hardware("h200"), mode="device").time_s
+    t100 = predict(ks, get_hardware("h100"), mode="graph").time_s
+    t200 = predict(ks, get_hardware("h200"), mode="graph").time_s
     assert t200 < t100 * 0.8
 
 
 def test_head_dim_is_not_extrapolated_beyond_the_fit():
     """The fit saw head dims 64 and 128: a larger one gets the dh=128 efficiency, no more."""
-    t128 = predict(sdpa_kernels(1, 16, 16384, 128, False), H100, "bf16", mode="device").time_s
-    t256 = predict(sdpa_kernels(1, 8, 16384, 256, False), H100, "bf16", mode="device").time_s  # same FLOPs
+    t128 = predict(sdpa_kernels(1, 16, 16384, 128, False), H100, "bf16", mode="graph").time_s
+    t256 = predict(sdpa_kernels(1, 8, 16384, 256, False), H100, "bf16", mode="graph").time_s  # same FLOPs
     assert t256 == pytest.approx(t128, rel=0.02)
 
 
@@ -294,11 +294,11 @@ def test_row_lengths_come_from_the_graph():
 
 def test_softmax_and_topk_pay_their_row_terms():
     g = scores_graph()
-    base = by_name(predict(_kernels(g), H100, mode="device"))["softmax"].time_s
-    t = by_name(predict(_kernels(g), LAWS, mode="device"))["softmax"].time_s
+    base = by_name(predict(_kernels(g), H100, mode="graph"))["softmax"].time_s
+    t = by_name(predict(_kernels(g), LAWS, mode="graph"))["softmax"].time_s
     assert t - base == pytest.approx(4096 * 2e-9, rel=1e-9)  # 4096 rows of 512
     g = scores_graph(k=16)
-    topk = by_name(predict(_kernels(g), LAWS, mode="device"))["topk"]
+    topk = by_name(predict(_kernels(g), LAWS, mode="graph"))["topk"]
     nbytes = 4096 * 512 * 2 + 4096 * 16 * 8
     want = 13e-6 + nbytes / (H100.mem_bandwidth * 0.1) + row_parts(3e-9, 1e-10, 4096 * 512, 4096 * 16, 512)
     assert topk.time_s == pytest.approx(want, rel=1e-9)
@@ -309,7 +309,7 @@ def test_softmax_and_topk_pay_their_row_terms():
 
 def test_each_op_is_priced_by_its_kind_law():
     g = scores_graph(k=16)
-    est = by_name(predict(_kernels(g), LAWS, mode="device"))
+    est = by_name(predict(_kernels(g), LAWS, mode="graph"))
     mask_bytes = 2 * 4096 * 512 * 2
     assert est["mask"].time_s == pytest.approx(11e-6 + mask_bytes / (H100.mem_bandwidth * 0.125))  # fn's own law
     assert est["gather"].memory_s == pytest.approx(_kernels(g)[-1].bytes / (H100.mem_bandwidth * 0.5))  # index
@@ -334,7 +334,7 @@ def test_a_synchronous_host_adds_no_overlap():
     """host_sync (a CPU): each op takes the longer of its host time and its kernel time."""
     ks = mm_kernels(8192, 8192, 8192) + copy_kernels(4096) * 20
     sync = H100.model_copy(update={"host_sync": True})
-    dev = predict(ks, H100, mode="device").per_kernel
+    dev = predict(ks, H100, mode="graph").per_kernel
     host = [H100.host_matmul_s] + [H100.launch_overhead_s] * 20
     est = predict(ks, sync)
     assert est.time_s == pytest.approx(sum(max(h, k.time_s) for h, k in zip(host, dev)), rel=1e-12)
