@@ -131,6 +131,7 @@ step() {  # step [--miss-ok] LABEL LIMIT_S ARGS...: `attncost ARGS...` under a t
 profile() {  # profile LABEL LIMIT_S FILE ARGS...: one `attncost profile` into FILE, kept as it ends
   local label=$1 limit=$2 file=$3
   shift 3
+  [ -f "$prof" ] || hardware=$builtin  # no calibrated profile (not run, or failed): the built-in one
   step "$label" "$limit" profile --device "$device" --dtype "$dtype" --hardware "$hardware" \
     --out "$file" --resume "$@"
   keep "$file"
@@ -151,12 +152,10 @@ for s in "${steps[@]}"; do
         echo "== calibration failed: the predictions use the built-in '$builtin' profile" >&2
       fi ;;
     prefill)
-      [ -f "$prof" ] || hardware=$builtin
       profile prefill 110 "$prefill_out" --phase prefill --variants all "${layer[@]}" --T "$prefill_T" \
         --budget "$budget" --no-count
       results+=("$prefill_out") ;;
     decode)
-      [ -f "$prof" ] || hardware=$builtin
       for b in "${batches[@]}"; do
         f=$ex/$gpu-decode-b$b-$dtype.json
         profile "decode batch $b" 40 "$f" --phase decode --variants mha,gqa,mqa,mla "${layer[@]}" \
@@ -169,7 +168,6 @@ for s in "${steps[@]}"; do
         summary+=("SKIPPED  graph (needs CUDA)")
         continue
       fi
-      [ -f "$prof" ] || hardware=$builtin
       f=$ex/$gpu-prefill-graph-$dtype.json
       profile "prefill graph" 60 "$f" --exec graph --phase prefill --variants flash,gqa,mha,performer \
         "${layer[@]}" --T "$graph_T" --budget "$budget" --no-count
@@ -179,12 +177,10 @@ for s in "${steps[@]}"; do
         --T "$decode_T" --batch 1 --budget "$budget" --no-count
       results+=("$f") ;;
     heldout)
-      [ -f "$prof" ] || hardware=$builtin
       profile heldout 40 "$heldout_out" --phase prefill --variants all "${heldout[@]}" --budget "$budget" \
         --no-count
       results+=("$heldout_out") ;;
     models)
-      [ -f "$prof" ] || hardware=$builtin
       for m in "${models[@]}"; do
         model=${m%%:*}
         T=${m##*:}

@@ -49,7 +49,7 @@ from typing import Callable, NamedTuple, Optional
 
 from ..costmodel.atomic import write_atomic
 from ..costmodel.fit import ELEMENT_OPS, HOST_ROWS
-from ..costmodel.units import DTYPE_BYTES
+from ..costmodel.units import DTYPE_BYTES, INDEX_BYTES
 from ..costmodel.units import TORCH_DTYPE_NAMES as TORCH_NAMES
 from .device import device_name, environment, sdpa_backends_used, sdpa_context, slug, synchronize, torch_dtype
 from .harness import do_bench_check, measure
@@ -279,7 +279,7 @@ def _vector_case(op: str, n: int, device: str, dt: str, row: int = 0, k: int = 0
         m = x.numel()
         if op == "softmax":
             return Case(lambda: torch.softmax(x, dim=-1), m, 2 * m * isz, m * isz, {"row": x.shape[1]})
-        kept = x.shape[0] * k * (isz + 8)  # values and int64 indices
+        kept = x.shape[0] * k * (isz + INDEX_BYTES)  # values and int64 indices
         return Case(lambda: torch.topk(x, k, dim=-1), m, m * isz + kept, kept, {"row": x.shape[1], "k": k})
     if op in _FLAT:
         x = _randn((n,), device, dt)
@@ -323,16 +323,17 @@ def _shaped_case(op: str, n: int, device: str, dt: str, isz: int) -> Case:
     rows, m = x.shape[0], x.numel()
     if op == "index_select":
         idx = torch.randint(rows, (rows,), device=device)
-        return Case(lambda: x.index_select(0, idx), m, 2 * m * isz + rows * 8, m * isz, {})
+        return Case(lambda: x.index_select(0, idx), m, 2 * m * isz + rows * INDEX_BYTES, m * isz, {})
     if op == "gather":  # 16 of each row of 64
         idx = torch.randint(64, (rows, 16), device=device)
-        return Case(lambda: torch.gather(x, 1, idx), m, m * isz + idx.numel() * (8 + isz), idx.numel() * isz, {})
+        return Case(lambda: torch.gather(x, 1, idx), m, m * isz + idx.numel() * (INDEX_BYTES + isz),
+                    idx.numel() * isz, {})
     src = _randn(x.shape, device, dt)
     if op == "index_add":
         idx = torch.randint(rows, (rows,), device=device)
-        return Case(lambda: x.index_add_(0, idx, src), m, 3 * m * isz + rows * 8, 0, {})
+        return Case(lambda: x.index_add_(0, idx, src), m, 3 * m * isz + rows * INDEX_BYTES, 0, {})
     idx = torch.randint(64, x.shape, device=device)  # scatter_add
-    return Case(lambda: x.scatter_add_(1, idx, src), m, 3 * m * isz + m * 8, 0, {})
+    return Case(lambda: x.scatter_add_(1, idx, src), m, 3 * m * isz + m * INDEX_BYTES, 0, {})
 
 
 def _vector_step(device, dt, op, n, kw, row: int = 0, k: int = 0):

@@ -67,7 +67,7 @@ from ..costmodel.model_presets import get_model
 from ..costmodel.model_spec import ModelConfig, attention_shape
 from ..costmodel.results import Point, Run
 from ..costmodel.shape import Shape
-from ..costmodel.units import TORCH_DTYPE_NAMES, TORCH_FP8
+from ..costmodel.units import GIB, TORCH_DTYPE_NAMES, TORCH_FP8
 from ..costmodel.variants import VariantError
 from .device import synchronize, torch_dtype
 from .harness import measure
@@ -593,7 +593,7 @@ def model_point(model, variant: Optional[str], T: int, batch: int, device: str, 
         point.predicted_decode_s_per_token = est.decode.time_s
         point.predicted_decode_tokens_per_s = est.decode_tokens_per_s
     stacks = stacks if stacks is not None else StackCache()
-    what = (f"{cfg.name} in {dtype} (weights {est.weights_bytes / 2**30:,.1f} GiB + KV cache + activations, "
+    what = (f"{cfg.name} in {dtype} (weights {est.weights_bytes / GIB:,.1f} GiB + KV cache + activations, "
             f"predicted)")
     if predicted_oom(point, est.memory_bytes, device, what, held_bytes=stacks.held_bytes()):
         return point

@@ -151,14 +151,11 @@ class _LayerPoint:
         if est is not None and est.status != "ok":
             point.status, point.message = "n/a", est.reason
             return point
-        self._price(point, params)  # as it will run: the forced backend, or the profile's default
-        if est is not None and predicted_oom(point, predicted_memory(est), self.device,
-                                             f"{point.variant} at T={point.shape.T:,} (weights + KV cache + "
-                                             f"activations, predicted)"):
-            return point
-        guarded(point, self.device, lambda p: self.measure(p, params))
-        if point.backend != forced:
-            self._price(point, params)  # as it ran
+        if not (est is not None and predicted_oom(point, predicted_memory(est), self.device,
+                                                  f"{point.variant} at T={point.shape.T:,} (weights + KV cache + "
+                                                  f"activations, predicted)")):
+            guarded(point, self.device, lambda p: self.measure(p, params))
+        self._price(point, params)  # once, as it ran: the backend recorded, else the forced or default one
         return point
 
     def _price(self, point: Point, params: dict) -> None:
