@@ -131,3 +131,9 @@ def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estima
         kv_cache_bytes_per_token=per_token, kv_cache_bytes=kv_total,
         arithmetic_intensity=flops / fused_bytes if fused_bytes else 0.0, kernels=len(ks),
         time_s=time_s, bound=bound)
+
+
+def estimate_many(name: str, shapes: list, params: Optional[dict] = None, hardware=None) -> list:
+    """[estimate(name, s, params, hardware) for s in shapes], the same Estimates exactly: the entry
+    point for callers that price one variant at many shapes (sweeps, ``pick``)."""
+    return [estimate(name, s, params, hardware) for s in shapes]
