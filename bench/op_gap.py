@@ -19,6 +19,7 @@ def gap_rows(T: int, d: int, heads: int, batch: int) -> list:
     from attncost.costmodel.shape import Shape
     from attncost.costmodel.units import PHASES
     from attncost.costmodel.variants import NAMES, VariantError
+    from attncost.profiler.modules.flex import with_window_kernel
     from attncost.profiler.trace import trace_variant
 
     rows = []
@@ -26,7 +27,7 @@ def gap_rows(T: int, d: int, heads: int, batch: int) -> list:
         for phase in PHASES:
             shape = Shape(T=T, d=d, heads=heads, batch=batch, dtype="fp32", phase=phase)
             try:
-                p = resolve_params(variant, shape)
+                p = resolve_params(variant, shape, with_window_kernel(variant, None, "cpu"))  # what runs here
                 g = graph_summary(graph(variant, shape, p))
             except VariantError as err:
                 rows.append((variant, phase, str(err)))

@@ -1,53 +1,101 @@
 """How fast is the analytic model? Prints numbers; asserts nothing.
 
-1. `attncost predict --d 1024 --T 4096` as a whole process (Python start-up included), median of 7.
+1. Whole `attncost predict` processes (Python start-up included), the median of several runs:
+   one shape (target 0.3 s), a T sweep with an HTML report (target 1.5 s), and five widths by
+   fifteen T values, every variant, --json (about 1,000 points with their crossover searches;
+   target about 1 s).
 2. In-process sweeps of 10,000 distinct (variant, shape) points through estimate() with time
    prediction: prefill, then prefill/decode/train mixed (train graphs carry the backward pass).
+3. The same kind of sweep, 100,000 mixed points, through estimate_many (one call per variant):
+   first call (tracing included), then again (programs kept). Target: 100,000 points a second.
 
 Run: python bench/predict_speed.py
 """
 
 import itertools
+import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
+WHOLE = [  # (arguments, runs, target)
+    (["--d", "1024", "--T", "4096"], 7, "<= 0.3 s"),
+    (["--d", "1024", "--T", "512:65536", "--html", "{tmp}/x.html", "--overwrite"], 3, "<= 1.5 s"),
+    (["--d", "256,512,1024,2048,4096", "--T", "64:1048576", "--variants", "all", "--json"], 3, "about 1 s"),
+]
 
-def whole_process(runs: int = 7) -> float:
+
+def whole_process(args: list, runs: int) -> float:
+    """The median wall time of ``runs`` whole `attncost predict ARGS` processes."""
     exe = shutil.which("attncost")
     cmd = [exe] if exe else [sys.executable, "-m", "attncost.cli.main"]
     times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd + ["predict", "--d", "1024", "--T", "4096"], check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [a.format(tmp=tmp) for a in args]
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run(cmd + ["predict", *args], check=True, stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def sweep(points: int = 10_000, phases=("prefill",)) -> tuple:
-    """estimate() with time prediction over distinct (variant, T, d, batch, phase) points."""
-    from attncost.costmodel.estimate import estimate
-    from attncost.costmodel.hardware import get_hardware
+def _points(points: int, phases: tuple) -> list:
+    """[(variant, Shape)]: ``points`` distinct points over every variant, T 128 to 65536, five widths,
+    batches and ``phases``."""
     from attncost.costmodel.shape import Shape
     from attncost.costmodel.variants import NAMES
 
-    hw = get_hardware("h100")
     Ts = [2**i for i in range(7, 17)]
     ds = [512, 768, 1024, 2048, 4096]
     batches = range(1, 1 + -(-points // (len(NAMES) * len(Ts) * len(ds) * len(phases))))
     todo = list(itertools.product(NAMES, Ts, ds, batches, phases))[:points]
-    shapes = {k[1:]: Shape(T=k[1], d=k[2], heads=k[2] // 64, batch=k[3], phase=k[4]) for k in todo}
+    return [(k[0], Shape(T=k[1], d=k[2], heads=k[2] // 64, batch=k[3], phase=k[4])) for k in todo]
+
+
+def sweep_many(points: int = 100_000, phases=("prefill", "decode", "train")) -> tuple:
+    """estimate_many per variant over the points of ``_points``: (first call s, second call s, n)."""
+    from attncost.costmodel.estimate import estimate_many
+    from attncost.costmodel.hardware import get_hardware
+
+    hw = get_hardware("h100")
+    by: dict = {}
+    for name, shape in _points(points, phases):
+        by.setdefault(name, []).append(shape)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for name, shapes in by.items():
+            estimate_many(name, shapes, None, hw)
+        times.append(time.perf_counter() - t0)
+    return times[0], times[1], sum(map(len, by.values()))
+
+
+def sweep(points: int = 10_000, phases=("prefill",)) -> tuple:
+    """estimate() with time prediction over the distinct (variant, shape) points of ``_points``."""
+    from attncost.costmodel.estimate import estimate
+    from attncost.costmodel.hardware import get_hardware
+
+    hw = get_hardware("h100")
+    todo = _points(points, phases)
     t0 = time.perf_counter()
-    for name, *key in todo:
-        estimate(name, shapes[tuple(key)], None, hw)
+    for name, shape in todo:
+        estimate(name, shape, None, hw)
     return time.perf_counter() - t0, len(todo)
 
 
 if __name__ == "__main__":
-    print(f"attncost predict --d 1024 --T 4096, whole process, median of 7: {whole_process():.3f} s")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    for args, runs, target in WHOLE:
+        shown = " ".join(a.replace("{tmp}/", "") for a in args if a != "--overwrite")
+        print(f"attncost predict {shown}, whole process, median of {runs}: {whole_process(args, runs):.3f} s "
+              f"(target: {target})")
     for phases in (("prefill",), ("prefill", "decode", "train")):
         dt, n = sweep(phases=phases)
         print(f"in-process sweep of {n:,} distinct (variant, shape) points, {'/'.join(phases)}, with time "
               f"prediction: {dt:.3f} s ({dt / n * 1e6:.0f} us per point)")
+    first, again, n = sweep_many()
+    print(f"estimate_many, {n:,} mixed prefill/decode/train points, time prediction: {n / first:,.0f} points/s "
+          f"({first:.2f} s, tracing included), {n / again:,.0f} points/s again (target: 100,000 points/s)")

@@ -10,7 +10,8 @@ the last step that reads it; fused, tensors that never leave a kernel are never 
 from dataclasses import dataclass
 
 from .graph import ACTIVATION_ROLES, Graph, Op
-from .units import BACKWARD_ELEMENT_FLOPS
+from .tape import choose
+from .units import BACKWARD_ELEMENT_FLOPS, INDEX_BYTES
 
 MATMUL_KINDS = ("matmul", "conv")
 
@@ -124,8 +125,7 @@ def _peak(delta: list) -> float:
     peak = live = 0.0
     for dv in delta:
         live += dv
-        if live > peak:
-            peak = live
+        peak = choose(live > peak, live, peak)
     return peak
 
 
@@ -156,6 +156,9 @@ _KERNELS = {"cumsum": (("copy", "copy"), ("scan", "cumsum"), ("copy", "copy")), 
             "gather": (("fill", "copy"), ("gather", "gather")),  # zeros, then scatter(_add) of the gradient
             "mean": (("elementwise", "div"),)}
 _BACKWARD_KIND = {"scan": "scan", "softmax": "softmax", "gather": "gather"}
+# Op.backward values whose gradient is passed on (negated for a difference's second input)
+_PASSED = ("sub", "sub_alpha", "sum", "sum_kept", "pass")
+MASK_BYTES = 1  # a boolean mask: one byte per entry
 REDUCE_VIEWS = 2  # a reduction's gradient unsqueezed and expanded back to the input's shape
 SAVED_OUTPUT_VIEWS = 2  # detach of a saved output: when the forward saves it, when the backward unpacks it
 
@@ -168,9 +171,14 @@ class _Backward:
         self.forward = list(g.ops)
         self.fused = {op.kernel for op in self.forward if op.recompute}  # one backward kernel each
         self.grads: dict = {}  # tensor -> its partial gradients
+        self.copies: dict = {}  # tensor -> the ops through whose reads its gradient is copied back
         self.recomputed: dict = {}
         self.views_owed = 0  # forward views without a backward (the expands of a batched matmul's inputs)
         self.flowing = True  # whether the last op walked back took a gradient
+        self.blocks = _blocks(self.forward)  # kernel -> the ops that write blocks of its one output
+        self.block_of = {op.out: k for k, ops in self.blocks.items() for op in ops}
+        self.merged: dict = {}  # (fused kernel, input, other input) -> the gradient its matmuls write
+        self.kernel_of = {op.out: op.kernel for op in self.forward}
 
     def run(self) -> None:
         g, t = self.g, self.t
@@ -185,6 +193,9 @@ class _Backward:
                 self._recompute(op.kernel, kernel)
             if op.kind == "view":
                 self._mirror(op)
+                continue
+            if op.out in self.block_of:
+                self._block(op)
                 continue
             gout = self._gradient(op.out, op.part, kernel)
             self.flowing = gout is not None
@@ -210,14 +221,20 @@ class _Backward:
         for i, p in enumerate(partial[1:]):
             total = self._op(f"grad_{name}.sum{i}", "elementwise", part, (total, p), tensor.elems, kernel,
                              fn="add", flops=0.0 if role == "wgrad" else tensor.elems, role=role)
+        for via in self.copies.pop(name, ()):
+            copy = f"grad_{name}@{via}.copy"
+            if role == "wgrad":  # AccumulateGrad's clone into the weight's layout: an empty tensor, then copy_
+                total = self._op(copy + ".empty", "fill", "other", (total,), tensor.elems, None, fn="copy", role=role)
+            total = self._op(copy, "copy", "other", (total,), tensor.elems, None, fn="copy", role=role)
         return total
 
     def _give(self, op: Op, i: int, grad: str) -> None:
-        """``grad`` flows to ``op``'s read ``i``, copied back into its tensor's layout where it must be."""
+        """``grad`` flows to ``op``'s read ``i``; where it must be copied back into its tensor's layout
+        (``Op.grad_copy``), the copy is made as the gradient is used (``_gradient``), as autograd's
+        reshape in the backward of the op that reads it."""
         x = op.reads[i]
         if i in op.grad_copy:
-            grad = self._op(f"grad_{x}@{op.name}.copy", "copy", "other", (grad,), self.t[x].elems, None, fn="copy",
-                            role=_grad_role(self.t[x]))
+            self.copies.setdefault(x, []).append(op.name)
         self.grads.setdefault(x, []).append(grad)
 
     def _leaves(self) -> None:
@@ -227,8 +244,8 @@ class _Backward:
             self.g.views(f"grad_{name}.accumulate", 1, "other")
 
     def _op(self, name, kind, part, reads, out_elems, kernel, *, fn=None, flops=0.0, elems=None, mm=None,
-            macs=0.0, fraction=1.0, role="act") -> str:
-        self.g._add(name, out_elems, role)
+            macs=0.0, fraction=1.0, role="act", itemsize=None) -> str:
+        self.g._add(name, out_elems, role, itemsize)
         self.g.ops.append(Op(name, kind, part, flops, macs, tuple(reads), name, kernel or name, out_elems, mm,
                              fn, False, fraction, out_elems if elems is None else elems))
         return name
@@ -236,8 +253,9 @@ class _Backward:
     # -- views -----------------------------------------------------------------------------
     def _mirror(self, op: Op) -> None:
         """The backward of a group of views: as many views, where the gradient flows into the op after
-        them, less the views a batched matmul owes (their expands have no backward)."""
-        if not self.flowing:
+        them, less the views a batched matmul owes (their expands have no backward); none for a group
+        whose backward is no view (``Op.backward`` "none")."""
+        if not self.flowing or op.backward == "none":
             return
         count = int(op.elems) - self.views_owed
         self.views_owed = max(0, -count)
@@ -279,15 +297,19 @@ class _Backward:
 
     # -- op rules --------------------------------------------------------------------------
     def _matmul(self, op: Op, gout: str, kernel) -> None:
-        """Two matmuls, one per input that takes a gradient. A batched torch.matmul runs bmm: each
-        gradient transposes the other input, and that input's ``expand`` (in the forward views) has no
-        backward, so the views mirror the forward's; an input without a gradient owes its two views.
-        With a weight (2-D) as an input, torch runs one mm (``_folded``)."""
+        """Two matmuls, one per input that takes a gradient (a convolution: one kernel computing both,
+        ``convolution_backward``). A batched torch.matmul runs bmm: each gradient transposes the other
+        input, and that input's ``expand`` (in the forward views) has no backward, so the views mirror
+        the forward's; an input without a gradient owes its two views. With a weight (2-D) as an
+        input, torch runs one mm (``_folded``), unless both are batched (``Op.backward`` "bmm")."""
         t = self.t
         left = t[op.reads[0]].role in ("weight", "buffer")
-        folded = op.kind == "matmul" and (left or op.mm[0] == 1 and t[op.reads[1]].role in ("weight", "buffer"))
+        folded = op.kind == "matmul" and op.backward != "bmm" and (
+            left or op.mm[0] == 1 and t[op.reads[1]].role in ("weight", "buffer"))
         if folded and kernel is None:
             gout = self._folded(op, gout, left)
+        if op.kind == "conv" and kernel is None:  # convolution_backward: both gradients in one kernel
+            kernel = "grad_" + op.name
         saved = self.recomputed.get
         grads = 0
         for i, x in enumerate(op.reads):
@@ -296,9 +318,17 @@ class _Backward:
                 continue
             grads += 1
             other = op.reads[1 - i]
-            gname = self._op(f"grad_{x}@{op.name}", op.kind, op.part, (gout, saved(other, other)), t[x].elems,
-                             kernel, flops=op.flops, macs=op.macs, mm=op.mm, fraction=op.fraction,
-                             role=_grad_role(t[x]), elems=0.0)
+            # two products of one fused kernel with the same inputs (channels of one output) write one
+            # gradient of each input
+            key = (kernel, x, other)
+            merged = kernel is not None and key in self.merged
+            gname = self._op(f"grad_{x}@{op.name}", op.kind, op.part, (gout, saved(other, other)),
+                             0.0 if merged else t[x].elems, kernel, flops=op.flops, macs=op.macs, mm=op.mm,
+                             fraction=op.fraction, role=_grad_role(t[x]), elems=0.0)
+            if merged:
+                continue
+            if kernel is not None:
+                self.merged[key] = gname
             if folded:
                 column_major = role == "weight" or left and op.mm[0] == 1
                 self._views(gname + ".t", 2 if column_major else 1, op.part)
@@ -343,29 +373,41 @@ class _Backward:
 
     def _input_gradient(self, op: Op, i: int, gout: str, kernel) -> None:
         """One input's gradient: passed on (add, copy, the first input of a difference, a sum's expanded
-        gradient), negated (the second input of a difference), summed where the input was broadcast,
-        else ``_KERNELS`` of its fn (one kernel by default) reading what the fn saves."""
+        gradient), negated (the second input of a difference; times alpha: two kernels), summed where
+        the input was broadcast; a max's (``_max_gradient``), a divisor's (``_divisor_gradient``); else
+        ``_KERNELS`` of its fn (one kernel by default) reading what the fn saves (an input read twice,
+        x * x, takes two gradients, each reading the other read)."""
         t, fn, x = self.t, op.fn, op.reads[i]
         elems = t[x].elems
-        gname = f"grad_{x}@{op.name}"
+        gname = f"grad_{x}@{op.name}" + (f"#{i}" if op.reads.count(x) > 1 else "")
         role = _grad_role(t[x])
         if kernel is None and fn == "copy":
             self._give(op, i, self._copy_gradient(op, i, gout))
             return
-        if kernel is None and (fn == "add" or op.backward in ("sub", "sum")):
-            if op.backward == "sum":
-                self._views(gname + ".expand", REDUCE_VIEWS, op.part)
-            elif elems < t[op.out].elems:  # broadcast: summed over the dimensions it was expanded along
-                gout = self._op(gname, "reduction", op.part, (gout,), elems, None, fn="mean", elems=t[gout].elems,
-                                role=role)
-            elif op.backward == "sub" and i > 0:
-                gout = self._op(gname, "elementwise", op.part, (gout,), elems, None, fn="scale",
-                                flops=BACKWARD_ELEMENT_FLOPS["scale"] * elems, role=role)
+        if kernel is None and (fn == "add" or op.backward in _PASSED):
+            if op.backward in ("sum", "sum_kept"):  # the gradient expanded (unsqueezed first, unless kept)
+                self._views(gname + ".expand", REDUCE_VIEWS if op.backward == "sum" else 1, op.part)
+            else:
+                if i > 0 and op.backward in ("sub", "sub_alpha"):
+                    gout = self._negated(gname, gout, op.part, op.backward == "sub_alpha", role)
+                if elems < t[op.out].elems:  # broadcast: summed over the dimensions it was expanded along
+                    gout = self._op(gname, "reduction", op.part, (gout,), elems, None, fn="mean",
+                                    elems=t[gout].elems, role=role)
             self._give(op, i, gout)
+            return
+        if kernel is None and fn == "max":
+            self._give(op, i, self._max_gradient(op, gname, gout, role))
+            return
+        if kernel is None and fn == "div" and i == 1:
+            self._give(op, i, self._divisor_gradient(op, gname, gout, role))
+            return
+        if kernel is None and fn == "gather" and x in self.block_of:
+            self._gather_blocks(op, i, gout)
             return
         what = _SAVES.get(fn)
         saved = self.recomputed.get
-        others = tuple(saved(r, r) for r in op.reads if r != x and (what == "in" or t[r].role not in DIFFERENTIABLE))
+        others = tuple(saved(r, r) for j, r in enumerate(op.reads)
+                       if j != i and (what == "in" or t[r].role not in DIFFERENTIABLE))
         reads = (gout,) + ((saved(op.out, op.out),) if what == "out" else others)
         flops = BACKWARD_ELEMENT_FLOPS[fn] * op.elems
         steps = ((op.kind, fn),) if kernel is not None else _KERNELS.get(
@@ -386,24 +428,146 @@ class _Backward:
         if kernel is None and fn == "mean":
             self._views(gname + ".expand", REDUCE_VIEWS, op.part)
 
+    # -- blocks of one tensor ------------------------------------------------------------------
+    def _whole(self, kernel: str) -> str:
+        """The tensor ``kernel`` writes in blocks, as one (a view of them all)."""
+        name = kernel + ".whole"
+        if name not in self.t:
+            self.g._add(name, sum(self.t[o.out].elems for o in self.blocks[kernel]), "view")
+        return name
+
+    def _block(self, op: Op) -> None:
+        """A block of a tensor one kernel writes in blocks (a cat listed by the rows later kernels
+        read): its gradient written into one of the whole tensor's size (``slice_backward``: a copy),
+        the blocks' summed; walked back to its first block, the whole's gradient flows to the reads,
+        a slice (a view) to each, one slice to the reads one kernel wrote (channels of one output),
+        copied where a block's ``Op.grad_copy`` names a read of them."""
+        kernel = self.block_of[op.out]
+        whole = self._whole(kernel)
+        gout = self._gradient(op.out, op.part, None)
+        if gout is not None:
+            grad = self._op(f"grad_{op.out}.whole", "copy", op.part, (gout,), self.t[whole].elems, None, fn="copy")
+            self.grads.setdefault(whole, []).append(grad)
+        if op is not self.blocks[kernel][0]:
+            return
+        gout = self._gradient(whole, op.part, None)
+        self.flowing = gout is not None
+        if gout is None:
+            return
+        copied = {i for o in self.blocks[kernel] for i in o.grad_copy}
+        groups: dict = {}  # the reads one kernel wrote (channels of one output) take one slice
+        for i, x in enumerate(op.reads):
+            if self.t[x].role in DIFFERENTIABLE:
+                groups.setdefault(self.kernel_of.get(x, x), []).append(i)
+        for group in groups.values():
+            name = f"grad_{op.reads[group[0]]}@{kernel}"
+            size = sum(self.t[op.reads[i]].elems for i in group)
+            self._views(name + ".slice", 1, op.part)
+            grad = self._slice(name, size)
+            if copied & set(group):  # copied into the layout the op that reads it needs
+                grad = self._op(name + ".copy", "copy", "other", (grad,), size, None, fn="copy")
+            for i in group:
+                self.grads.setdefault(op.reads[i], []).append(grad)
+
+    def _gather_blocks(self, op: Op, i: int, gout: str) -> None:
+        """A gather from a tensor listed in blocks: its gradient, zeros of the whole tensor's size
+        with the gradient scattered into them, flows to the whole (once, for the first block read)."""
+        x = op.reads[i]
+        kernel = self.block_of[x]
+        if any(self.block_of.get(r) == kernel for r in op.reads[:i]):
+            return
+        whole = self._whole(kernel)
+        size = self.t[whole].elems
+        index = tuple(r for r in op.reads if self.t[r].role == "index")
+        name = f"grad_{kernel}@{op.name}"
+        zeros = self._op(name + ".zeros", "fill", op.part, (gout,), size, None, fn="copy")
+        grad = self._op(name, "gather", op.part, (zeros, gout) + index, size, None, fn="gather",
+                        flops=BACKWARD_ELEMENT_FLOPS["gather"] * op.elems, elems=op.elems)
+        self.grads.setdefault(whole, []).append(grad)
+
+    def _slice(self, gname: str, elems: float) -> str:
+        """A slice of a gradient (``elems`` of its elements): a view, read by the ops after it, with no
+        memory of its own (role ``view``: not an activation)."""
+        return self.g._add(gname + ".part", elems, "view")
+
+    def _negated(self, gname: str, gout: str, part: str, alpha: bool, role: str) -> str:
+        """-grad (``neg``) of a difference's second input; torch.sub(a, b, alpha) multiplies it by alpha
+        too (a second kernel)."""
+        size = self.t[gout].elems
+        neg = self._op(gname + ".neg", "elementwise", part, (gout,), size, None, fn="scale",
+                       flops=BACKWARD_ELEMENT_FLOPS["scale"] * size, role=role)
+        if not alpha:
+            return neg
+        return self._op(gname + ".alpha", "elementwise", part, (neg,), size, None, fn="scale",
+                        flops=BACKWARD_ELEMENT_FLOPS["scale"] * size, role=role)
+
+    def _max_gradient(self, op: Op, gname: str, gout: str, role: str) -> str:
+        """amax's gradient, shared evenly by the entries equal to the max (derivatives.yaml:
+        ``scale_grad_by_count(grad, result == self)``, the max kept as a dimension): the saved max
+        (two detaches), the mask x == max (booleans), its count per output (int64), the gradient
+        divided by the count, times the mask."""
+        t, x = self.t, op.reads[0]
+        size, out = t[x].elems, t[op.out].elems
+        part = op.part
+        self._views(gname + ".saved", SAVED_OUTPUT_VIEWS, part)
+        mask = self._op(gname + ".eq", "elementwise", part, (x, op.out), size, None, fn="mask", itemsize=MASK_BYTES)
+        count = self._op(gname + ".count", "reduction", part, (mask,), out, None, fn="mean", elems=size,
+                         itemsize=INDEX_BYTES)
+        share = self._op(gname + ".share", "elementwise", part, (gout, count), out, None, fn="div")
+        return self._op(gname, "elementwise", part, (share, mask), size, None, fn="mul",
+                        flops=BACKWARD_ELEMENT_FLOPS["max"] * op.elems, role=role)
+
+    def _divisor_gradient(self, op: Op, gname: str, gout: str, role: str) -> str:
+        """The gradient of b in a / b, -grad * ((a / b) / b) (``div_tensor_other_backward``): two
+        divisions, a negation, a product; summed where b was broadcast."""
+        t = self.t
+        a, b = (self.recomputed.get(r, r) for r in op.reads)
+        size, part = t[op.out].elems, op.part
+        q = self._op(gname + ".ratio", "elementwise", part, (a, b), size, None, fn="div")
+        q = self._op(gname + ".ratio2", "elementwise", part, (q, b), size, None, fn="div")
+        neg = self._op(gname + ".neg", "elementwise", part, (gout,), size, None, fn="scale")
+        last = t[b].elems == size
+        grad = self._op(gname if last else gname + ".full", "elementwise", part, (neg, q), size, None, fn="mul",
+                        flops=BACKWARD_ELEMENT_FLOPS["div"] * op.elems, role=role)
+        if last:
+            return grad
+        return self._op(gname, "reduction", part, (grad,), t[b].elems, None, fn="mean", elems=size, role=role)
+
     def _copy_gradient(self, op: Op, i: int, gout: str) -> str:
         """A copy's backward: the gradient itself (clone, contiguous), a slice of it (cat: a view, summed
-        where the input was broadcast into a larger slice, its ``expand`` then having no view in the
-        backward), or the padded gradient cut back (``constant_pad_nd``: a copy)."""
+        where the input was broadcast into a larger slice, the smallest input), the padded gradient
+        cut back (``constant_pad_nd``: a copy), or, where the copy read a slice of its input, the
+        gradient written into a tensor of the input's size (``slice_backward``: a copy).
+        A cat of slices of one tensor (every read the same): each slice's gradient is written into a
+        tensor of the input's size (``slice_backward``: a copy), the slices' reads, together the whole
+        gradient, counted on the first."""
         t, x = self.t, op.reads[i]
         elems, out = t[x].elems, t[op.out].elems
-        gname = f"grad_{x}@{op.name}"
+        gname = f"grad_{x}@{op.name}" + (f"#{i}" if op.reads.count(x) > 1 else "")
         role = _grad_role(t[x])
         if len(op.reads) > 1:
             self._views(gname + ".slice", 1, op.part)
-            share = out - sum(t[r].elems for j, r in enumerate(op.reads) if j != i)
-            if share <= elems:
-                return gout
-            self.views_owed += 1
-            return self._op(gname, "reduction", op.part, (gout,), elems, None, fn="mean", elems=share, role=role)
-        if elems < out:
+            if op.reads.count(x) == len(op.reads):
+                return self._op(gname, "copy", op.part, (gout,) if i == 0 else (), elems, None, fn="copy", role=role)
+            total = sum(t[r].elems for r in op.reads)
+            if total == out or any(t[r].elems < elems for r in op.reads):  # not the broadcast one
+                return self._slice(gname, elems)
+            share = out - (total - elems)
+            return self._op(gname, "reduction", op.part, (self._slice(gname, share),), elems, None, fn="mean",
+                            elems=share, role=role)
+        if elems != out:  # cut back from a padded gradient, or a slice's written into its input's size
             return self._op(gname, "copy", op.part, (gout,), elems, None, fn="copy", role=role)
         return gout
+
+
+def _blocks(ops: list) -> dict:
+    """kernel -> its ops, where a kernel writes one tensor in blocks: several copies of the same
+    inputs (a cat whose output is listed by the rows, or the channels, that later kernels read)."""
+    by_kernel: dict = {}
+    for op in ops:
+        if op.kind == "copy":
+            by_kernel.setdefault(op.kernel, []).append(op)
+    return {k: b for k, b in by_kernel.items() if len(b) > 1 and all(o.reads == b[0].reads for o in b)}
 
 
 def _grad_role(tensor) -> str:

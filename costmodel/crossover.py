@@ -28,7 +28,7 @@ returns all of them, in order.
 
 from bisect import bisect_left, bisect_right
 from math import log, log1p, sqrt
-from typing import Callable, Optional
+from typing import Callable, Generator, Optional
 
 from .estimate import METRICS, Estimate
 from .shape import MAX_T
@@ -60,11 +60,30 @@ def metric_values(e: Estimate) -> dict:
 
 
 def cheaper_ranges(variant_at: Callable[[int], dict], baseline_at: Callable[[int], dict],
-                   metrics: tuple = METRICS, Ts: tuple = ()) -> Ranges:
+                   metrics: tuple = METRICS, Ts: tuple = (),
+                   prefetch: Optional[Callable[[list, bool], None]] = None) -> Ranges:
     """{metric: [(start, end), ...]}: the ranges of T where the variant is cheaper than the baseline,
     in order; ``end`` is the first T after ``start`` where it no longer is, None where it still is at
     4,194,304; an empty list: never. ``variant_at(T)`` and ``baseline_at(T)`` give ``metric_values``
-    at T (the caller caches them); ``Ts``: T values that must be samples (see the module docstring)."""
+    at T (the caller caches them); ``Ts``: T values that must be samples (see the module docstring).
+    ``prefetch(Ts, every)``, where given, is told each request of ``search`` before it is asked
+    for; the result does not depend on it."""
+    steps = search(variant_at, baseline_at, metrics, Ts)
+    while True:
+        try:
+            request = next(steps)
+        except StopIteration as done:
+            return done.value
+        if prefetch is not None:
+            prefetch(*request)
+
+
+def search(variant_at: Callable[[int], dict], baseline_at: Callable[[int], dict], metrics: tuple = METRICS,
+           Ts: tuple = ()) -> Generator[tuple, None, Ranges]:
+    """``cheaper_ranges`` step by step, for a caller that prices many searches together: yields
+    (Ts, every), the T values it asks for next, and returns the Ranges. ``every`` True: each of them
+    will be asked for (the samples, round by round); False: some (every midpoint the bisections may
+    ask for)."""
     sides: dict = {}
 
     def side(T: int) -> dict:
@@ -72,18 +91,21 @@ def cheaper_ranges(variant_at: Callable[[int], dict], baseline_at: Callable[[int
             sides[T] = _sides(variant_at(T), baseline_at(T), metrics)
         return sides[T]
 
-    points = _samples(side, metrics, sorted(set(POWERS) | {T for T in Ts if 1 <= T <= HI}))
+    grid = sorted(set(POWERS) | {T for T in Ts if 1 <= T <= HI})
+    yield grid, True
+    points = yield from _samples(side, metrics, grid)
+    flips = {m: [(prev, T) for prev, T in zip([None] + points, points)
+                 if side(T)[m][0] != (prev is not None and side(prev)[m][0])] for m in metrics}
+    yield sorted({mid for gaps in flips.values() for below, at in gaps for mid in _midpoints(below, at)}), False
     out = {}
-    for m in metrics:
-        ranges, start, prev = [], None, None
-        for T in points:
-            now = side(T)[m][0]
-            if now and start is None:
-                start = _bisect(lambda n, m=m: side(n)[m][0], prev, T)
-            elif not now and start is not None:
-                ranges.append((start, _bisect(lambda n, m=m: not side(n)[m][0], prev, T)))
+    for m, gaps in flips.items():
+        ranges, start = [], None
+        for below, at in gaps:
+            if start is None:
+                start = _bisect(lambda n, m=m: side(n)[m][0], below, at)
+            else:
+                ranges.append((start, _bisect(lambda n, m=m: not side(n)[m][0], below, at)))
                 start = None
-            prev = T
         out[m] = ranges + ([(start, None)] if start is not None else [])
     return out
 
@@ -98,18 +120,18 @@ def _sides(v: dict, b: dict, metrics: tuple) -> dict:
     return out
 
 
-def _samples(side: Callable, metrics: tuple, grid: list) -> list:
-    """``grid`` with its gaps split until settled (module docstring, step 2), in order."""
-    points = [grid[0]]
-    todo = [(grid[i], grid[i + 1]) for i in reversed(range(len(grid) - 1))]
-    while todo:
-        a, b = todo.pop()
-        mid = _middle(a, b)
-        if mid is not None and not _settled(side(a), side(b), metrics, log(b / a)):
-            todo += [(mid, b), (a, mid)]
-        else:
-            points.append(b)
-    return points
+def _samples(side: Callable, metrics: tuple, grid: list) -> Generator[tuple, None, list]:
+    """``grid`` with its gaps split until settled (module docstring, step 2), in order. The gaps are
+    split a round at a time, each round's new samples yielded first (as ``search`` does)."""
+    points = set(grid)
+    gaps = list(zip(grid, grid[1:]))
+    while gaps:
+        split = [(a, mid, b) for a, b in gaps for mid in (_middle(a, b),)
+                 if mid is not None and not _settled(side(a), side(b), metrics, log(b / a))]
+        yield [mid for _, mid, _ in split], True
+        points.update(mid for _, mid, _ in split)
+        gaps = [gap for a, mid, b in split for gap in ((a, mid), (mid, b))]
+    return sorted(points)
 
 
 def _middle(a: int, b: int) -> Optional[int]:
@@ -144,6 +166,18 @@ def _least_gap(v1: float, v2: float, b1: float, b2: float, width: float) -> floa
     taken at an end or a breakpoint."""
     xs = (0.0, width, width - (b2 - b1) / SLOPE, (v2 - v1) / SLOPE)
     return min(max(b1, b2 - SLOPE * (width - x)) - min(v2, v1 + SLOPE * x) for x in xs if 0.0 <= x <= width)
+
+
+def _midpoints(below: Optional[int], at: int) -> list:
+    """Every midpoint ``_bisect(flipped, below, at)`` may ask for, whatever ``flipped`` says."""
+    out, todo = [], [(below, at)] if below is not None else []
+    while todo:
+        below, at = todo.pop()
+        if at - below > max(1, int(below * REL_TOL)):
+            mid = (below + at) // 2
+            out.append(mid)
+            todo += [(below, mid), (mid, at)]
+    return out
 
 
 def _bisect(flipped: Callable, below: Optional[int], at: int) -> int:

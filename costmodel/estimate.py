@@ -1,11 +1,13 @@
 """Evaluate a variant at a shape: the numbers `attncost predict` prints and `--json` dumps."""
 
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 from .analysis import MATMUL_KINDS, add_backward, analyse
 from .graph import Graph
 from .shape import Shape
+from .tape import Sym, TraceError, trace
 from .timing import predict
 from .variants import REGISTRY, Params, VariantError
 
@@ -68,10 +70,18 @@ def resolve_params(name: str, shape: Shape, params: Optional[dict] = None) -> Pa
     if variant is None:
         raise VariantError(f"unknown variant {name!r}: choose from {', '.join(REGISTRY)}")
     p = variant.params(**(params or {})).resolve(shape)
+    key = _beyond_T(p, shape)
+    if key is not None:
+        raise VariantError(f"{name}.{key}={getattr(p, key)} must be at most T={shape.T}")
+    return p
+
+
+def _beyond_T(p: Params, shape: Shape) -> Optional[str]:
+    """The first of ``p.at_most_T`` larger than T, or None."""
     for key in p.at_most_T:
         if getattr(p, key) > shape.T:
-            raise VariantError(f"{name}.{key}={getattr(p, key)} must be at most T={shape.T}")
-    return p
+            return key
+    return None
 
 
 def graph(name: str, shape: Shape, params: Optional[Params] = None) -> Graph:
@@ -96,10 +106,21 @@ def estimate(name: str, shape: Shape, params: Optional[dict] = None, hardware=No
         if name not in REGISTRY:
             raise
         return Estimate(variant=name, params=params or {}, shape=shape, status="n/a", reason=str(err))
-    return _summarise(name, shape, p, g, hardware)
+    return Estimate(name, dict(p), shape, "ok", None, notes(name, shape), *costs(shape, g, hardware))
 
 
-def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estimate:
+def notes(name: str, shape: Shape) -> list:
+    """The variant's notes at this shape, as an Estimate lists them."""
+    variant = REGISTRY[name]
+    out = list(variant.notes)
+    if variant.causal is False and shape.causal:
+        out.insert(0, "not causal by nature: costed as non-causal")
+    return out
+
+
+def costs(shape: Shape, g: Graph, hardware) -> tuple:
+    """The numbers of an Estimate of graph ``g`` at ``shape``, in field order from ``flops`` to
+    ``bound`` (the fast path, ``estimate_many``, traces this same function)."""
     parts = {"core": 0.0, "proj": 0.0, "other": 0.0}
     flops_mm = 0.0
     for op in g.ops:
@@ -113,27 +134,211 @@ def _summarise(name: str, shape: Shape, p: Params, g: Graph, hardware) -> Estima
     weights = sum(t.elems for t in g.tensors.values() if t.role in ("weight", "buffer"))
     per_token = g.kv_per_token * shape.itemsize
     kv_total = shape.batch * (g.kv_per_token * g.kv_tokens + g.kv_fixed) * shape.itemsize
-    variant = REGISTRY[name]
-    notes = list(variant.notes)
-    if variant.causal is False and shape.causal:
-        notes.insert(0, "not causal by nature: costed as non-causal")
     time_s = bound = None
     if hardware is not None:
         timed = predict(ks, hardware, shape.dtype)
         time_s, bound = timed.time_s, timed.bound
-    return Estimate(
-        variant=name, params=dict(p), shape=shape, status="ok", reason=None, notes=notes,
-        flops=flops, flops_matmul=flops_mm, flops_core=parts["core"], flops_proj=parts["proj"],
-        flops_other=parts["other"], param_count=sum(
-            t.elems for t in g.tensors.values() if t.role == "weight"),
-        weights_bytes=weights * shape.itemsize, bytes_unfused=a.bytes_unfused, bytes_fused=fused_bytes,
-        activation_bytes_unfused=a.peak_unfused, activation_bytes_fused=a.peak_fused,
-        kv_cache_bytes_per_token=per_token, kv_cache_bytes=kv_total,
-        arithmetic_intensity=flops / fused_bytes if fused_bytes else 0.0, kernels=len(ks),
-        time_s=time_s, bound=bound)
+    param_count = sum(t.elems for t in g.tensors.values() if t.role == "weight")
+    return (flops, flops_mm, parts["core"], parts["proj"], parts["other"], param_count, weights * shape.itemsize,
+            a.bytes_unfused, fused_bytes, a.peak_unfused, a.peak_fused, per_token, kv_total,
+            flops / fused_bytes if fused_bytes else 0.0, len(ks), time_s, bound)
 
 
 def estimate_many(name: str, shapes: list, params: Optional[dict] = None, hardware=None) -> list:
     """[estimate(name, s, params, hardware) for s in shapes], the same Estimates exactly: the entry
-    point for callers that price one variant at many shapes (sweeps, ``pick``)."""
-    return [estimate(name, s, params, hardware) for s in shapes]
+    point for callers that price one variant at many shapes (sweeps, ``pick``).
+
+    Fast: ``estimate``'s own code is traced (``tape``) once per structure of the graph, with the
+    shape's sizes and the numeric parameters as inputs, and replayed on every shape that shares
+    it: on numpy arrays for many shapes at once, else point by point. The programs are kept for
+    later calls (on ``hardware``, or here without one)."""
+    if not shapes:
+        return []
+    if name not in REGISTRY:
+        resolve_params(name, shapes[0], params)  # raises VariantError, as estimate does
+    REGISTRY[name].params(**(params or {}))  # raises pydantic's ValidationError, as estimate does
+    out = [None] * len(shapes)
+    numeric = {k: v for k, v in (params or {}).items() if type(v) in (int, float)}
+    fixed = tuple(sorted((k, repr(v)) for k, v in (params or {}).items() if k not in numeric))
+    groups: dict = {}
+    for i, s in enumerate(shapes):
+        groups.setdefault((s.phase, s.dtype, s.causal, s.kv_heads is None), []).append(i)
+    for (phase, dtype, causal, no_kv), todo in groups.items():
+        key = ("estimate_many", name, phase, dtype, causal, no_kv, fixed, tuple(numeric))
+        programs = hardware.cached(key, _Programs) if hardware is not None else _PROGRAMS.setdefault(key, _Programs())
+        _price(programs, _Point(name, params, numeric, hardware, phase, dtype, causal, no_kv), shapes, todo, out)
+    return out
+
+
+# A trace costs about 10 estimates, compiling its program for point-by-point replays about 80 more
+# (then a replay costs a sixth of an estimate); a replay on numpy arrays costs a few estimates,
+# whatever the number of points (measured on bench/predict_speed.py's points).
+ONE_BY_ONE = 256  # points of a key priced one by one, where they come fewer than vector_at() at a time
+FEW = 4  # a trace that prices fewer points than this did not pay off ...
+MAX_FEW = 4  # ... and after this many such, the key's points go one by one (DSA's blocks vary with T)
+VECTOR_AT = 24  # points replayed on numpy arrays from this many, once numpy is loaded; before, importing
+NUMPY_AT = 256  # it costs about 300 estimates: a batch of this many loads it, or any batch once the
+NUMPY_AFTER = 1024  # process has priced (or ``expect``s to price) this many points one by one
+_PROGRAMS: dict = {}
+_PRICED = [0, 0]  # points priced one by one in estimate_many so far; the most announced by ``expect``
+
+
+def vector_at() -> int:
+    """The fewest points ``estimate_many`` replays on numpy arrays (a batch of fewer goes one by
+    one until its key has priced ``ONE_BY_ONE`` points)."""
+    return VECTOR_AT if "numpy" in sys.modules or max(_PRICED) >= NUMPY_AFTER else NUMPY_AT
+
+
+def expect(points: int) -> None:
+    """Tell ``estimate_many`` that this process is about to price about ``points`` points: from
+    ``NUMPY_AFTER`` on, loading numpy for batches of ``VECTOR_AT`` pays off at once."""
+    _PRICED[1] = max(_PRICED[1], points)
+
+
+class _Programs:
+    """The traced programs of one (variant, phase, dtype, causal, parameters) and what it cost."""
+
+    def __init__(self):
+        self.items: list = []  # tape.Program, or None where the traced point does not apply (n/a)
+        self.untraced = 0  # points priced one by one so far
+        self.few = 0  # traces that priced fewer than FEW points
+        self.failed = False  # the code did something a tape cannot record: always one by one
+
+
+class _Point:
+    """``estimate`` at one point as a function of its sizes (and numeric parameters), for ``trace``."""
+
+    def __init__(self, name, params, numeric, hardware, phase, dtype, causal, no_kv):
+        self.name, self.params, self.numeric, self.hardware = name, params, numeric, hardware
+        self.fields = dict(dtype=dtype, causal=causal, phase=phase)
+        self.sizes = ("batch", "T", "d", "heads") + (() if no_kv else ("kv_heads",))
+        self.names = self.sizes + tuple("p_" + k for k in numeric)
+
+    def inputs(self, s: Shape) -> tuple:
+        return (s.batch, s.T, s.d, s.heads) + (() if s.kv_heads is None else (s.kv_heads,)) + tuple(
+            self.numeric.values())
+
+    def columns(self, shapes: list) -> list:
+        """``inputs`` of each of ``shapes``, a list per input."""
+        return [[getattr(s, f) for s in shapes] for f in self.sizes] + [[v] * len(shapes) for v in
+                                                                         self.numeric.values()]
+
+    def __call__(self, batch, T, d, heads, kv_heads=None, **numeric):
+        shape = Shape.model_construct(batch=batch, T=T, d=d, heads=heads, kv_heads=kv_heads, **self.fields)
+        try:
+            given = REGISTRY[self.name].params(**(self.params or {}))
+            traced = {k[2:]: v for k, v in numeric.items()}  # the numeric parameters, named p_<name>
+            p = (given.model_copy(update=traced) if traced else given).resolve(shape)
+            if _beyond_T(p, shape) is not None:  # n/a; its reason names T, so it is left to ``estimate``
+                return None
+            g = graph(self.name, shape, p)
+        except VariantError:  # n/a: ``estimate`` gives the reason
+            return None
+        return list(dict(p).items()), costs(shape, g, self.hardware)
+
+
+def _price(programs: _Programs, point: _Point, shapes: list, todo: list, out: list) -> None:
+    """Fill ``out`` at ``todo`` (indices of ``shapes``): by the programs that hold there, by new
+    traces while that pays off, else one by one."""
+    batch = len(todo) >= vector_at()
+    if batch or programs.untraced + len(todo) > ONE_BY_ONE:
+        for entry in programs.items:
+            if not todo:
+                return
+            todo = _replay(entry, point, shapes, todo, out, batch)
+    while todo:
+        few = not batch and programs.untraced + len(todo) <= ONE_BY_ONE
+        if programs.failed or few or programs.few >= MAX_FEW:
+            programs.untraced += len(todo)
+            _PRICED[0] += len(todo)
+            for i in todo:
+                out[i] = estimate(point.name, shapes[i], point.params, point.hardware)
+            return
+        try:
+            tape, result = trace(point, dict(zip(point.names, point.inputs(shapes[todo[0]]))))
+        except TraceError:
+            programs.failed = True
+            continue
+        if result is None:  # the variant does not apply there: priced one by one (n/a and its reason)
+            entry = (tape.program([]), None, None)
+        else:
+            items, numbers = result
+            outputs = [v for _, v in items] + list(numbers)
+            entry = (tape.program(outputs), [k for k, _ in items],
+                     [type(o.v) if isinstance(o, Sym) else None for o in outputs])
+        programs.items.append(entry)
+        left = _replay(entry, point, shapes, todo, out, batch)
+        programs.few += len(todo) - len(left) < FEW
+        todo = left
+
+
+def _replay(entry: tuple, point: _Point, shapes: list, todo: list, out: list, batch: bool) -> list:
+    """Price the points of ``todo`` where ``entry``'s program holds (``batch``: on numpy arrays);
+    returns the others."""
+    if batch:
+        return _replay_vector(entry, point, shapes, todo, out)
+    program, keys, _ = entry
+    left = []
+    for i in todo:
+        values = program.scalar(point.inputs(shapes[i]))
+        if values is None:
+            left.append(i)
+        elif keys is None:
+            out[i] = estimate(point.name, shapes[i], point.params, point.hardware)
+        else:
+            _fill(point, keys, shapes, [i], [[v] for v in values], out)
+    return left
+
+
+def _fill(point: _Point, keys: list, shapes: list, todo: list, columns: list, out: list) -> None:
+    """``out`` at ``todo``: the Estimates of a program's outputs, ``columns`` (a list per output,
+    an item per point: the parameters named ``keys``, then the numbers)."""
+    n = len(keys)
+    name = point.name
+    noted = notes(name, shapes[todo[0]])
+    if all(len(set(c)) == 1 for c in columns[:n]):  # the same parameters at every point: copies of one dict
+        same = dict(zip(keys, (c[0] for c in columns[:n])))
+        params = (same.copy() for _ in todo)
+    else:
+        params = (dict(zip(keys, row)) for row in zip(*columns[:n]))
+    for i, p, numbers in zip(todo, params, zip(*columns[n:])):
+        out[i] = Estimate(name, p, shapes[i], "ok", None, noted.copy(), *numbers)
+
+
+def _replay_vector(entry: tuple, point: _Point, shapes: list, todo: list, out: list) -> list:
+    """``_replay`` on numpy arrays: one lane per point (the guards first, then the whole program
+    on the lanes where they hold); a lane whose integers leave float64's exact range, or where a
+    division by zero occurs, is priced one by one."""
+    import numpy as np
+
+    program, keys, types = entry
+    cols = tuple(np.array(c, dtype=float) for c in point.columns([shapes[i] for i in todo]))
+    hold = program.vector_hold(cols)
+    flags = hold.tolist()
+    left = [i for i, h in zip(todo, flags) if not h]
+    held = [i for i, h in zip(todo, flags) if h]
+    exact = None
+    if held and keys is not None:
+        try:
+            exact, outputs = program.vector(cols if not left else tuple(c[hold] for c in cols))
+        except FloatingPointError:
+            exact = None
+    if exact is None:
+        for i in held:
+            out[i] = estimate(point.name, shapes[i], point.params, point.hardware)
+        return left
+    good = exact.tolist()
+    matched = [i for i, g in zip(held, good) if g]
+    for i in (i for i, g in zip(held, good) if not g):
+        out[i] = estimate(point.name, shapes[i], point.params, point.hardware)
+    if matched:
+        take = np.flatnonzero(exact)
+        columns = []
+        for o, t in zip(outputs, types):
+            if t is None:
+                columns.append([o] * len(matched))
+            else:
+                values = np.broadcast_to(o, (len(held),))[take].tolist()
+                columns.append([int(v) for v in values] if t is int else values)
+        _fill(point, keys, shapes, matched, columns, out)
+    return left

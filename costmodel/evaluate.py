@@ -1,17 +1,21 @@
 """A sweep of variants beside a baseline: every estimate, each with where it is cheaper over T.
 
 What `attncost predict` prints and dumps, and what a report's cost-model crossovers show. The search
-over T (``crossover.cheaper_ranges``) runs once per distinct (variant, shape but T) of the sweep,
-with the sweep's T values of that shape among its samples: the ranges agree with the rows at every
-T of the sweep, and the rows' estimates come from the search's own cache.
+over T (``crossover.search``) runs once per distinct (variant, shape but T) of the sweep, with the
+sweep's T values of that shape among its samples: the ranges agree with the rows at every T of the
+sweep, and the rows' estimates come from the search's own cache. The searches run side by side, and
+the T values they ask for next are priced together, one ``estimate_many`` per variant.
 """
 
 from dataclasses import replace
 from typing import Callable, Optional
 
-from .crossover import Ranges, cheaper_ranges, metric_values
-from .estimate import METRICS, Estimate, estimate
+from .crossover import Ranges, metric_values, search
+from .estimate import METRICS, Estimate, estimate, estimate_many, expect, vector_at
 from .shape import Shape
+
+
+SEARCH_POINTS = 50  # about the T values one search prices (samples and bisections, three metrics)
 
 
 def evaluate(variants: list, baseline: str, shapes: list, params: Optional[dict] = None,
@@ -36,45 +40,87 @@ def evaluate(variants: list, baseline: str, shapes: list, params: Optional[dict]
     for s in shapes:
         sweep.setdefault(_but_T(s), []).append(s.T)
     cache = {} if cache is None else cache
-    found: dict = {}  # (variant, shape but T) -> Ranges
-    out = []
-    for s in shapes:
-        rest = _but_T(s)
-        base_at = _estimates(baseline, rest, params.get(baseline), hardware, cache)
-        for name in variants:
-            at = _estimates(name, rest, params.get(name), hardware, cache)
-            e = at(s.T)
-            if e.status == "ok":
-                if (name, rest) not in found:
-                    found[name, rest] = _ranges(name, baseline, at, base_at, metrics, sweep[rest])
-                e = _compared(e, baseline, found[name, rest])
-            out.append(e)
-    return out
+    names = list(dict.fromkeys([baseline, *variants]))
+    expect(len(shapes) * len(names) + SEARCH_POINTS * len(names) * len(sweep))
+    columns = {(name, rest): _Column(name, rest, params.get(name), hardware, cache)
+               for rest in sweep for name in names}  # (variant, shape but T) -> its _Column
+    _price_together([(columns[key], sweep[key[1]], True) for key in columns])  # the rows
+    rows = [(name, _but_T(s), columns[name, _but_T(s)](s.T)) for s in shapes for name in variants]
+    keys = dict.fromkeys((name, rest) for name, rest, e in rows if e.status == "ok" and name != baseline)
+    found = _search_together({(name, rest): search(_values(columns[name, rest]), _values(columns[baseline, rest]),
+                                                   metrics, tuple(sweep[rest])) for name, rest in keys},
+                             columns, baseline)
+    never = {m: [] for m in metrics}  # the baseline against itself
+    return [_compared(e, baseline, found.get((name, rest), never)) if e.status == "ok" else e
+            for name, rest, e in rows]
 
 
 def _but_T(s: Shape) -> Shape:
     return s.model_copy(update={"T": 1})
 
 
-def _estimates(name: str, rest: Shape, params: Optional[dict], hardware, cache: dict) -> Callable[[int], Estimate]:
-    """T -> estimate(name, ``rest`` at T), cached in ``cache`` (shared by the variants of a sweep)."""
-    memo = cache.setdefault((name, repr(params), rest), {})
-    shapes = cache.setdefault(rest, {})  # rest at T, for every variant
-
-    def at(T: int) -> Estimate:
-        if T not in memo:
-            if T not in shapes:
-                shapes[T] = rest.model_copy(update={"T": T})
-            memo[T] = estimate(name, shapes[T], params, hardware)
-        return memo[T]
-
-    return at
+def _values(column: "_Column") -> Callable[[int], dict]:
+    return lambda T: metric_values(column(T))
 
 
-def _ranges(name: str, baseline: str, at: Callable, base_at: Callable, metrics: tuple, Ts: list) -> Ranges:
-    if name == baseline:  # the baseline against itself: never cheaper
-        return {m: [] for m in metrics}
-    return cheaper_ranges(lambda T: metric_values(at(T)), lambda T: metric_values(base_at(T)), metrics, tuple(Ts))
+class _Column:
+    """T -> estimate(name, ``rest`` at T), kept in ``cache`` (shared by the variants of a sweep)."""
+
+    def __init__(self, name: str, rest: Shape, params: Optional[dict], hardware, cache: dict):
+        self.name, self.rest, self.params, self.hardware = name, rest, params, hardware
+        self.memo = cache.setdefault((name, repr(params), rest), {})
+        self.shapes = cache.setdefault(rest, {})  # rest at T, for every variant
+
+    def shape(self, T: int) -> Shape:
+        s = self.shapes.get(T)
+        if s is None:
+            s = self.shapes[T] = self.rest.model_copy(update={"T": T})
+        return s
+
+    def __call__(self, T: int) -> Estimate:
+        if T not in self.memo:
+            self.memo[T] = estimate(self.name, self.shape(T), self.params, self.hardware)
+        return self.memo[T]
+
+
+def _search_together(searches: dict, columns: dict, baseline: str) -> dict:
+    """Runs ``searches`` ({(variant, shape but T): ``crossover.search``}) side by side, a request
+    of each at a time, the T values they ask for priced together: {key: Ranges}."""
+    found = {}
+    while searches:
+        asks = []
+        for key, steps in list(searches.items()):
+            try:
+                Ts, every = next(steps)
+            except StopIteration as done:
+                found[key] = done.value
+                del searches[key]
+                continue
+            asks += [(columns[key], Ts, every), (columns[baseline, key[1]], Ts, every)]
+        _price_together(asks)
+    return found
+
+
+def _price_together(asks: list) -> None:
+    """Prices ``asks`` ((column, Ts, every)) with one ``estimate_many`` per variant: the T values of
+    each column not yet priced, those asked with ``every`` False only where there are enough to
+    replay on arrays (only some of them will be asked for)."""
+    by: dict = {}  # (variant, parameters) -> {(column, T): [column, T, every]}
+    for column, Ts, every in asks:
+        todo = by.setdefault((column.name, repr(column.params)), {})
+        for T in Ts:
+            if T not in column.memo:
+                item = todo.setdefault((id(column), T), [column, T, False])
+                item[2] = item[2] or every
+    for todo in by.values():
+        if len(todo) < vector_at():
+            todo = {k: v for k, v in todo.items() if v[2]}
+        if not todo:
+            continue
+        first = next(iter(todo.values()))[0]
+        priced = estimate_many(first.name, [c.shape(T) for c, T, _ in todo.values()], first.params, first.hardware)
+        for (column, T, _), e in zip(todo.values(), priced):
+            column.memo[T] = e
 
 
 def _compared(e: Estimate, baseline: str, ranges: Ranges) -> Estimate:

@@ -12,7 +12,7 @@ from typing import Literal, Optional
 
 from .units import ELEMENT_FLOPS, INDEX_BYTES
 
-Role = Literal["input", "weight", "buffer", "cache", "act", "index", "wgrad"]
+Role = Literal["input", "weight", "buffer", "cache", "act", "index", "wgrad", "view"]  # view: of another tensor
 ACTIVATION_ROLES = frozenset(("input", "act", "index"))  # what counts as activation memory
 Part = Literal["proj", "core", "other"]
 
@@ -61,7 +61,10 @@ class Op:
     elems: float = 0.0  # elements processed by a non-matmul op
     row: float = 0.0  # elements per row of a row-wise op (softmax, topk: its candidates); 0: timing.row_lengths
     grad_copy: tuple = ()  # positions of the reads whose gradient autograd copies back into their tensor's layout
-    backward: str = ""  # autograd's formula where ``fn`` covers several ops: "sub" (a - b), "sum" (a mean's sum)
+    backward: str = ""  # autograd's formula where ``fn`` covers several ops: "sub" (a - b), "sub_alpha"
+    # (torch.sub(a, b, alpha=c)), "sum" (a mean's sum), "sum_kept" (a sum keeping its dimension), "pass"
+    # (the gradient itself: a scan along a dimension of one element); of a matmul, "bmm": batched operands;
+    # of a group of views, "none": their backward runs no view
 
 
 @dataclass(slots=True)
@@ -83,7 +86,7 @@ class Graph:
     def _add(self, name: str, elems: float, role: Role, itemsize: Optional[int] = None) -> str:
         if name in self.tensors:
             raise ValueError(f"tensor {name!r} defined twice")
-        self.tensors[name] = Tensor(name, float(elems), itemsize or self.itemsize, role)
+        self.tensors[name] = Tensor(name, elems * 1.0, itemsize or self.itemsize, role)  # float(elems), traceable
         return name
 
     def input(self, name: str, elems: float) -> str:

@@ -54,6 +54,7 @@ from typing import Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, HardwareError, MatmulEfficiency
 from .opkinds import GRAPH_KINDS, HOST_CLASS, VIEW
+from .tape import choose, log2
 from .units import DTYPE_BYTES, DTYPES, INDEX_BYTES
 
 MODES = ("eager", "graph")  # how a layer runs: the host issues each op, or the device replays a captured graph
@@ -99,7 +100,8 @@ class TimeEstimate:
     @property
     def per_kernel(self) -> list:
         if self._per_kernel is None:
-            self._per_kernel = [KernelTime(*r) for r in self._rows]
+            self._per_kernel = [KernelTime(name, inc, _bound(compute, memory, over), compute, memory, over, kind)
+                                for name, inc, compute, memory, over, kind in self._rows]
         return self._per_kernel
 
     def as_dict(self) -> dict:
@@ -112,6 +114,13 @@ class TimeEstimate:
         return (f"TimeEstimate(time_s={self.time_s:.6g}, compute_s={self.compute_s:.6g}, "
                 f"memory_s={self.memory_s:.6g}, overhead_s={self.overhead_s:.6g}, bound={self.bound!r}, "
                 f"kernels={len(self._rows)}, mode={self.mode!r}, backend={self.backend!r})")
+
+
+def _bound(compute: float, memory: float, over: float) -> str:
+    """What bounds one kernel: its work (compute or memory, the larger) unless its overhead is larger."""
+    if compute >= memory:
+        return "compute" if compute >= over else "overhead"
+    return "memory" if memory >= over else "overhead"
 
 
 # -- a profile compiled to plain floats ------------------------------------------------------------
@@ -176,7 +185,7 @@ def matmul_parts(p: tuple, b: float, m: float, k: float, n: float, flops: float,
     if flops <= 0.0 or k <= 0:
         return lat, 0.0, nbytes / mbw
     eff = (m / (m + mn_half)) * (n / (n + mn_half)) * (k / (k + k_half))
-    return lat + k_step * (k if k < k_cap else k_cap), flops / (rate * eff), nbytes / mbw
+    return lat + k_step * choose(k < k_cap, k, k_cap), flops / (rate * eff), nbytes / mbw
 
 
 def attention_parts(p: tuple, dh: float, keys: float, fraction: float, flops_mm: float,
@@ -187,7 +196,8 @@ def attention_parts(p: tuple, dh: float, keys: float, fraction: float, flops_mm:
     rate, dh_half, keys_half, tile, abw, lat, dh_cap, q_half = p
     if fraction < 1.0 and keys > 0:
         dense = flops_mm / fraction
-        flops_mm = min(dense, flops_mm + 0.5 * tile / keys * dense)
+        tiles = flops_mm + 0.5 * tile / keys * dense
+        flops_mm = choose(tiles < dense, tiles, dense)  # min(dense, tiles)
     if dh > dh_cap:
         dh = dh_cap
     eff = (dh / (dh + dh_half)) * (keys / (keys + keys_half)) if dh > 0 and keys > 0 else 1.0
@@ -207,32 +217,30 @@ def row_parts(row_s: float, select_s: float, elems: float, out_elems: float, row
     ``rows * k * log2(k + 1) * select_s``. 0 where the row is unknown (``row`` <= 0)."""
     if row <= 0.0:
         return 0.0
-    rows = max(elems, out_elems) / row
+    rows = choose(out_elems > elems, out_elems, elems) / row  # max(elems, out_elems)
     t = rows * row_s
     if select_s > 0.0 and rows > 0.0:
-        t += out_elems * math.log2(out_elems / rows + 1.0) * select_s
+        t += out_elems * log2(out_elems / rows + 1.0) * select_s
     return t
 
 
 def dram_parts(cache_bytes: float, dram_bw: float, nbytes: float, memory_s: float) -> float:
     """The memory time of a kernel moving ``nbytes``: beyond ``cache_bytes`` (``Hardware.cache_bytes``)
     no shorter than streaming them at ``dram_bw``."""
-    if nbytes > cache_bytes:
-        dram = nbytes / dram_bw
-        return dram if dram > memory_s else memory_s
-    return memory_s
+    dram = nbytes / dram_bw
+    return choose(nbytes > cache_bytes, choose(dram > memory_s, dram, memory_s), memory_s)
 
 
 def fresh_parts(fresh_bytes: float, s_per_byte: float, out_bytes: float) -> float:
     """Seconds of faulting in an output of ``out_bytes`` page by page: 0 below ``fresh_bytes``
     (``Hardware.fresh_bytes``: the allocator's cached memory), else ``out_bytes * s_per_byte``."""
-    return out_bytes * s_per_byte if out_bytes >= fresh_bytes else 0.0
+    return choose(out_bytes >= fresh_bytes, out_bytes * s_per_byte, 0.0)
 
 
 def kernel_s(parts: tuple) -> float:
     """A kernel's device time from its (latency, compute, memory): the work overlaps, the latency adds."""
     lat, comp, mem = parts
-    return lat + (comp if comp > mem else mem)
+    return lat + choose(comp > mem, comp, mem)
 
 
 def law_kind(op) -> str:
@@ -274,7 +282,7 @@ class RowLengths:
         if p is None or p.kind == "reduction":
             return 0.0
         if p.kind == "matmul" and p.mm is not None:
-            return float(p.mm[3])
+            return p.mm[3] * 1.0  # float(n), which a traced n stays
         if p.kind == "topk":
             row = self.of_op(p)
             return p.out_elems * row / p.elems if row > 0.0 and p.elems > 0.0 else 0.0
@@ -318,8 +326,7 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
             b, m, kk, n = op.mm
             ml, mc, _ = matmul_parts(c.mm, b, m, kk, n, op.flops, 0.0)
             compute += mc
-            if ml > lat:
-                lat = ml
+            lat = choose(ml > lat, ml, lat)
             continue
         compute += op.flops / c.vflops
         opk = law_kind(op)
@@ -327,8 +334,7 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
             host = HOST_CLASS.get(opk, "elementwise")
         law = (kinds.get(op.fn) or kinds.get(opk)) if kinds else None  # a law of the op's own (fit.OWN_LAW)
         if law is not None:
-            if law[0] > lat:
-                lat = law[0]
+            lat = choose(law[0] > lat, law[0], lat)
             if law[1] < bw:
                 bw = law[1]
         if rows is not None:
@@ -367,40 +373,35 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
             op = k.ops[0]
             _, m, kk, n = op.mm
             flops = k.flops
-            memory = k.bytes / mbw
-            if k.bytes > cache_bytes:
-                memory = dram_parts(cache_bytes, c.dram_bw, k.bytes, memory)
+            memory = dram_parts(cache_bytes, c.dram_bw, k.bytes, k.bytes / mbw)
             if flops > 0.0 and kk > 0:
-                lat = mlat + k_step * (kk if kk < k_cap else k_cap)
+                lat = mlat + k_step * choose(kk < k_cap, kk, k_cap)
                 compute = flops / (rate * (m / (m + mn_half)) * (n / (n + mn_half)) * (kk / (kk + k_half)))
             else:
                 lat, compute = mlat, 0.0
-            if op.out_elems * isz >= fresh_bytes:
-                lat += op.out_elems * isz * c.fresh_s
+            out_bytes = op.out_elems * isz
+            lat = choose(out_bytes >= fresh_bytes, lat + out_bytes * c.fresh_s, lat)
             h = host_mm
         else:
             lat, compute, memory, h = _kernel_parts(c, k, row_lengths)
-        work = compute if compute >= memory else memory
+        computing = compute >= memory
+        work = choose(computing, compute, memory)
         if sync:  # the host runs the op to its end: the longer of its host and kernel time
             host += h
-            over = h - work if h > lat + work else lat
+            over = choose(h > lat + work, h - work, lat)
         elif eager:
             host += h
-            wait = host - gpu if host > gpu else 0.0
-            over = wait + lat
+            over = choose(host > gpu, host - gpu, 0.0) + lat  # waiting for the host, then the latency
         else:
             over = lat
-        if compute >= memory:
-            comp_s += work
-            wb = "compute" if work >= over else "overhead"
-        else:
-            mem_s += work
-            wb = "memory" if work >= over else "overhead"
+        comp_s = choose(computing, comp_s + work, comp_s)
+        mem_s = choose(computing, mem_s, mem_s + work)
         over_s += over
         dev_s += lat + work
         inc = over + work
         gpu += inc
-        append((k.name, inc, wb, compute, memory, over, k.kind))
-    bound = "compute" if comp_s >= mem_s and comp_s >= over_s else "memory" if mem_s >= over_s else "overhead"
+        append((k.name, inc, compute, memory, over, k.kind))
+    other = choose(mem_s >= over_s, "memory", "overhead")
+    bound = choose(comp_s >= mem_s, choose(comp_s >= over_s, "compute", other), other)
     return TimeEstimate(gpu, comp_s, mem_s, over_s, bound, rows, host if eager else 0.0, dev_s, mode,
                         backend or hw.attention_backend)

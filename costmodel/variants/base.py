@@ -47,6 +47,7 @@ class Variant:
     causal: Optional[bool] = True  # True: causal; False: not causal by nature; None: either
     decode: bool = True  # has a decode path with a cache
     notes: tuple = ()
+    cost: str = ""  # its cost in one line: how FLOPs and memory grow (T tokens, d width, dh head dim)
 
     @property
     def family(self) -> str:

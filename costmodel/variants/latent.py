@@ -45,13 +45,14 @@ from ..shape import Shape
 from ..units import CAUSAL_FUSED_FRACTION
 from .base import (LINEAR_VIEWS, LSE_BYTES, MATMUL_VIEWS, Params, Variant, VariantError, append, causal_pairs,
                    layout_copy, mask_buffer, new_graph, proj)
+from .exact import batched, views_without_backward
 
 INDEX_BLOCK_ELEMS = 2**27  # a DSA query block's indexer scores + kept latents, per sequence (256 MiB in bf16)
 MAX_BLOCKS = 16  # past this many blocks, blocks grow instead (each is about ten kernels)
 MAX_CHUNK_BLOCKS = 1024  # an explicit dsa.chunk may make at most this many
 
 # host-only views of the module's steps
-ROPE_VIEWS = 5  # the cos and sin rows of the positions, the input's two halves and its odd channel
+ROPE_VIEWS = 4  # the cos and sin rows of the positions, the input's two halves (and its odd channel: one more)
 HEADS_VIEWS = 2  # cos and sin broadcast over the heads
 ABSORB_Q_VIEWS = 4 + MATMUL_VIEWS  # q_nope as heads, transposed; the result transposed, viewed as (B, L, H, C)
 ABSORB_OUT_VIEWS = 6 + MATMUL_VIEWS  # the d_c channels, as heads, transposed; W_UV^T; back; merged
@@ -73,14 +74,16 @@ class MLAParams(Params):
 
 
 def _rope(g, s: Shape, name: str, t: str, elems: int, dim: int, heads: bool) -> str:
-    """RoPE as ``profiler.modules.base.Rope`` runs it: rotate = the halves of t swapped (a cat),
+    """RoPE as ``profiler.modules.base.Rope`` runs it: rotate = the halves of t swapped (a cat of slices),
     then t * cos + rotate * sin (mul, mul, add: 3 FLOPs per element). cos and sin are the rows of
     the module's tables at this call's positions (buffers shared by the queries and the key)."""
     if "rope_cos" not in g.tensors:
         g.weight("rope_cos", s.tokens * dim, trainable=False)
         g.weight("rope_sin", s.tokens * dim, trainable=False)
-    g.views(name + ".views", ROPE_VIEWS + (HEADS_VIEWS if heads else 0), "other")
-    rot = g.elementwise(name + "_rotate", "copy", (t,), elems=elems, part="other")
+    odd = dim % 2 == 1
+    views_without_backward(g, name + ".views", ROPE_VIEWS + (1 if odd else 0) + (HEADS_VIEWS if heads else 0))
+    slices = (t, t, t) if odd else (t, t)  # a cat of slices of t: its two halves (and its odd channel)
+    rot = g.elementwise(name + "_rotate", "copy", slices, elems=elems, part="other")
     a = g.elementwise(name + "_cos", "mul", (t, "rope_cos"), elems=elems, part="other")
     b = g.elementwise(name + "_sin", "mul", (rot, "rope_sin"), elems=elems, part="other")
     return g.elementwise(name, "add", (a, b), elems=elems, part="other")
@@ -124,7 +127,9 @@ def _absorb_query(g, s: Shape, p: MLAParams, q_nope: str, q_rope: Optional[str],
     ``cuts`` (row blocks of each sequence), a list of one tensor per block (``_row_blocks``)."""
     H, dh, dc, dr = s.heads, s.head_dim, p.kv_lora_rank, p.rope_dim
     w = g.weight("W_k_up", dc * H * dh)
-    q_lat = g.matmul("q_absorb", q_nope, w, batch=H, m=rows, k=dh, n=dc, part="proj")
+    # q_nope's gradient, written head-major, is copied back into its projection's layout
+    q_lat = batched(g, g.matmul("q_absorb", q_nope, w, batch=H, m=rows, k=dh, n=dc, part="proj",
+                                grad_copy=(0,) if H > 1 and rows > 1 else ()))
     g.views("q_absorb.views", ABSORB_Q_VIEWS + (1 if dr else 0), "proj")  # q_rope as heads
     if not dr:
         return q_lat if cuts is None else [q_lat] * len(cuts)
@@ -139,8 +144,8 @@ def _row_blocks(g, s: Shape, name: str, reads: tuple, width: int, cuts: list) ->
     if len(cuts) == 1:
         a, b = cuts[0]
         return [g.elementwise(name, "copy", reads, elems=s.batch * (b - a) * width, part="other")]
-    return [g.elementwise(f"{name}[{a}:{b}]", "copy", reads, elems=s.batch * (b - a) * width, part="other",
-                          kernel=name) for a, b in cuts]
+    return [g.elementwise(f"{name}[{n}]", "copy", reads, elems=s.batch * (b - a) * width, part="other",
+                          kernel=name) for n, (a, b) in enumerate(cuts)]
 
 
 def _fused(g, tag: str, q: str, k: str, v: str, *, batch: int, m: int, qk_dim: int, keys: int, v_dim: int,
@@ -181,8 +186,11 @@ def _absorb_output(g, s: Shape, p: MLAParams, o_lat: str, rows: int) -> str:
     """The latent output's d_c channels through W_UV per head (d_c -> dh), heads merged: a copy
     where more than one row of more than one head is transposed back."""
     H, dh, dc = s.heads, s.head_dim, p.kv_lora_rank
-    o = g.matmul("out_absorb", o_lat, g.weight("W_v_up", dc * H * dh), batch=H, m=rows, k=dc, n=dh, part="proj")
-    g.views("out_absorb.views", ABSORB_OUT_VIEWS, "proj")
+    # W_UV^T's gradient, transposed, is copied into the weight's layout
+    o = batched(g, g.matmul("out_absorb", o_lat, g.weight("W_v_up", dc * H * dh), batch=H, m=rows, k=dc, n=dh,
+                            part="proj", grad_copy=(1,)))
+    views_without_backward(g, "out_absorb.kept", 1, "proj")  # the d_c channels (their gradient: a copy)
+    g.views("out_absorb.views", ABSORB_OUT_VIEWS - 1, "proj")
     if rows > 1 and H > 1:
         o = g.elementwise("o_heads", "copy", (o,), elems=rows * H * dh, part="other")
     return o
@@ -214,23 +222,29 @@ def _prefill_attention(g, s: Shape, p: MLAParams, q: str, q_rope: Optional[str],
     v = g.matmul("v_up", ckv, g.weight("W_v_up", dc * H * dh), m=rows, k=dc, n=H * dh, part="proj")
     g.views("kv_up.views", 2 * (LINEAR_VIEWS + 2) + 1, "proj")  # W_UK, W_UV and q, k, v as heads
     if dr:
-        q = g.elementwise("q_concat", "copy", (q, q_rope), elems=rows * H * (dh + dr), part="other")
-        g.views("k_rope.heads", 2, "other")  # the shared key broadcast over the heads
-        k = g.elementwise("k_concat", "copy", (k, k_rope), elems=rows * H * (dh + dr), part="other")
+        # the gradients of q and k, slices of the concatenations', are copied back into (B, T, H*dh)
+        sliced = (0,) if H > 1 else ()
+        q = g.elementwise("q_concat", "copy", (q, q_rope), elems=rows * H * (dh + dr), part="other", grad_copy=sliced)
+        g.views("k_rope.heads", 1, "other")  # the shared key as one head
+        views_without_backward(g, "k_rope.expand", 1)  # broadcast over the heads (its gradient: a sum)
+        k = g.elementwise("k_concat", "copy", (k, k_rope), elems=rows * H * (dh + dr), part="other", grad_copy=sliced)
         v = g.elementwise("v_pad", "copy", (v,), elems=rows * H * (dh + dr), part="other")
     fraction = causal_pairs(s.T, s.T) / (s.T * s.T) if s.causal else 1.0
     g.views("attention.heads", 4, "core")  # q, k, v and the output transposed
     o, _ = _fused(g, "", q, k, v, batch=s.batch * H, m=s.T, qk_dim=dh + dr, keys=s.T, v_dim=dh + dr, kept=dh,
                   fraction=fraction)
-    g.views("attention.merge", 2 if dr else 1, "other")  # the dh channels, the heads merged
+    if dr:
+        views_without_backward(g, "attention.kept", 1)  # the dh channels (their gradient: a copy)
+    g.views("attention.merge", 1, "other")  # the heads merged
     if dr and H > 1:
         o = g.elementwise("o_heads", "copy", (o,), elems=rows * H * dh, part="other")
     return o
 
 
 class DSAParams(MLAParams):
-    index_heads: int = Field(64, ge=1, description="indexer heads")
-    index_dim: int = Field(128, ge=1, description="indexer head dim")
+    index_heads: int = Field(64, ge=1, description="indexer heads (DeepSeek-V3.2's 64)")
+    index_dim: Optional[int] = Field(None, ge=1, description="indexer head dim (default dh: DeepSeek-V3.2's 128 "
+                                                             "at dh 128, scaled with the head dim as MLA's ranks)")
     k: int = Field(2048, ge=1, description="tokens each query keeps")
     chunk: Optional[int] = Field(None, ge=1, description="queries scored, selected and attended per block "
                                                          "(default: a block's indexer scores and kept latents "
@@ -240,7 +254,8 @@ class DSAParams(MLAParams):
         if self.chunk is not None and -(-shape.T // self.chunk) > MAX_CHUNK_BLOCKS:
             raise VariantError(f"dsa.chunk={self.chunk} makes more than {MAX_CHUNK_BLOCKS} blocks of queries at "
                                f"T={shape.T}: give at least {-(-shape.T // MAX_CHUNK_BLOCKS)}")
-        return super().resolve(shape)
+        resolved = super().resolve(shape)
+        return resolved.model_copy(update=dict(index_dim=self.index_dim or shape.head_dim))
 
 
 def block_rows(s: Shape, p: DSAParams) -> int:
@@ -257,7 +272,8 @@ def block_rows(s: Shape, p: DSAParams) -> int:
 
 def query_blocks(tokens: int, chunk: int) -> list:
     """[(start, stop), ...]: the blocks of ``chunk`` queries DSA processes one after the other."""
-    return [(r, min(r + chunk, tokens)) for r in range(0, tokens, chunk)]
+    count = -(-tokens // chunk)  # the last block ends at ``tokens``, whole or not: one structure either way
+    return [(n * chunk, (n + 1) * chunk if n + 1 < count else tokens) for n in range(count)]
 
 
 def _topk(g, name: str, scores: str, elems: int, kept: int, unread: int = 0) -> str:
@@ -292,7 +308,8 @@ def _sparse_attention(g, s: Shape, p: DSAParams, q_lat: str, ckv: tuple, idx: st
     holding them), then one fused MQA kernel over them (its queries, a row block L < T of more
     than one sequence, copied by the reshape into a batch of rows)."""
     C = p.kv_lora_rank + p.rope_dim
-    g.views("gather" + tag + ".views", 3, "other")  # the indices as rows, expanded; the kept latents
+    views_without_backward(g, "gather" + tag + ".index", 2)  # the indices as rows, expanded
+    g.views("gather" + tag + ".views", 1, "other")  # the kept latents
     kept = g.elementwise("gather_topk" + tag, "gather", ckv + (idx,), elems=rows * keys * C)
     if s.batch > 1 and rows < s.batch * s.tokens:
         q_lat = layout_copy(g, "q_lat" + tag + ".rows", q_lat, rows * s.heads * C)
@@ -336,7 +353,9 @@ def build_dsa(s: Shape, p: DSAParams):
         if dr:  # the d_r dropped channels travel with the parts
             g.elementwise("o_concat_dropped", "copy", reads, elems=0, out_elems=rows * s.heads * dr,
                           part="other", kernel="o_concat")
-        o_lat = g.elementwise("o_concat", "copy", reads, elems=rows * s.heads * dc, part="other")
+        # the gradient of a sparse part, rows of several sequences, is copied into its kernel's batch
+        copied = tuple(reads.index(part[0]) for part in parts[1 if early else 0:]) if B > 1 else ()
+        o_lat = g.elementwise("o_concat", "copy", reads, elems=rows * s.heads * dc, part="other", grad_copy=copied)
     o = _absorb_output(g, s, p, o_lat, rows)
     g.output(proj(g, "o_proj", o, rows, s.heads * s.head_dim, s.d))
     return g
@@ -357,7 +376,8 @@ def _prefill_blocks(g, s: Shape, p: DSAParams, q: tuple, ckv: tuple, index_in: t
     q_lat = iter(_absorb_query(g, s, p, *q, B * T, ([(0, early)] if early else []) + sparse))
     parts = []
     if early:
-        g.views("attention:early.views", 5, "core")  # queries and latents of the first k, as heads; back
+        views_without_backward(g, "attention:early.rows", 2, "core")  # queries and latents of the first k
+        g.views("attention:early.views", 3, "core")  # as heads; back
         parts.append(_latent_attention(g, s, p, next(q_lat), ckv[0], B * early, early, CAUSAL_FUSED_FRACTION,
                                        ":early"))
     c_q, w_qi, ki, wi = index_in
@@ -375,7 +395,8 @@ def _prefill_blocks(g, s: Shape, p: DSAParams, q: tuple, ckv: tuple, index_in: t
         first = min(max(start, early), stop)
         idx = _topk(g, "topk" + tag, si, B * L * T, B * L * keys, B * (first - start) * keys if first < stop else 0)
         if stop > first:
-            g.views("block" + tag + ".sparse", 2, "core")  # the block's queries and indices past early
+            # the block's queries and indices past early
+            views_without_backward(g, "block" + tag + ".sparse", 2, "core")
             parts.append(_sparse_attention(g, s, p, next(q_lat), ckv, idx, B * (stop - first), keys, tag))
     return parts
 
@@ -385,6 +406,7 @@ VARIANTS = [
             "K,V from a shared latent c_KV = x W_DKV (d_c) + a RoPE key (d_r); prefill up-projects per "
             "head and runs fused attention; decode absorbs W_UK/W_UV and attends as MQA over the latent cache",
             "DeepSeek-AI 2024, DeepSeek-V2 (arXiv:2405.04434)", MLAParams, build_mla, causal=True,
+            cost="O(T^2 d) core as flash (q/k head dim dh + d_r); KV cache d_c + d_r per token, shared by all heads",
             notes=("defaults scale DeepSeek-V2's d_c=4*dh, d_c'=12*dh, d_r=dh/2 with the head dim",
                    "V takes the q/k head dim (prefill: v padded with d_r zeros; decode: the latents are "
                    "keys and values) so that one fused kernel runs; the extra output channels are dropped")),
@@ -392,7 +414,11 @@ VARIANTS = [
             "a lightning indexer I(t,s) = sum_j w_tj ReLU(q_tj . k_s) scores every previous token; the top k "
             "are kept and MLA (absorbed, MQA form) attends over them; the indexer stays quadratic",
             "DeepSeek-AI 2025, DeepSeek-V3.2-Exp", DSAParams, build_dsa, causal=True,
+            cost="O(T^2 index_heads index_dim) indexer + O(T k d_c) attention; KV cache d_c + d_r + index_dim per "
+                 "token",
             notes=("the indexer scores all T keys per query: O(T^2) FLOPs, cheap per pair",
+                   "defaults: the MLA ranks, and the indexer head dim (index_dim = dh), scale with the head dim as "
+                   "in DeepSeek-V3.2 (64 indexer heads of 128 at dh 128)",
                    "queries in blocks of `chunk`, each gathering its kept latents into memory (as eager "
                    "PyTorch runs it: no sparse-attention kernel); peak memory is one block's")),
 ]

@@ -21,8 +21,9 @@ used, and the GPT-2 patch applies GPT-2's c_proj after MSLA's own out_proj (both
 from pydantic import Field
 
 from ..shape import Shape
-from .base import (LINEAR_VIEWS, MATMUL_VIEWS, Params, Variant, VariantError, append, heads_copied, layout_copy,
+from .base import (LINEAR_VIEWS, MATMUL_VIEWS, Params, Variant, VariantError, append, heads_copied,
                    mask_buffer, merge_heads, new_graph, proj, split_heads, topk)
+from .exact import batched, copy_back
 
 
 class TopkParams(Params):
@@ -51,8 +52,7 @@ def build_topk(s: Shape, p: TopkParams):
         mask = mask_buffer(g, "causal_mask", T * T)  # (T, 1, T), broadcast over the heads
         logits = g.elementwise("selector_mask", "mask", (logits, mask), elems=R * T)
     _, idx = topk(g, "topk", logits, elems=R * T, out_elems=R * keys)
-    # V as (B, L, H, T, dh): view, transpose, unsqueeze, expand; the indices over dh: unsqueeze, expand
-    g.views("gather.views", 6, "core")
+    g.views("gather.views", 1, "core")  # V as (B, T, H, dh), indexed at (sequence, key, head)
     gv = g.elementwise("gather_values", "gather", (v, idx), elems=R * keys * dh)
     g.views("gathered.view", 1, "core")  # (B, L, H, k*dh)
     a = proj(g, "approx_hidden", gv, R, keys * dh, p.hidden, part="core")
@@ -69,9 +69,14 @@ class SynthesizerParams(Params):
 
 def build_mlp_attention(s: Shape, p: SynthesizerParams):
     """V is cached head-major (B, H, T, dh); in prefill torch.matmul copies V's head view where it
-    cannot fold it (``heads_copied``), and the heads of the output merge back by a copy."""
+    cannot fold it (``heads_copied``), and the heads of the output merge back by a copy. Gradients
+    written head-major are copied back into token-major tensors (``Op.grad_copy``): those of the
+    MLP's hidden layer and of V where there are several heads; those of the weights, transposed
+    from (B, H, L, T) back to (H, B*L, T), and of the output where the heads do not fold."""
     g, x, rows = new_graph(s)
     H, dh, T = s.heads, s.head_dim, s.T
+    heads = H > 1 and s.tokens > 1
+    folds = not heads_copied(s.batch, H, s.tokens)
     v = proj(g, "v_proj", x, rows, s.d, s.d)
     split_heads(g, "v.heads", 1)
     g.kv_cache(per_token=s.d, tokens=T)
@@ -80,17 +85,24 @@ def build_mlp_attention(s: Shape, p: SynthesizerParams):
     h = proj(g, "mlp_hidden", x, rows, s.d, H * p.hidden)
     h = g.elementwise("mlp_relu", "relu", (h,), elems=rows * H * p.hidden, part="proj")
     g.views("mlp_logits.views", 2 + MATMUL_VIEWS, "core")  # h as (H, B*L, hidden), then torch.matmul
-    w = g.matmul("mlp_logits", h, g.weight("W_mlp_out", H * p.hidden * T), batch=H, m=rows, k=p.hidden, n=T)
+    w = batched(g, g.matmul("mlp_logits", h, g.weight("W_mlp_out", H * p.hidden * T), batch=H, m=rows, k=p.hidden,
+                            n=T, grad_copy=(0,) if heads else ()))
     g.views("weights.heads", 2, "core")  # (H, B, L, T) -> (B, H, L, T)
     dense = rows * H * T
-    if s.causal and s.phase != "decode":
+    masked = s.causal and s.phase != "decode"
+    if masked:
         w = g.elementwise("mask", "mask", (w, mask_buffer(g, "causal_mask", T * T)), elems=dense)
     w = g.elementwise("softmax", "softmax", (w,), elems=dense)
     g.views("av.views", MATMUL_VIEWS, "core")
-    if s.phase != "decode" and heads_copied(s.batch, H, s.tokens):
-        v = layout_copy(g, "v.heads_copy", v, rows * s.d)
+    if s.phase != "decode" and not folds:
+        v = g.elementwise("v.heads_copy", "copy", (v,), elems=rows * s.d, part="other")
     o = g.matmul("av", w, v, batch=s.batch * H, m=s.tokens, k=T, n=dh)
     o = merge_heads(g, s, o, dh, contiguous=True)
+    if s.phase != "decode" and heads:
+        copy_back(g, "av" if folds else "v.heads_copy", 1 if folds else 0)
+    if not folds:
+        copy_back(g, "mask" if masked else "softmax", 0)
+        copy_back(g, o, 0)
     g.output(proj(g, "o_proj", o, rows, s.d, s.d))
     return g
 
@@ -114,21 +126,23 @@ def build_msla(s: Shape, p: MSLAParams):
     R = rows * H
     keys = min(p.k, L)
     q = proj(g, "q_proj", x, rows, s.d, s.d)
-    g.views("q.heads", 2, "core")  # (rows, H, dh) -> (H, rows, dh)
     proj(g, "k_proj", x, rows, s.d, s.d)  # computed and never used, as in the seed's code
     v = proj(g, "v_proj", x, rows, s.d, s.d)
     g.views("v.heads", 1, "core")  # (rows, H, dh)
+    g.views("q.heads", 2, "core")  # (rows, H, dh) -> (H, rows, dh), beside the op that reads it
     lat = g.weight("latent_keys", L * s.d)
     g.views("latent.heads", 2 + 1 + MATMUL_VIEWS, "core")  # (H, L, dh) by view and permute; lat^T; torch.matmul
-    sc = g.matmul("latent_scores", q, lat, batch=H, m=rows, k=dh, n=L)
+    # q's gradient, written head-major, is copied back into its token-major projection
+    sc = batched(g, g.matmul("latent_scores", q, lat, batch=H, m=rows, k=dh, n=L,
+                             grad_copy=(0,) if H > 1 and rows > 1 else ()))
     sc = g.elementwise("scale", "div", (sc,), elems=R * L)
     top, idx = topk(g, "topk", sc, elems=R * L, out_elems=R * keys)
     w = g.elementwise("softmax", "softmax", (top,), elems=R * keys)
-    g.views("gather.views", 4, "core")  # latents and indices as (H, rows, ., dh): unsqueeze, expand each
+    g.views("gather.views", 1, "core")  # the latents as (L, H, dh), indexed at (latent, head)
     sel = g.elementwise("gather_latents", "gather", (lat, idx), elems=R * keys * dh)
     g.views("weights.view", 1, "core")  # w[..., None]
     mix = g.elementwise("weigh_latents", "mul", (w, sel), elems=R * keys * dh)
-    mix = g.elementwise("sum_latents", "mean", (mix,), elems=R * keys * dh, out_elems=R * dh)
+    mix = g.elementwise("sum_latents", "mean", (mix,), elems=R * keys * dh, out_elems=R * dh, backward="sum")
     g.views("mix.rows", 1, "core")  # (rows, H, dh), a transpose
     o = g.elementwise("add_v", "add", (v, mix), elems=R * dh)
     g.views("o.merge", 1, "other")  # (B, L, d)
@@ -144,16 +158,19 @@ VARIANTS = [
             "KeySelector MLP (dh -> hidden -> T logits) picks k keys per query; HeadApproximator MLP "
             "(k*dh -> hidden -> dh) maps the gathered values to the head output",
             "after Bonsignori 2024 (a learned top-k key selector)", TopkParams, build_topk, causal=None,
+            cost="O(T^2 hidden) per head for the selector's T logits per query, then O(T k dh): quadratic, not O(k)",
             notes=("the selector emits T logits per query: O(T^2) per sequence, not O(k)",
                    "its last layer's weights (hidden x T) grow with the sequence length")),
     Variant("mlp_attention", "MLP attention (Dense Synthesizer)",
             "per head softmax(W2 ReLU(W1 x)) V: an MLP predicts each token's T attention weights",
             "Tay et al. 2021, Synthesizer (arXiv:2005.00743)", SynthesizerParams,
             build_mlp_attention, causal=None,
+            cost="O(T^2 (hidden + dh)) per head: T weights per token, a T x T matrix in memory",
             notes=("still quadratic: hidden x T weights per head and a T x T weight matrix",)),
     Variant("msla", "Multi-head Sparse Latent Attention",
             "per head: top-k of Q latent^T over L learned latents, softmax, mix the selected latents, add V; "
             "no token-to-token mixing",
             "no paper: a GPT-2 experiment with sparse latent attention (MSLA)", MSLAParams, build_msla, causal=None,
+            cost="O(T L dh) per head with L latents: linear in T, no T x T term",
             notes=("no token attends to another token: not attention in the usual sense, no KV cache",)),
 ]

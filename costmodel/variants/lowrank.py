@@ -31,6 +31,7 @@ from pydantic import Field
 from ..shape import Shape
 from .base import (MATMUL_VIEWS, Params, Variant, attention_core, heads_copied, layout_copy, mask_buffer,
                    merge_heads, new_graph, proj, split_heads)
+from .exact import views_without_backward
 
 
 def _qkv(g, s: Shape, x: str, rows: int):
@@ -75,12 +76,14 @@ def build_nystrom(s: Shape, p: NystromParams):
     g, x, rows = new_graph(s)
     T, B, H, dh, m = s.T, s.batch, s.heads, s.head_dim, p.landmarks
     BH = B * H
-    q, k = (g.elementwise(f"{n}_scale", "scale", (proj(g, f"{n}_proj", x, rows, s.d, s.d),), elems=rows * s.d)
-            for n in "qk")  # Q and K / dh^(1/4)
+    # Q and K / dh^(1/4). Their gradients come back head-major: Q's is copied back into its projection;
+    # K's, transposed (its products read K^T), folds into F.linear's rows only within one sequence
+    q, k = (g.elementwise(f"{n}_scale", "scale", (proj(g, f"{n}_proj", x, rows, s.d, s.d),), elems=rows * s.d,
+                          grad_copy=c) for n, c in (("q", _head_view_copied(s)), ("k", _rows_copied(s))))
     v = proj(g, "v_proj", x, rows, s.d, s.d)
     split_heads(g, "heads.split", 3)
     ql = _segment_means(g, s, "q_landmarks", q, m)
-    kl = _segment_means(g, s, "k_landmarks", k, m)
+    kl = _segment_means(g, s, "k_landmarks", k, m, transposed=True)
     copied = heads_copied(B, H, T)  # q, k, v: head views of BTHD tensors, copied by torch.matmul
     if copied:
         q = layout_copy(g, "q.heads", q, rows * s.d)
@@ -93,29 +96,33 @@ def build_nystrom(s: Shape, p: NystromParams):
     k3 = _matmul(g, "kernel_3", ql, k, MATMUL_VIEWS + 1, batch=BH, m=m, k=dh, n=T)
     k3 = g.elementwise("softmax_3", "softmax", (k3,), elems=BH * m * T)
     z = _pinv(g, k2, BH, m, p.pinv_iters)
-    vh = layout_copy(g, "v.heads", v, rows * s.d) if copied else v
-    kv = _matmul(g, "kernel_3_v", k3, vh, batch=BH, m=m, k=T, n=dh)
+    vh = _heads_copy(g, v, rows * s.d) if copied else v
+    kv = _matmul(g, "kernel_3_v", k3, vh, batch=BH, m=m, k=T, n=dh, grad_copy=() if copied else _head_view_copied(s, 1))
     a = _matmul(g, "kernel_1_pinv", k1, z, batch=BH, m=T, k=m, n=m)
     o = _matmul(g, "nystrom_out", a, kv, batch=BH, m=T, k=m, n=dh)
     if p.conv_kernel:
         ks = p.conv_kernel
         vp = g.elementwise("v_pad", "copy", (v,), elems=BH * (T + ks - 1) * dh, part="other")  # T rows out
         c = g.conv("v_conv", vp, g.weight("W_conv", H * ks), macs=BH * T * dh * ks, out_elems=BH * T * dh)
-        o = g.elementwise("conv_add", "add", (o, c), elems=BH * T * dh)
+        # the output's gradient, token-major as the heads merged, copied into the bmm's batch layout
+        o = g.elementwise("conv_add", "add", (o, c), elems=BH * T * dh, grad_copy=(0,) if copied else ())
     g.output(proj(g, "o_proj", merge_heads(g, s, o, dh, contiguous=True), rows, s.d, s.d))
     return g
 
 
-def _segment_means(g, s: Shape, name: str, t: str, m: int) -> str:
+def _segment_means(g, s: Shape, name: str, t: str, m: int, transposed: bool = False) -> str:
     """Means of m contiguous segments of the T rows of each head (``profiler.modules.base.segment_means``):
     one reduction over a (B, H, m, T/m, dh) view; T % m != 0: two (the first T % m segments one
-    row longer), then a cat."""
+    row longer), then a cat. ``transposed``: the means' gradient comes back transposed (they are
+    read as a transpose), and is copied to take the (B, H, T, dh) shape where a segment has
+    several rows."""
     B, H, dh, T = s.batch, s.heads, s.head_dim, s.T
     out = B * H * m * dh
     r = T % m
     if not r:
         g.views(name + ".views", 1, "proj")
-        return g.elementwise(name, "mean", (t,), elems=B * T * s.d, out_elems=out, part="proj")
+        return g.elementwise(name, "mean", (t,), elems=B * T * s.d, out_elems=out, part="proj",
+                             grad_copy=(0,) if transposed and T > m else ())
     big, small = r * (T // m + 1), T - r * (T // m + 1)
     g.views(name + ".views", 4, "proj")  # the two row blocks, as segments
     a = g.elementwise(name + "[long]", "mean", (t,), elems=B * H * big * dh, out_elems=B * H * r * dh, part="proj")
@@ -129,20 +136,20 @@ def _pinv(g, a: str, BH: int, m: int, iters: int) -> str:
     Z0 = A^T / max column sum of A (A = softmax(...) is row-stochastic, so ||A||_inf = 1 and the
     code's iterative_inv computes column sums only); each iteration AZ = A Z,
     Z = 1/4 Z (13I - AZ (15I - AZ (7I - AZ))): 4 matmuls of m x m x m and 3 updates of m x m, each
-    reading its constant c*I (a buffer)."""
+    reading its constant c*I (a buffer): c*I - X, whose gradient is the negated one."""
     mm = BH * m * m
-    z = g.elementwise("pinv_colsum", "mean", (a,), elems=mm, out_elems=BH * m)  # column sums
+    z = g.elementwise("pinv_colsum", "mean", (a,), elems=mm, out_elems=BH * m, backward="sum")  # column sums
     z = g.elementwise("pinv_norm", "max", (z,), elems=BH * m, out_elems=BH)  # their max
-    g.views("pinv_init.views", 3, "core")  # the max broadcast, A^T
+    g.views("pinv_init.views", 2, "core")  # the max broadcast, A^T
     z = g.elementwise("pinv_init", "div", (a, z), elems=mm)  # A^T / max column sum
     eye = [g.weight(f"eye{c}", m * m, trainable=False) for c in (7, 15, 13)] if iters else []
     for i in range(iters):
         az = _matmul(g, f"pinv{i}_az", a, z, batch=BH, m=m, k=m, n=m)
-        t = g.elementwise(f"pinv{i}_u1", "pinv_update", (az, eye[0]), elems=mm)
+        t = g.elementwise(f"pinv{i}_u1", "pinv_update", (eye[0], az), elems=mm, backward="sub")
         t = _matmul(g, f"pinv{i}_mm1", az, t, batch=BH, m=m, k=m, n=m)
-        t = g.elementwise(f"pinv{i}_u2", "pinv_update", (t, eye[1]), elems=mm)
+        t = g.elementwise(f"pinv{i}_u2", "pinv_update", (eye[1], t), elems=mm, backward="sub")
         t = _matmul(g, f"pinv{i}_mm2", az, t, batch=BH, m=m, k=m, n=m)
-        t = g.elementwise(f"pinv{i}_u3", "pinv_update", (t, eye[2]), elems=mm)
+        t = g.elementwise(f"pinv{i}_u3", "pinv_update", (eye[2], t), elems=mm, backward="sub")
         z = _matmul(g, f"pinv{i}_z", z, t, batch=BH, m=m, k=m, n=m)
         z = g.elementwise(f"pinv{i}_scale", "scale", (z,), elems=mm)
     return z
@@ -164,21 +171,42 @@ def _features(g, s: Shape, t: str, w: str, rows_h: int, name: str, stabilisers: 
     feature map's 5 FLOPs per feature (4 with ``fixed``), its |t|^2 2 per input element."""
     dh = s.head_dim
     m = g.tensors[w].elems // dh
-    t = g.elementwise(f"{name}_scale", "scale", (t,), elems=rows_h * dh)
-    sq = g.elementwise(f"{name}_square", "mul", (t,), elems=rows_h * dh, part="proj")  # t * t
-    sq = g.elementwise(f"{name}_sqnorm", "mean", (sq,), elems=rows_h * dh, out_elems=rows_h, part="proj")
+    # the gradient, head-major, is copied back into the token-major projection
+    t = g.elementwise(f"{name}_scale", "scale", (t,), elems=rows_h * dh, grad_copy=_head_view_copied(s))
+    sq = g.elementwise(f"{name}_square", "mul", (t, t), elems=rows_h * dh, part="proj")  # t * t
+    sq = g.elementwise(f"{name}_sqnorm", "mean", (sq,), elems=rows_h * dh, out_elems=rows_h, part="proj",
+                       backward="sum_kept")
     if heads_copied(s.batch, s.heads, s.tokens):
         t = layout_copy(g, f"{name}.heads", t, rows_h * dh)
     # torch.matmul folds (B, H, L, dh) @ (dh, m) into one mm (a view in, a view out) only where the
     # head view is one matrix: one head and one token
     folds = s.heads == 1 and s.tokens == 1
-    pr = _matmul(g, f"{name}_rf", t, w, 2 if folds else MATMUL_VIEWS, m=rows_h, k=dh, n=m, part="proj")
-    pr = g.elementwise(f"{name}_sub_norm", "add", (pr, sq), elems=rows_h * m, part="proj")
+    # else one bmm over (sequence, head), the features broadcast
+    batch, rows = (1, rows_h) if folds else (s.batch * s.heads, s.tokens)
+    pr = _matmul(g, f"{name}_rf", t, w, 2 if folds else MATMUL_VIEWS, batch=batch, m=rows, k=dh, n=m, part="proj")
+    pr = g.elementwise(f"{name}_sub_norm", "add", (pr, sq), elems=rows_h * m, part="proj", backward="sub_alpha")
     c = fixed or g.elementwise(f"{name}_stabiliser", "max", (pr,), elems=rows_h * m,
                                out_elems=stabilisers, part="proj")
-    pr = g.elementwise(f"{name}_sub_max", "add", (pr, c), elems=rows_h * m, part="proj")
+    pr = g.elementwise(f"{name}_sub_max", "add", (pr, c), elems=rows_h * m, part="proj", backward="sub")
     pr = g.elementwise(f"{name}_exp", "exp", (pr,), elems=rows_h * m, part="proj")
     return g.elementwise(f"{name}_phi", "scale", (pr,), elems=rows_h * m, part="proj")
+
+
+def _head_view_copied(s: Shape, read: int = 0) -> tuple:
+    """``grad_copy`` of an op reading a head view (B, H, L, dh) of a token-major projection: its
+    gradient, written head-major, is copied back where there are several heads and tokens."""
+    return (read,) if s.heads > 1 and s.tokens > 1 else ()
+
+
+def _rows_copied(s: Shape) -> tuple:
+    """``grad_copy`` of an op reading a head view of a projection whose gradient comes back
+    transposed: F.linear's gradient folds its rows into one dimension only within one sequence."""
+    return (0,) if s.batch > 1 and s.tokens > 1 else ()
+
+
+def _heads_copy(g, v: str, elems: float) -> str:
+    """V's head view copied into (B, H, T, dh); its gradient is copied back (``Op.grad_copy``)."""
+    return g.elementwise("v.heads", "copy", (v,), elems=elems, part="other", grad_copy=(0,))
 
 
 def build_performer(s: Shape, p: PerformerParams):
@@ -189,6 +217,8 @@ def build_performer(s: Shape, p: PerformerParams):
     q, k, v = _qkv(g, s, x, rows)
     split_heads(g, "heads.split", 3)
     w = g.weight("W_rf", m * dh, trainable=False)
+    if s.causal:  # the recurrent state a decode step keeps, as the exact variants declare their KV cache
+        g.kv_cache(fixed=H * (m * (dh + 1) + 1))
     state = _state(g, s, m) if decode else None
     qf = _features(g, s, q, w, R, "q", R)
     kf = _features(g, s, k, w, R, "k", BH, state[2] if decode else None)
@@ -199,9 +229,10 @@ def build_performer(s: Shape, p: PerformerParams):
     else:
         T = s.T
         if heads_copied(B, H, T):
-            v = layout_copy(g, "v.heads", v, rows * s.d)
-        kv = _matmul(g, "kv", kf, v, MATMUL_VIEWS + 1, batch=BH, m=m, k=T, n=dh)  # phi(K)^T
-        ks = g.elementwise("k_sum", "mean", (kf,), elems=BH * T * m, out_elems=BH * m)
+            v = _heads_copy(g, v, rows * s.d)
+        kv = _matmul(g, "kv", kf, v, MATMUL_VIEWS + 1, batch=BH, m=m, k=T, n=dh,  # phi(K)^T
+                     grad_copy=() if heads_copied(B, H, T) else _head_view_copied(s, 1))
+        ks = g.elementwise("k_sum", "mean", (kf,), elems=BH * T * m, out_elems=BH * m, backward="sum")
         num = _matmul(g, "numerator", qf, kv, batch=BH, m=T, k=m, n=dh)
         den = _matmul(g, "denominator", qf, ks, MATMUL_VIEWS + 1, batch=BH, m=T, k=m, n=1)  # a column
         o = g.elementwise("normalise", "div", (num, den), elems=BH * T * dh)
@@ -219,28 +250,36 @@ def _performer_causal(g, s: Shape, qf, kf, v, m: int, chunk: int) -> str:
     C = min(chunk, s.T)
     n = math.ceil(s.T / C)
     BHn, dh = s.batch * s.heads * n, s.head_dim
-    if n * C > s.T:
-        qf, kf, v = (g.elementwise(f"{t}_pad", "copy", (t,), elems=BHn * C * w, part="other")
-                     for t, w in ((qf, m), (kf, m), (v, dh)))
+    if n * C > s.T:  # V's gradient, cut back from the padded one, is copied back into its projection
+        qf, kf, v = (g.elementwise(f"{t}_pad", "copy", (t,), elems=BHn * C * w, part="other", grad_copy=c)
+                     for t, w, c in ((qf, m, ()), (kf, m, ()), (v, dh, _head_view_copied(s))))
     elif s.heads > 1 and s.T > 1:  # v.contiguous(): a head view is contiguous with one head or token
-        v = layout_copy(g, "v.heads", v, BHn * C * dh)
-    a = _matmul(g, "intra_scores", qf, kf, 4 + MATMUL_VIEWS, batch=BHn, m=C, k=m, n=C)  # chunks, phi(K)^T
+        v = _heads_copy(g, v, BHn * C * dh)
+    # phi(K)'s gradient, summed from transposed bmm gradients, is copied back into (B, H, T, m)
+    # where the chunks do not fold into one dimension (several chunks)
+    a = _matmul(g, "intra_scores", qf, kf, 4 + MATMUL_VIEWS, batch=BHn, m=C, k=m, n=C,  # chunks, phi(K)^T
+                grad_copy=(1,) if n > 1 else ())
     a = g.elementwise("intra_mask", "mask", (a, mask_buffer(g, "chunk_mask", C * C)), elems=BHn * C * C)
     num_in = _matmul(g, "intra_av", a, v, batch=BHn, m=C, k=C, n=dh)
-    den_in = g.elementwise("intra_rowsum", "mean", (a,), elems=BHn * C * C, out_elems=BHn * C)
+    den_in = g.elementwise("intra_rowsum", "mean", (a,), elems=BHn * C * C, out_elems=BHn * C, backward="sum_kept")
     st = _matmul(g, "chunk_state", kf, v, MATMUL_VIEWS + 1, batch=BHn, m=m, k=C, n=dh)  # phi(K)^T
-    zs = g.elementwise("chunk_ksum", "mean", (kf,), elems=BHn * C * m, out_elems=BHn * m)
-    st_in = g.elementwise("state_prefix", "cumsum", (st,), elems=BHn * m * dh)
-    st = g.elementwise("state_exclusive", "add", (st_in, st), elems=BHn * m * dh)
-    zs_in = g.elementwise("ksum_prefix", "cumsum", (zs,), elems=BHn * m)
-    zs = g.elementwise("ksum_exclusive", "add", (zs_in, zs), elems=BHn * m)
+    zs = g.elementwise("chunk_ksum", "mean", (kf,), elems=BHn * C * m, out_elems=BHn * m, backward="sum")
+    one = "pass" if n == 1 else ""  # a prefix sum over one chunk: its gradient is the gradient itself
+    st_in = g.elementwise("state_prefix", "cumsum", (st,), elems=BHn * m * dh, backward=one)
+    st = g.elementwise("state_exclusive", "add", (st_in, st), elems=BHn * m * dh, backward="sub")
+    zs_in = g.elementwise("ksum_prefix", "cumsum", (zs,), elems=BHn * m, backward=one)
+    zs = g.elementwise("ksum_exclusive", "add", (zs_in, zs), elems=BHn * m, backward="sub")
     num_out = _matmul(g, "inter_num", qf, st, batch=BHn, m=C, k=m, n=dh)
     den_out = _matmul(g, "inter_den", qf, zs, MATMUL_VIEWS + 1, batch=BHn, m=C, k=m, n=1)  # a column
-    num = g.elementwise("num_add", "add", (num_in, num_out), elems=BHn * C * dh)
-    g.views("den_add.views", 2, "core")  # den_out's column, den broadcast
-    den = g.elementwise("den_add", "add", (den_in, den_out), elems=BHn * C)
+    # the output's gradient, token-major as the heads merged, is copied into each bmm's batch layout
+    # where its (sequence, head, chunk) dimensions do not fold into one
+    merged = (0, 1) if n * C == s.T and s.heads > 1 and (n > 1 or s.batch > 1) else ()
+    num = g.elementwise("num_add", "add", (num_in, num_out), elems=BHn * C * dh, grad_copy=merged)
+    den = g.elementwise("den_add", "add", (den_in, den_out), elems=BHn * C)  # columns, broadcast over dh
     o = g.elementwise("normalise", "div", (num, den), elems=BHn * C * dh)
-    g.views("chunks.merge", 2, "other")  # (B, H, n*C, dh), its first T rows
+    g.views("chunks.merge", 1, "other")  # (B, H, n*C, dh)
+    if n * C > s.T:  # its first T rows (their gradient: a copy)
+        views_without_backward(g, "chunks.rows", 1)
     if n * C > s.T and s.heads == 1:  # merged without a copy, those rows reach o_proj strided:
         g.views("o_proj.rows", 3, "other")  # F.linear takes torch.matmul's broadcast path
     return o
@@ -250,7 +289,6 @@ def _state(g, s: Shape, m: int) -> tuple:
     """Decode's recurrent state, per (sequence, head): S = sum phi(k) v^T (m x dh), z = sum phi(k)
     (m) and the keys' stabiliser c (1)."""
     BH, dh = s.batch * s.heads, s.head_dim
-    g.kv_cache(fixed=s.heads * (m * (dh + 1) + 1))
     return g.cache("state_S", BH * m * dh), g.cache("state_z", BH * m), g.cache("state_c", BH)
 
 
@@ -271,17 +309,19 @@ VARIANTS = [
     Variant("linformer", "Linformer",
             "softmax(Q (E K)^T / sqrt(dh)) (F V) with E, F (k x T) projecting along the sequence",
             "Wang et al. 2020, Linformer (arXiv:2006.04768)", LinformerParams, build_linformer,
-            causal=False, decode=False,
+            causal=False, decode=False, cost="O(T k d) FLOPs: linear in T; no decode, no KV cache",
             notes=("E and F mix all positions, future tokens included; no decode path",)),
     Variant("nystrom", "Nystromformer",
             "softmax(Q K~^T) pinv(softmax(Q~ K~^T)) softmax(Q~ K^T) V + DConv(V), landmarks = segment means",
             "Xiong et al. 2021, Nystromformer (arXiv:2102.03902)", NystromParams, build_nystrom,
             causal=False, decode=False,
+            cost="O(T m d) FLOPs with m landmarks, plus an m x m pseudo-inverse per head; no decode",
             notes=("segment means mix future tokens; no decode path",)),
     Variant("performer", "Performer (FAVOR+)",
             "phi(Q) (phi(K)^T V) normalised, phi = positive random features; causal by chunked prefix sums",
             "Choromanski et al. 2021, Rethinking Attention with Performers (arXiv:2009.14794)",
             PerformerParams, build_performer, causal=None,
+            cost="O(T m d) FLOPs with m features: linear in T; decode state m x (dh+1) per head, whatever T",
             notes=("decode keeps an m x (dh+1) state per head (and the keys' stabiliser) instead of a KV "
                    "cache (causal form only)",)),
 ]

@@ -160,7 +160,8 @@ class Rope(nn.Module):
         if heads:
             cos, sin = cos[:, None, :], sin[:, None, :]
         h = self.half
-        rot = torch.cat([x[..., h:2 * h], x[..., :h], x[..., 2 * h:]], -1)
+        odd = [x[..., 2 * h:]] if self.dim > 2 * h else []  # the unrotated channel
+        rot = torch.cat([x[..., h:2 * h], x[..., :h]] + odd, -1)
         return x * cos + rot * sin
 
 

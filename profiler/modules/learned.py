@@ -12,10 +12,10 @@ from .base import AttentionModule, linear, uniform_, write_slot
 
 class TopK(AttentionModule):
     """KeySelector MLP (dh -> hidden -> T logits, weights shared by the heads) on each head's
-    query; causal mask (prefill); top-k key indices; the gathered values (k*dh per query and
-    head) go through the HeadApproximator MLP (k*dh -> hidden -> dh). No softmax, no K.
-    Every tensor keeps the token-major layout (B, L, H, ...), so the heads merge back by a view.
-    The indices carry no gradient: training reaches only the approximator and V, as in the seed,
+    query; causal mask (prefill); top-k key indices; the values they pick (k*dh per query and
+    head, indexed out of V's (B, T, H, dh) view) go through the HeadApproximator MLP
+    (k*dh -> hidden -> dh). No softmax, no K. Every tensor keeps the token-major layout
+    (B, L, H, ...), so the heads merge back by a view. The indices carry no gradient: training reaches only the approximator and V, as in the seed,
     whose selector is distilled separately. Decode caches V (B, T, d), slot T-1 taking the new
     token's."""
 
@@ -30,6 +30,10 @@ class TopK(AttentionModule):
         self.selector_out = linear(params.hidden, T)  # W_selector_out: hidden x T
         self.approx_hidden = linear(self.keys * dh, params.hidden)
         self.approx_out = linear(params.hidden, dh)
+        # v[b, idx[b, l, h, j], h]: one index kernel reading only the rows picked (its gradient
+        # scatters into a tensor of V's size, not of V expanded over the queries)
+        self.register_buffer("seq_index", torch.arange(self.B).view(self.B, 1, 1, 1), persistent=False)
+        self.register_buffer("head_index", torch.arange(self.H).view(1, 1, self.H, 1), persistent=False)
         if self.phase != "decode" and self.causal:
             self.head_mask()
 
@@ -60,8 +64,7 @@ class TopK(AttentionModule):
         if mask:
             logits = logits.masked_fill(self.head_mask(), float("-inf"))
         idx = torch.topk(logits, k, dim=-1).indices  # (B, L, H, k)
-        vh = v_all.view(B, T, H, dh).transpose(1, 2)[:, None].expand(B, L, H, T, dh)
-        g = torch.gather(vh, 3, idx[..., None].expand(B, L, H, k, dh))  # (B, L, H, k, dh)
+        g = v_all.view(B, T, H, dh)[self.seq_index, idx, self.head_index]  # (B, L, H, k, dh)
         a = torch.relu(self.approx_hidden(g.view(B, L, H, k * dh)))
         o = self.approx_out(a)  # (B, L, H, dh)
         return self.o_proj(o.view(B, L, self.d))
@@ -130,6 +133,8 @@ class MSLA(AttentionModule):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (linear(d, d) for _ in range(4))
         self.c_proj = linear(d, d) if params.c_proj else None
         self.latent_keys = nn.Parameter(torch.randn(self.L, d) / math.sqrt(d))
+        # latent_keys[idx[h, r, j], h]: one index kernel reading only the latents picked
+        self.register_buffer("head_index", torch.arange(self.H).view(self.H, 1, 1), persistent=False)
         self.sqrt_dh = math.sqrt(self.dh)
 
     def prefill(self, x):
@@ -142,8 +147,7 @@ class MSLA(AttentionModule):
         s = torch.matmul(q, lat.transpose(1, 2)) / self.sqrt_dh  # (H, rows, L)
         top, idx = torch.topk(s, self.keys, dim=-1)  # (H, rows, k): the values and their indices
         w = torch.softmax(top, dim=-1)
-        sel = torch.gather(lat[:, None].expand(H, R, self.L, dh), 2,
-                           idx[..., None].expand(H, R, self.keys, dh))  # (H, rows, k, dh)
+        sel = self.latent_keys.view(self.L, H, dh)[idx, self.head_index]  # (H, rows, k, dh)
         mix = (w[..., None] * sel).sum(2)  # (H, rows, dh)
         o = (v + mix.transpose(0, 1)).reshape(B, Lt, self.d)  # row-major like v: a view
         o = self.out_proj(o)

@@ -63,8 +63,8 @@ class Nystrom(_QKV):
             self.W_conv = nn.Parameter(uniform_(torch.empty(self.H, 1, self.ks, 1), self.ks))
 
     def pinv(self, a):
-        z = a.sum(-2).amax(-1)  # column sums, their max: (B, H)
-        z = a.transpose(-1, -2) / z[..., None, None]
+        z = a.sum(-2).amax(-1, keepdim=True)  # column sums, their max: (B, H, 1)
+        z = a.transpose(-1, -2) / z[..., None]
         for _ in range(self.iters):
             az = torch.matmul(a, z)
             t = self.eye7 - az
@@ -177,7 +177,7 @@ class Performer(_QKV):
         a = torch.matmul(qf, kf.transpose(-1, -2))  # (B, H, n, C, C)
         a = a.masked_fill(self.chunk_mask, 0.0)
         num_in = torch.matmul(a, v)
-        den_in = a.sum(-1)
+        den_in = a.sum(-1, keepdim=True)  # (B, H, n, C, 1), as den_out: no select, no unsqueeze
         st = torch.matmul(kf.transpose(-1, -2), v)  # (B, H, n, m, dh)
         zs = kf.sum(-2)  # (B, H, n, m)
         # exclusive prefix over chunks: the inclusive one less each chunk's own term
@@ -186,9 +186,9 @@ class Performer(_QKV):
         num_out = torch.matmul(qf, st)
         den_out = torch.matmul(qf, zs[..., None])
         num = num_in + num_out
-        den = den_in + den_out[..., 0]
-        o = num / den[..., None]
-        return o.reshape(B, H, n * C, dh)[:, :, :T]
+        den = den_in + den_out
+        o = (num / den).reshape(B, H, n * C, dh)
+        return o[:, :, :T] if pad else o
 
     def decode(self, x, S, z, c):
         q, k, v = self._qkv(x)  # (B, H, 1, dh)

@@ -1,0 +1,387 @@
+"""A computation on numbers, recorded once and replayed on other numbers: the model's fast path.
+
+``trace(fn, inputs)`` runs ``fn`` on ``Sym`` numbers: each carries its value at the inputs given
+and the step that made it, recorded on a ``Tape``. ``fn`` runs exactly as on plain numbers (its
+values are those of plain Python arithmetic); what it decides from them (a comparison used as a
+bool, a number used as an index or formatted into a name) is recorded as a guard, so the tape
+holds for every input at which each decision comes out the same. Where a value is chosen by a
+comparison and the choice is data, not structure (the larger of compute and memory time), the
+code says so with ``choose`` (and ``log2``), which are plain Python on plain numbers.
+
+``Tape.program(outputs)`` keeps the steps the outputs and guards need (common steps merged,
+constants folded while tracing). ``Program.scalar`` runs them, compiled into one straight-line
+Python function, on Python numbers, with Python's exact integers: the same operations in the same
+order as the traced code, so the same values. ``Program.vector_hold`` and ``Program.vector``
+interpret them on numpy arrays of float64, one lane per input point (the guards first, then the
+whole program where they hold): IEEE arithmetic gives the same values wherever every integer step
+stays below 2^53 (checked lane by lane); a lane beyond it must be priced by the scalar run.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Callable, Optional
+
+EXACT_INT = 2.0**53  # integers below it are exact in float64
+
+_BINARY = {"add": ("+", operator.add), "sub": ("-", operator.sub), "mul": ("*", operator.mul),
+           "truediv": ("/", operator.truediv), "floordiv": ("//", operator.floordiv), "mod": ("%", operator.mod),
+           "lt": ("<", operator.lt), "le": ("<=", operator.le), "gt": (">", operator.gt), "ge": (">=", operator.ge),
+           "eq": ("==", operator.eq), "ne": ("!=", operator.ne)}
+_COMPARE = frozenset(("lt", "le", "gt", "ge", "eq", "ne"))
+_NUMBER = (int, float)
+
+
+class TraceError(TypeError):
+    """The traced code did something with a ``Sym`` that a tape cannot record."""
+
+
+class Tape:
+    """The steps of one traced run: ``steps[i]`` = (op, args), an arg an int (a step) or a
+    constant (``_const``); ``values[i]`` its value in the traced run; ``guards``: (step, value it must keep)."""
+
+    def __init__(self, names: tuple):
+        self.names = names
+        self.steps: list = []
+        self.values: list = []
+        self.guards: list = []
+        self._seen: dict = {}  # (op, args) -> step, for merging repeated steps
+        self._guarded: set = set()
+
+    def input(self, name: str, value) -> "Sym":
+        return self._new(("in", (name,)), value)
+
+    def _new(self, key: tuple, value) -> "Sym":
+        n = len(self.steps)
+        i = self._seen.setdefault(key, n)  # one hash of the (nested) key, a new step or not
+        if i == n:
+            self.steps.append(key)
+            self.values.append(value)
+        return Sym(value, i, self)
+
+    def op(self, op: str, args: tuple, value) -> "Sym":
+        return self._new((op, tuple(a.i if a.__class__ is Sym else _const(a) for a in args)), value)
+
+    def guard(self, x: "Sym", value) -> None:
+        """Record that ``x`` must keep ``value`` (a bool, or the number a decision read)."""
+        if x.i not in self._guarded:
+            self._guarded.add(x.i)
+            if type(value) is not bool:
+                x = self.op("eq", (x, value), True)
+                value = True
+            self.guards.append((x.i, value))
+
+    def program(self, outputs: list) -> "Program":
+        """The steps ``outputs`` (Syms or plain values) and the guards need, compiled."""
+        return Program(self, outputs)
+
+
+def _const(value) -> tuple:
+    """A plain value among a step's arguments: (type, value, sign), the sign telling 0.0 from -0.0."""
+    return value.__class__, value, value.__class__ is float and math.copysign(1.0, value)
+
+
+def _binary(op: str):
+    fn = _BINARY[op][1]
+
+    def forward(self, other):  # the steps of ``Tape.op`` inlined: tracing runs this for most steps
+        tape = self.tape
+        if other.__class__ is Sym:
+            return tape._new((op, (self.i, other.i)), fn(self.v, other.v))
+        kind = type(other)
+        if kind is int or kind is float or kind is bool:
+            return tape._new((op, (self.i, (kind, other, kind is float and math.copysign(1.0, other)))),
+                             fn(self.v, other))
+        return NotImplemented
+
+    def backward(self, other):
+        if type(other) not in (int, float, bool):
+            return NotImplemented
+        return self.tape.op(op, (other, self), fn(other, self.v))
+
+    return forward, backward
+
+
+class Sym:
+    """A number whose steps are recorded on ``tape``; ``v`` is its value in the traced run."""
+
+    __slots__ = ("v", "i", "tape")
+
+    def __init__(self, v, i: int, tape: Tape):
+        self.v, self.i, self.tape = v, i, tape
+
+    __add__, __radd__ = _binary("add")
+    __sub__, __rsub__ = _binary("sub")
+    __mul__, __rmul__ = _binary("mul")
+    __truediv__, __rtruediv__ = _binary("truediv")
+    __floordiv__, __rfloordiv__ = _binary("floordiv")
+    __mod__, __rmod__ = _binary("mod")
+    __lt__, __gt__ = _binary("lt")[0], _binary("gt")[0]
+    __le__, __ge__ = _binary("le")[0], _binary("ge")[0]
+    __eq__, __ne__ = _binary("eq")[0], _binary("ne")[0]
+    __hash__ = None
+
+    def __neg__(self):
+        return self.tape.op("neg", (self,), -self.v)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return self.tape.op("abs", (self,), abs(self.v))
+
+    def __ceil__(self):
+        return self.tape.op("ceil", (self,), math.ceil(self.v))
+
+    def __floor__(self):
+        return self.tape.op("floor", (self,), math.floor(self.v))
+
+    def __bool__(self):
+        if type(self.v) is bool:
+            self.tape.guard(self, self.v)
+        else:
+            self.tape.guard(self.tape.op("ne", (self, 0), self.v != 0), self.v != 0)
+        return bool(self.v)
+
+    # a value read as a plain number (an index, a name, a float): it must stay what it is
+    def _plain(self):
+        self.tape.guard(self, self.v)
+        return self.v
+
+    def __index__(self):
+        if type(self.v) is not int:
+            raise TraceError(f"{self.v!r} used as an index")
+        return self._plain()
+
+    def __int__(self):
+        return int(self._plain())
+
+    def __float__(self):
+        return float(self._plain())
+
+    def __format__(self, spec):
+        return format(self._plain(), spec)
+
+    def __repr__(self):
+        return repr(self._plain())
+
+    __str__ = __repr__
+
+
+def choose(cond, a, b):
+    """``a if cond else b``, recorded as data where ``cond`` is a traced comparison."""
+    if isinstance(cond, Sym):
+        pick = a if cond.v else b
+        return cond.tape.op("where", (cond, a, b), pick.v if isinstance(pick, Sym) else pick)
+    return a if cond else b
+
+
+def log2(x):
+    """math.log2, recorded where ``x`` is traced."""
+    if isinstance(x, Sym):
+        return x.tape.op("log2", (x,), math.log2(x.v))
+    return math.log2(x)
+
+
+def trace(fn: Callable, inputs: dict):
+    """(tape, fn(**inputs as Syms)): ``fn`` run once with its steps recorded."""
+    tape = Tape(tuple(inputs))
+    return tape, fn(**{name: tape.input(name, v) for name, v in inputs.items()})
+
+
+class Program:
+    """A tape's needed steps as Python functions of its inputs (``Tape.names``).
+
+    ``full(*inputs, where, log2, ceil, floor)`` returns (guard values, output values, integer values):
+    ``scalar`` runs it. ``vector`` interprets the steps on numpy arrays (``_Plan``): compiling costs
+    hundreds of replays, interpreting a few. ``expected``: the value each guard must take."""
+
+    def __init__(self, tape: Tape, outputs: list):
+        self.tape = tape
+        self.outputs = outputs
+        self.expected = tuple(v for _, v in tape.guards)
+        self.guard_steps = [i for i, _ in tape.guards]
+        self.out_steps = [o.i for o in outputs if isinstance(o, Sym)]
+        self.live = _needed(tape, self.guard_steps + self.out_steps)
+        self.ints = [i for i in self.live if type(tape.values[i]) is int and tape.steps[i][0] != "in"]
+        self.size = len(self.live)
+        self._full = None
+        self._plan = self._guard_plan = None
+
+    @property
+    def full(self) -> Callable:
+        """The compiled program (compiled on first use)."""
+        if self._full is None:
+            self._full = _compile(self.tape, self.live, self.guard_steps, self.out_steps, self.ints)
+        return self._full
+
+    @property
+    def plan(self) -> "_Plan":
+        if self._plan is None:
+            self._plan = _Plan(self.tape, self.live)
+        return self._plan
+
+    def scalar(self, inputs: tuple) -> Optional[list]:
+        """The outputs at one point (Python numbers), or None where a guard fails there."""
+        try:
+            guards, outs, _ = self.full(*inputs, _scalar_where, math.log2, math.ceil, math.floor)
+        except (ArithmeticError, ValueError):  # a step undefined there (a size of 0, log2(0)): another structure
+            return None
+        if guards != self.expected:
+            return None
+        return self._assemble(outs)
+
+    def _assemble(self, outs) -> list:
+        values = iter(outs)
+        return [next(values) if isinstance(o, Sym) else o for o in self.outputs]
+
+    def vector(self, inputs: tuple) -> tuple:
+        """(exact, outputs) at every lane of ``inputs`` (numpy float64 arrays, lanes where
+        ``vector_hold``): ``exact`` the lanes whose integer steps all stay below 2^53; an output is
+        an array or, where it is the same everywhere, a plain value. FloatingPointError where a lane
+        divides by zero."""
+        import numpy as np
+
+        with np.errstate(divide="raise", invalid="raise"):
+            values = self.plan.run(inputs)
+        exact = np.ones(len(inputs[0]), dtype=bool)
+        if self.ints:  # every step depends on an input: an array of a lane each
+            exact &= np.abs(np.vstack([values[i] for i in self.ints])).max(axis=0) < EXACT_INT
+        return exact, self._assemble([values[i] for i in self.out_steps])
+
+    def vector_hold(self, inputs: tuple):
+        """Boolean array: the lanes (numpy arrays ``inputs``) where every guard holds."""
+        import numpy as np
+
+        if self._guard_plan is None:
+            self._guard_plan = _Plan(self.tape, _needed(self.tape, self.guard_steps))
+        with np.errstate(all="ignore"):
+            values = self._guard_plan.run(inputs)
+        return self._hold(values, len(inputs[0]))
+
+    def _hold(self, values: list, n: int):
+        import numpy as np
+
+        ok = np.ones(n, dtype=bool)
+        for g, want in zip((values[i] for i in self.guard_steps), self.expected):
+            ok &= g if want else ~np.asarray(g, dtype=bool)
+        return ok
+
+
+class _Plan:
+    """Steps to interpret on numpy arrays: ``run`` fills a list of values, a slot per step and per constant."""
+
+    def __init__(self, tape: Tape, steps: list):
+        self.inputs = [(i, tape.names.index(tape.steps[i][1][0])) for i in steps if tape.steps[i][0] == "in"]
+        slots: dict = {}  # constant -> its slot
+        self.size = len(tape.steps)
+        self.ops = []  # (step, op, arity, up to three argument slots)
+        for i in steps:
+            op, args = tape.steps[i]
+            if op == "in":
+                continue
+            refs = [a if a.__class__ is int else slots.setdefault(a, self.size + len(slots)) for a in args]
+            self.ops.append((i, op, len(refs), *refs, *(0,) * (3 - len(refs))))
+        self.consts = [(slot, const[1]) for const, slot in slots.items()]  # (slot, value)
+        self.size += len(slots)
+
+    def run(self, inputs: tuple) -> list:
+        fns = _vector_fns()
+        values = [None] * self.size
+        for i, k in self.inputs:
+            values[i] = inputs[k]
+        for slot, value in self.consts:
+            values[slot] = value
+        for i, op, arity, a, b, c in self.ops:
+            fn = fns[op]
+            if arity == 2:
+                values[i] = fn(values[a], values[b])
+            elif arity == 1:
+                values[i] = fn(values[a])
+            else:
+                values[i] = fn(values[a], values[b], values[c])
+        return values
+
+
+def _scalar_where(cond, a, b):
+    return a if cond else b
+
+
+_VECTOR_FNS: dict = {}  # op -> numpy function, filled on first use
+
+
+def _vector_fns() -> dict:
+    """The steps' numpy functions (numpy imported on first use: a process that prices no batch never loads it)."""
+    if not _VECTOR_FNS:
+        import numpy as np
+
+        _VECTOR_FNS.update({
+            "add": np.add, "sub": np.subtract, "mul": np.multiply, "truediv": np.true_divide,
+            "floordiv": np.floor_divide, "mod": np.remainder, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+            "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal, "neg": np.negative, "abs": np.abs,
+            "ceil": np.ceil, "floor": np.floor, "where": np.where, "log2": _vector_log2})
+    return _VECTOR_FNS
+
+
+def _vector_log2(x):
+    """math.log2 lane by lane (numpy's log2 may differ from the C library's in the last bit)."""
+    import numpy as np
+
+    logs = (math.log2(v) if v > 0.0 else math.nan for v in np.ravel(x).tolist())  # nan: a lane of another structure
+    return np.fromiter(logs, dtype=float, count=np.size(x)).reshape(np.shape(x))
+
+
+def _needed(tape: Tape, roots: list) -> list:
+    """The steps ``roots`` depend on, in order (a step's arguments come before it)."""
+    need = bytearray(len(tape.steps))
+    for i in roots:
+        need[i] = 1
+    steps = tape.steps
+    for i in range(max(roots, default=-1), -1, -1):
+        if need[i]:
+            for a in steps[i][1]:
+                if a.__class__ is int:  # an input's argument is its name, a str
+                    need[a] = 1
+    return [i for i, n in enumerate(need) if n]
+
+
+def _compile(tape: Tape, live: list, guards: list, outs: list, ints: list) -> Callable:
+    consts: dict = {}
+
+    def ref(a) -> str:
+        if type(a) is int:
+            return f"v{a}"
+        value = a[1]
+        if type(value) in _NUMBER and math.isfinite(value) or type(value) in (bool, str):
+            return repr(value)
+        name = f"c{len(consts)}"
+        consts[name] = value
+        return name
+
+    lines = []
+    for i in live:
+        op, args = tape.steps[i]
+        if op == "in":
+            continue
+        a = [ref(x) for x in args]
+        if op in _BINARY:
+            expr = f"({a[0]} {_BINARY[op][0]} {a[1]})"
+        elif op == "neg":
+            expr = f"(-{a[0]})"
+        elif op == "abs":
+            expr = f"abs({a[0]})"
+        else:  # where, log2, ceil, floor: the functions given to the call
+            expr = f"{op}({', '.join(a)})"
+        lines.append(f"    v{i} = {expr}")
+    names = ", ".join(f"v{tape._seen[('in', (n,))]}" if ("in", (n,)) in tape._seen else f"_{n}" for n in tape.names)
+    body = "\n".join(lines) or "    pass"
+    src = (f"def run({names}, where, log2, ceil, floor):\n{body}\n"
+           f"    return ({''.join(f'v{i}, ' for i in guards)}), ({''.join(f'v{i}, ' for i in outs)}), "
+           f"({''.join(f'v{i}, ' for i in ints)})\n")
+    scope = dict(consts, inf=math.inf)
+    exec(compile(src, "<attncost tape>", "exec"), scope)
+    return scope["run"]
+
+
+__all__ = ["Sym", "Tape", "Program", "TraceError", "choose", "log2", "trace", "EXACT_INT"]
