@@ -9,13 +9,14 @@ from rich.table import Table
 from ..reports.fmt import nbytes, pct, sig
 from .app import app
 from .errors import fail
+from .layout import PlainHelp
 from .options import DEVICE_CHOICES, PROFILE_FILE, ROWS_FILE, check_choice, check_output
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 def calibrate(
     device: str = typer.Option("auto", help="auto (a CUDA GPU, else Apple MPS, else the CPU), cuda, mps or cpu."),
     out: Optional[str] = typer.Option(None, help="Profile file to write (default calibrated-DEVICE.json); the raw "
@@ -23,9 +24,13 @@ def calibrate(
     quick: bool = typer.Option(False, "--quick", help="A smaller grid: seconds on a CPU, a minute on a GPU."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --out file that is not a hardware "
                                    "profile, or a NAME.microbench.json beside it that holds no rows."),
+    nproc: int = typer.Option(1, "--nproc", help="Also measure p2p, all-reduce and all-to-all between N processes "
+                              "(torch.distributed: gloo on the CPU, NCCL on CUDA) into the profile's interconnect."),
 ) -> None:
     """Measure matmuls, element ops, per-op overhead and SDPA here; write a profile for --hardware."""
     check_choice(device, DEVICE_CHOICES, "--device")
+    if nproc < 1:
+        raise fail(f"--nproc counts processes: at least 1, not {nproc}")
     path = None if out is None else _output(out, overwrite)  # before the device starts
     from ..profiler.device import DeviceError, device_name, resolve_device, slug
 
@@ -68,6 +73,16 @@ def calibrate(
         raise fail(f"--out {path}: cannot write there ({err.strerror or err})")
 
     hw = result["hardware"]
+    if nproc > 1:
+        from ..profiler.distributed import DistributedError, links_into_profile
+
+        try:
+            hw = links_into_profile(result["path"], nproc, dev)
+        except DistributedError as err:
+            raise fail(f"--nproc {nproc}: {err}")
+        links = ", ".join(f"{k} {v.bandwidth_Bps / 1e9:.3g} GB/s + {v.latency_s * 1e6:.3g} us"
+                          for k, v in hw.interconnect.collectives.items())
+        console.print(f"Links between {nproc} processes ({hw.interconnect.name}): {links}.")
     heads = Table(header_style="bold", pad_edge=False, title="measured")
     heads.add_column("what")
     heads.add_column("value", justify="right")

@@ -117,6 +117,29 @@ class AttentionEfficiency(BaseModel):
     latency_s: Seconds = Field(8e-6, description="fixed device time of one attention kernel (s)")
 
 
+class Link(BaseModel):
+    """One collective's alpha-beta law between ranks: ``time = steps * latency_s + bytes / bandwidth_Bps``
+    (Hockney's model; ``costmodel.parallel`` gives the steps and bytes of each collective)."""
+
+    model_config = FINITE
+
+    bandwidth_Bps: Rate = Field(..., description="bytes/s one rank sends in one direction")
+    latency_s: Seconds = Field(..., description="fixed time of one message (s)")
+
+
+class Interconnect(Link):
+    """The links between the devices of one node: per-direction bandwidth and per-message latency,
+    with ``collectives`` (p2p, all_reduce, all_to_all) measured by ``attncost calibrate --nproc N``
+    where they were; a collective absent there uses the plain link."""
+
+    name: str = Field(..., min_length=1)
+    source: str = Field("", description="where the figures come from (datasheet, or measured)")
+    collectives: dict[str, Link] = Field(default_factory=dict)
+
+    def link(self, collective: str) -> Link:
+        return self.collectives.get(collective, self)
+
+
 Fp32Matmul = Literal["ieee", "tf32"]
 
 
@@ -181,6 +204,8 @@ class Hardware(BaseModel):
     attention_backend: str = Field("flash", description="the fused attention backend predicted by default")
     calibration: str = Field("", description="where the efficiencies come from")
     notes: list[str] = Field(default_factory=list)
+    interconnect: Optional[Interconnect] = Field(
+        None, description="links to the other devices of a node (tensor and context parallelism); None: not known")
 
     _derived: dict = PrivateAttr(default_factory=dict)  # see ``cached``
 
@@ -337,6 +362,21 @@ def hardware_names() -> tuple:
 # assumptions (said in ``calibration``): the H100 fit's shape for NVIDIA GPUs, with attention
 # efficiency from the FlashAttention-2 paper for Ampere/Ada; round guesses for Apple and CPUs.
 
+# Interconnects. Bandwidths are NVIDIA's per direction (half the bidirectional total it quotes);
+# latencies are modelled values (typical NCCL small-message times), not datasheet figures.
+NVLINK4 = Interconnect(
+    name="NVLink 4 (SXM, NVSwitch)", bandwidth_Bps=450e9, latency_s=5e-6,
+    source="NVIDIA H100/H200 datasheets: NVLink 900 GB/s total = 450 GB/s per direction; latency modelled")
+NVLINK3 = Interconnect(
+    name="NVLink 3 (SXM4, NVSwitch)", bandwidth_Bps=300e9, latency_s=6e-6,
+    source="NVIDIA A100 datasheet: NVLink 600 GB/s total = 300 GB/s per direction; latency modelled")
+PCIE4 = Interconnect(
+    name="PCIe Gen4 x16", bandwidth_Bps=32e9, latency_s=10e-6,
+    source="PCI-SIG PCIe 4.0: 16 GT/s x 16 lanes, ~32 GB/s per direction; no NVLink; latency modelled")
+PCIE5 = Interconnect(
+    name="PCIe Gen5 x16", bandwidth_Bps=64e9, latency_s=10e-6,
+    source="PCI-SIG PCIe 5.0: 32 GT/s x 16 lanes, ~64 GB/s per direction; latency modelled")
+
 _NV_EAGER = dict(launch_overhead_s=10.7e-6, matmul_overhead_s=19.6e-6)  # H100 host, eager_tiny_op / _matmul
 
 # Shape of the H100 fit, used as the assumption for other NVIDIA GPUs (see data/h100-microbench.json).
@@ -362,7 +402,7 @@ A100 = Hardware(
     vector_flops=19.5e12, mem_bandwidth=2.039e12, mem_bytes=80 * GIB, **_NV_EAGER,
     kernel_latency_s=5e-6, mem_efficiency=0.88, vector_eff={"softmax": 0.7, "reduction": 0.8},
     matmul=_NV_MATMUL, attention={"flash": _FA2_AMPERE, "efficient": AttentionEfficiency(max_eff=0.35, dh_half=55)},
-    attention_backend="flash", calibration=_ASSUMED_NV,
+    attention_backend="flash", calibration=_ASSUMED_NV, interconnect=NVLINK3,
 )
 
 L4 = Hardware(
@@ -376,7 +416,7 @@ L4 = Hardware(
     vector_flops=30.3e12, mem_bandwidth=300e9, mem_bytes=24 * GIB, **_NV_EAGER,
     kernel_latency_s=5e-6, mem_efficiency=0.88, vector_eff={"softmax": 0.7, "reduction": 0.8},
     matmul=_NV_MATMUL, attention={"flash": _FA2_AMPERE, "efficient": AttentionEfficiency(max_eff=0.35, dh_half=55)},
-    attention_backend="flash", calibration=_ASSUMED_NV,
+    attention_backend="flash", calibration=_ASSUMED_NV, interconnect=PCIE4,
     notes=["a 72 W card: sustained tensor throughput is often power-limited below the datasheet peak"],
 )
 
@@ -392,7 +432,7 @@ RTX4090 = Hardware(
     vector_flops=82.6e12, mem_bandwidth=1008e9, mem_bytes=24 * GIB, **_NV_EAGER,
     kernel_latency_s=4e-6, mem_efficiency=0.9, vector_eff={"softmax": 0.7, "reduction": 0.8},
     matmul=_NV_MATMUL, attention={"flash": _FA2_AMPERE, "efficient": AttentionEfficiency(max_eff=0.35, dh_half=55)},
-    attention_backend="flash", calibration=_ASSUMED_NV,
+    attention_backend="flash", calibration=_ASSUMED_NV, interconnect=PCIE4,
     notes=["PyTorch accumulates half-precision matmuls in fp32: the GeForce tensor rate with FP32 "
            "accumulate (half the FP16-accumulate rate) is the peak"],
 )
@@ -479,7 +519,7 @@ H100_PUBLISHED = Hardware(
     attention={"cudnn": AttentionEfficiency(max_eff=0.85, dh_half=50.0),
                "flash": AttentionEfficiency(max_eff=0.45, dh_half=30.0),
                "efficient": AttentionEfficiency(max_eff=0.25, dh_half=55.0)},
-    attention_backend="cudnn", calibration="published peaks only, efficiencies assumed",
+    attention_backend="cudnn", calibration="published peaks only, efficiencies assumed", interconnect=NVLINK4,
 )
 
 
@@ -514,5 +554,6 @@ def _builtin(name: str) -> Hardware:
     if isinstance(spec, str):  # a derived (fitted) profile shipped in data/
         published = {"h100": H100_PUBLISHED}[name]  # the datasheet it was fitted under
         return load_profile(DATA_DIR / spec).model_copy(update={
-            "name": name, "source": published.source, "peak_flops_8bit": published.peak_flops_8bit})
+            "name": name, "source": published.source, "peak_flops_8bit": published.peak_flops_8bit,
+            "interconnect": published.interconnect})
     return spec

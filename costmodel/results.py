@@ -129,6 +129,15 @@ class Point(BaseModel):
     predicted_decode_s_per_token: Optional[Seconds] = None
     predicted_decode_tokens_per_s: Optional[PerSecond] = None
     predicted_memory_bytes: Optional[Amount] = None  # weights + KV cache + prefill activations
+    # -- distributed points (`attncost profile --cp N` / `--tp N`); None on single-device points.
+    # ``timing`` is the slowest rank's; ``predicted_time_s`` a device's (``costmodel.parallel``).
+    cp: Optional[int] = Field(None, ge=1)  # ranks the sequence is split over
+    cp_kind: Optional[Literal["ring", "ulysses"]] = None
+    tp: Optional[int] = Field(None, ge=1)  # ranks the heads are split over
+    sequence_parallel: Optional[bool] = None  # with tp: reduce-scatter + all-gather for the all-reduce
+    rank_times_s: Optional[list[Seconds]] = None  # each rank's median time, by rank
+    rank_bytes_sent: Optional[list[Amount]] = None  # bytes each rank sent to the others in one call
+    predicted_bytes_sent: Optional[Amount] = None
 
     @property
     def key(self) -> str:
@@ -139,6 +148,10 @@ class Point(BaseModel):
             ident.append(self.exec_mode)
         if self.model is not None:
             ident += [self.model, self.logits, self.new_tokens]
+        if self.cp is not None:
+            ident += [self.cp, self.cp_kind]
+        if self.tp is not None:
+            ident += ["tp", self.tp, bool(self.sequence_parallel)]
         return json.dumps(ident, sort_keys=True)
 
 

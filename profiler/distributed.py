@@ -1,0 +1,366 @@
+"""Run one attention layer split over N processes with torch.distributed (gloo on the CPU, NCCL on CUDA).
+
+``spawn(fn, n, *args)`` starts N ranks itself (torch.multiprocessing) when no launcher did; under
+``torchrun`` (RANK / WORLD_SIZE / MASTER_ADDR set) ``init`` joins the launcher's group instead. Every
+collective is bounded by ``timeout``: a rank that fails makes the others raise, not hang, and
+``spawn`` ends the rest and raises ``DistributedError`` naming the rank and its error.
+
+``measure_point`` times the layer (``ParallelLayer``: bias-free Q/K/V projections, attention, output
+projection; split by heads (tp) or by the sequence (ring, Ulysses); prefill or forward + backward)
+per rank; rank 0 gathers each rank's median time and bytes sent and writes the results file
+atomically (``runner.run_points``). ``measure_links`` times p2p, all-reduce
+and all-to-all at two sizes and fits each one's alpha-beta law (``attncost calibrate --nproc N``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ..costmodel.hardware import Interconnect, Link
+from ..costmodel.estimate import resolve_params
+from ..costmodel.parallel import Layout, collective_bytes, collective_steps, kv_heads, predict_parallel
+from ..costmodel.results import Point, Timing
+from ..costmodel.shape import Shape
+from ..costmodel.units import TORCH_DTYPE_NAMES
+from .ring import ATTENTION, Sent, local_attention, zigzag_index
+from .tensor_parallel import enter, leave
+
+TIMEOUT = timedelta(seconds=60)
+LINK_SIZES = (4096, 4 * 2**20)  # bytes per rank of the two calibration messages
+
+
+class DistributedError(RuntimeError):
+    """A rank failed or timed out (one plain sentence naming it)."""
+
+
+def launched() -> bool:
+    """Whether a launcher (torchrun) started this process as one rank."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def backend_for(device: str) -> str:
+    return "nccl" if device == "cuda" else "gloo"
+
+
+def init(rank: int, n: int, device: str, port: int, timeout: timedelta = TIMEOUT) -> None:
+    """Join (or, spawned, form) the process group; on CUDA bind rank r to GPU r."""
+    if device == "cuda":
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    if launched():
+        dist.init_process_group(backend_for(device), timeout=timeout)
+        return
+    dist.init_process_group(backend_for(device), init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=n, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, fn: Callable, n: int, port: int, device: str, timeout: timedelta, queue, args) -> None:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    init(rank, n, device, port, timeout)
+    try:
+        result = fn(rank, n, device, timeout, *args)
+        queue.put((rank, "ok", result))
+    except BaseException as err:  # report any failure of a rank to the parent, then re-raise it
+        queue.put((rank, "error", f"{type(err).__name__}: {err}".strip() + "\n" + traceback.format_exc(limit=3)))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(fn: Callable, n: int, *args, device: str = "cpu", timeout: timedelta = TIMEOUT,
+          start_method: str = "spawn") -> list:
+    """Run ``fn(rank, n, device, timeout, *args)`` on ``n`` new processes; their return values by rank.
+    ``fn`` must be importable (a module-level function). DistributedError if a rank fails.
+    ``start_method`` "fork" starts faster (no new interpreter) but only where torch has started no
+    threads or CUDA in this process."""
+    ctx = mp.get_context(start_method)
+    queue = ctx.SimpleQueue()
+    try:
+        mp.start_processes(_rank_main, args=(fn, n, free_port(), device, timeout, queue, args), nprocs=n,
+                           join=True, start_method=start_method)
+    except mp.ProcessRaisedException as err:
+        raise DistributedError(_first_error(queue) or f"a rank failed: {str(err).splitlines()[-1]}") from None
+    except mp.ProcessExitedException as err:
+        raise DistributedError(_first_error(queue) or f"rank {err.error_index} exited with code "
+                               f"{err.exit_code}") from None
+    results = {}
+    while not queue.empty():
+        rank, status, value = queue.get()
+        results[rank] = value
+    return [results[r] for r in range(n)]
+
+
+def _first_error(queue) -> Optional[str]:
+    errors = []
+    while not queue.empty():
+        rank, status, value = queue.get()
+        if status == "error":
+            errors.append(f"rank {rank} failed: {value.splitlines()[0]}")
+    return "; ".join(sorted(errors)) or None
+
+
+# -- the layer -----------------------------------------------------------------------------------------
+
+@dataclass
+class ParallelLayer:
+    """One rank's share of the layer (bias-free Q/K/V projections, attention, output projection) of
+    ``variant`` at ``shape`` split by ``layout``: every rank draws the same whole weights, input and
+    output gradient, and keeps its part. ``reference()`` is the single-device layer on the same data."""
+
+    variant: str
+    shape: Shape
+    layout: Layout
+    rank: int
+    device: str
+    params: Optional[dict] = None
+
+    def __post_init__(self):
+        s = self.shape
+        self.window = getattr(resolve_params(self.variant, s, self.params), "window", None)
+        self.kv = kv_heads(self.variant, s, self.params)
+        dt = getattr(torch, TORCH_DTYPE_NAMES[s.dtype])
+        gen = torch.Generator().manual_seed(0)
+        kv_rows = self.kv * s.head_dim
+        whole = {w: torch.randn(rows, s.d, generator=gen) / s.d ** 0.5
+                 for w, rows in (("q", s.d), ("k", kv_rows), ("v", kv_rows), ("o", s.d))}
+        self.whole = {w: t.to(self.device, dt) for w, t in whole.items()}
+        self.x_whole, self.dout_whole = (torch.randn(s.batch, s.T, s.d, generator=gen).to(self.device, dt)
+                                         for _ in range(2))
+        self.w = self.rank_weights()
+        self.x = self.x_whole[:, self.index(self.layout.sequence_parallel)].contiguous()
+        self.dout = self.dout_whole[:, self.out_index()].contiguous()
+
+    @property
+    def n(self) -> int:
+        return self.layout.gpus
+
+    def heads(self) -> tuple:
+        """(query heads, K/V heads) this rank projects: tp splits them, K/V heads replicated where N exceeds them."""
+        if self.layout.tp == 1:
+            return self.shape.heads, self.kv
+        return self.shape.heads // self.n, max(1, self.kv // self.n)
+
+    def rank_weights(self) -> dict:
+        """Column-parallel Q/K/V rows (this rank's heads) and row-parallel O columns under tp; else whole."""
+        if self.layout.tp == 1:
+            return dict(self.whole)
+        dh, (h, kvh) = self.shape.head_dim, self.heads()
+        q0, k0 = self.rank * h * dh, self.rank * self.kv // self.n * dh
+        return {"q": self.whole["q"][q0:q0 + h * dh], "k": self.whole["k"][k0:k0 + kvh * dh],
+                "v": self.whole["v"][k0:k0 + kvh * dh], "o": self.whole["o"][:, q0:q0 + h * dh].contiguous()}
+
+    def index(self, sharded: bool = True) -> torch.Tensor:
+        """Token positions of this rank's input: zig-zag chunks (causal ring), a contiguous shard (other
+        cp, sequence-parallel tp) or all of them (tp)."""
+        s = self.shape
+        if self.layout.cp > 1 and self.layout.cp_kind == "ring" and s.causal:
+            return zigzag_index(s.T, self.n, self.rank)
+        if self.layout.cp > 1 or sharded:
+            c = s.T // self.n
+            return torch.arange(self.rank * c, (self.rank + 1) * c)
+        return torch.arange(s.T)
+
+    def out_index(self) -> torch.Tensor:
+        """Token positions of this rank's output (tp without sequence parallel: all of them)."""
+        return self.index(self.layout.tp == 1 or self.layout.sequence_parallel)
+
+    def leaves(self) -> list:
+        return [self.x] + list(self.w.values())
+
+    def forward(self, timeout: timedelta, sent: Sent) -> torch.Tensor:
+        s, lay = self.shape, self.layout
+        x = enter(self.x, lay.sequence_parallel, timeout, sent) if lay.tp > 1 else self.x
+        B, rows = x.shape[:2]
+        (h, kvh), dh = self.heads(), s.head_dim
+        q, k, v = (torch.nn.functional.linear(x, self.w[w]).view(B, rows, heads, dh).transpose(1, 2)
+                   for w, heads in (("q", h), ("k", kvh), ("v", kvh)))
+        if lay.tp > 1:
+            o = local_attention(q, k, v, causal=s.causal, window=self.window)
+        else:
+            o = ATTENTION[lay.cp_kind](q, k, v, causal=s.causal, timeout=timeout, sent=sent, window=self.window)
+        y = torch.nn.functional.linear(o.transpose(1, 2).reshape(B, rows, h * dh), self.w["o"])
+        return leave(y, lay.sequence_parallel, timeout, sent) if lay.tp > 1 else y
+
+    def reference(self, x: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The single-device layer's whole output (B, T, d) on ``x`` (default: the whole input)."""
+        s, B, dh = self.shape, self.shape.batch, self.shape.head_dim
+        x = self.x_whole if x is None else x
+        q, k, v = (torch.nn.functional.linear(x, self.whole[w]).view(B, s.T, heads, dh).transpose(1, 2)
+                   for w, heads in (("q", s.heads), ("k", self.kv), ("v", self.kv)))
+        o = local_attention(q, k, v, causal=s.causal, window=self.window)
+        return torch.nn.functional.linear(o.transpose(1, 2).reshape(B, s.T, s.d), self.whole["o"])
+
+    def step(self, timeout: timedelta, sent: Sent, train: bool) -> torch.Tensor:
+        """One call: the forward (no autograd), or forward and backward from this rank's output gradient
+        (through the loss sum(y * dout): a scalar's backward, which skips torch's lazy import of sympy
+        that a tensor gradient costs on the first call of each process)."""
+        if not train:
+            with torch.inference_mode():
+                return self.forward(timeout, sent)
+        for t in self.leaves():
+            t.requires_grad_(True)
+            t.grad = None
+        y = self.forward(timeout, sent)
+        (y * self.dout).sum().backward()
+        return y.detach()
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_layer(layer: ParallelLayer, timeout: timedelta, reps: int, train: bool = False) -> tuple:
+    """(median seconds, bytes sent by one call, every time) on this rank; ranks start each call together."""
+    sent = Sent()
+    layer.step(timeout, Sent(), train)  # warm-up
+    times = []
+    for _ in range(reps):
+        dist.barrier()
+        _sync(layer.device)
+        t0 = time.perf_counter()
+        sent = Sent()
+        layer.step(timeout, sent, train)
+        _sync(layer.device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), sent.bytes, times
+
+
+def parallel_point(variant: str, shape: Shape, layout: Layout, hw, backend: Optional[str],
+                   params: Optional[dict] = None) -> Point:
+    """The unmeasured point of one distributed run, with its prediction (none where ``hw`` has no links)."""
+    pred = predict_parallel(variant, shape, layout, hw, params) if hw is not None else None
+    ok = pred is not None and pred.status == "ok"
+    where = (dict(tp=layout.tp, sequence_parallel=layout.sequence_parallel) if layout.tp > 1
+             else dict(cp=layout.cp, cp_kind=layout.cp_kind))
+    return Point(variant=variant, params=params or {}, shape=shape, backend=backend, **where,
+                 predicted_time_s=pred.time_s if ok else None,
+                 predicted_bytes_sent=pred.bytes_sent if ok else None)
+
+
+def point_layout(point: Point) -> Layout:
+    if point.tp:
+        return Layout(tp=point.tp, sequence_parallel=bool(point.sequence_parallel))
+    return Layout(cp=point.cp, cp_kind=point.cp_kind)
+
+
+def measure_point(rank: int, n: int, device: str, timeout: timedelta, point: Point, reps: int) -> Optional[Point]:
+    """Every rank times the layer; rank 0 returns the point with each rank's time and bytes sent."""
+    layer = ParallelLayer(point.variant, point.shape, point_layout(point), rank, device, point.params or None)
+    median, nbytes, times = time_layer(layer, timeout, reps, train=point.shape.phase == "train")
+    gathered = [None] * n
+    dist.all_gather_object(gathered, (median, nbytes, times))
+    if rank:
+        return None
+    all_times = sorted(t for _, _, ts in gathered for t in ts)
+    slowest = max(m for m, _, _ in gathered)  # the layer ends when its slowest rank does
+    return point.model_copy(update=dict(
+        rank_times_s=[m for m, _, _ in gathered], rank_bytes_sent=[b for _, b, _ in gathered],
+        timing=Timing(median_s=slowest, p10_s=all_times[len(all_times) // 10],
+                      p90_s=all_times[(9 * len(all_times)) // 10], repetitions=reps)))
+
+
+def run_parallel(rank: int, n: int, device: str, timeout: timedelta, path: str, probes: list, reps: int, hw,
+                 command: str = ""):
+    """The body of each rank of `attncost profile --cp N` / `--tp N`: every rank measures every point,
+    rank 0 writes the results file (``runner``: atomic, after each point) and returns the Run."""
+    from .runner import open_run, run_points
+
+    if rank:
+        for p in probes:
+            measure_point(rank, n, device, timeout, p, reps)
+        return None
+    run = open_run(path, False, device, probes[0].shape.dtype, command=command, hardware=hw)
+    return run_points(path, run, probes, lambda i: measure_point(0, n, device, timeout, probes[i], reps))
+
+
+# -- calibration of the links ------------------------------------------------------------------------
+
+def _time_collective(kind: str, nbytes: int, n: int, rank: int, device: str, timeout: timedelta,
+                     reps: int) -> float:
+    elems = max(n, nbytes // 4 // n * n)
+    x = torch.ones(elems, device=device)
+    y = torch.empty_like(x)
+
+    def once():
+        if kind == "p2p":  # a ring shift: every rank sends and receives one message at once
+            works = [dist.isend(x, (rank + 1) % n), dist.irecv(y, (rank - 1) % n)]
+        elif kind == "all_reduce":
+            works = [dist.all_reduce(x, async_op=True)]
+        else:
+            works = [dist.all_to_all_single(y, x, async_op=True)]
+        for w in works:
+            if not w.wait(timeout):
+                raise TimeoutError(f"{kind} did not finish within {timeout.total_seconds():g} s")
+
+    once()
+    times = []
+    for _ in range(reps):
+        dist.barrier()
+        _sync(device)
+        t0 = time.perf_counter()
+        once()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure_links(rank: int, n: int, device: str, timeout: timedelta, reps: int = 20) -> Optional[dict]:
+    """Each collective's (latency, bandwidth) from its median times at the two ``LINK_SIZES``: the
+    alpha-beta law through both (rank 0 returns them; the slowest rank's time counts)."""
+    laws = {}
+    for kind in ("p2p", "all_reduce", "all_to_all"):
+        t = []
+        for size in LINK_SIZES:
+            mine = _time_collective(kind, size, n, rank, device, timeout, reps)
+            got = [None] * n
+            dist.all_gather_object(got, mine)
+            t.append(max(got))
+        steps = collective_steps(kind, n)
+        b0, b1 = (collective_bytes(kind, n, s) for s in LINK_SIZES)
+        bw = (b1 - b0) / max(t[1] - t[0], 1e-9)
+        lat = max(0.0, (t[0] - b0 / bw) / steps)
+        laws[kind] = (bw, lat)
+    return laws if rank == 0 else None
+
+
+def interconnect_from(laws: dict, n: int, backend: str) -> Interconnect:
+    """The measured laws as a profile's interconnect (the plain link: p2p's)."""
+    bw, lat = laws["p2p"]
+    return Interconnect(name=f"{backend}, {n} processes", bandwidth_Bps=max(bw, 1.0), latency_s=min(lat, 1.0),
+                        source=f"measured by attncost calibrate --nproc {n} ({backend})",
+                        collectives={k: Link(bandwidth_Bps=max(b, 1.0), latency_s=min(a, 1.0))
+                                     for k, (b, a) in laws.items()})
+
+
+__all__ = ["DistributedError", "ParallelLayer", "TIMEOUT", "backend_for", "free_port", "init", "interconnect_from",
+           "launched", "links_into_profile", "measure_links", "measure_point", "parallel_point", "point_layout",
+           "run_parallel", "spawn", "time_layer"]
+
+
+def links_into_profile(path, n: int, device: str):
+    """Measure the links between ``n`` ranks here and write them into the profile at ``path``
+    (its ``interconnect``); returns the updated profile."""
+    from ..costmodel.hardware import load_profile
+
+    laws = spawn(measure_links, n, device=device)[0]
+    hw = load_profile(path)
+    hw = hw.model_copy(update={"interconnect": interconnect_from(laws, n, backend_for(device))})
+    hw.save(path)
+    return hw
