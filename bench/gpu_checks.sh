@@ -39,12 +39,12 @@ if [ "$DRY" = 1 ]; then
     echo "error: cannot make a temporary folder in ${TMPDIR:-/tmp}" >&2
     exit 1
   fi
-  layer=(--d 64 --heads 2)
-  prefill_T=64:128
-  decode_T=64,128
-  batches=(1 2)
+  layer=(--d 64 --heads 2)  # one T, one decode batch, the fewest timed calls: every step, quickly
+  prefill_T=64
+  decode_T=64
+  batches=(2)
   heldout=(--d 128 --heads 4 --T 96)
-  budget=0.05
+  budget=0.01
   # two small models of the presets' two kinds (GPT-2: learned positions, LayerNorm, GELU, MHA;
   # Llama: RoPE, RMSNorm, SwiGLU, GQA), written beside the results
   cat > "$ex/tiny-gpt2.json" <<'EOF'

@@ -17,6 +17,7 @@ from attncost.costmodel.results import Environment, Point, Run, Timing
 from attncost.costmodel.shape import Shape
 
 runner = CliRunner()
+pytestmark = pytest.mark.xdist_group("by_op")  # one worker profiles the module's run once
 CPU = get_hardware("cpu")
 VARIANTS = ("flash", "mha")
 

@@ -1,6 +1,9 @@
 """Open a report in headless Chromium with the network disabled: no console error, no request
-beyond the file itself, every chart drew its SVG; a screenshot lands in the test's tmp dir (and in
-$ATTNCOST_SCREENSHOT_DIR when set).
+beyond the file itself, every chart drew its SVG. The full example report's screenshot lands in the
+test's tmp dir; with $ATTNCOST_SCREENSHOT_DIR set, every page's screenshot is taken and copied there.
+
+One Chromium with one tab serves every page (plotly.js is compiled once); the tab's HTTP cache is
+off, so each page loads its files as a first visit would.
 
 Chromium is driven over the DevTools protocol through ``--remote-debugging-pipe`` (file
 descriptors 3 and 4, NUL-terminated JSON), so the test needs only the standard library.
@@ -41,11 +44,12 @@ def _find_chromium():
 CHROMIUM = _find_chromium()
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+pytestmark = [pytest.mark.xdist_group("chromium")]  # one worker, with one Chromium, runs them all
 if CHROMIUM is None:
     if IN_CI:
         pytest.fail("CI=true but chromium is missing: run .ci/install-chromium.sh", pytrace=False)
-    pytestmark = pytest.mark.skip(reason="headless Chromium (/usr/bin/chromium) is not installed; "
-                                         "install it with .ci/install-chromium.sh")
+    pytestmark.append(pytest.mark.skip(reason="headless Chromium (/usr/bin/chromium) is not installed; "
+                                              "install it with .ci/install-chromium.sh"))
 
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -143,54 +147,102 @@ class Browser:
                 pass
 
 
-def render_in_chromium(html_path: Path, shot: Path, tmp: Path, width: int = 1400) -> dict:
-    """Load ``html_path``; return console errors, network requests and per-plot SVG counts, and
-    write a full-page screenshot to ``shot``."""
-    b = Browser(tmp / "chromium-profile")
-    try:
-        target = b.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        sid = b.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+class Tab:
+    """One page of ``browser``, reused for every report: the renderer then compiles plotly.js once.
+    The HTTP cache is off, so every page requests its files again."""
+
+    def __init__(self, browser: Browser):
+        self.b = browser
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.sid = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
-            b.send(f"{domain}.enable", {}, sid)
-        b.send("Emulation.setDeviceMetricsOverride",
-               {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, sid)
-        b.send("Page.navigate", {"url": html_path.resolve().as_uri()}, sid)
-        deadline = time.monotonic() + 60
-        state = None
-        while time.monotonic() < deadline:
-            res = b.send("Runtime.evaluate", {"expression": _PROBE, "returnByValue": True}, sid)
-            state = res.get("result", {}).get("value")
-            if state and state.get("ready"):
-                break
-            b.pump(0.25)
-        b.pump(0.5)  # late errors
-        height = b.send("Runtime.evaluate", {"expression": "document.documentElement.scrollHeight",
-                                             "returnByValue": True}, sid)["result"]["value"]
-        b.send("Emulation.setDeviceMetricsOverride",
-               {"width": width, "height": int(height), "deviceScaleFactor": 1, "mobile": False}, sid)
-        b.pump(0.5)
-        png = b.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, sid)["data"]
-        shot.write_bytes(base64.b64decode(png))
-        errors, requests = [], []
-        for e in b.events:
-            method, p = e.get("method"), e.get("params", {})
-            if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                errors.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
-            elif method == "Runtime.exceptionThrown":
-                d = p["exceptionDetails"]
-                errors.append("exception: " + str(d.get("exception", {}).get("description") or d.get("text")))
-            elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
-                errors.append("log: " + p["entry"].get("text", ""))
-            elif method == "Network.requestWillBeSent":
-                requests.append(p["request"]["url"])
-            elif method == "Page.javascriptDialogOpening":
-                errors.append(f"dialog opened: {p.get('type')} {p.get('message')}")
-            elif method == "Network.loadingFailed":
-                errors.append(f"network: {p.get('errorText')} {p.get('blockedReason', '')}")
-        return {"state": state, "errors": errors, "requests": requests, "height": height}
+            self.send(f"{domain}.enable")
+        self.send("Network.setCacheDisabled", {"cacheDisabled": True})
+
+    def send(self, method: str, params: dict = None) -> dict:
+        return self.b.send(method, params, self.sid)
+
+    def evaluate(self, expression: str, wait: bool = False):
+        return self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                              "awaitPromise": wait}).get("result", {}).get("value")
+
+    def blank(self) -> None:
+        """Leave the page (its late events arrive before the answer), and forget its events."""
+        self.send("Page.navigate", {"url": "about:blank"})
+        self.evaluate("1")
+        self.b.events.clear()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium, with one tab, for the module's pages."""
+    b = Browser(tmp_path_factory.mktemp("chromium") / "profile")
+    try:
+        yield Tab(b)
     finally:
         b.close()
 
+
+def render_in_chromium(tab: Tab, html_path: Path, shot: Path = None, width: int = 1400) -> dict:
+    """Load ``html_path``; return console errors, network requests and per-plot SVG counts, and
+    write a full-page screenshot to ``shot`` when given."""
+    tab.blank()
+    try:
+        tab.send("Emulation.setDeviceMetricsOverride",
+                 {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
+        url = html_path.resolve().as_uri()
+        tab.send("Page.navigate", {"url": url})
+        deadline = time.monotonic() + 60
+        state = None
+        while time.monotonic() < deadline:
+            state = tab.evaluate(_PROBE)
+            if state and state.get("url") != url:  # the page is not there yet
+                state = None
+            elif state and state.get("ready"):
+                break
+            tab.b.pump(0.05)
+        tab.evaluate(_SETTLE, wait=True)  # late errors: two frames painted and a timer turn later
+        tab.b.pump(0.1)
+        height = tab.evaluate("document.documentElement.scrollHeight")
+        if shot is not None:
+            png = tab.send("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True, "optimizeForSpeed": True,
+                "clip": {"x": 0, "y": 0, "width": width, "height": int(height), "scale": 1}})["data"]
+            shot.write_bytes(base64.b64decode(png))
+        events = list(tab.b.events)
+    finally:
+        tab.blank()
+    return {"state": state, "errors": _errors(events, tab.sid), "requests": _requests(events, tab.sid),
+            "height": height}
+
+
+def _errors(events: list, sid: str) -> list:
+    """The console errors, exceptions, error log entries, dialogs and failed loads of session ``sid``."""
+    errors = []
+    for e in events:
+        method, p = e.get("method"), e.get("params", {})
+        if e.get("sessionId") != sid:
+            continue
+        if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            errors.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
+        elif method == "Runtime.exceptionThrown":
+            d = p["exceptionDetails"]
+            errors.append("exception: " + str(d.get("exception", {}).get("description") or d.get("text")))
+        elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
+            errors.append("log: " + p["entry"].get("text", ""))
+        elif method == "Page.javascriptDialogOpening":
+            errors.append(f"dialog opened: {p.get('type')} {p.get('message')}")
+        elif method == "Network.loadingFailed":
+            errors.append(f"network: {p.get('errorText')} {p.get('blockedReason', '')}")
+    return errors
+
+
+def _requests(events: list, sid: str) -> list:
+    return [e["params"]["request"]["url"] for e in events
+            if e.get("sessionId") == sid and e.get("method") == "Network.requestWillBeSent"]
+
+
+_SETTLE = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 0))))"
 
 _PROBE = """(() => {
   const plots = Array.from(document.querySelectorAll('div.plot'));
@@ -202,7 +254,7 @@ _PROBE = """(() => {
           fidelity_lines: document.querySelectorAll('#fig-fidelity g.trace.scatter path.js-line').length,
           scripts_with_src: document.querySelectorAll('script[src]').length,
           script_srcs: Array.from(document.querySelectorAll('script[src]')).map(s => s.getAttribute('src')),
-          title: document.title};
+          title: document.title, url: location.href};
 })()"""
 
 
@@ -225,9 +277,14 @@ def _check(result: dict, expected_plots: int, shared: bool = False) -> None:
         assert state["scripts_with_src"] == 0
 
 
+def _shot(tmp_path: Path, name: str):
+    """Where a test's screenshot goes: only taken when $ATTNCOST_SCREENSHOT_DIR asks for them."""
+    return tmp_path / name if os.environ.get("ATTNCOST_SCREENSHOT_DIR") else None
+
+
 def _keep(shot: Path) -> None:
     out = os.environ.get("ATTNCOST_SCREENSHOT_DIR")
-    if out:
+    if out and shot is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(out) / shot.name)
 
@@ -247,14 +304,14 @@ def _example_runs() -> list:
 EXAMPLE_FIDELITY = ROOT / "examples" / "fidelity-cpu.json"  # `attncost fidelity --T 256,1024 --json` on CPU
 
 
-def test_report_renders_offline(tmp_path):
+def test_report_renders_offline(browser, tmp_path):
     """The committed example runs with the committed fidelity example: every chart, the
     cost-vs-fidelity one included, draws its SVG (its Pareto step lines too)."""
     runs, paths = _example_runs()
     html = write_run_report(runs, tmp_path / "report.html", paths=paths, fidelity=[load_fidelity(EXAMPLE_FIDELITY)],
                             fidelity_paths=[str(EXAMPLE_FIDELITY)])
     shot = tmp_path / "report.png"
-    result = render_in_chromium(html, shot, tmp_path)
+    result = render_in_chromium(browser, html, shot)
     _check(result, expected_plots=7)
     assert result["state"]["fidelity_traces"] > 10
     assert result["state"]["fidelity_lines"] >= 4  # a Pareto front per (T, inputs), plus the baselines
@@ -265,28 +322,28 @@ def test_report_renders_offline(tmp_path):
         assert f'id="{sid}"' in text
 
 
-def test_fidelity_report_alone_renders(tmp_path):
+def test_fidelity_report_alone_renders(browser, tmp_path):
     html = write_fidelity_report([load_fidelity(EXAMPLE_FIDELITY)], tmp_path / "fidelity.html",
                                  paths=[str(EXAMPLE_FIDELITY)])
-    shot = tmp_path / "fidelity.png"
-    result = render_in_chromium(html, shot, tmp_path)
+    shot = _shot(tmp_path, "fidelity.png")
+    result = render_in_chromium(browser, html, shot)
     _check(result, expected_plots=1)
     assert result["state"]["fidelity_lines"] >= 4
     _keep(shot)
 
 
-def test_hostile_and_broken_runs_render(tmp_path):
+def test_hostile_and_broken_runs_render(browser, tmp_path):
     """XSS names render as text (no alert, no extra script), OOM/error/single-point/no-ok runs draw."""
     runs = [F.xss_run(), F.single_point_run(), F.no_ok_run()]
     html = write_run_report(runs, tmp_path / "hostile.html", paths=["<x>.json", "b.json", "c.json"])
-    shot = tmp_path / "hostile.png"
-    result = render_in_chromium(html, shot, tmp_path)
+    shot = _shot(tmp_path, "hostile.png")
+    result = render_in_chromium(browser, html, shot)
     _check(result, expected_plots=6)
     assert "<script>alert(1)</script>" in result["state"]["title"]  # shown as text, not run
     _keep(shot)
 
 
-def test_prediction_report_renders(tmp_path):
+def test_prediction_report_renders(browser, tmp_path):
     from attncost.costmodel.estimate import estimate
     from attncost.costmodel.shape import Shape
 
@@ -297,14 +354,14 @@ def test_prediction_report_renders(tmp_path):
             ests.append(estimate(v, Shape(T=T, d=2048, heads=16), None, hw))
     html = write_prediction_report(ests, tmp_path / "predict.html", hw,
                                    command="attncost predict --d 2048 --T 512:131072")
-    shot = tmp_path / "predict.png"
-    result = render_in_chromium(html, shot, tmp_path)
+    shot = _shot(tmp_path, "predict.png")
+    result = render_in_chromium(browser, html, shot)
     n = html.read_text().count('<div class="plot')
     _check(result, expected_plots=n)
     _keep(shot)
 
 
-def test_reports_sharing_plotly_js_render_offline(tmp_path):
+def test_reports_sharing_plotly_js_render_offline(browser, tmp_path):
     """Two reports written to one folder with plotly_js="shared": one plotly.min.js beside them,
     loaded by each page from its folder (CSP 'self'), every chart drawn, nothing from the network."""
     site = tmp_path / "site"
@@ -314,7 +371,7 @@ def test_reports_sharing_plotly_js_render_offline(tmp_path):
                                    paths=[str(EXAMPLE_FIDELITY)], plotly_js="shared")]
     assert sorted(p.name for p in site.iterdir()) == ["fidelity.html", "plotly.min.js", "report.html"]
     for page, plots in zip(pages, (6, 1)):
-        shot = tmp_path / (page.stem + "-shared.png")
-        result = render_in_chromium(page, shot, tmp_path / page.stem)
+        shot = _shot(tmp_path, page.stem + "-shared.png")
+        result = render_in_chromium(browser, page, shot)
         _check(result, expected_plots=plots, shared=True)
         _keep(shot)
