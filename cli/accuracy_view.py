@@ -14,7 +14,7 @@ from ..costmodel.accuracy import (REST, TARGET_MEDIAN, TARGET_P90, by_op, by_var
                                   point_errors, summary)
 from ..reports.fmt import count, error, measured_ms, ms, pct, predicted_ms
 from .errors import fail
-from .layout import fit_console
+from .layout import datasheet_warning, fit_console
 from .options import load_run, write_csv
 
 console = Console(highlight=False)
@@ -63,6 +63,9 @@ def _print(run, path, errors, total, per_variant, cross, kinds=None) -> None:
     env = run.environment
     console.print(f"[bold]time model vs measured[/] · {path} · {env.device_name or env.device} · "
                   f"profile {env.hardware_profile or '?'} · {run.dtype}")
+    warn = datasheet_warning(run.hardware) if run.hardware is not None else None
+    if warn:
+        console.print(warn)
     if kinds is not None:
         _print_by_op(kinds)
     else:

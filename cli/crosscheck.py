@@ -13,7 +13,7 @@ from ..costmodel.units import DEVICES, PHASES
 from ..reports.fmt import flops, pct
 from .app import app
 from .errors import fail
-from .layout import fit_console
+from .layout import PlainHelp, fit_console
 from .options import (BACKEND_CHOICES, CSV_HELP, T_HELP, WIDE_HELP, check_choice, check_csv, check_params,
                       make_shape, parse_ints, parse_params, parse_T, parse_variants, write_csv)
 
@@ -36,7 +36,7 @@ CONVENTIONS = (
 
 # Flags of the FLOP check; None where not given. They choose what to count, so --time (which
 # checks the points of a profiled run as they were measured) refuses them.
-@app.command()
+@app.command(cls=PlainHelp)
 def crosscheck(
     variants: Optional[str] = typer.Option(None, help="'all' or a comma-separated list (see `attncost variants`) "
                                            "(default all)."),
@@ -67,8 +67,10 @@ def crosscheck(
                                        "It checks every point of the file: the flags that choose what to count "
                                        "(--variants, --d, --T, --phase, --param, ...) cannot be combined with it."),
 ) -> None:
-    """Check the analytic FLOPs against fvcore and FlopCounterMode on each variant's module,
-    or (--time RUN.json) the predicted times against a profiled run."""
+    """Check the analytic FLOPs against the counters on each variant's module, or (--time) times.
+
+    FLOPs: the analytic count beside fvcore's and FlopCounterMode's, on each variant's PyTorch
+    module; with --time RUN.json, the predicted times against a profiled run."""
     csv_path = check_csv(csv, inputs=[time])
     fit_console(console, wide)
     if time is not None:

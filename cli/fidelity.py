@@ -7,11 +7,12 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..reports.fmt import pct, sig
 from .app import app
 from .errors import fail
-from .layout import SECTION, Column, fit_console, print_table
+from .layout import Column, PlainHelp, fit_console, print_table
 from .options import (REPORT_FILE, T_HELP, WIDE_HELP, check_choice, check_output, check_param_values,
                       list_items, make_shape, parse_params, parse_T, parse_variants)
 
@@ -30,12 +31,18 @@ def _sweep_values(params: dict) -> dict:
 
 
 def _cell(x: Optional[float]) -> str:
-    """A table cell: three significant digits, a dim dash where there is no value."""
-    return "[dim]–[/]" if x is None else sig(x)
+    """A table cell: three significant digits (an exponent below 0.001, where zeros would pile up),
+    a dim dash where there is no value."""
+    if x is None:
+        return DASH
+    return f"{x:.2e}" if 0 < abs(x) < 1e-3 else sig(x)
+
+
+DASH = "[dim]–[/]"
 
 
 def _params_cell(point: dict) -> str:
-    return point["label"].partition(" ")[2] or "[dim]–[/]"
+    return point["label"].partition(" ")[2] or DASH
 
 
 def _distill_cell(point: dict) -> str:
@@ -49,41 +56,39 @@ def _distill_cell(point: dict) -> str:
     return cell
 
 
-COLUMNS = (Column("variant", "left"), Column("params", "left", wrap=True), Column("T"), Column("inputs", "left"),
-           Column("causal", "left"), Column("cos out"), Column("rel err out"), Column("cos attn"),
-           Column("rel err attn"), Column("distill steps / final loss", "left", wide=True, wrap=True))
+# T and the inputs name each table (a table per pair), so that the rows fit 80 columns
+COLUMNS = (Column("variant", "left"), Column("params", "left", wrap=True), Column("causal", "left"),
+           Column("cos\nout"), Column("rel err\nout"), Column("cos\nattn"), Column("rel err\nattn"),
+           Column("distill steps / final loss", "left", wide=True, wrap=True))
 TITLE = "Fidelity to exact softmax attention (same Q/K/V, fp32)"
 
 
-def _rows(points: list) -> list:
-    """The table's rows, a section per (T, inputs), each closed by the uniform-attention baseline."""
-    rows, group = [], None
+def _tables(points: list) -> list:
+    """(title, rows) per (T, inputs), in the points' order, each closed by the uniform-attention
+    baseline."""
+    groups: dict = {}
     for p in points:
-        key = (p["T"], p["inputs"])
-        if group is not None and key != group[0]:
-            rows += _baseline_rows(group[1]) + [SECTION]
-        if group is None or key != group[0]:
-            group = (key, {})
+        groups.setdefault((p["T"], p["inputs"]), []).append(p)
+    return [(f"T {T:,} · {inputs} inputs", _rows(group)) for (T, inputs), group in groups.items()]
+
+
+def _rows(points: list) -> list:
+    """The rows of one (T, inputs) group: a row per point, then the baseline per causality."""
+    rows, baselines = [], {}
+    for p in points:
         if p["baseline_cosine_output"] is not None:
-            group[1][p["causal"]] = p
-        head = [p["variant"], _params_cell(p), str(p["T"]), p["inputs"], "yes" if p["causal"] else "no"]
+            baselines[p["causal"]] = p
+        head = [p["variant"], _params_cell(p), "yes" if p["causal"] else "no"]
         if p["status"] != "ok":
-            rows.append(head + ["[dim]–[/]"] * 4 + [f"[dim]{p['status']}[/]"])
+            rows.append(head + [DASH] * 4 + [f"[dim]{p['status']}[/]"])
             continue
         if p["kind"] == "reference":
             head[0] = f"[dim]{head[0]}[/]"
         rows.append(head + [_cell(p["cosine_output"]), _cell(p["rel_error_output"]), _cell(p["cosine_attention"]),
                             _cell(p["rel_error_attention"]), _distill_cell(p)])
-    if group is not None:
-        rows += _baseline_rows(group[1])
-    return rows
-
-
-def _baseline_rows(by_causal: dict) -> list:
-    """Uniform attention (the mean of the visible values), for each causality in the group."""
-    return [["[italic dim]uniform mean[/]", "[dim]baseline[/]", str(p["T"]), p["inputs"], "yes" if causal else "no",
-             _cell(p["baseline_cosine_output"]), _cell(p["baseline_rel_error_output"]), "", "", ""]
-            for causal, p in sorted(by_causal.items())]
+    return rows + [["[italic dim]uniform mean[/]", "[dim]baseline[/]", "yes" if causal else "no",
+                    _cell(p["baseline_cosine_output"]), _cell(p["baseline_rel_error_output"]), DASH, DASH, ""]
+                   for causal, p in sorted(baselines.items())]
 
 
 def _distill_notes(points: list) -> list:
@@ -106,7 +111,7 @@ def _footnotes(points: list) -> list:
     return lines
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 def fidelity(
     variants: str = typer.Option("all", help="'all' or a comma-separated list (see `attncost variants`)."),
     T: str = typer.Option("256,1024", "--T", help=f"{T_HELP} At most {MAX_T}."),
@@ -129,8 +134,9 @@ def fidelity(
                                   "file that works anywhere); shared: one plotly.min.js beside the page, shared by "
                                   "the reports written to that folder (both work offline)."),
 ) -> None:
-    """How closely each approximate variant reproduces exact softmax attention on the same Q/K/V:
-    cosine similarity and relative error of the output and the attention matrix, on random and
+    """How closely each approximate variant reproduces exact softmax attention on the same Q/K/V.
+
+    Cosine similarity and relative error of the output and the attention matrix, on random and
     structured inputs; the learned variants are distilled first."""
     # -- flags (no torch yet) ----------------------------------------------------------------
     check_choice(inputs, INPUT_CHOICES, "--inputs")
@@ -208,10 +214,19 @@ def fidelity(
     if as_json:
         print(json.dumps(doc, indent=1, allow_nan=False))
         return
+    print_fidelity(points, wide)
+
+
+def print_fidelity(points: list, wide: bool = False) -> None:
+    """The command's tables (one per T and inputs), its notes and its legend, as wide as
+    ``fit_console`` says."""
     fit_console(console, wide)
-    print_table(console, COLUMNS, _rows(points), wide=wide, title=TITLE, keys=2)
+    console.print(f"[bold]{TITLE}[/]")
+    columns = COLUMNS if any(p.get("distill") for p in points) else COLUMNS[:-1]  # no empty column
+    for title, rows in _tables(points):
+        print_table(console, columns, rows, wide=wide, title=title, keys=2)
     for line in ([] if wide else _distill_notes(points)) + _footnotes(points):
-        console.print(f"[dim]{line}[/]", soft_wrap=True)
+        console.print(f"[dim]{escape(line)}[/]")
     console.print("[dim]cos: cosine similarity to exact attention (1 = same direction); rel err: |approx - exact|_F / "
                   "|exact|_F. Learned variants: distillation steps / final loss (its initial loss), on held-out "
-                  "inputs; topk: selector top-1 accuracy against the exact top-1 key.[/]", soft_wrap=True)
+                  "inputs; topk: selector top-1 accuracy against the exact top-1 key.[/]")

@@ -11,11 +11,11 @@ from ..costmodel.estimate import graph, resolve_params
 from ..costmodel.opkinds import VIEW, graph_kind
 from ..costmodel.shape import Shape
 from ..costmodel.timing import predict
-from ..costmodel.variants import VariantError
+from ..costmodel.variants import NAMES, VariantError
 from ..reports.fmt import flops, ms, nbytes, pct
 from .errors import fail
-from .layout import Column, print_table, screen
-from .options import parse_variants
+from .layout import Column, datasheet_warning, print_table, screen
+from .options import check_choice
 
 # KernelTime.bound of a kernel timed alone on the device (no host): its fixed latency outweighs its work
 _DEVICE_BOUND = {"overhead": "latency"}
@@ -48,12 +48,13 @@ def kernel_rows(variant: str, shape: Shape, params, hw) -> tuple:
 
 def kernels_report(text: str, shapes: list, params: dict, hw, as_json: bool, wide: bool = False) -> None:
     """The command's --kernels branch: one variant at one shape, as a table or JSON."""
-    names = parse_variants(text, "--kernels")
-    if len(names) != 1:
-        raise fail("--kernels takes one variant")
+    variant = text.strip()
+    if "," in variant or variant.lower() == "all":
+        raise fail(f"--kernels takes one variant, not {text!r}: name one of {', '.join(NAMES)}")
+    check_choice(variant, NAMES, "--kernels")
     if len(shapes) != 1:
         raise fail("--kernels takes one --T and one --d")
-    variant, shape = names[0], shapes[0]
+    shape = shapes[0]
     try:
         rows, totals, p = kernel_rows(variant, shape, params.get(variant), hw)
     except VariantError as err:
@@ -85,3 +86,6 @@ def _print(variant: str, shape: Shape, hw, rows: list, totals: dict, wide: bool)
                   f"{totals['kernels']} kernels · layer {ms(totals['time_s'])} eager, {totals['bound']}-bound")
     console.print("[dim]ms: each kernel's device time (fixed latency + its work, compute or memory, whichever "
                   "is longer); eager, the host issues each kernel and a kernel may wait for it.[/]")
+    warn = datasheet_warning(hw)
+    if warn:
+        console.print(warn)

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 PIPED_WIDTH = 100  # the width of output that is not a terminal, unless COLUMNS says otherwise
 WIDE_COLUMNS = 1000  # --wide: as wide as the table needs
@@ -114,3 +115,52 @@ DATASHEET_NOTE = ("datasheet peaks, not calibrated: efficiencies are assumed, no
 def datasheet_warning(hw) -> Optional[str]:
     """The line every prediction on a profile not fitted to measurements carries, else None."""
     return None if hw.calibrated else f"[yellow]{escape(hw.name)}: {DATASHEET_NOTE}[/]"
+
+
+# -- help screens ------------------------------------------------------------------------
+
+# What an option takes, as --help names it (typer would print <str>, <int>, <list[str]>)
+METAVARS = {"--d": "D", "--T": "T", "--batch": "N", "--variants": "LIST", "--param": "NAME=VALUE", "--hardware": "PROFILE",
+            "--baseline": "VARIANT", "--kernels": "VARIANT", "--variant-heatmap": "VARIANT", "--html": "FILE",
+            "--csv": "FILE", "--out": "FILE", "--output": "FILE", "--time": "RUN.json", "--model": "MODEL",
+            "--dtype": "DTYPE", "--weights-dtype": "DTYPE", "--kv-dtype": "DTYPE", "--phase": "PHASE",
+            "--device": "DEVICE", "--backend": "BACKEND", "--exec": "MODE", "--plotly-js": "MODE",
+            "--logits": "all|last", "--inputs": "KIND", "--budget": "SECONDS", "--fidelity": "FILE.json",
+            "--cp-kind": "ring|ulysses", "--max-time": "TIME", "--max-memory": "SIZE", "--max-kv": "SIZE",
+            "--sort": "KEY"}
+
+
+def metavar(param) -> str:
+    """The name --help gives what ``param`` takes: none for a flag, else METAVARS', else N for a
+    number."""
+    if getattr(param, "is_flag", False):
+        return ""
+    long = next((o for o in param.opts if o.startswith("--")), "")
+    return METAVARS.get(long) or ("N" if param.type_descriptor.annotation in (int, float) else long[2:].upper())
+
+
+def _plain_metavars(command, ctx) -> None:
+    """Give each option of ``command`` its ``metavar`` (none for a flag) and drop the type typer
+    shows beside an argument's metavar, before its --help is printed."""
+    for param in command.get_params(ctx):
+        if isinstance(param, TyperOption) and param.metavar is None:
+            param.metavar = metavar(param)
+        elif isinstance(param, TyperArgument) and param.metavar is not None:
+            param.display_type_rich = lambda ctx: None  # the metavar (RUN.json) says it all
+
+
+class PlainHelp(TyperCommand):
+    """A command whose --help names what each option takes (D, T, FILE, ...) and prints nothing
+    after a flag, where typer prints its Python type (<bool>, <str>, <list[str]>)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        _plain_metavars(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class PlainHelpGroup(TyperGroup):
+    """The application's group, with --help as ``PlainHelp`` prints it."""
+
+    def format_help(self, ctx, formatter) -> None:
+        _plain_metavars(self, ctx)
+        super().format_help(ctx, formatter)

@@ -1,10 +1,8 @@
-"""Entry point: `attncost COMMAND` (``attncost.cli.main:app``). Importing each command module
-registers its commands on the app; none imports torch at import time, so `attncost predict`
-never loads it."""
+"""Entry point: `attncost COMMAND` (``attncost.cli.main:app``). Each command's module is imported
+when the command runs (``app.COMMANDS``), so `attncost predict` loads only what predicting needs,
+and never torch."""
 
-from .app import app  # first: bound before the command modules below are imported
-
-from . import calibrate, crosscheck, fidelity, predict, profile, report  # noqa: E402,F401  (registration)
+from .app import app
 
 __all__ = ["app"]
 

@@ -6,8 +6,8 @@ from typing import Optional
 
 from rich.markup import escape
 
-from ..costmodel.units import DTYPES, GIGA, KV_DTYPES, WEIGHT_DTYPES
-from ..reports.fmt import bandwidth, nbytes, pct, sig
+from ..costmodel.units import DTYPES, KV_DTYPES, WEIGHT_DTYPES
+from ..reports.fmt import bandwidth, flops, nbytes, pct, sig
 from .errors import fail
 from .layout import SECTION, Column, datasheet_warning, print_table, screen
 from .options import check_choice, check_params, load_model, make_shape, parse_params, parse_T, parse_variants
@@ -18,8 +18,9 @@ COMPONENT_LABELS = {"attention_core": "attention core", "attention_proj": "atten
 
 def run(model: str, T: str, batch, dtype: str, variants: Optional[str], param: Optional[list],
         hw, as_json: bool, logits: str = "all", weights_dtype: Optional[str] = None,
-        kv_dtype: Optional[str] = None, wide: bool = False) -> None:
-    """Evaluate and print (table or JSON) the whole model for each batch (an int or a list), T and variant."""
+        kv_dtype: Optional[str] = None, wide: bool = False) -> list:
+    """Evaluate and print (table or JSON) the whole model for each batch (an int or a list), T and
+    variant; returns the results (``ModelResult``), batch-major."""
     from ..costmodel.model_cost import default_variants, predict_model
     from ..costmodel.model_graphs import LOGITS
 
@@ -41,8 +42,22 @@ def run(model: str, T: str, batch, dtype: str, variants: Optional[str], param: O
     if as_json:
         print(json.dumps({"model": cfg.model_dump(), "hardware": hw.model_dump(),
                           "results": [r.as_dict() for r in results]}, indent=1, allow_nan=False))
-        return
-    _print(cfg, results, hw, wide)
+    else:
+        _print(cfg, results, hw, wide)
+    return results
+
+
+def write_report(model: str, results: list, hw, path, command: str, plotly_js: str, quiet: bool = False) -> None:
+    """--html: the model's page (``reports.page.write_model_report``); says where it went unless ``quiet``."""
+    from ..reports.page import write_model_report
+
+    try:
+        written = write_model_report(load_model(model), results, hw, path, COMPONENT_LABELS, command=command,
+                                     plotly_js=plotly_js)
+    except OSError as err:
+        raise fail(f"--html {path}: cannot write there ({err.strerror or err})")
+    if not quiet:
+        screen().print(f"Report written to [bold]{escape(str(written))}[/]")
 
 
 def _check_precision(dtype: str, weights: Optional[str], kv: Optional[str], hw) -> None:
@@ -97,7 +112,7 @@ def _print(cfg, results, hw, wide: bool = False) -> None:
                   + (f" · parameters {', '.join(pub)}" if pub else ""))
     sweep_b = len(batches) > 1
     cols = ([Column("batch")] if sweep_b else []) + [
-        Column("T"), Column("variant", "left"), Column("params", wide=True), Column("GFLOP\nprefill"),
+        Column("T"), Column("variant", "left"), Column("params", wide=True), Column("prefill\nFLOPs"),
         Column("attn\ncore", wide=True), Column("attn\nproj", wide=True), Column("MLP", wide=True),
         Column("LM\nhead", wide=True), Column("KV cache"), Column("memory,\nfits"), Column("TTFT\nms"),
         Column("bound", "left", wide=True), Column("tok/s per\nbatch"), Column("tok/s per\nsequence", wide=True),
@@ -133,7 +148,7 @@ def _print(cfg, results, hw, wide: bool = False) -> None:
             return text if fits or text in ("–", "n/a") else f"[red]({text})[/]"
 
         rows.append(lead + [
-            name, params, sig(pre.flops_total / GIGA), _share(sh["attention_core"]),
+            name, params, flops(pre.flops_total), _share(sh["attention_core"]),
             _share(sh["attention_proj"]), _share(sh["mlp"]), _share(sh["lm_head"]), nbytes(r.kv_cache_bytes),
             nbytes(r.memory_bytes) + (" ok" if fits else " [bold red]NO[/]"),
             mark(sig(r.ttft_s * 1e3) if r.ttft_s is not None else "–"), pre.bound or "–",
@@ -157,7 +172,7 @@ def _print(cfg, results, hw, wide: bool = False) -> None:
         f"{'all T tokens (--logits last: the last only)' if first.logits == 'all' else 'the last token'}; "
         "decode tok/s: tokens per second for the whole batch, one token per sequence against a cache of T "
         "(per sequence: divided by the batch); roofline = batch x bandwidth / (weights read + KV cache). memory: "
-        "weights + KV cache + prefill activations. max T fits: within the device memory at this batch (*: beyond "
+        "weights + KV cache + prefill activations. max T fitting: within the device memory at this batch (*: beyond "
         "the model's context); max batch: at this T." + ("" if wide else " --wide: every column.") + "[/]")
     warn = datasheet_warning(hw)
     if warn:
@@ -174,27 +189,27 @@ def _max_T(r) -> str:
 
 def _print_components(console, r, wide: bool) -> None:
     pre, dec = r.prefill, r.decode
-    cols = [Column("component", "left"), Column("GFLOP"), Column("FLOPs"), Column("ms"), Column("time"),
-            Column("GFLOP/layer", wide=True), Column("decode ms"), Column("decode time")]
+    cols = [Column("component", "left"), Column("FLOPs"), Column("FLOPs\nshare"), Column("ms"), Column("time\nshare"),
+            Column("FLOPs/layer", wide=True), Column("decode\nms"), Column("decode\ntime share")]
     tot_t = sum(pre.time.values()) if pre.time else 0.0
     dtot = sum(dec.time.values()) if dec and dec.time else 0.0
     per_layer = pre.per_layer[-1]["flops"] if pre.per_layer else {}
     rows = []
     for c, label in COMPONENT_LABELS.items():
         pl = per_layer.get(c)
-        rows.append([label, sig(pre.flops[c] / GIGA), _share(pre.flops[c] / pre.flops_total),
+        rows.append([label, flops(pre.flops[c]), _share(pre.flops[c] / pre.flops_total),
                      sig(pre.time[c] * 1e3) if pre.time else "–", _share(pre.time[c] / tot_t) if tot_t else "–",
-                     sig(pl / GIGA) if pl is not None else "",
+                     flops(pl) if pl is not None else "",
                      sig(dec.time[c] * 1e3) if dec and dec.time else "–",
                      _share(dec.time[c] / dtot) if dtot else "–"])
-    rows.append(["[bold]total[/]", sig(pre.flops_total / GIGA), "100%", sig(tot_t * 1e3) if tot_t else "–",
+    rows.append(["[bold]total[/]", flops(pre.flops_total), "100%", sig(tot_t * 1e3) if tot_t else "–",
                  "100%" if tot_t else "–", "", sig(dtot * 1e3) if dtot else "–", "100%" if dtot else "–"])
     print_table(console, cols, rows, wide=wide,
                 title=f"{r.model} · {r.variant} · T {r.T:,} · batch {r.batch}: by component (whole model)")
     console.print(f"[dim]weights {nbytes(r.weights_bytes)}, KV cache {nbytes(r.kv_cache_bytes)} "
                   f"({nbytes(r.kv_cache_bytes_per_token)} per token), peak prefill activations "
                   f"{nbytes(pre.activation_bytes)}; total {nbytes(r.memory_bytes)} of {nbytes(r.mem_bytes)}"
-                  f"{'' if r.fits is None or r.fits else ' [bold red]does not fit[/]'}. GFLOP/layer (--wide): "
+                  f"{'' if r.fits is None or r.fits else ' [bold red]does not fit[/]'}. FLOPs/layer (--wide): "
                   f"{pre.per_layer[-1]['kind']} layer.[/]")
 
 
@@ -202,14 +217,14 @@ def _print_layers(console, r, wide: bool) -> None:
     """One row per group of layers that cost the same: Gemma's local and global attention,
     DeepSeek's dense and MoE layers."""
     cols = [Column("layers"), Column("MLP", "left"), Column("attention", "left"), Column("window"),
-            Column("KV cache"), Column("GFLOP"), Column("prefill ms"), Column("decode ms")]
+            Column("KV cache"), Column("FLOPs"), Column("prefill ms"), Column("decode ms")]
     decode = {(lay["kind"], lay["attention"], lay["variant"]): lay for lay in (r.decode.per_layer if r.decode else [])}
     rows = []
     for lay in r.prefill.per_layer:
         dec = decode.get((lay["kind"], lay["attention"], lay["variant"]))
         rows.append([f"{lay['count']}", lay["kind"], f"{lay['variant']} {lay['attention'] or ''}".strip(),
                      f"{lay['window']:,}" if lay["window"] else "–", nbytes(lay["kv_cache_bytes"]),
-                     sig(sum(lay["flops"].values()) / GIGA),
+                     flops(sum(lay["flops"].values())),
                      sig(sum(lay["time_s"].values()) * 1e3) if "time_s" in lay else "–",
                      sig(sum(dec["time_s"].values()) * 1e3) if dec and "time_s" in dec else "–"])
     print_table(console, cols, rows, wide=wide,

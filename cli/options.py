@@ -111,15 +111,24 @@ def parse_ints(text: str, flag: str) -> list:
     return values
 
 
+ONE_VARIANT_FLAGS = ("--baseline", "--kernels", "--variant-heatmap")  # flags that name a single variant
+
+
 def parse_variants(text: str, flag: str = "--variants") -> list:
-    if text.strip().lower() == "all":
+    """The variants ``flag`` names: 'all' or a comma-separated list; a flag of ONE_VARIANT_FLAGS
+    takes exactly one name, and its error sentences say so."""
+    one = flag in ONE_VARIANT_FLAGS
+    choices = ("from " if one else "'all' or from ") + ", ".join(NAMES)
+    if text.strip().lower() == "all" and not one:
         return list(NAMES)
     if not text.strip():
-        raise fail(f"{flag} must name at least one variant")
+        raise fail(f"{flag} must name {'a' if one else 'at least one'} variant")
     names = list_items(text, flag)
+    if one and (len(names) != 1 or names[0].lower() == "all"):
+        raise fail(f"{flag} takes one variant, not {text.strip()!r}: choose {choices}")
     for n in names:
         if n not in REGISTRY:
-            raise fail(f"{flag}: unknown variant {n!r}; choose 'all' or from {', '.join(NAMES)}")
+            raise fail(f"{flag}: unknown variant {n!r}; choose {choices}")
     return names
 
 

@@ -15,7 +15,7 @@ from ..reports.pick_figure import (FIDELITY_METHOD, NO_FIDELITY, excluded_text, 
                                    nothing_text, outcome_text, params_text)
 from .app import app
 from .errors import fail
-from .layout import Column, print_table, screen
+from .layout import Column, PlainHelp, datasheet_warning, print_table, screen
 from .options import (REPORT_FILE, WIDE_HELP, check_choice, check_csv, check_output, load_hardware,
                       load_model, make_shape, parse_T, parse_variants, write_csv)
 
@@ -56,7 +56,7 @@ def _constraints(max_time, max_memory, max_kv, min_cosine, max_rel_error, fideli
         min_cosine=min_cosine, max_rel_error=max_rel_error)
 
 
-@app.command("pick")
+@app.command("pick", cls=PlainHelp)
 def pick_cmd(
     d: Optional[int] = typer.Option(None, "--d", help="Model width; required unless --model."),
     T: str = typer.Option(..., "--T", help="Tokens (one value): 32768 or 32k (k = 1024, M = 1048576)."),
@@ -94,8 +94,10 @@ def pick_cmd(
     plotly_js: str = typer.Option("inline", "--plotly-js", help="With --html: inline or shared (see predict)."),
     wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
-    """The attention variants and parameters that meet a budget: sweep every variant's parameters,
-    drop what breaks a constraint, print the Pareto front of time, memory and fidelity."""
+    """The best attention variants and parameters under a time, memory, KV or fidelity budget.
+
+    Sweeps every variant's parameters, drops what breaks a constraint and prints the Pareto front of
+    time, memory and fidelity."""
     from ..reports import PLOTLY_JS_MODES
 
     check_choice(plotly_js, PLOTLY_JS_MODES, "--plotly-js")
@@ -236,3 +238,6 @@ def _print(result: PickResult, hw, wide: bool) -> None:
                                           "keeps for batch x T tokens")
     method = NO_FIDELITY if result.objective is None else FIDELITY_METHOD
     console.print(f"[dim]{memory}; ms: predicted time of one layer. {escape(method)}[/]")
+    warn = datasheet_warning(hw)
+    if warn:
+        console.print(warn)

@@ -14,17 +14,19 @@ from types import SimpleNamespace
 from typing import List, Optional
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from ..costmodel.timing import MODES
 from ..costmodel.units import DTYPES, PHASES
-from ..reports.fmt import ms, pct
+from ..costmodel.units import MIB
+from ..reports.fmt import ROUGH, UNSTABLE_MARK, error, measured_ms, pct, predicted_ms, sig
 from .app import app
 from .errors import fail
-from .options import (BACKEND_CHOICES, DEVICE_CHOICES, RESULTS_FILE, check_choice, check_output, check_param_values,
-                      load_hardware, load_model, make_shape, parse_ints, parse_params, parse_T, parse_variants)
+from .layout import Column, PlainHelp, fit_console, print_table
+from .options import (BACKEND_CHOICES, CSV_HELP, DEVICE_CHOICES, RESULTS_FILE, WIDE_HELP, check_choice, check_csv,
+                      check_output, check_param_values, load_hardware, load_model, make_shape, parse_ints,
+                      parse_params, parse_T, parse_variants, write_csv)
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -49,7 +51,7 @@ def default_count(device: str) -> bool:
     return device != "cuda"
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 def profile(
     device: str = typer.Option("auto", help="auto (a CUDA GPU, else Apple MPS, else the CPU), cuda, mps or cpu."),
     dtype: Optional[str] = typer.Option(None, help="bf16, fp16 or fp32 (default: bf16 on a GPU, fp16 on MPS "
@@ -57,7 +59,7 @@ def profile(
     phase: str = typer.Option("prefill", help="prefill, decode (one token against a cache of T) or train (forward + backward)."),
     variants: str = typer.Option("all", help="'all' or a comma-separated list (see `attncost variants`)."),
     d: Optional[str] = typer.Option(None, "--d", help="Model width or a list 1024,2048 (default 1024 on a GPU, 256 on the CPU)."),
-    T: Optional[str] = typer.Option(None, "--T", help="Tokens: 4096, a list 512,1024 or powers of two 512:32768 "
+    T: Optional[str] = typer.Option(None, "--T", help="Tokens: 4096, a list 512,1024 or a range 512:32768 (doubling) "
                                                        "(default 512:32768 on CUDA, 512:8192 on MPS, 128:1024 on "
                                                        "the CPU)."),
     heads: Optional[int] = typer.Option(None, help="Attention heads, must divide d (default 16 on a GPU, 4 on the CPU)."),
@@ -67,8 +69,8 @@ def profile(
     param: Optional[List[str]] = typer.Option(None, "--param", help="A variant parameter, e.g. linformer.k=128 (repeatable)."),
     hardware: Optional[str] = typer.Option(None, help="Profile for the predictions: a built-in name or a JSON file "
                                                       "(default: the built-in profile matching this device)."),
-    out: Optional[str] = typer.Option(None, help="Results file (default runs/DEVICE-PHASE-DTYPE.json; "
-                                      "--exec graph: runs/DEVICE-PHASE-graph-DTYPE.json)."),
+    out: Optional[str] = typer.Option(None, help="Results file (default: in runs/, named by device, phase "
+                                      "and dtype; --exec graph adds -graph)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the results file, skipping the points it holds."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file, even one that is not "
                                                               "a results file."),
@@ -92,12 +94,25 @@ def profile(
                                "or the 'last' one, as `attncost predict --model`."),
     weights_dtype: Optional[str] = typer.Option(None, "--weights-dtype", help="With --model: fp8 runs the blocks' "
                                                 "linear layers as fp8 matmuls (torch._scaled_mm; CUDA, compute "
-                                                "capability 8.9+) [default: --dtype]."),
+                                                "capability 8.9+) (default: --dtype)."),
     kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="With --model: fp8 stores the KV cache in fp8 "
-                                           "(CUDA, compute capability 8.9+) [default: --dtype]."),
+                                           "(CUDA, compute capability 8.9+) (default: --dtype)."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
+    csv: Optional[str] = typer.Option(None, "--csv", help=CSV_HELP),
+    cp: int = typer.Option(1, "--cp", help="Split the sequence over N processes (torch.distributed: gloo on the "
+                           "CPU, NCCL on CUDA), spawned here unless launched by torchrun; prefill or train."),
+    cp_kind: str = typer.Option("ring", "--cp-kind", help="With --cp: ring or ulysses."),
+    tp: int = typer.Option(1, "--tp", help="Split the heads over N processes (tensor parallel: column-parallel "
+                           "Q/K/V, row-parallel output, an all-reduce), as --cp."),
+    sequence_parallel: bool = typer.Option(False, "--sequence-parallel", help="With --tp: the input sharded over "
+                                           "the sequence, all-gathered, the output reduce-scattered."),
 ) -> None:
     """Measure time and peak memory of attention variants on this machine, beside the prediction."""
     o = SimpleNamespace(**locals())
+    if cp != 1 or tp != 1 or sequence_parallel:
+        from .parallel_view import profile_parallel
+
+        return profile_parallel(o, "attncost " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     kind = ModelRun(o) if model is not None else LayerRun(o)
     flags = {"--" + k.replace("_", "-"): v for k, v in vars(o).items() if k not in kind.unused and k != "exec_mode"}
     if exec_mode != "eager":
@@ -124,6 +139,7 @@ def _profile(kind, o: SimpleNamespace, command: str) -> None:
     params = parse_params(o.param)
     check_param_values(params)
     path = None if o.out is None else _results_file(o.out, o)  # before the device starts
+    csv_path = check_csv(o.csv, inputs=[o.hardware, o.model, path])
 
     from ..profiler.device import device_name, environment, slug
     from ..profiler.runner import RunError
@@ -134,6 +150,8 @@ def _profile(kind, o: SimpleNamespace, command: str) -> None:
     name = device_name(dev)
     if path is None:
         path = _results_file(Path("runs") / f"{slug(name)}-{kind.file_tag}-{dt}.json", o)
+    if csv_path is not None and csv_path.resolve() == path.resolve():
+        raise fail(f"--csv {o.csv} is the results file this run writes: choose another --csv")
     kind.plan(dev, dt, name, names, params)
     hw, hw_label = _hardware(o.hardware, dev, name)
     budget_s = o.budget or defaults(dev)["budget"]
@@ -157,7 +175,12 @@ def _profile(kind, o: SimpleNamespace, command: str) -> None:
         raise typer.Exit(130)
     except OSError as err:
         raise fail(f"--out {path}: cannot write there ({err.strerror or err})")
-    kind.summary(run, path)
+    points = kind.summary(run, path)
+    if csv_path is not None:
+        try:
+            write_csv(csv_path, [p.model_dump(mode="json") for p in points])
+        except OSError as err:
+            raise fail(f"--csv {csv_path}: cannot write there ({err.strerror or err})")
 
 
 class LayerRun:
@@ -226,15 +249,23 @@ class LayerRun:
         count = self.o.count if self.o.count is not None else default_count(dev)
         return run_sweep(path, self.grid, dev, dt, count=count, exec_mode=self.o.exec_mode, ops=self.o.ops, **common)
 
-    def summary(self, run, path: Path) -> None:
+    def summary(self, run, path: Path) -> list:
+        """Print this command's points of ``run`` (in grid order) as a table; returns them."""
         from ..profiler.sweep import grid_points
 
         by_key = {p.key: p for p in run.points}
         keys = dict.fromkeys(p.key for p in grid_points(self.grid, self.o.exec_mode))  # this command's, in grid order
         points = [by_key[k] for k in keys if k in by_key]  # (a resumed file may hold more)
-        table = _table((("variant", "left"), ("T", "right"), ("meas. ms", "right"), ("pred. ms", "right"),
-                        ("error", "right"), ("peak MiB", "right"), ("kernel", "left"), ("status", "left")))
-        errors = []
+        self.print(points, path)
+        return points
+
+    def print(self, points: list, path: Path) -> None:
+        """The table of ``points`` (measured, predicted, error), their messages and the legend."""
+        by_d = len({p.shape.d for p in points}) > 1
+        columns = ([Column("d")] if by_d else []) + [
+            Column("variant", "left"), Column("T"), Column("meas. ms"), Column("pred. ms"), Column("error"),
+            Column("peak MiB"), Column("kernel", "left"), Column("status", "left")]
+        rows, errors = [], []
         messages: dict = {}
         for p in points:
             meas = p.timing.median_s if p.timing else None
@@ -243,12 +274,14 @@ class LayerRun:
             if err is not None and p.status == "ok":
                 errors.append(abs(err))
             if p.message:
-                messages.setdefault(p.message, []).append(f"{p.variant} T={p.shape.T:,}")
-            table.add_row(p.variant, f"{p.shape.T:,}", ms(meas, unit=False), ms(pred, unit=False),
-                          "–" if err is None else pct(err),
-                          "–" if p.peak_memory_bytes is None else f"{p.peak_memory_bytes / 2**20:,.1f}",
-                          p.backend or "–", _status(p))
-        console.print(table)
+                messages.setdefault(p.message, []).append(f"{p.variant} {f'd={p.shape.d:,} ' if by_d else ''}"
+                                                          f"T={p.shape.T:,}")
+            rows.append(([f"{p.shape.d:,}"] if by_d else []) + [
+                p.variant, f"{p.shape.T:,}", measured_ms(meas, p.timing.stable if p.timing else None),
+                predicted_ms(pred, err), error(err), "–" if p.peak_memory_bytes is None else sig(p.peak_memory_bytes / MIB),
+                p.backend or "–", _status(p)])
+        fit_console(console, self.o.wide)
+        print_table(console, columns, rows, wide=self.o.wide, keys=2 if by_d else 1)
         for msg, where in messages.items():
             more = f" and {len(where) - 3} more" if len(where) > 3 else ""
             console.print(f"[dim]- {', '.join(where[:3])}{more}: {msg}[/]")
@@ -260,20 +293,22 @@ class LayerRun:
         console.print(line + ").", soft_wrap=True)  # a path is never broken
         unstable = sum(1 for p in points if p.timing is not None and p.timing.stable is False)
         if unstable:
-            console.print(f"[dim]{unstable} of {len(points)} points did not reach a stable median (95% interval "
-                          f"within 2%) in the time budget: raise --budget for tighter numbers.[/]")
+            console.print(f"[dim]{UNSTABLE_MARK}: {unstable} of {len(points)} points did not reach a stable median "
+                          f"(95% interval within 2%) in the time budget, shown to two digits: raise --budget for "
+                          f"tighter numbers.[/]")
         if errors:
             errors.sort()
-            console.print(f"Predicted vs measured time: median |error| {errors[len(errors) // 2]:.0%} over "
-                          f"{len(errors)} points (error = predicted / measured - 1; meas. = median of repeated calls; "
+            console.print(f"Predicted vs measured time: median |error| {pct(errors[len(errors) // 2], signed=False)} "
+                          f"over {len(errors)} points (error = predicted / measured - 1; meas. = median of repeated "
+                          f"calls; pred. to two digits beside an error above {pct(ROUGH, signed=False)}; "
                           f"peak MiB = memory above the inputs; kernel = the attention kernel that ran: an SDPA "
                           f"backend, or flex).")
         if self.o.exec_mode == "graph":
             console.print("Graph mode: each layer captured once in a CUDA graph and timed as its replay (no host "
                           "time per op); predicted in graph mode too.")
         if self.o.ops:
-            console.print(f"Time by op kind recorded: `attncost crosscheck --time {path} --by-op` sets it beside "
-                          f"the prediction.")
+            console.print("Time by op kind recorded; this sets it beside the prediction:")
+            console.print(f"  attncost crosscheck --time {escape(shlex.quote(str(path)))} --by-op", soft_wrap=True)  # never broken
 
 
 class ModelRun:
@@ -336,30 +371,38 @@ class ModelRun:
                           new_tokens=o.new_tokens, logits=o.logits, weights_dtype=o.weights_dtype,
                           kv_dtype=o.kv_dtype, **common)
 
-    def summary(self, run, path: Path) -> None:
-        table = _table((("model", "left"), ("variant", "left"), ("T", "right"), ("TTFT ms", "right"),
-                        ("pred", "right"), ("err", "right"), ("ms/tok", "right"), ("pred", "right"), ("err", "right"),
-                        ("tok/s", "right"), ("status", "left")))
-
-        def err(pred, meas):
-            return "–" if not meas or pred is None else pct(pred / meas - 1)
-
+    def summary(self, run, path: Path) -> list:
+        """Print the model points of ``run`` as a table, with a legend; returns them."""
         points = [p for p in run.points if p.model is not None]
+        models = len({p.model for p in points}) > 1
+        columns = ([Column("model", "left")] if models else []) + [
+            Column("variant", "left"), Column("T"), Column("TTFT\nms"), Column("TTFT\npred"), Column("TTFT\nerror"),
+            Column("decode\nms/tok"), Column("decode\npred"), Column("decode\nerror"), Column("tok/s", wide=True),
+            Column("status", "left")]
+        rows = []
         for p in points:
-            table.add_row(p.model, p.variant, f"{p.shape.T:,}", ms(p.ttft_s, unit=False), ms(p.predicted_ttft_s, unit=False),
-                          err(p.predicted_ttft_s, p.ttft_s), ms(p.decode_s_per_token, unit=False),
-                          ms(p.predicted_decode_s_per_token, unit=False),
-                          err(p.predicted_decode_s_per_token, p.decode_s_per_token),
-                          "–" if p.decode_tokens_per_s is None else f"{p.decode_tokens_per_s:,.1f}", _status(p))
-        console.print(table)
+            ttft_err, dec_err = _error(p.predicted_ttft_s, p.ttft_s), _error(p.predicted_decode_s_per_token,
+                                                                             p.decode_s_per_token)
+            rows.append(([p.model] if models else []) + [
+                p.variant, f"{p.shape.T:,}", measured_ms(p.ttft_s, p.timing.stable if p.timing else None),
+                predicted_ms(p.predicted_ttft_s, ttft_err), error(ttft_err),
+                measured_ms(p.decode_s_per_token, p.decode_timing.stable if p.decode_timing else None),
+                predicted_ms(p.predicted_decode_s_per_token, dec_err), error(dec_err),
+                "–" if p.decode_tokens_per_s is None else sig(p.decode_tokens_per_s), _status(p)])
+        fit_console(console, self.o.wide)
+        if points and not models:
+            console.print(f"[bold]{escape(points[0].model)}[/] · batch {points[0].shape.batch} · whole model")
+        print_table(console, columns, rows, wide=self.o.wide, keys=2 if models else 1)
         for p in points:
             if p.message:
                 console.print(f"[dim]- {p.model} {p.variant} T={p.shape.T:,}: {p.message}[/]")
         n_ok = sum(p.status == "ok" for p in points)
-        console.print(f"Wrote {path} ({len(points)} points: {n_ok} ok). TTFT = prefill of T tokens (median); ms/tok "
-                      f"= one decode step (a token per sequence) against a cache of T; tok/s = batch / ms/tok "
-                      f"measured; pred = `attncost predict --model` for "
-                      f"{run.environment.hardware_profile or 'no profile'}; err = pred / measured - 1.", soft_wrap=True)
+        console.print(f"Wrote {path} ({len(points)} points: {n_ok} ok).", soft_wrap=True)  # a path is never broken
+        console.print(f"[dim]TTFT = prefill of T tokens (median); ms/tok = one decode step (a token per sequence) "
+                      f"against a cache of T; tok/s{'' if self.o.wide else ' (--wide)'} = batch / ms/tok measured; "
+                      f"pred = `attncost predict --model` for {escape(run.environment.hardware_profile or 'no profile')}"
+                      f"; error = pred / measured - 1; {UNSTABLE_MARK}: a median that did not settle.[/]")
+        return points
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -470,11 +513,9 @@ def _describe(point) -> str:
     return f"{point.model + ' ' if point.model else ''}{point.variant} T={point.shape.T:,}"
 
 
-def _table(columns: tuple) -> Table:
-    table = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1))
-    for c, j in columns:
-        table.add_column(c, justify=j, no_wrap=True)
-    return table
+def _error(pred: Optional[float], meas: Optional[float]) -> Optional[float]:
+    """predicted / measured - 1, or None where either is missing."""
+    return None if not meas or pred is None else pred / meas - 1
 
 
 def _status(p) -> str:

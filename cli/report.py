@@ -9,16 +9,10 @@ from rich.markup import escape
 
 from .app import app
 from .errors import fail
-from .options import REPORT_FILE, check_choice, check_output, load_hardware, load_run
+from .layout import PlainHelp
+from .options import REPORT_FILE, check_choice, check_output, load_hardware, load_run, parse_variants
 
 console = Console(highlight=False)
-
-
-def _check_variant(name: Optional[str], flag: str) -> None:
-    from ..costmodel.variants import NAMES
-
-    if name is not None and name not in NAMES:
-        raise fail(f"{flag}: unknown variant {name!r}; choose from {', '.join(NAMES)}")
 
 
 def _load_fidelity(path: Path):
@@ -30,7 +24,7 @@ def _load_fidelity(path: Path):
         raise fail(f"--fidelity: {err}")
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 def report(
     runs: Optional[List[Path]] = typer.Argument(None, show_default=False, metavar="RUN.json",
                                                 help="One or more results files of `attncost profile` (several: "
@@ -56,11 +50,12 @@ def report(
     if not runs and not fidelity:
         raise fail("Missing argument RUN.json: give one or more results files of `attncost profile`, "
                    "or --fidelity FILE.json")
-    _check_variant(baseline, "--baseline")
+    baseline = parse_variants(baseline, "--baseline")[0]
     from ..reports import PLOTLY_JS_MODES
 
     check_choice(plotly_js, PLOTLY_JS_MODES, "--plotly-js")
-    _check_variant(variant_heatmap, "--variant-heatmap")
+    if variant_heatmap is not None:
+        variant_heatmap = parse_variants(variant_heatmap, "--variant-heatmap")[0]
     loaded = [load_run(p) for p in runs]
     fid_docs = [_load_fidelity(p) for p in fidelity]
     hw = None if hardware is None else load_hardware(hardware)

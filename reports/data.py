@@ -196,6 +196,8 @@ def from_runs(runs: list, paths: Optional[list] = None, hardware=None, baseline:
         hw = override or run_hardware(run)
         src = Source(i, label, run, path, hw, run.dtype, run.command)
         for p in run.points:
+            if p.cp or p.tp:  # split over several processes: the parallel section draws it
+                continue
             est = estimate_on(p.variant, p.shape, p.params, hw) if p.status != "n/a" else None
             pred_t = p.predicted_time_s
             if pred_t is None and est is not None:

@@ -647,3 +647,22 @@ def _ceilings(data: ReportData) -> list:
                       dash="dot" if measured else dash_for(j)),
             peak=f" ({src.dtype}): the datasheet peak", bandwidth="")))
     return out
+
+
+def model_time_figure(results: list, labels: dict, phase: str) -> go.Figure:
+    """A whole model's predicted time by component, a stacked bar per (batch, T, variant) of
+    ``results`` (``ModelResult``s that priced): ``phase`` "prefill" (time to first token) or
+    "decode" (one step). ``labels``: component -> the name shown."""
+    fig = go.Figure()
+    rows = [r for r in results if r.status == "ok" and (r.prefill if phase == "prefill" else r.decode)]
+    many = len({(r.batch, r.T) for r in rows}) > 1
+    names = [plot_text(f"{r.variant} · batch {r.batch} · T {fmt.tokens(r.T)}" if many else r.variant) for r in rows]
+    for comp, label in labels.items():
+        ms = [(r.prefill if phase == "prefill" else r.decode).time.get(comp, 0.0) * 1e3 for r in rows]
+        fig.add_trace(go.Bar(x=names, y=ms, name=plot_text(label), hovertext=[
+            f"{n}<br>{plot_text(label)}: {fmt.ms_value(v)}" for n, v in zip(names, ms)], hoverinfo="text"))
+    what = "prefill of T tokens (time to first token)" if phase == "prefill" else "one decode step (all sequences)"
+    fig.update_layout(**_layout(f"Predicted time by component: {what}", "", "ms"), barmode="stack")
+    if not rows:
+        _empty_note(fig, "no variant priced")
+    return place_legend(fig)

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.utils import PlotlyJSONEncoder
 
 from .. import __version__
+from ..costmodel.atomic import write_atomic
 from ..costmodel.crossover import HI as SEARCH_HI
 from ..costmodel.crossover import LO as SEARCH_LO
 from ..costmodel.results import OOM_STATUSES
@@ -21,11 +22,12 @@ from .data import (Grid, KvData, ReportData, crosscheck_rows, error_by_series, e
                    speedup_grid)
 from .fidelity_data import FidelityData, cost_text, fidelity_findings, fidelity_notes, settings_text
 from .fidelity_figure import fidelity_figure
-from .figures import (NEAR, device_memory, flops_figure, heatmap_figure, kv_figure, memory_figure, roofline_figure,
-                      time_figure)
+from .figures import (NEAR, device_memory, flops_figure, heatmap_figure, kv_figure, memory_figure, model_time_figure,
+                      roofline_figure, time_figure)
 from .html import bullets, definitions, details, esc, lead, note, swatch, table
 from .panels import panels_for
-from .plotly_bundle import PLOTLY_FILE, PLOTLY_JS_MODES, bundle
+from .parallel_figure import parallel_data, parallel_html
+from .plotly_bundle import PLOTLY_FILE, PLOTLY_JS_MODES, bundle, write_shared
 
 # In the head of every page, before plotly.js: how attncost knows a page it wrote, which a later
 # report may replace without --overwrite.
@@ -244,6 +246,10 @@ def error_tables(data: ReportData) -> str:
     return html
 
 
+ENV_LABELS = {"sdpa_backend_requested": "SDPA backend asked for", "sdpa_backend": "SDPA backends that ran",
+              "cuda": "CUDA", "cpu_count": "CPU count"}  # environment fields whose name reads poorly as is
+
+
 def environment_html(data: ReportData) -> str:
     parts = []
     for src in data.sources:
@@ -255,12 +261,14 @@ def environment_html(data: ReportData) -> str:
                       ("attncost version", run.attncost_version), ("schema version", run.schema_version),
                       ("dtype", run.dtype)]
             named = {k for k, _ in items}
-            items += [(k.replace("_", " "), v if not isinstance(v, (dict, list)) else json.dumps(v))
+            items += [(ENV_LABELS.get(k, k.replace("_", " ")),
+                       v if not isinstance(v, (dict, list)) else json.dumps(v))
                       for k, v in env.items()
-                      if k != "hardware_profile" and k.replace("_", " ") not in named]  # the profile: below
+                      if v is not None and k != "hardware_profile"  # the profile: below
+                      and k.replace("_", " ") not in named]
             backends = sorted({r.backend for r in src.rows if r.backend})
-            if backends:
-                items.append(("SDPA backends that ran", ", ".join(backends)))
+            if backends and not env.get("sdpa_backend"):
+                items.append((ENV_LABELS["sdpa_backend"], ", ".join(backends)))
             statuses = {}
             for r in src.rows:
                 statuses[r.status] = statuses.get(r.status, 0) + 1
@@ -307,10 +315,20 @@ def _shapes_text(data: ReportData) -> str:
         Ts = sorted(Ts)
         span = (f"T = {fmt.count(Ts[0])}" if len(Ts) == 1
                 else f"T = {fmt.count(Ts[0])} to {fmt.count(Ts[-1])} ({len(Ts)} values)")
-        out.append(f"{phase}, batch {b}, d = {d}, {h} heads (head dim {d // h})"
+        out.append(f"{phase}, batch {fmt.count(b)}, d = {fmt.count(d)}, {h} heads (head dim {d // h})"
                    + (f", {kvh} KV heads" if kvh else "")
                    + f", {dtype}, {'causal' if causal else 'not causal'}, {span}")
     return "; ".join(out) or "no points"
+
+
+UNCALIBRATED = ("datasheet peaks, not calibrated: its times are estimates; attncost calibrate on the device "
+                "fits a profile")
+
+
+def profile_text(hw) -> str:
+    """A hardware profile as the summary names it, saying so where it is not fitted to measurements."""
+    text = hw.name + (f" — {hw.description}" if hw.description else "")
+    return text if hw.fitted else f"{text} ({UNCALIBRATED})"
 
 
 def summary_html(data: ReportData) -> str:
@@ -325,8 +343,11 @@ def summary_html(data: ReportData) -> str:
             items.append(("software", (sw + ", " if sw else "") + f"attncost {src.run.attncost_version}"))
         else:
             hw = src.hardware
-            items.append(("hardware", (hw.name + (f" — {hw.description}" if hw.description else "")) if hw
-                           else "none given: FLOPs and bytes only"))
+            items.append(("hardware", profile_text(hw) if hw else "none given: FLOPs and bytes only"))
+    profiles = list(dict.fromkeys(profile_text(s.hardware) for s in data.sources
+                                  if s.run is not None and s.hardware is not None))
+    if profiles:
+        items.append(("predicted on", "; ".join(profiles)))
     items.append(("figures", "per layer: " + PER_LAYER))
     items.append(("shape", _shapes_text(data)))
     items.append(("baseline", data.baseline))
@@ -374,6 +395,9 @@ def build_html(data: ReportData, fidelity: Optional[FidelityData] = None, plotly
                 f"cross the baseline's ({data.baseline}).")
         page.section("time", "Time vs sequence length", lead(text) + _panels_note(data)
                      + page.figure("fig-time", time_figure(data)))
+    par = parallel_data(data)
+    if par is not None:
+        page.section("parallel", "Beyond one device", parallel_html(page, par))
     kv = kv_data(data)
     page.section("memory", "Memory",
                  lead("Peak activation memory per layer: the model's fused (solid) and unfused (dashed) peaks"
@@ -414,6 +438,62 @@ def build_fidelity_html(fidelity: FidelityData, plotly_js: str = "inline") -> st
     page = Page("attncost fidelity report", f"approximations against exact attention, beside their cost · {names}")
     page.section("fidelity", "Cost vs fidelity", fidelity_html(page, fidelity))
     return page.render(plotly_js)
+
+
+def build_model_html(cfg, results: list, hardware, labels: dict, command: str = "", plotly_js: str = "inline") -> str:
+    """The page of `attncost predict --model ... --html`: the whole model with each attention
+    variant (``ModelResult``s of ``costmodel.model_cost.predict_model``) on ``hardware``: a table
+    per variant, and its predicted time by component (``labels``: component -> name) in prefill
+    and in decode."""
+    page = Page(f"{cfg.name} on {hardware.name}: the whole model, per attention variant",
+                f"cost-model prediction · {cfg.layers} layers, d {cfg.d}, {cfg.heads} heads, native attention "
+                f"{cfg.attention} · {hardware.description}")
+    page.section("summary", "Variants", lead(
+        "Each row is the whole model with one attention variant swapped in. TTFT: predicted prefill of T tokens "
+        "x batch; decode tokens/s: for the whole batch, one token per sequence against a cache of T. A run that "
+        "does not fit the device's memory is marked, and its figures are not achievable there."
+        + ("" if hardware.calibrated else f" {hardware.name}: {UNCALIBRATED}."))
+        + table(["variant", "batch", "T", "prefill FLOPs", "KV cache", "memory", "fits", "TTFT", "decode tok/s",
+                 "max T fitting", "max batch"], [_model_row(r) for r in results], left=(0, 6)))
+    page.section("prefill", "Where the prefill time goes",
+                 page.figure("fig-prefill", model_time_figure(results, labels, "prefill")))
+    page.section("decode", "Where the decode time goes",
+                 page.figure("fig-decode", model_time_figure(results, labels, "decode")))
+    page.section("environment", "Command", (f'<pre class="cmd">{esc(command)}</pre>' if command else "")
+                 + note("Figures are predictions of the cost model (PyTorch eager), not measurements."))
+    return page.render(plotly_js)
+
+
+def _model_row(r) -> list:
+    """A variant's cells in the model page's table (escaped HTML); the times of a run that does
+    not fit in parentheses, as not achievable."""
+    if r.status != "ok":
+        return [swatch(r.variant) + esc(r.variant), esc(r.batch), esc(f"{r.T:,}")] + ["–"] * 7 + [esc(r.reason)]
+    fits = r.fits is None or r.fits
+
+    def mark(text: str) -> str:
+        return esc(text) if fits or text == "n/a" else f'<span class="bad">({esc(text)})</span>'
+
+    return [swatch(r.variant) + esc(r.variant), esc(f"{r.batch:,}"), esc(f"{r.T:,}"),
+            esc(fmt.flops(r.prefill.flops_total)), esc(fmt.nbytes(r.kv_cache_bytes)), esc(fmt.nbytes(r.memory_bytes)),
+            "yes" if fits else '<span class="bad">no: not achievable</span>',
+            mark(fmt.ms(r.ttft_s)), mark(fmt.sig(r.decode_tokens_per_s) if r.decode_tokens_per_s else "n/a"),
+            esc("–" if r.max_T_fitting is None else f"{r.max_T_fitting:,}"),
+            esc("–" if r.max_batch_fitting is None else f"{r.max_batch_fitting:,}")]
+
+
+def write_model_report(cfg, results: list, hardware, path, labels: dict, command: str = "",
+                       plotly_js: str = "inline"):
+    """Write ``build_model_html`` to ``path`` atomically (in "shared" mode, plotly.min.js beside
+    it); returns the path."""
+    from pathlib import Path
+
+    path = Path(path)
+    html = build_model_html(cfg, results, hardware, labels, command, plotly_js)
+    if plotly_js == "shared":
+        write_shared(path.parent)
+    write_atomic(path, html)
+    return path
 
 
 def _device_memory_text(data: ReportData) -> str:
@@ -484,7 +564,9 @@ def _fidelity_lead(data: FidelityData) -> str:
             "its output to exact softmax attention on the same Q/K/V (1 = the same direction). The black step "
             "line is the Pareto front: the points that no other point beats on both cost and fidelity "
             "(outlined and labelled; dominated points are lighter, without an outline). The grey dashed line is "
-            "uniform attention, the mean of the visible values: an approximation that knows nothing.")
+            "uniform attention, the mean of the visible values: an approximation that knows nothing."
+            + (" The dotted one is its non-causal form (the mean of every value), the bar for the variants that "
+               "are not causal by nature." if any(len(f.baselines) > 1 for f in data.facets) else ""))
 
 
 def _fidelity_table(data: FidelityData) -> str:

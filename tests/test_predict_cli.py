@@ -163,3 +163,77 @@ def test_variants_speaks_to_a_user():
     assert "seeds.md" not in r.output and "either;" not in r.output and "causal or not" in r.output
     assert "project K and V down to" in r.output
 
+
+
+def test_kernels_names_one_variant():
+    """--kernels refuses 'all' and unknown names without suggesting 'all'."""
+    from typer.testing import CliRunner
+
+    from attncost.cli.main import app
+
+    for name in ("nope", "all", "flash,mla"):
+        r = CliRunner().invoke(app, ["predict", "--d", "1024", "--T", "1024", "--kernels", name])
+        assert r.exit_code == 2 and "--kernels" in r.output and "choose 'all'" not in r.output, r.output
+
+
+def test_variants_say_their_cost_and_dsa_indexer_rule():
+    """Each definition has its cost in one line; DSA's indexer head dim follows the head dim (128 at
+    dh 128, as DeepSeek-V3.2), as MLA's ranks do, and `variants` says so."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from attncost.cli.main import app
+    from attncost.costmodel.estimate import resolve_params
+    from attncost.costmodel.shape import Shape
+
+    rows = json.loads(CliRunner().invoke(app, ["variants", "--json"]).output)
+    assert all(r["cost"].startswith("O(") for r in rows), [r["name"] for r in rows if not r["cost"]]
+    text = CliRunner().invoke(app, ["variants"], env={"COLUMNS": "80"}).output
+    assert "seeds.md" not in text and "either;" not in text and "index_dim = dh" in text
+    assert resolve_params("dsa", Shape(T=1024, d=2048, heads=16)).index_dim == 128
+    assert resolve_params("dsa", Shape(T=1024, d=1024, heads=16)).index_dim == 64
+    assert resolve_params("dsa", Shape(T=1024, d=1024, heads=16), {"index_dim": 32}).index_dim == 32
+
+
+def test_profiles_are_compared_side_by_side():
+    """--hardware h100,a100: a row per variant, each profile's time in columns of its own, the
+    figures the --json comparison gives; the ranges of T in a table with a column per profile."""
+    args = ["predict", "--d", "2048", "--T", "32768", "--variants", "flash,gqa", "--hardware", "h100,a100"]
+    r = runner.invoke(app, args, env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    gqa = [line for line in lines if line.startswith("gqa")]
+    assert len(gqa) == 2  # the figures, then the ranges
+    doc = json.loads(runner.invoke(app, args + ["--json"]).output)
+    for entry in doc["compare"]:
+        ms = next(e["time_s"] for e in entry["results"] if e["variant"] == "gqa") * 1e3
+        from attncost.reports.fmt import sig
+
+        assert sig(ms) in gqa[0], (entry["hardware"]["name"], gqa[0])
+    assert any("h100" in line and "a100" in line and "ms" not in line for line in lines[2:5])
+    assert any("h100: faster than" in line and "a100: faster than" in line for line in lines)
+
+
+def test_footnotes_and_parameters_read_plainly():
+    """No float tolerance in the footnote, no parameter that does not apply (gqa's window=None)."""
+    r = runner.invoke(app, ["predict", "--d", "2048", "--T", "4096", "--variants", "flash,gqa,dsa"],
+                      env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    assert "1e-09" not in r.output and "tie" not in r.output and "above 1 (green)" in " ".join(r.output.split())
+    text = " ".join(r.output.split())  # the footnotes wrap at the console's width
+    assert "None" not in text and "gqa kv_heads=4;" in text
+    assert "--json also gives the ranges where FLOPs and memory are lower" in text
+    sweep = runner.invoke(app, ["predict", "--d", "1024", "--T", "1024,4096", "--batch", "1,4", "--variants", "flash"],
+                          env={"COLUMNS": "100"})
+    assert sweep.exit_code == 0 and "· prefill · d 1,024 ·" in sweep.output, sweep.output  # no empty field
+
+
+@pytest.mark.parametrize("value,words", [("all", "--baseline takes one variant, not 'all'"),
+                                         ("flash,mla", "--baseline takes one variant, not 'flash,mla'"),
+                                         ("nope", "--baseline: unknown variant 'nope'; choose from mha")])
+def test_one_variant_flags_refuse_all_and_lists(value, words):
+    r = runner.invoke(app, ["predict", "--d", "1024", "--T", "1024", "--baseline", value])
+    assert r.exit_code == 2 and words in r.output and "'all' or" not in r.output, r.output
+    r = runner.invoke(app, ["predict", "--d", "1024", "--T", "1024", "--variants", "nope"])
+    assert r.exit_code == 2 and "choose 'all' or from" in r.output, r.output

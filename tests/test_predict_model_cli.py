@@ -87,7 +87,7 @@ def test_custom_model_file(tmp_path):
     (["--model", "gpt2", "--d", "768", "--T", "1024"], "--d cannot be combined with --model"),
     (["--model", "gpt2", "--heads", "8", "--T", "1024"], "--heads cannot be combined"),
     (["--model", "gpt2", "--phase", "decode", "--T", "1024"], "--phase cannot be combined"),
-    (["--model", "gpt2", "--html", "x.html", "--T", "1024"], "--html cannot be combined"),
+    (["--model", "gpt2", "--html", "x.html", "--T", "1024", "--hardware", "h100,a100"], "--html takes one --hardware"),
     (["--model", "gpt2", "--T", "1024", "--dtype", "fp8"], "--dtype must be one of"),
     (["--model", "gpt2", "--T", "1024", "--variants", "foo"], "unknown variant 'foo'"),
     (["--model", "gpt2", "--T", "1024", "--param", "gqa.kv_heads=5"], "must divide heads=12"),
@@ -210,3 +210,40 @@ def test_a_run_that_does_not_fit_says_so_in_its_row_and_batch_sweeps():
     assert "NO" in rows[1] and "(" in rows[1] and "NO" not in rows[0]
     assert "tok/s per" in r.output and "for the whole batch" in r.output
     assert "not achievable" in r.output
+
+
+def test_model_html_report(tmp_path):
+    """--model with --html writes the model's page: its table and where the time goes."""
+    from typer.testing import CliRunner
+
+    from attncost.cli.main import app
+
+    out = tmp_path / "gpt2.html"
+    r = CliRunner().invoke(app, ["predict", "--model", "gpt2", "--T", "1024", "--html", str(out),
+                                 "--plotly-js", "shared"])
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert "gpt2 on h100" in page and "Where the prefill time goes" in page and "attention core" in page
+    assert (tmp_path / "plotly.min.js").exists()
+
+
+def test_components_scale_their_flops_and_a_datasheet_profile_says_so():
+    """A whole model's FLOPs read as 4.51 PFLOP, not 4,505,107 GFLOP; a profile not fitted to
+    measurements says so, on the screen and on the --html page."""
+    r = runner.invoke(app, ["predict", "--model", "llama-3-8b", "--T", "8192", "--batch", "32", "--variants", "gqa",
+                            "--hardware", "a100"], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    total = next(line for line in r.output.splitlines() if line.startswith("total "))
+    assert "4.51 PFLOP" in total and "4,505,107" not in r.output
+    assert "a100: datasheet peaks, not calibrated" in " ".join(r.output.split())
+    from attncost.costmodel.hardware import get_hardware
+    from attncost.costmodel.model_cost import predict_model
+    from attncost.costmodel.model_presets import get_model
+    from attncost.reports.page import build_model_html
+
+    cfg = get_model("gpt2")
+    for name, says in (("a100", True), ("h100", False)):
+        hw = get_hardware(name)
+        result = predict_model(cfg, T=1024, batch=1, dtype="bf16", variant="flash", hardware=hw)
+        page = build_model_html(cfg, [result], hw, {"attention_core": "attention core"}, plotly_js="shared")
+        assert ("datasheet peaks, not calibrated" in page) is says, name

@@ -28,11 +28,18 @@ from attncost.reports.data import from_runs, intersections, params_label  # noqa
 from attncost.reports.html import plot_text  # noqa: E402
 
 runner = CliRunner()
+pytestmark = pytest.mark.xdist_group("reports")  # one worker builds the module's pages once
 
 
 @pytest.fixture(scope="module")
 def full_html():
     return build_run_report([F.full_run()], ["run.json"])
+
+
+@pytest.fixture(scope="module")
+def full_figures(full_html):
+    """The figures of the full fixture run's page (with one run, its path does not change them)."""
+    return {f["id"]: f["figure"] for f in _figures(full_html)}
 
 
 def _figures(page: str) -> list:
@@ -596,8 +603,8 @@ def test_two_runs_of_one_shape_draw_flops_once():
     assert any(t.get("name", "").endswith("· box B") for t in figs["fig-time"]["data"])
 
 
-def test_measured_and_predicted_crossovers_are_drawn_apart():
-    figs = {f["id"]: f["figure"] for f in _figures(build_run_report([F.full_run()]))}
+def test_measured_and_predicted_crossovers_are_drawn_apart(full_figures):
+    figs = full_figures
     stars = {t["name"]: t["marker"] for t in figs["fig-time"]["data"] if t.get("name", "").startswith("crossovers (")}
     assert set(stars) == {"crossovers (measured)", "crossovers (predicted)"}
     assert stars["crossovers (predicted)"]["color"] == "white"  # hollow: outlined in the variant's colour
@@ -607,7 +614,7 @@ def test_measured_and_predicted_crossovers_are_drawn_apart():
     assert "crossover with flash, measured" in keys and "crossover with flash, predicted" in keys
 
 
-def test_device_memory_is_drawn_only_near_the_data(example_page):
+def test_device_memory_is_drawn_only_near_the_data(example_page, full_figures):
     """The CPU runs peak far below the device's memory: it is said in words, not drawn; the
     fixture's mha at 32k comes within 4x of the a100's 80 GiB: drawn."""
     far = {f["id"]: f["figure"] for f in _figures(example_page)}["fig-memory"]
@@ -615,11 +622,11 @@ def test_device_memory_is_drawn_only_near_the_data(example_page):
     memory = _page_text(example_page[example_page.index('<section id="memory">'):
                                      example_page.index('<section id="crossover">')])
     assert "Far above every value shown, so not drawn: calibrated-amd-epyc has" in memory
-    near = {f["id"]: f["figure"] for f in _figures(build_run_report([F.full_run()]))}["fig-memory"]
+    near = full_figures["fig-memory"]
     assert [t for t in near["data"] if (t.get("name") or "").endswith(" memory")]
 
 
-def test_a_calibrated_profile_draws_its_measured_ceiling(example_runs):
+def test_a_calibrated_profile_draws_its_measured_ceiling(example_runs, full_figures):
     """A fitted profile's roofline tops out at peak x the fitted efficiency of large matmuls, drawn
     as the measured ceiling beside the datasheet peak; an assumed profile has the datasheet alone."""
     from attncost.reports.hardware import hardware_info
@@ -632,7 +639,7 @@ def test_a_calibrated_profile_draws_its_measured_ceiling(example_runs):
     measured = lines["calibrated-amd-epyc measured ceiling (fp32)"]["y"][-1]
     assert measured == pytest.approx(peak * hw.profile.matmul_eff("fp32").max_eff) and measured < peak / 2
     assert lines["calibrated-amd-epyc datasheet peak (fp32)"]["y"][-1] == pytest.approx(peak)
-    assumed = {f["id"]: f["figure"] for f in _figures(build_run_report([F.full_run()]))}["fig-roofline"]
+    assumed = full_figures["fig-roofline"]
     names = [t["name"] for t in assumed["data"] if t.get("mode") == "lines"]
     assert names == ["a100 datasheet peak (bf16)"] and not hardware_info("a100").fitted
 
@@ -732,6 +739,7 @@ def test_fidelity_page_title_once_no_single_entry_contents():
     assert "Contents" not in _page_text(page)
     text = _page_text(page)
     assert "causal True" not in text and "; causal;" in text
+    assert "The dotted one is its non-causal form" in " ".join(text.split())  # linformer: the non-causal mean
     fig = _figures(page)[0]["figure"]
     points = [t for t in fig["data"] if t.get("mode") == "markers" and isinstance(t["marker"].get("opacity"), list)]
     dominated = [(o, s) for t in points for o, s in zip(t["marker"]["opacity"], t["marker"]["size"]) if o < 1]
@@ -805,3 +813,26 @@ def test_ceiling_of_a_dtype_the_profile_lacks_falls_back():
     info = hardware_info(a100)
     assert info.peak("fp8") == a100.peak_flops["bf16"]
     assert info.fitted is a100.calibrated is False and hardware_info(get_hardware("h100")).fitted is True
+
+
+# -- which profile, and whether it was fitted ---------------------------------------------------
+
+def test_the_summary_says_whether_the_profile_is_calibrated(example_page):
+    """A prediction on a datasheet profile says so at the top of the page; a fitted one does not;
+    a run's summary names the profile its predictions used."""
+    from attncost.costmodel.hardware import get_hardware
+    from attncost.reports.data import from_estimates
+    from attncost.reports.page import summary_html
+
+    for name, says in (("a100", True), ("h100", False)):
+        hw = get_hardware(name)
+        data = from_estimates([estimate("flash", Shape(T=1024, d=1024, heads=8), None, hw)], hardware=hw)
+        assert ("datasheet peaks, not calibrated" in summary_html(data)) is says, name
+    text = " ".join(_page_text(example_page[:example_page.index('<section id="flops">')]).split())
+    assert "predicted on calibrated-amd-epyc" in text and "not calibrated" not in text
+
+
+def test_environment_names_each_field_once(example_page):
+    env = _page_text(example_page[example_page.index('<section id="environment">'):])
+    assert "sdpa backend" not in env and env.count("SDPA backends that ran") == 2  # one per run
+    assert "SDPA backend asked for" in env
