@@ -4,14 +4,13 @@ cosine as a horizontal line. Every user string passes through ``plot_text``."""
 
 import math
 
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from . import fmt
 from .colors import color_for, symbol_for
 from .fidelity_data import TOL, Facet, FidelityData, FidPoint, axis_title
 from .figures import AXIS, FONT
 from .html import plot_text
+from .plotdict import PlotFigure, scatter
 
 INPUT_SYMBOLS = {"random": "circle", "structured": "diamond"}
 FIDELITY_ROW_HEIGHT = 360
@@ -69,14 +68,14 @@ def _facet_range(f: Facet, labels: list, plot_w: float) -> tuple:
     return 10 ** max(lo_log, math.log10(min(xs)) - 2.0), hi
 
 
-def _facet_points(fig: go.Figure, data: FidelityData, f: Facet, symbol: str, shown: set) -> None:
+def _facet_points(fig: PlotFigure, data: FidelityData, f: Facet, symbol: str, shown: set) -> None:
     """The facet's points by variant: the front's outlined and full size, the others faded."""
     by_variant: dict = {}
     for q in f.points:
         by_variant.setdefault(q.variant, []).append(q)
     for variant, qs in by_variant.items():
         c = color_for(variant)
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[q.cost for q in qs], y=[q.cosine for q in qs], mode="markers",
             name=plot_text(variant), legendgroup=f"v-{variant}", showlegend=False,
             marker=dict(symbol=symbol, size=[13 if q.on_front else 10 for q in qs], color=c,
@@ -85,16 +84,16 @@ def _facet_points(fig: go.Figure, data: FidelityData, f: Facet, symbol: str, sho
             hovertext=[_fidelity_hover(data, f, q) for q in qs], hoverinfo="text"), row=f.row, col=f.col)
         if variant not in shown:  # the legend entry: the variant's colour, plain
             shown.add(variant)
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=plot_text(variant),
+            fig.add_trace(scatter(x=[None], y=[None], mode="markers", name=plot_text(variant),
                                      legendgroup=f"v-{variant}", marker=dict(symbol="circle", size=9, color=c),
                                      hoverinfo="skip"), row=f.row, col=f.col)
 
 
-def _facet_front(fig: go.Figure, f: Facet, labels: list, shown: set, y_range: tuple) -> None:
+def _facet_front(fig: PlotFigure, f: Facet, labels: list, shown: set, y_range: tuple) -> None:
     """The Pareto front as a step line, with its points' labels."""
-    fig.add_trace(go.Scatter(
-        x=[q.cost for q in f.front], y=[q.cosine for q in f.front], mode="lines", line_shape="hv",
-        line=dict(color="#111", width=1.6), name="Pareto front", legendgroup="front",
+    fig.add_trace(scatter(
+        x=[q.cost for q in f.front], y=[q.cosine for q in f.front], mode="lines",
+        line=dict(color="#111", width=1.6, shape="hv"), name="Pareto front", legendgroup="front",
         showlegend="front" not in shown, hoverinfo="skip"), row=f.row, col=f.col)
     for (x, y, t), shift in zip(labels, _label_shifts([y for _, y, _ in labels], y_range)):
         fig.add_annotation(x=math.log10(x), y=y, text=plot_text(t.strip()), xanchor="right", yanchor="middle",
@@ -122,11 +121,11 @@ def _label_shifts(ys: list, y_range: tuple) -> list:
     return shifts
 
 
-def _facet_baselines(fig: go.Figure, f: Facet, lo: float, hi: float, shown: set) -> None:
+def _facet_baselines(fig: PlotFigure, f: Facet, lo: float, hi: float, shown: set) -> None:
     """Uniform attention's cosine as a horizontal line (dashed: causal, dotted: not)."""
     for causal, b in sorted(f.baselines.items(), reverse=True):
         what = "uniform mean" + ((" (causal)" if causal else " (not causal)") if len(f.baselines) > 1 else "")
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[lo, hi], y=[b, b], mode="lines", line=dict(color="#777", width=1.2, dash="dash" if causal else "dot"),
             name="uniform-mean baseline", legendgroup="baseline", showlegend="baseline" not in shown,
             hovertext=[f"{what}: output cosine {b:.6f}<br>(uniform attention over the visible keys: "
@@ -140,7 +139,7 @@ def _input_symbol(data: FidelityData, kind: str) -> str:
     return INPUT_SYMBOLS.get(kind) or symbol_for(data.inputs.index(kind) + 2)
 
 
-def _empty_facets(fig: go.Figure, data: FidelityData, nrows: int, ncols: int) -> None:
+def _empty_facets(fig: PlotFigure, data: FidelityData, nrows: int, ncols: int) -> None:
     filled = {(f.row, f.col) for f in data.facets}
     for r in range(1, nrows + 1):
         for c in range(1, ncols + 1):
@@ -151,7 +150,7 @@ def _empty_facets(fig: go.Figure, data: FidelityData, nrows: int, ncols: int) ->
                 fig.update_yaxes(showticklabels=False, showgrid=False, row=r, col=c)
 
 
-def fidelity_figure(data: FidelityData) -> go.Figure:
+def fidelity_figure(data: FidelityData) -> PlotFigure:
     """Facets: a row per T, a column per input kind. Points coloured by variant, shaped by input
     kind, the front's points outlined and labelled, the dominated ones faded; the front as a step
     line; uniform attention's cosine as a dashed horizontal line."""
@@ -159,7 +158,7 @@ def fidelity_figure(data: FidelityData) -> go.Figure:
     titles = [""] * (nrows * ncols)
     for f in data.facets:
         titles[(f.row - 1) * ncols + f.col - 1] = plot_text(f.title)
-    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.07,
+    fig = PlotFigure.subplots(rows=nrows, cols=ncols, subplot_titles=tuple(titles), horizontal_spacing=0.07,
                         vertical_spacing=min(0.12, 0.5 / nrows))
     shown: set = set()
     plot_w = (1240 - 80 - 20 - 170) / ncols  # px of one subplot (page width less margins and legend)
@@ -181,9 +180,9 @@ def fidelity_figure(data: FidelityData) -> go.Figure:
     fig.add_annotation(text=plot_text(axis_title(data)), xref="paper", yref="paper", x=0.5, y=0, yshift=-48,
                        xanchor="center", yanchor="top", showarrow=False, font=dict(size=13))
     for r in range(1, nrows + 1):
-        fig.update_yaxes(title_text="output cosine to exact", row=r, col=1)
+        fig.update_yaxes(title=dict(text="output cosine to exact"), row=r, col=1)
     for kind in data.inputs:  # the markers' key: input kinds by shape
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{plot_text(kind)} inputs",
+        fig.add_trace(scatter(x=[None], y=[None], mode="markers", name=f"{plot_text(kind)} inputs",
                                  marker=dict(symbol=_input_symbol(data, kind), size=9, color="#666"),
                                  hoverinfo="skip", legendrank=1))
     fig.update_layout(

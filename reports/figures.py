@@ -5,14 +5,13 @@ text is prebuilt per point (``hovertext``), never a template that could interpre
 import math
 from typing import Optional
 
-import plotly.graph_objects as go
-
 from ..costmodel.results import OOM_STATUSES
 from . import fmt
 from .colors import CROSSOVER_SYMBOL, ERROR_SYMBOL, OOM_SYMBOL, color_for, dash_for, symbol_for
 from .data import Grid, KvData, KvLine, ReportData, Series, intersections
 from .html import plot_text
 from .panels import Panels, panels_for
+from .plotdict import PlotFigure, colorscale, scatter, trace
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 HEIGHT = 520
@@ -52,19 +51,19 @@ class _Legend:
         return dict(name=plot_text(label), legendgroup=group, showlegend=first)
 
 
-def _key(fig: go.Figure, entries: list) -> None:
+def _key(fig: PlotFigure, entries: list) -> None:
     """Grey legend entries that explain the line styles and markers: [(name, trace kwargs)]."""
     for name, kw in entries:
-        fig.add_trace(go.Scatter(x=[None], y=[None], name=name, legendrank=1,
+        fig.add_trace(scatter(x=[None], y=[None], name=name, legendrank=1,
                                  hoverinfo="skip", showlegend=True, **kw))
 
 
-def place_legend(fig: go.Figure, width: int = 1240) -> go.Figure:
+def place_legend(fig: PlotFigure, width: int = 1240) -> PlotFigure:
     """Long legend names squeeze the plot: put such a legend under it, and grow the figure by
     the rows it needs (estimated from the names' lengths)."""
     import html as _html
 
-    names = [_html.unescape(t.name or "") for t in fig.data if t.showlegend is not False and t.name]
+    names = [_html.unescape(t["name"]) for t in fig.traces if t.get("showlegend") is not False and t.get("name")]
     if not names or max(len(n) for n in names) <= 34:
         return fig
     row, rows = 0.0, 1
@@ -74,9 +73,10 @@ def place_legend(fig: go.Figure, width: int = 1240) -> go.Figure:
             rows, row = rows + 1, 0.0
         row += w
     extra = rows * 19 + 24
-    height = (fig.layout.height or HEIGHT) + extra
-    b = (fig.layout.margin.b or 64) + extra
-    plot_h = height - (fig.layout.margin.t or 60) - b
+    margin = fig.layout.get("margin", {})
+    height = (fig.layout.get("height") or HEIGHT) + extra
+    b = (margin.get("b") or 64) + extra
+    plot_h = height - (margin.get("t") or 60) - b
     fig.update_layout(height=height, margin=dict(b=b),
                       legend=dict(orientation="h", yanchor="top", xanchor="left", x=0.0, y=-66 / plot_h))
     return fig
@@ -91,7 +91,7 @@ def log_axis(values: list, label, *, base: int = 10, max_ticks: int = 10) -> Opt
     return dict(type="log", tickvals=vals, ticktext=text) if vals else dict(type="log")
 
 
-def _empty_note(fig: go.Figure, text: str) -> None:
+def _empty_note(fig: PlotFigure, text: str) -> None:
     fig.add_annotation(text=plot_text(text), xref="paper", yref="paper", x=0.5, y=0.5,
                        showarrow=False, font=dict(size=15, color="#666"))
     fig.update_xaxes(showticklabels=False)
@@ -121,7 +121,7 @@ def _series_Ts(data: ReportData) -> list:
 GREY = "#666"
 
 
-def _finish_axes(fig: go.Figure, panels: Panels, title: str, x_title: str, y_title: str, xaxis: Optional[dict],
+def _finish_axes(fig: PlotFigure, panels: Panels, title: str, x_title: str, y_title: str, xaxis: Optional[dict],
                  yaxis: Optional[dict], height: int = HEIGHT) -> None:
     """The common layout, and on a panelled chart every panel's axes."""
     fig.update_layout(**_layout(title, x_title, y_title, xaxis=xaxis, yaxis=yaxis, height=panels.height(height)))
@@ -131,7 +131,7 @@ def _finish_axes(fig: go.Figure, panels: Panels, title: str, x_title: str, y_tit
                            {"title": dict(text=y_title), **(yaxis or {})})
 
 
-def flops_figure(data: ReportData) -> go.Figure:
+def flops_figure(data: ReportData) -> PlotFigure:
     """Total FLOPs (solid) and the attention core's (dotted) per variant and shape over T,
     log-log; one panel per variant family when there are many. FLOPs do not depend on the device,
     so a variant at a shape is drawn once however many runs have it."""
@@ -160,17 +160,17 @@ def flops_figure(data: ReportData) -> go.Figure:
                      f"core {fmt.flops(r.est.flops_core)} · projections {fmt.flops(r.est.flops_proj)} · "
                      f"other {fmt.flops(r.est.flops_other)}" for r, v in pts]
             for pos in panels.positions(s.family, s.variant):
-                fig.add_trace(go.Scatter(
+                fig.add_trace(scatter(
                     x=[r.T for r, _ in pts], y=[v for _, v in pts], mode="lines+markers", **legend(label),
                     line=dict(color=c, dash=dash, width=width),
                     marker=dict(symbol=symbol_for(s.style), size=6 if part == "total" else 4, color=c),
                     hovertext=hover, hoverinfo="text"), **pos)
-    if fig.data:
+    if fig.traces:
         _key(fig, [("total", dict(mode="lines", line=dict(color=GREY, width=2.2))),
                    ("attention core", dict(mode="lines", line=dict(color=GREY, width=1.6, dash="dot")))])
     _finish_axes(fig, panels, "FLOPs per layer vs sequence length", "sequence length T (tokens)",
                  "FLOPs per layer", _T_axis(_series_Ts(data)), log_axis(ys, fmt.flops))
-    if not fig.data:
+    if not fig.traces:
         _empty_note(fig, "No point could be costed by the model.")
     return place_legend(fig)
 
@@ -192,14 +192,14 @@ def _series_panels(data: ReportData, draw, measured) -> tuple:
     return panels, fig, legend, ys, any_meas
 
 
-def time_figure(data: ReportData) -> go.Figure:
+def time_figure(data: ReportData) -> PlotFigure:
     """Predicted time per series (lines), measured medians with their p10-p90 range (markers with
     error bars), OOM and error points (distinct markers), crossovers with the baseline (stars:
     filled where the measured curves cross, hollow where the predicted ones do); one panel per
     variant family when there are many."""
     panels, fig, legend, ys, any_meas = _series_panels(data, _time_traces, lambda r: r.measured_s)
     crossed = _crossover_markers(fig, data, panels, ys)
-    if fig.data:
+    if fig.traces:
         key = [("predicted", dict(mode="lines", line=dict(color=GREY, width=2)))]
         if any_meas:
             key.append(("measured median, p10–p90", dict(mode="markers", marker=dict(color=GREY, size=8),
@@ -215,13 +215,13 @@ def time_figure(data: ReportData) -> go.Figure:
         _key(fig, key)
     _finish_axes(fig, panels, "Time per layer vs sequence length", "sequence length T (tokens)", "time per layer",
                  _T_axis(_series_Ts(data)), log_axis(ys, fmt.ms_value))
-    if not fig.data:
+    if not fig.traces:
         _empty_note(fig, "No predicted or measured times: profile with a hardware profile, "
                          "or predict with --hardware.")
     return place_legend(fig)
 
 
-def _time_traces(fig: go.Figure, s: Series, legend, pos: dict) -> list:
+def _time_traces(fig: PlotFigure, s: Series, legend, pos: dict) -> list:
     """One series on the time chart, in the panel ``pos``: its predicted line, the other exec
     mode's, its measured medians and its failed points; their y values (ms)."""
     ys = []
@@ -234,7 +234,7 @@ def _time_traces(fig: go.Figure, s: Series, legend, pos: dict) -> list:
                  + (f" ({plot_text(r.est.bound)}-bound)" if r.est is not None and r.est.bound else "")
                  + (f"<br>measured median {fmt.ms(r.measured_s)}" if r.measured_s else "")
                  for r in pred]
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[r.T for r in pred], y=y, mode="lines+markers" if len(pred) == 1 else "lines",
             **legend(s.label), line=dict(color=c, dash=dash_for(s.style), width=2),
             marker=dict(color=c, size=5), hovertext=hover, hoverinfo="text"), **pos)
@@ -252,7 +252,7 @@ def _time_traces(fig: go.Figure, s: Series, legend, pos: dict) -> list:
                     f"(error {fmt.pct(r.predicted_time_s / r.measured_s - 1)})" if r.predicted_time_s else "")
                  + (f"<br>backend: {plot_text(r.backend)}" if r.backend else "")
                  for r in meas]
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[r.T for r in meas], y=y, mode="markers", **legend(s.label),
             marker=dict(symbol=symbol_for(s.style), size=8, color=c, line=dict(color="white", width=1)),
             error_y=dict(type="data", symmetric=False, array=up, arrayminus=down, color=c, thickness=1.5, width=5),
@@ -261,7 +261,7 @@ def _time_traces(fig: go.Figure, s: Series, legend, pos: dict) -> list:
     return ys
 
 
-def _other_mode_line(fig: go.Figure, s: Series, legend, color: str, pos: Optional[dict] = None) -> list:
+def _other_mode_line(fig: PlotFigure, s: Series, legend, color: str, pos: Optional[dict] = None) -> list:
     """The series' prediction in the other exec mode (graph for an eager run, eager for a graph run),
     a thin dotted line in its colour, where the run recorded one; its y values (ms)."""
     rows = [r for r in s.rows if r.predicted_other_s]
@@ -270,7 +270,7 @@ def _other_mode_line(fig: go.Figure, s: Series, legend, color: str, pos: Optiona
     other = "graph" if s.rows[0].exec_mode == "eager" else "eager"
     y = [r.predicted_other_s * 1e3 for r in rows]
     hover = [f"{_head(s, r.T)}<br>predicted in {other} mode <b>{fmt.ms(r.predicted_other_s)}</b>" for r in rows]
-    fig.add_trace(go.Scatter(x=[r.T for r in rows], y=y, mode="lines", **legend(s.label),
+    fig.add_trace(scatter(x=[r.T for r in rows], y=y, mode="lines", **legend(s.label),
                              line=dict(color=color, dash="dot", width=1.2), hovertext=hover, hoverinfo="text"),
                   **(pos or {}))
     return y
@@ -298,7 +298,7 @@ def _failure_key(data: ReportData) -> list:
     return out
 
 
-def _failure_markers(fig: go.Figure, s: Series, legend, y_of, ys: list, pos: dict) -> bool:
+def _failure_markers(fig: PlotFigure, s: Series, legend, y_of, ys: list, pos: dict) -> bool:
     """OOM and error points of a series, placed at ``y_of(row)`` where that is known."""
     drew = False
     for status, symbol, what, col in (("oom", OOM_SYMBOL, "out of memory", "#d00"),
@@ -312,7 +312,7 @@ def _failure_markers(fig: go.Figure, s: Series, legend, y_of, ys: list, pos: dic
         ys += [y for _, y in rows]
         hover = [f"{_head(s, r.T)}<br><b>{what}</b>"
                  + (f": {plot_text((r.message or '')[:300])}" if r.message else "") for r, _ in rows]
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[r.T for r, _ in rows], y=[y for _, y in rows], mode="markers", **legend(s.label),
             marker=dict(symbol=symbol, size=13, color=col, line=dict(width=2.5, color=col)),
             hovertext=hover, hoverinfo="text"), **pos)
@@ -327,7 +327,7 @@ def _star(what: str, color, size: int) -> dict:
     return dict(symbol=CROSSOVER_SYMBOL, size=size, color="white", line=dict(color=color, width=2))
 
 
-def _crossover_markers(fig: go.Figure, data: ReportData, panels: Panels, ys: list) -> set:
+def _crossover_markers(fig: PlotFigure, data: ReportData, panels: Panels, ys: list) -> set:
     """Stars where each series' curves cross the baseline's, in the series' panel; the kinds
     drawn ("measured", "predicted")."""
     drawn = set()
@@ -346,7 +346,7 @@ def _crossover_markers(fig: go.Figure, data: ReportData, panels: Panels, ys: lis
         for (row, col), pts in at.items():
             drawn.add(what)
             ys += [y for _, y, _, _ in pts]
-            fig.add_trace(go.Scatter(
+            fig.add_trace(scatter(
                 x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name=f"crossovers ({what})",
                 showlegend=False, marker=_star(what, [p[2] for p in pts], 15 if what == "measured" else 13),
                 hovertext=[p[3] for p in pts], hoverinfo="text"), **({"row": row, "col": col} if row else {}))
@@ -379,7 +379,7 @@ def device_memory(data: ReportData) -> list:
     return [(name, cap, bool(top) and cap <= NEAR * top) for name, cap in _device_memory(data).items()]
 
 
-def memory_figure(data: ReportData) -> go.Figure:
+def memory_figure(data: ReportData) -> PlotFigure:
     """Peak activation memory per series: the model's fused (solid) and unfused (dashed) peaks,
     the measured allocator peak (markers), OOM points (red crosses); the device's memory where the
     data come near it (``device_memory``); one panel per variant family when there are many."""
@@ -391,11 +391,11 @@ def memory_figure(data: ReportData) -> go.Figure:
             continue
         ys.append(cap)
         for pos in panels.positions("", data.baseline):
-            fig.add_trace(go.Scatter(
+            fig.add_trace(scatter(
                 x=[min(Ts), max(Ts)], y=[cap, cap], mode="lines", **legend(f"{name} memory"),
                 line=dict(color="#444", dash=dash_for(j + 3), width=1.2),
                 hovertext=[f"{plot_text(name)}: {fmt.nbytes(cap)} of device memory"] * 2, hoverinfo="text"), **pos)
-    if fig.data:
+    if fig.traces:
         key = [("model, fused", dict(mode="lines", line=dict(color=GREY, width=2.2))),
                ("model, unfused", dict(mode="lines", line=dict(color=GREY, width=1.4, dash="dash")))]
         if any_meas:
@@ -403,12 +403,12 @@ def memory_figure(data: ReportData) -> go.Figure:
         _key(fig, key + _failure_key(data))
     _finish_axes(fig, panels, "Peak activation memory per layer vs sequence length", "sequence length T (tokens)",
                  "peak activation memory", _T_axis(Ts), log_axis(ys, fmt.nbytes, base=2))
-    if not fig.data:
+    if not fig.traces:
         _empty_note(fig, "No memory figures: no point could be costed or measured.")
     return place_legend(fig)
 
 
-def _memory_traces(fig: go.Figure, s: Series, legend, pos: dict) -> list:
+def _memory_traces(fig: PlotFigure, s: Series, legend, pos: dict) -> list:
     """One series on the memory chart, in the panel ``pos``; its y values (bytes)."""
     ys = []
     c = color_for(s.variant)
@@ -422,14 +422,14 @@ def _memory_traces(fig: go.Figure, s: Series, legend, pos: dict) -> list:
         hover = [f"{_head(s, r.T)}<br>model, {what}: <b>{fmt.nbytes(v)}</b> ({fmt.count(v)} bytes)"
                  + (f"<br>measured peak {fmt.nbytes(r.peak_memory_bytes)}" if r.peak_memory_bytes else "")
                  for r, v in pts]
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[r.T for r, _ in pts], y=[v for _, v in pts], mode="lines+markers" if len(pts) == 1 else "lines",
             **legend(s.label), line=dict(color=c, dash=dash, width=width), marker=dict(color=c, size=5),
             hovertext=hover, hoverinfo="text"), **pos)
     meas = [r for r in s.rows if r.peak_memory_bytes and r.status == "ok"]
     if meas:
         ys += [r.peak_memory_bytes for r in meas]
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[r.T for r in meas], y=[r.peak_memory_bytes for r in meas], mode="markers", **legend(s.label),
             marker=dict(symbol=symbol_for(s.style), size=8, color=c, line=dict(color="white", width=1)),
             hovertext=[f"{_head(s, r.T)}<br>measured peak <b>{fmt.nbytes(r.peak_memory_bytes)}</b> "
@@ -447,10 +447,10 @@ def _memory_traces(fig: go.Figure, s: Series, legend, pos: dict) -> list:
     return ys
 
 
-def kv_figure(kv: KvData) -> go.Figure:
+def kv_figure(kv: KvData) -> PlotFigure:
     """What decode keeps per sequence and layer after T tokens (``data.kv_data``), log-log: a
     KV cache grows with T, a sliding window's stops growing at the window, a state stays flat."""
-    fig = go.Figure()
+    fig = PlotFigure()
     legend = _Legend()
     style: dict = {}
     ys, Ts = [], []
@@ -461,7 +461,7 @@ def kv_figure(kv: KvData) -> go.Figure:
         y = [b for _, b, _ in line.points]
         ys += y
         Ts += xs
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=xs, y=y, mode="lines+markers", **legend(line.label),
             line=dict(color=c, dash=dash_for(k), width=2), marker=dict(color=c, size=5, symbol=symbol_for(k)),
             hovertext=[_kv_hover(line, T, b, e) for T, b, e in line.points], hoverinfo="text"))
@@ -469,7 +469,7 @@ def kv_figure(kv: KvData) -> go.Figure:
                  "tokens in the context T", "bytes per sequence per layer", _T_axis(Ts),
                  log_axis(ys, fmt.nbytes, base=2),
                  height=460)
-    if not fig.data:
+    if not fig.traces:
         _empty_note(fig, "No variant with a decode path could be costed by the model.")
     return place_legend(fig)
 
@@ -490,10 +490,10 @@ def _kv_hover(line: KvLine, T: int, b: float, e) -> str:
 
 # -- heatmap -----------------------------------------------------------------------------
 
-def heatmap_figure(grid: Optional[Grid], baseline: str) -> go.Figure:
+def heatmap_figure(grid: Optional[Grid], baseline: str) -> PlotFigure:
     """Speedup of ``grid.variant`` over the baseline on a d x T grid (cost model), log2 colour
     scale centred on 1x: blue, the variant is faster; red, slower."""
-    fig = go.Figure()
+    fig = PlotFigure()
     if grid is None:
         fig.update_layout(**_layout("Speedup over the baseline", "sequence length T (tokens)", "model width d"))
         _empty_note(fig, f"No variant to compare with {baseline}.")
@@ -523,10 +523,10 @@ def heatmap_figure(grid: Optional[Grid], baseline: str) -> go.Figure:
     ticks = [v for v in range(-12, 13) if abs(v) <= lim]
     while len(ticks) > 9:
         ticks = ticks[::2]
-    fig.add_trace(go.Heatmap(
+    fig.add_trace(trace("heatmap", 
         x=[fmt.tokens(T) for T in grid.Ts], y=[fmt.count(d) for d in grid.ds], z=z, text=text,
         texttemplate="%{text}", textfont=dict(size=11), hovertext=hover, hoverinfo="text",
-        colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, xgap=1, ygap=1,
+        colorscale=colorscale("RdBu"), zmid=0, zmin=-lim, zmax=lim, xgap=1, ygap=1,
         colorbar=dict(title=dict(text="speedup", side="right"), tickvals=ticks,
                       ticktext=[f"{2**v}×" if v >= 0 else f"1/{2**-v}×" for v in ticks])))
     basis = (f"predicted time on {plot_text(grid.hardware)}" if grid.metric == "time"
@@ -556,11 +556,11 @@ def _speedup_text(sp: float) -> str:
 
 # -- roofline ----------------------------------------------------------------------------
 
-def roofline_figure(data: ReportData) -> go.Figure:
+def roofline_figure(data: ReportData) -> PlotFigure:
     """Achieved FLOP/s against arithmetic intensity (model FLOPs / fused bytes) per point, under
     each device's ceilings: peak FLOP/s of the run's dtype and memory bandwidth x intensity.
     Measured runs use the measured median time; a prediction uses the predicted time."""
-    fig = go.Figure()
+    fig = PlotFigure()
     xs_all, ys_all = [], []
     measured = data.kind == "run"
     for i, s in enumerate(data.series):
@@ -584,7 +584,7 @@ def roofline_figure(data: ReportData) -> go.Figure:
                  + ("measured" if measured else "predicted")
                  + f"<br>{fmt.nbytes(r.est.bytes_fused)} moved (model)"
                  for r, ai, fl, t in pts]
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[p[1] for p in pts], y=[p[2] for p in pts], mode="markers+lines",
             name=plot_text(s.label), legendgroup=f"s{i}",
             line=dict(color=color_for(s.variant), width=1, dash="dot"),
@@ -600,7 +600,7 @@ def roofline_figure(data: ReportData) -> go.Figure:
         ridge = peak / bw
         ys = [lo * bw, peak, peak]
         ys_all += [ys[0], peak]
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[lo, ridge, hi], y=ys, mode="lines", name=plot_text(name), line=how["line"],
             hovertext=[f"<b>{plot_text(name)}</b><br>bandwidth {fmt.bandwidth(bw)}{how['bandwidth']}",
                        f"<b>{plot_text(name)}</b><br>ridge at {ridge:.3g} FLOP/byte",
@@ -610,7 +610,7 @@ def roofline_figure(data: ReportData) -> go.Figure:
     fig.update_layout(**_layout(f"Roofline: achieved FLOP/s ({which}) vs arithmetic intensity",
                                 "arithmetic intensity (FLOP per byte moved, fused kernels)", "achieved FLOP/s",
                                 xaxis=log_axis([lo, hi], fmt.sig), yaxis=log_axis(ys_all, fmt.rate)))
-    if not fig.data:
+    if not fig.traces:
         _empty_note(fig, "No point with a time to place on the roofline.")
     elif not ceilings:
         fig.add_annotation(text="no hardware profile with peak FLOP/s and bandwidth: ceilings not drawn",
@@ -649,17 +649,17 @@ def _ceilings(data: ReportData) -> list:
     return out
 
 
-def model_time_figure(results: list, labels: dict, phase: str) -> go.Figure:
+def model_time_figure(results: list, labels: dict, phase: str) -> PlotFigure:
     """A whole model's predicted time by component, a stacked bar per (batch, T, variant) of
     ``results`` (``ModelResult``s that priced): ``phase`` "prefill" (time to first token) or
     "decode" (one step). ``labels``: component -> the name shown."""
-    fig = go.Figure()
+    fig = PlotFigure()
     rows = [r for r in results if r.status == "ok" and (r.prefill if phase == "prefill" else r.decode)]
     many = len({(r.batch, r.T) for r in rows}) > 1
     names = [plot_text(f"{r.variant} · batch {r.batch} · T {fmt.tokens(r.T)}" if many else r.variant) for r in rows]
     for comp, label in labels.items():
         ms = [(r.prefill if phase == "prefill" else r.decode).time.get(comp, 0.0) * 1e3 for r in rows]
-        fig.add_trace(go.Bar(x=names, y=ms, name=plot_text(label), hovertext=[
+        fig.add_trace(trace("bar", x=names, y=ms, name=plot_text(label), hovertext=[
             f"{n}<br>{plot_text(label)}: {fmt.ms_value(v)}" for n, v in zip(names, ms)], hoverinfo="text"))
     what = "prefill of T tokens (time to first token)" if phase == "prefill" else "one decode step (all sequences)"
     fig.update_layout(**_layout(f"Predicted time by component: {what}", "", "ms"), barmode="stack")

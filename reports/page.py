@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from typing import Optional
 
 import plotly
-import plotly.graph_objects as go
 from plotly.utils import PlotlyJSONEncoder
 
 from .. import __version__
@@ -27,6 +26,7 @@ from .figures import (NEAR, device_memory, flops_figure, heatmap_figure, kv_figu
 from .html import bullets, definitions, details, esc, lead, note, swatch, table
 from .panels import panels_for
 from .parallel_figure import parallel_data, parallel_html
+from .plotdict import PlotFigure
 from .plotly_bundle import PLOTLY_FILE, PLOTLY_JS_MODES, bundle, write_shared
 
 # In the head of every page, before plotly.js: how attncost knows a page it wrote, which a later
@@ -128,10 +128,10 @@ class Page:
     def section(self, sid: str, title: str, body: str) -> None:
         self.sections.append((sid, title, body))
 
-    def figure(self, fid: str, fig: go.Figure) -> str:
+    def figure(self, fid: str, fig: PlotFigure) -> str:
         """A div for ``fig``, as tall as the figure (plotly's resize keeps to the div's height)."""
         self.figures.append((fid, fig))
-        height = int(fig.layout.height or 520)
+        height = int(fig.layout.get("height") or 520)
         return f'<div class="plot" id="{esc(fid)}" style="height:{height + 2}px"></div>'
 
     def render(self, plotly_js: str = "inline") -> str:

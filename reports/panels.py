@@ -5,8 +5,7 @@ panel for reference, so that a dozen lines stay readable."""
 import math
 from dataclasses import dataclass
 
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+from .plotdict import PlotFigure
 
 FAMILIES = ("exact", "latent", "low-rank", "learned", "other")
 TITLES = {"exact": "exact attention", "latent": "latent attention", "low-rank": "low-rank and kernel",
@@ -42,22 +41,22 @@ class Panels:
         # axis titles): the top row is row number ``rows``
         return dict(row=self.rows - i // self.cols, col=i % self.cols + 1)
 
-    def figure(self) -> go.Figure:
+    def figure(self) -> PlotFigure:
         if not self.families:
-            return go.Figure()
+            return PlotFigure()
         titles = [""] * (self.rows * self.cols)
         for i, fam in enumerate(self.families):
             at = self._at(i)
             titles[(at["row"] - 1) * self.cols + at["col"] - 1] = TITLES.get(fam, fam)
-        return make_subplots(rows=self.rows, cols=self.cols, start_cell="bottom-left", shared_xaxes="all",
-                             shared_yaxes="all", subplot_titles=titles, horizontal_spacing=0.06,
+        return PlotFigure.subplots(rows=self.rows, cols=self.cols, start_cell="bottom-left", shared_xaxes="all",
+                             shared_yaxes="all", subplot_titles=tuple(titles), horizontal_spacing=0.06,
                              vertical_spacing=0.12 if self.rows > 1 else 0.0)
 
     def height(self, single: int) -> int:
         """The figure's height: ``single`` for one panel, else a band per row."""
         return single if not self.families else 124 + PANEL_HEIGHT * self.rows
 
-    def finish_axes(self, fig: go.Figure, axis: dict, xaxis: dict, yaxis: dict) -> None:
+    def finish_axes(self, fig: PlotFigure, axis: dict, xaxis: dict, yaxis: dict) -> None:
         """On a panelled chart: every panel's axes styled as ``axis`` with the common x and y
         settings, the titles on the bottom row and the left column only."""
         if not self.families:
@@ -69,8 +68,8 @@ class Panels:
         fig.update_yaxes(**axis, **plain_y)
         for i in range(len(self.families)):
             at = self._at(i)
-            fig.update_xaxes(title=x_title if at["row"] == 1 else None, showticklabels=True, **at)
-            fig.update_yaxes(title=y_title if at["col"] == 1 else None, **at)
+            fig.update_xaxes(title=x_title if at["row"] == 1 else {}, showticklabels=True, **at)
+            fig.update_yaxes(title=y_title if at["col"] == 1 else {}, **at)
 
 
 def panels_for(series: list, baseline: str) -> Panels:

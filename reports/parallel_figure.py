@@ -6,8 +6,6 @@ beside them, and the share of each device's time spent in communication that com
 from dataclasses import dataclass, field
 from typing import Optional
 
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..costmodel.parallel import Layout, predict_parallel
 from ..costmodel.shape import MAX_T, Shape
@@ -16,6 +14,7 @@ from .colors import DASHES, SYMBOLS
 from .data import ReportData
 from .figures import AXIS, FONT, HEIGHT, log_axis
 from .html import bullets, lead, note, plot_text
+from .plotdict import PlotFigure, scatter
 
 DEVICES = (1, 2, 4, 8)
 N_COLORS = {1: "#444444", 2: "#1f77b4", 4: "#2ca02c", 8: "#d62728"}
@@ -137,9 +136,9 @@ def _label(scheme: str, n: int) -> str:
     return "1 device" if n == 1 else f"{n} devices, {SCHEME_NAMES[scheme]}"
 
 
-def parallel_figure(par: ParallelData) -> go.Figure:
+def parallel_figure(par: ParallelData) -> PlotFigure:
     """Left: time per device against T (log-log); right: the exposed communication share."""
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1,
+    fig = PlotFigure.subplots(rows=1, cols=2, column_widths=(0.6, 0.4), horizontal_spacing=0.1,
                         subplot_titles=("time per device", "communication not hidden, share of the time"))
     dash = {s: DASHES[i] for i, s in enumerate(dict.fromkeys(ln.scheme for ln in par.lines if ln.n > 1))}
     for ln in par.lines:
@@ -147,18 +146,18 @@ def parallel_figure(par: ParallelData) -> go.Figure:
             continue
         style = dict(color=N_COLORS.get(ln.n, "#777"), dash=dash.get(ln.scheme, "solid"), width=2)
         label = plot_text(_label(ln.scheme, ln.n))
-        fig.add_trace(go.Scatter(x=ln.Ts, y=[1e3 * t for t in ln.time_s], mode="lines", line=style, name=label, legendgroup=label,
+        fig.add_trace(scatter(x=ln.Ts, y=[1e3 * t for t in ln.time_s], mode="lines", line=style, name=label, legendgroup=label,
                                  hovertext=[f"{label}<br>T={fmt.tokens(T)}: {fmt.ms(t)} per device"
                                             for T, t in zip(ln.Ts, ln.time_s)], hoverinfo="text"), row=1, col=1)
         if ln.n > 1:
-            fig.add_trace(go.Scatter(x=ln.Ts, y=[100 * c for c in ln.comm_share], mode="lines", line=style,
+            fig.add_trace(scatter(x=ln.Ts, y=[100 * c for c in ln.comm_share], mode="lines", line=style,
                                      name=label, legendgroup=label, showlegend=False, hoverinfo="text",
                                      hovertext=[f"{label}<br>T={fmt.tokens(T)}: {fmt.pct(c, signed=False)}"
                                                 for T, c in zip(ln.Ts, ln.comm_share)]), row=1, col=2)
     for i, key in enumerate(dict.fromkeys((m.scheme, m.n) for m in par.measured)):
         ms_ = [m for m in par.measured if (m.scheme, m.n) == key]
         label = plot_text(_label(*key) + ", measured")
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[m.T for m in ms_], y=[1e3 * m.time_s for m in ms_], mode="markers", name=label,
             marker=dict(color=N_COLORS.get(key[1], "#777"), symbol=SYMBOLS[i % len(SYMBOLS)], size=9,
                         line=dict(color="#222", width=1)), hoverinfo="text",

@@ -165,20 +165,19 @@ def _fits_any(points: list, variant: str) -> bool:
 def pick_figure(result: PickResult):
     """Time (x) against memory (y), log axes: every applicable point in its variant's colour,
     those that break a constraint faint and crossed, the front ringed and joined in time order."""
-    import plotly.graph_objects as go
-
     from .colors import color_for
     from .figures import AXIS, FONT, HEIGHT, log_axis
     from .html import plot_text
+    from .plotdict import PlotFigure, scatter
 
-    fig = go.Figure()
+    fig = PlotFigure()
     ok = [p for p in result.points if p.status == "ok"]
     for v in dict.fromkeys(p.variant for p in ok):
         for fits in (True, False):
             pts = [p for p in ok if p.variant == v and (not p.broken) == fits]
             if not pts:
                 continue
-            fig.add_trace(go.Scatter(
+            fig.add_trace(scatter(
                 x=[p.time_s * 1e3 for p in pts], y=[p.memory_bytes for p in pts], mode="markers",
                 name=plot_text(v), legendgroup=v, showlegend=fits or not _fits_any(ok, v),
                 marker=dict(color=color_for(v), size=9 if fits else 7, symbol="circle" if fits else "x-thin-open",
@@ -186,7 +185,7 @@ def pick_figure(result: PickResult):
                 hovertext=[_hover(result, p) for p in pts], hoverinfo="text"))
     front = [result.points[i] for i in sorted(result.front, key=lambda i: result.points[i].time_s)]
     if front:
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[p.time_s * 1e3 for p in front], y=[p.memory_bytes for p in front], mode="lines+markers",
             name="Pareto front", line=dict(color="#222", width=1, dash="dot"),
             marker=dict(size=15, symbol="circle-open", color="#222", line=dict(width=2)),
