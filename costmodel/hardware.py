@@ -125,6 +125,10 @@ class Link(BaseModel):
 
     bandwidth_Bps: Rate = Field(..., description="bytes/s one rank sends in one direction")
     latency_s: Seconds = Field(..., description="fixed time of one message (s)")
+    measured: list[tuple[float, float]] = Field(
+        default_factory=list, description="(bytes a rank sends, seconds) of the whole collective at the sizes "
+                                          "`attncost calibrate --nproc N` timed; where given, times between "
+                                          "them are interpolated instead of the alpha-beta law")
 
 
 class Interconnect(Link):

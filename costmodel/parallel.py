@@ -90,7 +90,22 @@ def collective_s(kind: str, n: int, nbytes: float, hw: Hardware) -> float:
     if n <= 1:
         return 0.0
     link = interconnect(hw).link(kind)
-    return collective_steps(kind, n) * link.latency_s + collective_bytes(kind, n, nbytes) / link.bandwidth_Bps
+    sent = collective_bytes(kind, n, nbytes)
+    if len(link.measured) >= 2:
+        return interpolate(link.measured, sent)
+    return collective_steps(kind, n) * link.latency_s + sent / link.bandwidth_Bps
+
+
+def interpolate(table: list, x: float) -> float:
+    """Piecewise-linear y(x) through the (x, y) points of ``table``; below them, the first y; above, the last segment extended (never below the smallest y): a measured curve that no straight line fits (gloo's
+    transport switches protocol with the message size)."""
+    pts = sorted(table)
+    if x <= pts[0][0]:
+        return pts[0][1]
+    i = next((j for j in range(1, len(pts) - 1) if x < pts[j][0]), len(pts) - 1)
+    (x0, y0), (x1, y1) = pts[i - 1], pts[i]
+    y = y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+    return max(y, min(p[1] for p in pts))
 
 
 def interconnect(hw: Hardware):
@@ -427,6 +442,6 @@ def gpus_needed(name: str, shape: Shape, layout: Layout, hw: Hardware, params: O
 
 
 __all__ = ["CP_KINDS", "COLLECTIVES", "CpKind", "Layout", "ParallelError", "ParallelEstimate", "SUPPORTED",
-           "check_layout", "collective_bytes", "collective_s", "collective_steps", "fits_until_T", "gpus_needed",
+           "check_layout", "collective_bytes", "collective_s", "collective_steps", "fits_until_T", "interpolate", "gpus_needed",
            "kv_heads", "measured_variants", "merge_s", "pays_from_T", "predict_parallel", "scheme_of", "split_time",
            "tp_projection_delta"]

@@ -37,7 +37,7 @@ from .ring import ATTENTION, Sent, local_attention, zigzag_index
 from .tensor_parallel import enter, leave
 
 TIMEOUT = timedelta(seconds=60)
-LINK_SIZES = (4096, 4 * 2**20)  # bytes per rank of the two calibration messages
+LINK_SIZES = tuple(4096 * 4**i for i in range(6))  # bytes per rank of the calibration messages: 4 KiB .. 4 MiB
 
 
 class DistributedError(RuntimeError):
@@ -322,31 +322,40 @@ def _time_collective(kind: str, nbytes: int, n: int, rank: int, device: str, tim
 
 
 def measure_links(rank: int, n: int, device: str, timeout: timedelta, reps: int = 20) -> Optional[dict]:
-    """Each collective's (latency, bandwidth) from its median times at the two ``LINK_SIZES``: the
-    alpha-beta law through both (rank 0 returns them; the slowest rank's time counts)."""
+    """Each collective's median times (the slowest rank's) at every one of ``LINK_SIZES``: rank 0
+    returns {kind: [(bytes a rank sends, seconds), ...]}. On gloo the time is no straight line in the
+    size (its TCP transport changes protocol with it), so the model interpolates between these points."""
     laws = {}
     for kind in ("p2p", "all_reduce", "all_to_all"):
-        t = []
+        points = []
         for size in LINK_SIZES:
             mine = _time_collective(kind, size, n, rank, device, timeout, reps)
             got = [None] * n
             dist.all_gather_object(got, mine)
-            t.append(max(got))
-        steps = collective_steps(kind, n)
-        b0, b1 = (collective_bytes(kind, n, s) for s in LINK_SIZES)
-        bw = (b1 - b0) / max(t[1] - t[0], 1e-9)
-        lat = max(0.0, (t[0] - b0 / bw) / steps)
-        laws[kind] = (bw, lat)
+            points.append((collective_bytes(kind, n, size), max(got)))
+        laws[kind] = points
     return laws if rank == 0 else None
 
 
+def alpha_beta(points: list, steps: int) -> tuple:
+    """(bandwidth, latency) of the least-squares line time = steps * latency + bytes / bandwidth."""
+    xs, ys = [b for b, _ in points], [t for _, t in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(sum((x - mx) ** 2 for x in xs), 1e-30)
+    bw = 1 / max(slope, 1e-12)
+    return bw, max(0.0, (my - mx / bw) / steps)
+
+
 def interconnect_from(laws: dict, n: int, backend: str) -> Interconnect:
-    """The measured laws as a profile's interconnect (the plain link: p2p's)."""
-    bw, lat = laws["p2p"]
-    return Interconnect(name=f"{backend}, {n} processes", bandwidth_Bps=max(bw, 1.0), latency_s=min(lat, 1.0),
-                        source=f"measured by attncost calibrate --nproc {n} ({backend})",
-                        collectives={k: Link(bandwidth_Bps=max(b, 1.0), latency_s=min(a, 1.0))
-                                     for k, (b, a) in laws.items()})
+    """The measured points of each collective as a profile's interconnect, with the least-squares
+    alpha-beta line through them (the plain link: p2p's)."""
+    links = {}
+    for kind, points in laws.items():
+        bw, lat = alpha_beta(points, collective_steps(kind, n))
+        links[kind] = Link(bandwidth_Bps=max(bw, 1.0), latency_s=min(lat, 1.0), measured=points)
+    p2p = links["p2p"]
+    return Interconnect(name=f"{backend}, {n} processes", bandwidth_Bps=p2p.bandwidth_Bps, latency_s=p2p.latency_s,
+                        source=f"measured by attncost calibrate --nproc {n} ({backend})", collectives=links)
 
 
 __all__ = ["DistributedError", "ParallelLayer", "TIMEOUT", "backend_for", "free_port", "init", "interconnect_from",

@@ -27,6 +27,17 @@ def test_all_reduce_time_is_alpha_beta():
     assert collective_s("all_reduce", 8, 8e9, measured) == pytest.approx(7 / 8 * 8)
 
 
+def test_measured_collective_times_are_interpolated():
+    points = [(1e3, 1e-3), (1e5, 1e-3), (1e6, 5e-3)]
+    hw = H100.model_copy(update={"interconnect": Interconnect(
+        name="x", bandwidth_Bps=1e9, latency_s=1e-6, collectives={"p2p": Link(bandwidth_Bps=1e9, latency_s=0,
+                                                                             measured=points)})})
+    assert collective_s("p2p", 2, 10.0, hw) == pytest.approx(1e-3)  # below the smallest size: its time
+    assert collective_s("p2p", 2, 5.5e5, hw) == pytest.approx(3e-3)  # between two sizes: the line through them
+    assert collective_s("p2p", 2, 2e6, hw) == pytest.approx(5e-3 + 4e-3 / 0.9)  # above: the last segment extended
+    assert collective_s("all_reduce", 2, 1e6, hw) == pytest.approx(2e-6 + 1e6 / 1e9)  # unmeasured: alpha-beta
+
+
 def test_builtin_interconnects_cite_their_source():
     assert H100.interconnect.bandwidth_Bps == 450e9 and "datasheet" in H100.interconnect.source
     assert get_hardware("h200").interconnect == H100.interconnect
