@@ -140,12 +140,5 @@ class PlotFigure:
     def height(self) -> Optional[int]:
         return self.layout.get("height")
 
-    @property
-    def data(self) -> tuple:
-        """The traces as plotly objects (validated, so slow: for inspection, not for building)."""
-        import plotly.graph_objects as go
-
-        return go.Figure(self.to_plotly_json()).data
-
     def to_plotly_json(self) -> dict:
         return {"data": self.traces, "layout": self.layout}

@@ -200,9 +200,10 @@ def test_the_report_separates_modes_and_dots_the_other_modes_prediction():
     data = from_runs([Run(environment=Environment(device="cuda"), points=pts)])
     assert sorted(s.label for s in data.series) == ["flash", "flash · graph mode"]
     fig = time_figure(data)
-    dotted = [t for t in fig.data if t.line is not None and t.line.dash == "dot" and t.x and t.x[0] is not None]
-    assert len(dotted) == 2 and any("predicted in graph mode" in t.hovertext[0] for t in dotted)
-    assert any(t.name == "predicted in the other exec mode (eager / graph)" for t in fig.data)
+    traces = fig.to_plotly_json()["data"]
+    dotted = [t for t in traces if t.get("line", {}).get("dash") == "dot" and t.get("x") and t["x"][0] is not None]
+    assert len(dotted) == 2 and any("predicted in graph mode" in t["hovertext"][0] for t in dotted)
+    assert any(t.get("name") == "predicted in the other exec mode (eager / graph)" for t in traces)
 
 
 # -- the kernel that ran: a sliding window --------------------------------------------------------

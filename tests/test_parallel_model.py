@@ -149,7 +149,7 @@ def test_report_section_draws_devices_and_measured_points():
     par = parallel_data(data)
     assert [(m.scheme, m.n, m.T) for m in par.measured] == [("ring", 2, 1024)]  # its shape only, not the train one
     assert [(ln.scheme, ln.n) for ln in par.lines] == [("one", 1), ("ring", 2), ("ring", 4), ("ring", 8)]
-    assert all(ln.Ts for ln in par.lines) and len(parallel_figure(par).data) == 1 + 3 * 2 + 1
+    assert all(ln.Ts for ln in par.lines) and len(parallel_figure(par).traces) == 1 + 3 * 2 + 1
 
 
 def test_profile_refuses_what_it_cannot_split_before_starting_ranks():
