@@ -60,22 +60,17 @@ def metric_values(e: Estimate) -> dict:
 
 
 def cheaper_ranges(variant_at: Callable[[int], dict], baseline_at: Callable[[int], dict],
-                   metrics: tuple = METRICS, Ts: tuple = (),
-                   prefetch: Optional[Callable[[list, bool], None]] = None) -> Ranges:
+                   metrics: tuple = METRICS, Ts: tuple = ()) -> Ranges:
     """{metric: [(start, end), ...]}: the ranges of T where the variant is cheaper than the baseline,
     in order; ``end`` is the first T after ``start`` where it no longer is, None where it still is at
     4,194,304; an empty list: never. ``variant_at(T)`` and ``baseline_at(T)`` give ``metric_values``
-    at T (the caller caches them); ``Ts``: T values that must be samples (see the module docstring).
-    ``prefetch(Ts, every)``, where given, is told each request of ``search`` before it is asked
-    for; the result does not depend on it."""
+    at T (the caller caches them); ``Ts``: T values that must be samples (see the module docstring)."""
     steps = search(variant_at, baseline_at, metrics, Ts)
-    while True:
-        try:
-            request = next(steps)
-        except StopIteration as done:
-            return done.value
-        if prefetch is not None:
-            prefetch(*request)
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value
 
 
 def search(variant_at: Callable[[int], dict], baseline_at: Callable[[int], dict], metrics: tuple = METRICS,
@@ -173,11 +168,16 @@ def _midpoints(below: Optional[int], at: int) -> list:
     out, todo = [], [(below, at)] if below is not None else []
     while todo:
         below, at = todo.pop()
-        if at - below > max(1, int(below * REL_TOL)):
-            mid = (below + at) // 2
+        mid = _bisect_mid(below, at)
+        if mid is not None:
             out.append(mid)
             todo += [(below, mid), (mid, at)]
     return out
+
+
+def _bisect_mid(below: int, at: int) -> Optional[int]:
+    """The T ``_bisect`` asks for inside (below, at), None where the gap is within REL_TOL."""
+    return (below + at) // 2 if at - below > max(1, int(below * REL_TOL)) else None
 
 
 def _bisect(flipped: Callable, below: Optional[int], at: int) -> int:
@@ -185,8 +185,7 @@ def _bisect(flipped: Callable, below: Optional[int], at: int) -> int:
     within REL_TOL of n (an exact integer below 256)."""
     if below is None:
         return at
-    while at - below > max(1, int(below * REL_TOL)):
-        mid = (below + at) // 2
+    while (mid := _bisect_mid(below, at)) is not None:
         if flipped(mid):
             at = mid
         else:

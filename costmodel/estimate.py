@@ -218,6 +218,10 @@ class _Point:
         return (s.batch, s.T, s.d, s.heads) + (() if s.kv_heads is None else (s.kv_heads,)) + tuple(
             self.numeric.values())
 
+    def one(self, s: Shape) -> Estimate:
+        """``estimate`` at ``s``, untraced."""
+        return estimate(self.name, s, self.params, self.hardware)
+
     def columns(self, shapes: list) -> list:
         """``inputs`` of each of ``shapes``, a list per input."""
         return [[getattr(s, f) for s in shapes] for f in self.sizes] + [[v] * len(shapes) for v in
@@ -252,7 +256,7 @@ def _price(programs: _Programs, point: _Point, shapes: list, todo: list, out: li
             programs.untraced += len(todo)
             _PRICED[0] += len(todo)
             for i in todo:
-                out[i] = estimate(point.name, shapes[i], point.params, point.hardware)
+                out[i] = point.one(shapes[i])
             return
         try:
             tape, result = trace(point, dict(zip(point.names, point.inputs(shapes[todo[0]]))))
@@ -284,7 +288,7 @@ def _replay(entry: tuple, point: _Point, shapes: list, todo: list, out: list, ba
         if values is None:
             left.append(i)
         elif keys is None:
-            out[i] = estimate(point.name, shapes[i], point.params, point.hardware)
+            out[i] = point.one(shapes[i])
         else:
             _fill(point, keys, shapes, [i], [[v] for v in values], out)
     return left
@@ -325,12 +329,12 @@ def _replay_vector(entry: tuple, point: _Point, shapes: list, todo: list, out: l
             exact = None
     if exact is None:
         for i in held:
-            out[i] = estimate(point.name, shapes[i], point.params, point.hardware)
+            out[i] = point.one(shapes[i])
         return left
     good = exact.tolist()
     matched = [i for i, g in zip(held, good) if g]
     for i in (i for i, g in zip(held, good) if not g):
-        out[i] = estimate(point.name, shapes[i], point.params, point.hardware)
+        out[i] = point.one(shapes[i])
     if matched:
         take = np.flatnonzero(exact)
         columns = []

@@ -36,16 +36,17 @@ def evaluate(variants: list, baseline: str, shapes: list, params: Optional[dict]
     metrics = known if metrics is None else tuple(metrics)
     if not set(metrics) <= set(known):
         raise ValueError(f"metrics must be among {', '.join(known)}, not {', '.join(metrics)}")
+    rests = [s.model_copy(update={"T": 1}) for s in shapes]  # each shape but T
     sweep: dict = {}  # shape but T -> the sweep's T values there
-    for s in shapes:
-        sweep.setdefault(_but_T(s), []).append(s.T)
+    for s, rest in zip(shapes, rests):
+        sweep.setdefault(rest, []).append(s.T)
     cache = {} if cache is None else cache
     names = list(dict.fromkeys([baseline, *variants]))
     expect(len(shapes) * len(names) + SEARCH_POINTS * len(names) * len(sweep))
     columns = {(name, rest): _Column(name, rest, params.get(name), hardware, cache)
                for rest in sweep for name in names}  # (variant, shape but T) -> its _Column
     _price_together([(columns[key], sweep[key[1]], True) for key in columns])  # the rows
-    rows = [(name, _but_T(s), columns[name, _but_T(s)](s.T)) for s in shapes for name in variants]
+    rows = [(name, rest, columns[name, rest](s.T)) for s, rest in zip(shapes, rests) for name in variants]
     keys = dict.fromkeys((name, rest) for name, rest, e in rows if e.status == "ok" and name != baseline)
     found = _search_together({(name, rest): search(_values(columns[name, rest]), _values(columns[baseline, rest]),
                                                    metrics, tuple(sweep[rest])) for name, rest in keys},
@@ -53,10 +54,6 @@ def evaluate(variants: list, baseline: str, shapes: list, params: Optional[dict]
     never = {m: [] for m in metrics}  # the baseline against itself
     return [_compared(e, baseline, found.get((name, rest), never)) if e.status == "ok" else e
             for name, rest, e in rows]
-
-
-def _but_T(s: Shape) -> Shape:
-    return s.model_copy(update={"T": 1})
 
 
 def _values(column: "_Column") -> Callable[[int], dict]:

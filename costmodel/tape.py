@@ -205,7 +205,6 @@ class Program:
         self.out_steps = [o.i for o in outputs if isinstance(o, Sym)]
         self.live = _needed(tape, self.guard_steps + self.out_steps)
         self.ints = [i for i in self.live if type(tape.values[i]) is int and tape.steps[i][0] != "in"]
-        self.size = len(self.live)
         self._full = None
         self._plan = self._guard_plan = None
 
@@ -258,12 +257,7 @@ class Program:
             self._guard_plan = _Plan(self.tape, _needed(self.tape, self.guard_steps))
         with np.errstate(all="ignore"):
             values = self._guard_plan.run(inputs)
-        return self._hold(values, len(inputs[0]))
-
-    def _hold(self, values: list, n: int):
-        import numpy as np
-
-        ok = np.ones(n, dtype=bool)
+        ok = np.ones(len(inputs[0]), dtype=bool)
         for g, want in zip((values[i] for i in self.guard_steps), self.expected):
             ok &= g if want else ~np.asarray(g, dtype=bool)
         return ok
