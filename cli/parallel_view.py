@@ -2,28 +2,31 @@
 `attncost profile --tp N` / `--cp N`: the same layer measured on N processes beside that prediction."""
 
 import json
+import os
 
 from rich.markup import escape
 
-from ..costmodel.parallel import (CP_KINDS, Layout, fits_until_T, measured_variants, pays_from_T, predict_parallel,
-                                  scheme_of)
-from ..reports.fmt import ms, nbytes, pct, sig
+from ..costmodel.parallel import (CP_KINDS, Layout, ParallelError, check_counts, check_layout, check_shape,
+                                  fits_until_T, measured_variants, pays_from_T, predict_parallel, scheme_of)
 from ..costmodel.units import MIB
+from ..reports.fmt import ms, nbytes, pct, sig
 from .errors import fail
 from .layout import SECTION, Column, datasheet_warning, print_table, screen
-from .options import check_choice
+from .options import (RESULTS_FILE, check_choice, check_output, check_param_values, load_hardware, make_shape,
+                      parse_params, parse_T, parse_variants)
 
 
 def parse_layout(tp: int, cp: int, cp_kind: str, sequence_parallel: bool) -> Layout:
     """The --tp / --cp / --cp-kind / --sequence-parallel flags as a Layout (one sentence if they clash)."""
     check_choice(cp_kind, CP_KINDS, "--cp-kind")
-    if tp < 1 or cp < 1:
-        raise fail("--tp and --cp count devices: each must be at least 1")
-    if tp > 1 and cp > 1:
-        raise fail("--tp and --cp together are not modelled: give one of them")
+    layout = Layout(tp=tp, cp=cp, cp_kind=cp_kind, sequence_parallel=sequence_parallel)
+    try:
+        check_counts(layout)
+    except ParallelError as err:
+        raise fail(str(err))
     if sequence_parallel and tp == 1:
         raise fail("--sequence-parallel applies only with --tp")
-    return Layout(tp=tp, cp=cp, cp_kind=cp_kind, sequence_parallel=sequence_parallel)
+    return layout
 
 
 def run(names: list, shapes: list, params: dict, hw, layout: Layout, as_json: bool, wide: bool) -> None:
@@ -31,6 +34,11 @@ def run(names: list, shapes: list, params: dict, hw, layout: Layout, as_json: bo
     if hw.interconnect is None:
         raise fail(f"--hardware {hw.name} has no interconnect figures: choose one that has (h100, h200, a100, l4, "
                    f"rtx4090) or calibrate one with `attncost calibrate --nproc N`")
+    for s in shapes:  # what no variant can split is a flag error, not a row per variant
+        try:
+            check_shape(s, layout)
+        except ParallelError as err:
+            raise fail(str(err)) from None
     rows, doc = [], []
     for s in shapes:
         if rows:
@@ -58,7 +66,7 @@ def _row(e, one, pays, full, lead: bool) -> list:
     never = "never"
     return head + [e.variant, ms(e.compute_s, unit=False), ms(e.comm_s, unit=False),
                    pct(e.hidden_s / e.comm_s, signed=False) if e.comm_s else "–", ms(e.time_s, unit=False),
-                   ms(one.time_s, unit=False), sig(e.memory_bytes / MIB), sig((e.activation_bytes) / MIB),
+                   ms(one.time_s, unit=False), sig(e.memory_bytes / MIB), sig(e.activation_bytes / MIB),
                    f"{pays:,}" if pays else never, f"{full:,}" if full else never]
 
 
@@ -98,9 +106,6 @@ PARALLEL_REPS = 10
 def profile_parallel(o, command: str) -> None:
     """Measure the layer split over ``o.cp`` or ``o.tp`` ranks (spawned here, or this rank of a torchrun
     launch) beside its prediction; rank 0 writes the results file and prints the table."""
-    from .options import (RESULTS_FILE, check_output, check_param_values, load_hardware, make_shape, parse_params,
-                          parse_T, parse_variants)
-
     layout = parse_layout(o.tp, o.cp, o.cp_kind, o.sequence_parallel)
     if o.phase not in ("prefill", "train") or o.resume or o.model is not None or o.exec_mode != "eager" or o.ops:
         raise fail("--cp and --tp measure the prefill or train (forward + backward) in eager mode: --phase decode, "
@@ -140,8 +145,6 @@ def _scheme_flag(layout: Layout) -> str:
 
 def _runnable(names: list, shapes: list, params: dict, layout: Layout) -> tuple:
     """([(variant, shape)] the layout splits, [one sentence for each variant it does not])."""
-    from ..costmodel.parallel import ParallelError, check_layout
-
     pairs, skipped = [], {}
     for v in names:
         for s in shapes:
@@ -161,7 +164,7 @@ def _launch(n: int, device: str, out: str, probes: list, hw, command: str):
         return spawn(run_parallel, n, out, probes, PARALLEL_REPS, hw, command, device=device)[0]
     import torch.distributed as dist
 
-    rank, world = int(_env("RANK")), int(_env("WORLD_SIZE"))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if world != n:
         raise fail(f"{n} ranks asked for under a launcher of {world} processes: they must be equal")
     init(rank, n, device, 0)
@@ -175,12 +178,6 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _env(name: str) -> str:
-    import os
-
-    return os.environ[name]
 
 
 def _print_measured(points: list, path, hw, skipped: list) -> None:

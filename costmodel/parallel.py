@@ -97,8 +97,9 @@ def collective_s(kind: str, n: int, nbytes: float, hw: Hardware) -> float:
 
 
 def interpolate(table: list, x: float) -> float:
-    """Piecewise-linear y(x) through the (x, y) points of ``table``; below them, the first y; above, the last segment extended (never below the smallest y): a measured curve that no straight line fits (gloo's
-    transport switches protocol with the message size)."""
+    """Piecewise-linear y(x) through the (x, y) points of ``table``; below them, the first y; above, the
+    last segment extended (never below the smallest y): a measured curve that no straight line fits
+    (gloo's transport switches protocol with the message size)."""
     pts = sorted(table)
     if x <= pts[0][0]:
         return pts[0][1]
@@ -182,12 +183,33 @@ def measured_variants(scheme: str) -> tuple:
     return tuple(v for v in SUPPORTED[scheme] if v != "mha")
 
 
-def check_layout(name: str, shape: Shape, layout: Layout, params: Optional[dict] = None) -> None:
-    """ParallelError with one sentence where ``name`` cannot run split this way at ``shape``."""
+def check_counts(layout: Layout) -> None:
+    """ParallelError where the device counts of ``layout`` are not a modelled split."""
     if layout.tp < 1 or layout.cp < 1:
         raise ParallelError("--tp and --cp count devices: each must be at least 1")
     if layout.tp > 1 and layout.cp > 1:
         raise ParallelError("--tp and --cp together are not modelled: give one of them")
+
+
+def check_shape(shape: Shape, layout: Layout) -> None:
+    """ParallelError where ``shape`` cannot be split this way by any variant (heads, phase, T)."""
+    scheme, n = scheme_of(layout), layout.gpus
+    if scheme is None:
+        return
+    if shape.heads % n and scheme != "ring":
+        raise ParallelError(f"{n} devices must divide heads={shape.heads} to split heads")
+    if scheme == "ulysses" and shape.phase == "decode":
+        raise ParallelError("--cp-kind ulysses has no decode: one new token has no sequence to split (use ring, "
+                            "a KV cache sharded over the sequence)")
+    chunks = 2 * n if scheme == "ring" and shape.causal and shape.phase != "decode" else n
+    if shape.T % chunks:
+        raise ParallelError(f"T={shape.T} must be a multiple of {chunks} to split it into "
+                            f"{'zig-zag chunks' if chunks == 2 * n else 'equal shards'}")
+
+
+def check_layout(name: str, shape: Shape, layout: Layout, params: Optional[dict] = None) -> None:
+    """ParallelError with one sentence where ``name`` cannot run split this way at ``shape``."""
+    check_counts(layout)
     scheme = scheme_of(layout)
     if scheme is None:
         return
@@ -196,8 +218,7 @@ def check_layout(name: str, shape: Shape, layout: Layout, params: Optional[dict]
         why = WHY_NOT.get(name, "is not modelled split this way")
         flag = "--tp" if scheme == "tp" else f"--cp-kind {scheme}"
         raise ParallelError(f"{name} under {flag}: it {why}")
-    if shape.heads % n and scheme != "ring":
-        raise ParallelError(f"{n} devices must divide heads={shape.heads} to split heads")
+    check_shape(shape, layout)
     if scheme == "ring" and getattr(resolve_params(name, shape, params), "window", None) is not None:
         raise ParallelError(f"{name} with a window under --cp-kind ring: it {WHY_NOT['sliding_window']}")
     kv = kv_heads(name, shape, params)
@@ -206,13 +227,6 @@ def check_layout(name: str, shape: Shape, layout: Layout, params: Optional[dict]
                             f"replicated only by whole copies)")
     if scheme == "ulysses" and kv % n:
         raise ParallelError(f"--cp-kind ulysses {n} must divide the {kv} K/V heads of {name}")
-    if scheme == "ulysses" and shape.phase == "decode":
-        raise ParallelError("--cp-kind ulysses has no decode: one new token has no sequence to split (use ring, "
-                            "a KV cache sharded over the sequence)")
-    chunks = 2 * n if scheme == "ring" and shape.causal and shape.phase != "decode" else n
-    if shape.T % chunks:
-        raise ParallelError(f"T={shape.T} must be a multiple of {chunks} to split it into "
-                            f"{'zig-zag chunks' if chunks == 2 * n else 'equal shards'}")
 
 
 def kv_heads(name: str, shape: Shape, params: Optional[dict] = None) -> int:
@@ -226,16 +240,27 @@ def kv_heads(name: str, shape: Shape, params: Optional[dict] = None) -> int:
 
 # -- pricing ------------------------------------------------------------------------------------------
 
-def split_time(name: str, shape: Shape, params: Optional[dict], hw: Hardware) -> tuple:
-    """(core seconds, other seconds, Estimate) of one device running ``name`` at ``shape``: the
-    predicted time of its attention-core kernels and of the rest (projections, copies)."""
+def core_time(name: str, shape: Shape, params: Optional[dict], hw: Hardware) -> tuple:
+    """(core seconds, other seconds) of one device running ``name`` at ``shape``: the predicted time
+    of its attention-core kernels and of the rest (projections, copies)."""
     p = resolve_params(name, shape, params)
     g = graph(name, shape, p)
     kernels = analyse(g).kernels
     rows = predict(kernels, hw, shape.dtype).per_kernel
     core = sum(r.time_s for r, k in zip(rows, kernels) if any(op.part == "core" for op in k.ops))
-    total = sum(r.time_s for r in rows)
-    return core, total - core, estimate(name, shape, params, hw)
+    return core, sum(r.time_s for r in rows) - core
+
+
+def split_time(name: str, shape: Shape, params: Optional[dict], hw: Hardware) -> tuple:
+    """(core seconds, other seconds, Estimate) of one device running ``name`` at ``shape`` (``core_time``)."""
+    return (*core_time(name, shape, params, hw), estimate(name, shape, params, hw))
+
+
+def head_shard(name: str, shape: Shape, n: int, kv_local: int, params: Optional[dict]) -> tuple:
+    """(shape, params) of one rank's H/N heads (d/N wide) holding ``kv_local`` K/V heads (gqa's own count)."""
+    gqa = name == "gqa"
+    local = shape.with_(d=shape.d // n, heads=shape.heads // n, kv_heads=kv_local if gqa else None)
+    return local, dict(params or {}, kv_heads=kv_local) if gqa else params
 
 
 def _graph_time(g, shape: Shape, hw: Hardware) -> float:
@@ -316,8 +341,7 @@ def _tp(out: ParallelEstimate, params, hw: Hardware) -> None:
     s, n = out.shape, out.layout.tp
     kv = kv_heads(out.variant, s, params)
     kv_local = max(1, kv // n)
-    local = s.with_(d=s.d // n, heads=s.heads // n, kv_heads=kv_local if out.variant == "gqa" else None)
-    lp = dict(params or {}, kv_heads=kv_local) if out.variant == "gqa" else params
+    local, lp = head_shard(out.variant, s, n, kv_local, params)
     e = estimate(out.variant, local, lp, hw)
     _memory(out, e)
     out.weights_bytes += (s.d * s.d + 2 * s.d * kv_local * s.head_dim) * s.itemsize * (1 - 1 / n)  # full-width Q/K/V
@@ -344,7 +368,7 @@ def _ring(out: ParallelEstimate, params, hw: Hardware) -> None:
         out.comm_s = _send(out, "all_gather", 1, n * partial, n, hw)
         return
     core_c, other, e = split_time(out.variant, local, params, hw)
-    core_full = split_time(out.variant, local.with_(causal=False), params, hw)[0] if s.causal else core_c
+    core_full = core_time(out.variant, local.with_(causal=False), params, hw)[0] if s.causal else core_c
     step = core_full * (0.5 if s.causal else 1.0) + merge_s(s, local.T, hw)  # zig-zag: half a block per step
     train = s.phase == "train"
     dkv_block = kv_block * 4 / s.itemsize  # dK/dV summed in fp32
@@ -361,8 +385,7 @@ def _ulysses(out: ParallelEstimate, params, hw: Hardware) -> None:
     s, n = out.shape, out.layout.cp
     kv = kv_heads(out.variant, s, params)
     local = s.with_(T=s.T // n)
-    heads = s.with_(d=s.d // n, heads=s.heads // n, kv_heads=kv // n if out.variant == "gqa" else None)
-    hp = dict(params or {}, kv_heads=kv // n) if out.variant == "gqa" else params
+    heads, hp = head_shard(out.variant, s, n, kv // n, params)
     _, other, e = split_time(out.variant, local, params, hw)
     core, _, eh = split_time(out.variant, heads, hp, hw)
     _memory(out, e, extra_act=eh.activation_bytes_fused)
@@ -442,6 +465,6 @@ def gpus_needed(name: str, shape: Shape, layout: Layout, hw: Hardware, params: O
 
 
 __all__ = ["CP_KINDS", "COLLECTIVES", "CpKind", "Layout", "ParallelError", "ParallelEstimate", "SUPPORTED",
-           "check_layout", "collective_bytes", "collective_s", "collective_steps", "fits_until_T", "interpolate", "gpus_needed",
-           "kv_heads", "measured_variants", "merge_s", "pays_from_T", "predict_parallel", "scheme_of", "split_time",
-           "tp_projection_delta"]
+           "check_counts", "check_layout", "check_shape", "collective_bytes", "collective_s", "collective_steps",
+           "core_time", "fits_until_T", "gpus_needed", "head_shard", "interpolate", "kv_heads", "measured_variants", "merge_s",
+           "pays_from_T", "predict_parallel", "scheme_of", "split_time", "tp_projection_delta"]

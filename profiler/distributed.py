@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..costmodel.hardware import Interconnect, Link
+from ..costmodel.hardware import Interconnect, Link, load_profile
 from ..costmodel.estimate import resolve_params
 from ..costmodel.parallel import Layout, collective_bytes, collective_steps, kv_heads, predict_parallel
 from ..costmodel.results import Point, Timing
@@ -226,19 +226,30 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_layer(layer: ParallelLayer, timeout: timedelta, reps: int, train: bool = False) -> tuple:
-    """(median seconds, bytes sent by one call, every time) on this rank; ranks start each call together."""
-    sent = Sent()
-    layer.step(timeout, Sent(), train)  # warm-up
+def timed_calls(call: Callable[[], None], device: str, reps: int) -> list:
+    """Seconds of each of ``reps`` calls of ``call`` after one warm-up; ranks start each call together."""
+    call()
     times = []
     for _ in range(reps):
         dist.barrier()
-        _sync(layer.device)
+        _sync(device)
         t0 = time.perf_counter()
+        call()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_layer(layer: ParallelLayer, timeout: timedelta, reps: int, train: bool = False) -> tuple:
+    """(median seconds, bytes sent by one call, every time) on this rank; ranks start each call together."""
+    sent = Sent()
+
+    def call() -> None:
+        nonlocal sent
         sent = Sent()
         layer.step(timeout, sent, train)
-        _sync(layer.device)
-        times.append(time.perf_counter() - t0)
+
+    times = timed_calls(call, layer.device, reps)
     return statistics.median(times), sent.bytes, times
 
 
@@ -309,16 +320,7 @@ def _time_collective(kind: str, nbytes: int, n: int, rank: int, device: str, tim
             if not w.wait(timeout):
                 raise TimeoutError(f"{kind} did not finish within {timeout.total_seconds():g} s")
 
-    once()
-    times = []
-    for _ in range(reps):
-        dist.barrier()
-        _sync(device)
-        t0 = time.perf_counter()
-        once()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timed_calls(once, device, reps))
 
 
 def measure_links(rank: int, n: int, device: str, timeout: timedelta, reps: int = 20) -> Optional[dict]:
@@ -358,18 +360,17 @@ def interconnect_from(laws: dict, n: int, backend: str) -> Interconnect:
                         source=f"measured by attncost calibrate --nproc {n} ({backend})", collectives=links)
 
 
-__all__ = ["DistributedError", "ParallelLayer", "TIMEOUT", "backend_for", "free_port", "init", "interconnect_from",
-           "launched", "links_into_profile", "measure_links", "measure_point", "parallel_point", "point_layout",
-           "run_parallel", "spawn", "time_layer"]
-
 
 def links_into_profile(path, n: int, device: str):
     """Measure the links between ``n`` ranks here and write them into the profile at ``path``
     (its ``interconnect``); returns the updated profile."""
-    from ..costmodel.hardware import load_profile
-
     laws = spawn(measure_links, n, device=device)[0]
     hw = load_profile(path)
     hw = hw.model_copy(update={"interconnect": interconnect_from(laws, n, backend_for(device))})
     hw.save(path)
     return hw
+
+
+__all__ = ["DistributedError", "ParallelLayer", "TIMEOUT", "backend_for", "free_port", "init", "interconnect_from",
+           "launched", "links_into_profile", "measure_links", "measure_point", "parallel_point", "point_layout",
+           "run_parallel", "spawn", "time_layer", "timed_calls"]
