@@ -26,6 +26,7 @@ a window of at least T, linformer and dsa with k of at least T.
 """
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -331,7 +332,7 @@ class PickResult:
 
     @property
     def feasible(self) -> list:
-        return [i for i, p in enumerate(self.points) if p.status == "ok" and not p.broken]
+        return feasible(self.points)
 
     def nothing_meets(self) -> Optional[tuple]:
         """With no feasible point: (constraint, index of the applicable point nearest to meeting it)
@@ -343,6 +344,11 @@ class PickResult:
             if ok and all(name in self.points[i].broken for i in ok):
                 return name, _closest(self.points, ok, name)
         return None, None
+
+
+def feasible(points: list) -> list:
+    """Indices of the applicable points that break no constraint."""
+    return [i for i, p in enumerate(points) if p.status == "ok" and not p.broken]
 
 
 def _closest(points: list, idx: list, name: str) -> Optional[int]:
@@ -396,11 +402,11 @@ def pick(shape: Shape, hardware, constraints: Constraints = Constraints(), *, va
     objective = None if fidelity is None else (
         "rel_error" if constraints.max_rel_error is not None and constraints.min_cosine is None else "cosine")
     table = None if fidelity is None else FidelityTable(fidelity, shape.causal)
-    usable = [(v, p) for v, p in grid if not (shape.causal and REGISTRY[v].causal is False)]
-    priced = iter(price(usable, shape, hardware))
+    skipped = [shape.causal and REGISTRY[v].causal is False for v, _ in grid]
+    priced = iter(price([vp for vp, skip in zip(grid, skipped) if not skip], shape, hardware))
     points = []
-    for v, params in grid:
-        if shape.causal and REGISTRY[v].causal is False:
+    for (v, params), skip in zip(grid, skipped):
+        if skip:
             points.append(not_causal(v, params))
             continue
         e = next(priced)
@@ -408,8 +414,8 @@ def pick(shape: Shape, hardware, constraints: Constraints = Constraints(), *, va
         mem = model_memory(v, params) if model_memory is not None and e.status == "ok" else None
         points.append(make_point(e, params, fid, mem))
     excluded = _apply(points, constraints)
-    feasible = [i for i, p in enumerate(points) if p.status == "ok" and not p.broken]
-    front = [feasible[k] for k in pareto_front([objectives(points[i], objective) for i in feasible])]
+    fits = feasible(points)
+    front = [fits[k] for k in pareto_front([objectives(points[i], objective) for i in fits])]
     key = _sort_key(sort, objective)
     front.sort(key=lambda i: key(points[i]))
     for i in front:
@@ -439,18 +445,15 @@ def _outcomes(points: list, front: list, objective: Optional[str], key: Callable
     out = []
     for v, idx in by_variant.items():
         ok = [i for i in idx if points[i].status == "ok"]
-        feasible = [i for i in ok if not points[i].broken]
-        broken: dict = {}
-        for i in ok:
-            for n in points[i].broken:
-                broken[n] = broken.get(n, 0) + 1
-        o = Outcome(v, len(idx), len(feasible), sum(points[i].on_front for i in idx), broken)
+        fits = [i for i in ok if not points[i].broken]
+        broken = dict(Counter(n for i in ok for n in points[i].broken))
+        o = Outcome(v, len(idx), len(fits), sum(points[i].on_front for i in idx), broken)
         if o.on_front:
             pass
         elif not ok:
             o.na = points[idx[0]].reason
-        elif feasible:
-            o.best = min(feasible, key=lambda i: key(points[i]))
+        elif fits:
+            o.best = min(fits, key=lambda i: key(points[i]))
             best = objectives(points[o.best], objective)
             o.dominated_by = next((j for j in front if dominates(objectives(points[j], objective), best)), None)
         else:

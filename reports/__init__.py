@@ -28,8 +28,7 @@ number formats the CLI shares) comes without it.
 from pathlib import Path
 from typing import Optional
 
-from ..costmodel.atomic import write_atomic
-from .plotly_bundle import PLOTLY_FILE, PLOTLY_JS_MODES, write_shared
+from .plotly_bundle import PLOTLY_FILE, PLOTLY_JS_MODES, write_page
 
 SECTIONS_RUN = ("summary", "flops", "time", "memory", "crossover", "roofline", "crosscheck",
                 "model-error", "environment")
@@ -63,18 +62,9 @@ def write_run_report(runs: list, path, *, paths: Optional[list] = None, hardware
                      heatmap_variant: Optional[str] = None, fidelity: Optional[list] = None,
                      fidelity_paths: Optional[list] = None, plotly_js: str = "inline") -> Path:
     """Write ``build_run_report`` to ``path`` atomically; returns the path."""
-    return _write(path, build_run_report(runs, paths, hardware=hardware, baseline=baseline,
+    return write_page(path, build_run_report(runs, paths, hardware=hardware, baseline=baseline,
                                          heatmap_variant=heatmap_variant, fidelity=fidelity,
                                          fidelity_paths=fidelity_paths, plotly_js=plotly_js), plotly_js)
-
-
-def _write(path, html: str, plotly_js: str) -> Path:
-    """Write a page atomically, and in "shared" mode the plotly.js it loads beside it."""
-    path = Path(path)
-    if plotly_js == "shared":
-        write_shared(path.parent)
-    write_atomic(path, html)
-    return path
 
 
 def build_fidelity_report(docs: list, paths: Optional[list] = None, *, hardware=None, plotly_js: str = "inline") -> str:
@@ -90,7 +80,7 @@ def build_fidelity_report(docs: list, paths: Optional[list] = None, *, hardware=
 def write_fidelity_report(docs: list, path, *, paths: Optional[list] = None, hardware=None,
                           plotly_js: str = "inline") -> Path:
     """Write ``build_fidelity_report`` to ``path`` atomically; returns the path."""
-    return _write(path, build_fidelity_report(docs, paths, hardware=hardware, plotly_js=plotly_js), plotly_js)
+    return write_page(path, build_fidelity_report(docs, paths, hardware=hardware, plotly_js=plotly_js), plotly_js)
 
 
 def build_prediction_report(estimates: list, hardware=None, command: str = "", *, baseline: str = "flash",
@@ -109,7 +99,7 @@ def write_prediction_report(estimates: list, path, hardware=None, command: str =
                             baseline: str = "flash", heatmap_variant: Optional[str] = None,
                             plotly_js: str = "inline") -> Path:
     """Write a prediction-only report (``attncost predict --html``) to ``path`` atomically."""
-    return _write(path, build_prediction_report(estimates, hardware, command, baseline=baseline,
+    return write_page(path, build_prediction_report(estimates, hardware, command, baseline=baseline,
                                                 heatmap_variant=heatmap_variant, plotly_js=plotly_js), plotly_js)
 
 

@@ -19,9 +19,9 @@ AXIS = dict(showline=True, linecolor="#888", mirror=True, zeroline=False, gridco
             ticks="outside", ticklen=4, tickcolor="#888")
 
 
-def _layout(title: str, x_title: str, y_title: str, xaxis: dict = None, yaxis: dict = None, **kw) -> dict:
+def layout(title: str, x_title: str, y_title: str, xaxis: dict = None, yaxis: dict = None, **kw) -> dict:
     """The common layout; ``xaxis``/``yaxis`` are merged into the defaults (titles kept)."""
-    layout = dict(
+    out = dict(
         title=dict(text=title, x=0.01, xanchor="left", font=dict(size=17)),
         template="plotly_white",
         font=dict(family=FONT, size=13),
@@ -34,8 +34,8 @@ def _layout(title: str, x_title: str, y_title: str, xaxis: dict = None, yaxis: d
         xaxis={**AXIS, "title": dict(text=x_title), **(xaxis or {})},
         yaxis={**AXIS, "title": dict(text=y_title), **(yaxis or {})},
     )
-    layout.update(kw)
-    return layout
+    out.update(kw)
+    return out
 
 
 class _Legend:
@@ -54,8 +54,7 @@ class _Legend:
 def _key(fig: PlotFigure, entries: list) -> None:
     """Grey legend entries that explain the line styles and markers: [(name, trace kwargs)]."""
     for name, kw in entries:
-        fig.add_trace(scatter(x=[None], y=[None], name=name, legendrank=1,
-                                 hoverinfo="skip", showlegend=True, **kw))
+        fig.add_trace(scatter(x=[None], y=[None], name=name, legendrank=1, hoverinfo="skip", showlegend=True, **kw))
 
 
 def place_legend(fig: PlotFigure, width: int = 1240) -> PlotFigure:
@@ -124,7 +123,7 @@ GREY = "#666"
 def _finish_axes(fig: PlotFigure, panels: Panels, title: str, x_title: str, y_title: str, xaxis: Optional[dict],
                  yaxis: Optional[dict], height: int = HEIGHT) -> None:
     """The common layout, and on a panelled chart every panel's axes."""
-    fig.update_layout(**_layout(title, x_title, y_title, xaxis=xaxis, yaxis=yaxis, height=panels.height(height)))
+    fig.update_layout(**layout(title, x_title, y_title, xaxis=xaxis, yaxis=yaxis, height=panels.height(height)))
     if panels.families:
         fig.update_layout(margin=dict(t=84))
         panels.finish_axes(fig, AXIS, {"title": dict(text=x_title), **(xaxis or {})},
@@ -261,7 +260,7 @@ def _time_traces(fig: PlotFigure, s: Series, legend, pos: dict) -> list:
     return ys
 
 
-def _other_mode_line(fig: PlotFigure, s: Series, legend, color: str, pos: Optional[dict] = None) -> list:
+def _other_mode_line(fig: PlotFigure, s: Series, legend, color: str, pos: dict) -> list:
     """The series' prediction in the other exec mode (graph for an eager run, eager for a graph run),
     a thin dotted line in its colour, where the run recorded one; its y values (ms)."""
     rows = [r for r in s.rows if r.predicted_other_s]
@@ -271,8 +270,7 @@ def _other_mode_line(fig: PlotFigure, s: Series, legend, color: str, pos: Option
     y = [r.predicted_other_s * 1e3 for r in rows]
     hover = [f"{_head(s, r.T)}<br>predicted in {other} mode <b>{fmt.ms(r.predicted_other_s)}</b>" for r in rows]
     fig.add_trace(scatter(x=[r.T for r in rows], y=y, mode="lines", **legend(s.label),
-                             line=dict(color=color, dash="dot", width=1.2), hovertext=hover, hoverinfo="text"),
-                  **(pos or {}))
+                          line=dict(color=color, dash="dot", width=1.2), hovertext=hover, hoverinfo="text"), **pos)
     return y
 
 
@@ -298,9 +296,8 @@ def _failure_key(data: ReportData) -> list:
     return out
 
 
-def _failure_markers(fig: PlotFigure, s: Series, legend, y_of, ys: list, pos: dict) -> bool:
+def _failure_markers(fig: PlotFigure, s: Series, legend, y_of, ys: list, pos: dict) -> None:
     """OOM and error points of a series, placed at ``y_of(row)`` where that is known."""
-    drew = False
     for status, symbol, what, col in (("oom", OOM_SYMBOL, "out of memory", "#d00"),
                                       ("oom-predicted", OOM_SYMBOL, "predicted not to fit in memory", "#d00"),
                                       ("error", ERROR_SYMBOL, "error", "#000")):
@@ -308,7 +305,6 @@ def _failure_markers(fig: PlotFigure, s: Series, legend, y_of, ys: list, pos: di
         rows = [(r, y) for r, y in rows if y]
         if not rows:
             continue
-        drew = True
         ys += [y for _, y in rows]
         hover = [f"{_head(s, r.T)}<br><b>{what}</b>"
                  + (f": {plot_text((r.message or '')[:300])}" if r.message else "") for r, _ in rows]
@@ -316,7 +312,6 @@ def _failure_markers(fig: PlotFigure, s: Series, legend, y_of, ys: list, pos: di
             x=[r.T for r, _ in rows], y=[y for _, y in rows], mode="markers", **legend(s.label),
             marker=dict(symbol=symbol, size=13, color=col, line=dict(width=2.5, color=col)),
             hovertext=hover, hoverinfo="text"), **pos)
-    return drew
 
 
 def _star(what: str, color, size: int) -> dict:
@@ -495,7 +490,7 @@ def heatmap_figure(grid: Optional[Grid], baseline: str) -> PlotFigure:
     scale centred on 1x: blue, the variant is faster; red, slower."""
     fig = PlotFigure()
     if grid is None:
-        fig.update_layout(**_layout("Speedup over the baseline", "sequence length T (tokens)", "model width d"))
+        fig.update_layout(**layout("Speedup over the baseline", "sequence length T (tokens)", "model width d"))
         _empty_note(fig, f"No variant to compare with {baseline}.")
         return fig
     z, text, hover = [], [], []
@@ -523,7 +518,7 @@ def heatmap_figure(grid: Optional[Grid], baseline: str) -> PlotFigure:
     ticks = [v for v in range(-12, 13) if abs(v) <= lim]
     while len(ticks) > 9:
         ticks = ticks[::2]
-    fig.add_trace(trace("heatmap", 
+    fig.add_trace(trace("heatmap",
         x=[fmt.tokens(T) for T in grid.Ts], y=[fmt.count(d) for d in grid.ds], z=z, text=text,
         texttemplate="%{text}", textfont=dict(size=11), hovertext=hover, hoverinfo="text",
         colorscale=colorscale("RdBu"), zmid=0, zmin=-lim, zmax=lim, xgap=1, ygap=1,
@@ -533,7 +528,7 @@ def heatmap_figure(grid: Optional[Grid], baseline: str) -> PlotFigure:
              else "FLOPs (no hardware profile, no time model)")
     sh = grid.shape
     rows = [fmt.count(d) for d in grid.ds]  # the data's widths (the crossover tables') marked
-    fig.update_layout(**_layout(
+    fig.update_layout(**layout(
         f"Speedup of {plot_text(grid.label)} over {plot_text(grid.baseline)} by {basis}",
         f"sequence length T (tokens) · {sh.phase}, batch {sh.batch}, {sh.dtype}, head dim {sh.head_dim}",
         "model width d", height=80 + 48 * len(grid.ds) + 90, margin=dict(l=130, r=20, t=60, b=64),
@@ -607,7 +602,7 @@ def roofline_figure(data: ReportData) -> PlotFigure:
                        f"<b>{plot_text(name)}</b><br>{fmt.rate(peak)}{how['peak']}"],
             hoverinfo="text"))
     which = "measured" if measured else "predicted"
-    fig.update_layout(**_layout(f"Roofline: achieved FLOP/s ({which}) vs arithmetic intensity",
+    fig.update_layout(**layout(f"Roofline: achieved FLOP/s ({which}) vs arithmetic intensity",
                                 "arithmetic intensity (FLOP per byte moved, fused kernels)", "achieved FLOP/s",
                                 xaxis=log_axis([lo, hi], fmt.sig), yaxis=log_axis(ys_all, fmt.rate)))
     if not fig.traces:
@@ -662,7 +657,7 @@ def model_time_figure(results: list, labels: dict, phase: str) -> PlotFigure:
         fig.add_trace(trace("bar", x=names, y=ms, name=plot_text(label), hovertext=[
             f"{n}<br>{plot_text(label)}: {fmt.ms_value(v)}" for n, v in zip(names, ms)], hoverinfo="text"))
     what = "prefill of T tokens (time to first token)" if phase == "prefill" else "one decode step (all sequences)"
-    fig.update_layout(**_layout(f"Predicted time by component: {what}", "", "ms"), barmode="stack")
+    fig.update_layout(**layout(f"Predicted time by component: {what}", "", "ms"), barmode="stack")
     if not rows:
         _empty_note(fig, "no variant priced")
     return place_legend(fig)

@@ -11,7 +11,6 @@ import plotly
 from plotly.utils import PlotlyJSONEncoder
 
 from .. import __version__
-from ..costmodel.atomic import write_atomic
 from ..costmodel.crossover import HI as SEARCH_HI
 from ..costmodel.crossover import LO as SEARCH_LO
 from ..costmodel.results import OOM_STATUSES
@@ -27,7 +26,7 @@ from .html import bullets, definitions, details, esc, lead, note, swatch, table
 from .panels import panels_for
 from .parallel_figure import parallel_data, parallel_html
 from .plotdict import PlotFigure
-from .plotly_bundle import PLOTLY_FILE, PLOTLY_JS_MODES, bundle, write_shared
+from .plotly_bundle import PLOTLY_FILE, PLOTLY_JS_MODES, bundle, write_page
 
 # In the head of every page, before plotly.js: how attncost knows a page it wrote, which a later
 # report may replace without --overwrite.
@@ -486,14 +485,7 @@ def write_model_report(cfg, results: list, hardware, path, labels: dict, command
                        plotly_js: str = "inline"):
     """Write ``build_model_html`` to ``path`` atomically (in "shared" mode, plotly.min.js beside
     it); returns the path."""
-    from pathlib import Path
-
-    path = Path(path)
-    html = build_model_html(cfg, results, hardware, labels, command, plotly_js)
-    if plotly_js == "shared":
-        write_shared(path.parent)
-    write_atomic(path, html)
-    return path
+    return write_page(path, build_model_html(cfg, results, hardware, labels, command, plotly_js), plotly_js)
 
 
 def _device_memory_text(data: ReportData) -> str:

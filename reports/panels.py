@@ -49,8 +49,8 @@ class Panels:
             at = self._at(i)
             titles[(at["row"] - 1) * self.cols + at["col"] - 1] = TITLES.get(fam, fam)
         return PlotFigure.subplots(rows=self.rows, cols=self.cols, start_cell="bottom-left", shared_xaxes="all",
-                             shared_yaxes="all", subplot_titles=tuple(titles), horizontal_spacing=0.06,
-                             vertical_spacing=0.12 if self.rows > 1 else 0.0)
+                                   shared_yaxes="all", subplot_titles=tuple(titles), horizontal_spacing=0.06,
+                                   vertical_spacing=0.12 if self.rows > 1 else 0.0)
 
     def height(self, single: int) -> int:
         """The figure's height: ``single`` for one panel, else a band per row."""
@@ -79,4 +79,4 @@ def panels_for(series: list, baseline: str) -> Panels:
     families = [f for f in FAMILIES if any(s.family == f for s in series if s.variant != baseline)]
     if len(variants) < MIN_VARIANTS or len(families) < 2:
         return Panels([], baseline)
-    return Panels(families, baseline, cols=2 if len(families) > 1 else 1)
+    return Panels(families, baseline)

@@ -158,28 +158,25 @@ def _hover(result: PickResult, p: PickPoint) -> str:
     return "<br>".join(lines)
 
 
-def _fits_any(points: list, variant: str) -> bool:
-    return any(p.variant == variant and not p.broken for p in points)
-
-
 def pick_figure(result: PickResult):
     """Time (x) against memory (y), log axes: every applicable point in its variant's colour,
     those that break a constraint faint and crossed, the front ringed and joined in time order."""
     from .colors import color_for
-    from .figures import AXIS, FONT, HEIGHT, log_axis
+    from .figures import layout, log_axis
     from .html import plot_text
     from .plotdict import PlotFigure, scatter
 
     fig = PlotFigure()
     ok = [p for p in result.points if p.status == "ok"]
     for v in dict.fromkeys(p.variant for p in ok):
+        fitting = [p for p in ok if p.variant == v and not p.broken]
         for fits in (True, False):
-            pts = [p for p in ok if p.variant == v and (not p.broken) == fits]
+            pts = fitting if fits else [p for p in ok if p.variant == v and p.broken]
             if not pts:
                 continue
             fig.add_trace(scatter(
                 x=[p.time_s * 1e3 for p in pts], y=[p.memory_bytes for p in pts], mode="markers",
-                name=plot_text(v), legendgroup=v, showlegend=fits or not _fits_any(ok, v),
+                name=plot_text(v), legendgroup=v, showlegend=fits or not fitting,
                 marker=dict(color=color_for(v), size=9 if fits else 7, symbol="circle" if fits else "x-thin-open",
                             opacity=0.9 if fits else 0.35, line=dict(width=1.5 if not fits else 0, color=color_for(v))),
                 hovertext=[_hover(result, p) for p in pts], hoverinfo="text"))
@@ -191,13 +188,9 @@ def pick_figure(result: PickResult):
             marker=dict(size=15, symbol="circle-open", color="#222", line=dict(width=2)),
             hovertext=[_hover(result, p) for p in front], hoverinfo="text"))
     mem = "whole model memory" if result.whole_model else "memory per layer (activations + KV cache)"
-    fig.update_layout(
-        title=dict(text="Every point of the sweep: time against memory", x=0.01, xanchor="left", font=dict(size=17)),
-        template="plotly_white", font=dict(family=FONT, size=13), height=HEIGHT, margin=dict(l=90, r=20, t=60, b=64),
-        hovermode="closest", legend=dict(font=dict(size=11), itemsizing="constant"),
-        xaxis={**AXIS, **(log_axis([p.time_s * 1e3 for p in ok], fmt.ms_value) or {}),
-               "title": dict(text="predicted time per layer")},
-        yaxis={**AXIS, **(log_axis([p.memory_bytes for p in ok], fmt.nbytes, base=2) or {}), "title": dict(text=mem)})
+    fig.update_layout(**layout("Every point of the sweep: time against memory", "predicted time per layer", mem,
+                               xaxis=log_axis([p.time_s * 1e3 for p in ok], fmt.ms_value),
+                               yaxis=log_axis([p.memory_bytes for p in ok], fmt.nbytes, base=2)))
     return fig
 
 
@@ -242,11 +235,6 @@ def build_pick_html(result: PickResult, hardware: str, command: str = "", plotly
 
 def write_pick_report(result: PickResult, path, hardware: str, command: str = "", plotly_js: str = "inline") -> Path:
     """Write ``build_pick_html`` to ``path`` atomically (in "shared" mode plotly.js beside it)."""
-    from ..costmodel.atomic import write_atomic
-    from .plotly_bundle import write_shared
+    from .plotly_bundle import write_page
 
-    path = Path(path)
-    if plotly_js == "shared":
-        write_shared(path.parent)
-    write_atomic(path, build_pick_html(result, hardware, command, plotly_js))
-    return path
+    return write_page(path, build_pick_html(result, hardware, command, plotly_js), plotly_js)

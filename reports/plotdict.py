@@ -136,9 +136,5 @@ class PlotFigure:
         self._update_axes("y", row, col, props)
         return self
 
-    @property
-    def height(self) -> Optional[int]:
-        return self.layout.get("height")
-
     def to_plotly_json(self) -> dict:
         return {"data": self.traces, "layout": self.layout}

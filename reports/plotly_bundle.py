@@ -34,3 +34,12 @@ def write_shared(folder) -> Path:
             return path
     write_atomic(path, js)
     return path
+
+
+def write_page(path, html: str, plotly_js: str) -> Path:
+    """Write a page atomically, and in "shared" mode the plotly.js it loads beside it."""
+    path = Path(path)
+    if plotly_js == "shared":
+        write_shared(path.parent)
+    write_atomic(path, html)
+    return path

@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(items):
 def _settled_heap():
     """Collect garbage once, then move what is alive to the collector's permanent generation
     (``gc.freeze``): the modules imported so far (torch, plotly, ...) hold millions of objects that
-    every full collection would walk again, and a profiling sweep collects after each point. Objects
+    every full collection would walk again (a profiling sweep collects after each failed point). Objects
     the tests make later are collected as before."""
     gc.collect()
     gc.freeze()
