@@ -184,6 +184,24 @@ def check_param_values(params: dict) -> None:
                     raise fail(flag_error(err, lambda k: f"--param {variant}.{k}={x}"))
 
 
+def command_line() -> str:
+    """The command as typed (``attncost predict ...``), quoted for a shell: what a report records."""
+    import shlex
+    import sys
+
+    return shlex.join(["attncost"] + sys.argv[1:])
+
+
+def load_fidelity_file(path, flag: str = "--fidelity"):
+    """A fidelity file of `attncost fidelity --json`, or exit 2 with one sentence naming ``flag``."""
+    from ..costmodel.fidelity_doc import FidelityFileError, load_fidelity
+
+    try:
+        return load_fidelity(path)
+    except FidelityFileError as err:
+        raise fail(f"{flag}: {err}")
+
+
 def load_run(path, flag: str = ""):
     """A results file of `attncost profile`, or exit 2 with one sentence (prefixed by ``flag``)."""
     from ..costmodel.jsonfile import load_document

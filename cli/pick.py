@@ -16,8 +16,8 @@ from ..reports.pick_figure import (FIDELITY_METHOD, NO_FIDELITY, excluded_text, 
 from .app import app
 from .errors import fail
 from .layout import Column, PlainHelp, datasheet_warning, print_table, screen
-from .options import (REPORT_FILE, WIDE_HELP, check_choice, check_csv, check_output, load_hardware,
-                      load_model, make_shape, parse_T, parse_variants, write_csv)
+from .options import (REPORT_FILE, WIDE_HELP, check_choice, check_csv, check_output, command_line, load_fidelity_file,
+                      load_hardware, load_model, make_shape, parse_T, parse_variants, write_csv)
 
 # decimal (kB, MB, GB, TB: powers of 1000) and binary (KiB, MiB, GiB, TiB: powers of 1024) sizes
 SIZE_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
@@ -118,7 +118,7 @@ def pick_cmd(
 
     check_choice(exec_mode, MODES, "--exec")
     shape, memory = _shape(model, d, heads, Ts[0], batch, phase, dtype, causal)
-    doc = None if fidelity is None else _fidelity(fidelity)
+    doc = None if fidelity is None else load_fidelity_file(fidelity)
     out = None if html is None else check_output(html, "--html", "pick.html", kind=REPORT_FILE,
                                                  inputs=[hardware, fidelity], overwrite=overwrite)
     csv_out = check_csv(csv_path, inputs=[hardware, fidelity])
@@ -139,7 +139,7 @@ def pick_cmd(
         from ..reports.pick_figure import write_pick_report
 
         try:
-            path = write_pick_report(result, out, hw.name, "attncost " + _argv(), plotly_js)
+            path = write_pick_report(result, out, hw.name, command_line(), plotly_js)
         except OSError as err:
             raise fail(f"--html {out}: cannot write there ({err.strerror or err})")
         if not as_json:
@@ -163,22 +163,6 @@ def _shape(model, d, heads, T, batch, phase, dtype, causal):
     make_shape(T=T, d=cfg.d, heads=cfg.heads, batch=batch, phase=phase, dtype=dtype)  # exit 2 naming a bad flag
     shape = attention_shape(cfg, T, batch, dtype, phase)
     return shape, lambda v, p: memory_bytes(cfg, v, cfg.variant_params(v, p), T, batch, dtype, logits="last")
-
-
-def _fidelity(path: str):
-    from ..costmodel.fidelity_doc import FidelityFileError, load_fidelity
-
-    try:
-        return load_fidelity(path)
-    except FidelityFileError as err:
-        raise fail(f"--fidelity: {err}")
-
-
-def _argv() -> str:
-    import shlex
-    import sys
-
-    return " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 # -- output ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from .app import app
 from .errors import fail
 from .layout import SECTION, Column, PlainHelp, datasheet_warning, print_table, screen
 from ..reports.fmt import sig
-from .options import (REPORT_FILE, check_choice, check_output, check_params, list_items, load_hardware, make_shape,
+from .options import (REPORT_FILE, check_choice, command_line, check_output, check_params, list_items, load_hardware, make_shape,
                       WIDE_HELP, parse_ints, parse_params, parse_T, parse_variants, CSV_HELP, T_HELP, check_csv, write_csv)
 
 
@@ -105,7 +105,7 @@ def predict(
                                  weights_dtype=weights_dtype, kv_dtype=kv_dtype, wide=wide)))
         _write_csv(csv_path, [(hw, [r.as_dict() for r in results]) for hw, results in runs])
         if out is not None:
-            write_report(model, runs[0][1], runs[0][0], out, "attncost " + _argv(), plotly_js, quiet=as_json)
+            write_report(model, runs[0][1], runs[0][0], out, command_line(), plotly_js, quiet=as_json)
         return
     if d is None:
         raise fail("--d is required unless --model is given")
@@ -171,7 +171,7 @@ def predict(
         from ..reports import write_prediction_report
 
         try:
-            path = write_prediction_report(results, out, priced, command="attncost " + _argv(), baseline=base,
+            path = write_prediction_report(results, out, priced, command=command_line(), baseline=base,
                                            plotly_js=plotly_js)
         except OSError as err:
             raise fail(f"--html {out}: cannot write there ({err.strerror or err})")
@@ -194,13 +194,6 @@ def _write_csv(path, runs: list) -> None:
         write_csv(path, [({"hardware": hw.name} if many else {}) | row for hw, rows in runs for row in rows])
     except OSError as err:
         raise fail(f"--csv {path}: cannot write there ({err.strerror or err})")
-
-
-def _argv() -> str:
-    import shlex
-    import sys
-
-    return " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 # -- presentation ------------------------------------------------------------------------

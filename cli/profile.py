@@ -25,7 +25,7 @@ from .app import app
 from .errors import fail
 from .layout import Column, PlainHelp, fit_console, print_table
 from .options import (BACKEND_CHOICES, CSV_HELP, DEVICE_CHOICES, RESULTS_FILE, WIDE_HELP, check_choice, check_csv,
-                      check_output, check_param_values, load_hardware, load_model, make_shape, parse_ints,
+                      check_output, check_param_values, command_line, load_hardware, load_model, make_shape, parse_ints,
                       parse_params, parse_T, parse_variants, write_csv)
 
 console = Console(highlight=False)
@@ -112,7 +112,7 @@ def profile(
     if cp != 1 or tp != 1 or sequence_parallel:
         from .parallel_view import profile_parallel
 
-        return profile_parallel(o, "attncost " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        return profile_parallel(o, command_line())
     kind = ModelRun(o) if model is not None else LayerRun(o)
     flags = {"--" + k.replace("_", "-"): v for k, v in vars(o).items() if k not in kind.unused and k != "exec_mode"}
     if exec_mode != "eager":
@@ -489,7 +489,7 @@ def _command(flags: dict) -> str:
     where sys.argv is the caller's), the flags that were set, rebuilt."""
     argv = list(sys.argv)
     if argv[1:2] == ["profile"] or Path(argv[0]).name.startswith("attncost"):
-        return shlex.join(["attncost"] + argv[1:])
+        return command_line()
     words = ["attncost", "profile"]
     for flag, value in flags.items():
         if value is None or value is False:

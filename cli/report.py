@@ -10,18 +10,10 @@ from rich.markup import escape
 from .app import app
 from .errors import fail
 from .layout import PlainHelp
-from .options import REPORT_FILE, check_choice, check_output, load_hardware, load_run, parse_variants
+from .options import (REPORT_FILE, check_choice, check_output, load_fidelity_file, load_hardware, load_run,
+                      parse_variants)
 
 console = Console(highlight=False)
-
-
-def _load_fidelity(path: Path):
-    from ..costmodel.fidelity_doc import FidelityFileError, load_fidelity
-
-    try:
-        return load_fidelity(path)
-    except FidelityFileError as err:
-        raise fail(f"--fidelity: {err}")
 
 
 @app.command(cls=PlainHelp)
@@ -57,7 +49,7 @@ def report(
     if variant_heatmap is not None:
         variant_heatmap = parse_variants(variant_heatmap, "--variant-heatmap")[0]
     loaded = [load_run(p) for p in runs]
-    fid_docs = [_load_fidelity(p) for p in fidelity]
+    fid_docs = [load_fidelity_file(p) for p in fidelity]
     hw = None if hardware is None else load_hardware(hardware)
     check_output(output, "-o", "report.html", kind=REPORT_FILE, inputs=runs + fidelity + [hardware],
                  overwrite=overwrite)
