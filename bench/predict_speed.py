@@ -3,7 +3,9 @@
 1. Whole `attncost predict` processes (Python start-up included), the median of several runs:
    one shape (target 0.3 s), a T sweep with an HTML report (target 1.5 s), and five widths by
    fifteen T values, every variant, --json (about 1,000 points with their crossover searches;
-   target about 1 s).
+   target about 1 s). Each with the program store (``costmodel/program_store.py``) cold (the first
+   run after installing), warm (the runs after) and off; and the floor: a process that imports what
+   every command needs (typer, rich, pydantic) and prints a one-row table.
 2. In-process sweeps of 10,000 distinct (variant, shape) points through estimate() with time
    prediction: prefill, then prefill/decode/train mixed (train graphs carry the backward pass).
 3. The same kind of sweep, 100,000 mixed points, through estimate_many (one call per variant):
@@ -20,26 +22,48 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 WHOLE = [  # (arguments, runs, target)
     (["--d", "1024", "--T", "4096"], 7, "<= 0.3 s"),
     (["--d", "1024", "--T", "512:65536", "--html", "{tmp}/x.html", "--overwrite"], 3, "<= 1.5 s"),
     (["--d", "256,512,1024,2048,4096", "--T", "64:1048576", "--variants", "all", "--json"], 3, "about 1 s"),
 ]
+FLOOR = ("import typer, pydantic\nfrom rich.console import Console\nfrom rich.table import Table\n"
+         "app = typer.Typer()\n@app.command()\ndef main(d: int = 1):\n    t = Table('d'); t.add_row(str(d)); "
+         "Console().print(t)\napp()\n")
 
 
-def whole_process(args: list, runs: int) -> float:
-    """The median wall time of ``runs`` whole `attncost predict ARGS` processes."""
-    exe = shutil.which("attncost")
-    cmd = [exe] if exe else [sys.executable, "-m", "attncost.cli.main"]
-    times = []
+def _command() -> list:
+    """The installed `attncost` script beside this Python (not a shell shim in front of it)."""
+    beside = Path(sys.executable).with_name("attncost")
+    exe = str(beside) if beside.exists() else shutil.which("attncost")
+    return [exe] if exe else [sys.executable, "-m", "attncost.cli.main"]
+
+
+def _timed(cmd: list, env: dict) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t0
+
+
+def whole_process(args: list, runs: int) -> tuple:
+    """(cold, warm, off): the wall time of the first `attncost predict ARGS` process with an empty
+    program store, then the median of ``runs`` processes with it filled, and with it off."""
     with tempfile.TemporaryDirectory() as tmp:
-        args = [a.format(tmp=tmp) for a in args]
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            subprocess.run(cmd + ["predict", *args], check=True, stdout=subprocess.DEVNULL)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cmd = _command() + ["predict", *[a.format(tmp=tmp) for a in args]]
+        store = dict(os.environ, ATTNCOST_CACHE_DIR=os.path.join(tmp, "store"))
+        cold = _timed(cmd, store)
+        for _ in range(2):  # the runs after the first trace what it priced one by one
+            _timed(cmd, store)
+        warm = statistics.median(_timed(cmd, store) for _ in range(runs))
+        off = statistics.median(_timed(cmd, dict(os.environ, ATTNCOST_CACHE_DIR="off")) for _ in range(runs))
+    return cold, warm, off
+
+
+def floor(runs: int = 7) -> float:
+    """The median wall time of a process that imports typer, rich and pydantic and prints a table."""
+    return statistics.median(_timed([sys.executable, "-c", FLOOR], dict(os.environ)) for _ in range(runs))
 
 
 def _points(points: int, phases: tuple) -> list:
@@ -88,10 +112,12 @@ def sweep(points: int = 10_000, phases=("prefill",)) -> tuple:
 
 if __name__ == "__main__":
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    print(f"floor: python + typer + rich + pydantic, a one-row table, median of 7: {floor():.3f} s")
     for args, runs, target in WHOLE:
         shown = " ".join(a.replace("{tmp}/", "") for a in args if a != "--overwrite")
-        print(f"attncost predict {shown}, whole process, median of {runs}: {whole_process(args, runs):.3f} s "
-              f"(target: {target})")
+        cold, warm, off = whole_process(args, runs)
+        print(f"attncost predict {shown}, whole process: {warm:.3f} s with the program store (median of {runs}; "
+              f"first run {cold:.3f} s), {off:.3f} s without (target: {target})")
     for phases in (("prefill",), ("prefill", "decode", "train")):
         dt, n = sweep(phases=phases)
         print(f"in-process sweep of {n:,} distinct (variant, shape) points, {'/'.join(phases)}, with time "

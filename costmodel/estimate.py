@@ -1,5 +1,6 @@
 """Evaluate a variant at a shape: the numbers `attncost predict` prints and `--json` dumps."""
 
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
@@ -7,7 +8,8 @@ from typing import Optional
 from .analysis import MATMUL_KINDS, add_backward, analyse
 from .graph import Graph
 from .shape import Shape
-from .tape import Sym, TraceError, trace
+from . import program_store
+from .tape import Program, Sym, TraceError, trace
 from .timing import predict
 from .variants import REGISTRY, Params, VariantError
 
@@ -151,7 +153,7 @@ def estimate_many(name: str, shapes: list, params: Optional[dict] = None, hardwa
     Fast: ``estimate``'s own code is traced (``tape``) once per structure of the graph, with the
     shape's sizes and the numeric parameters as inputs, and replayed on every shape that shares
     it: on numpy arrays for many shapes at once, else point by point. The programs are kept for
-    later calls (on ``hardware``, or here without one)."""
+    later calls, and on disk for later processes (``program_store``)."""
     if not shapes:
         return []
     if name not in REGISTRY:
@@ -165,8 +167,9 @@ def estimate_many(name: str, shapes: list, params: Optional[dict] = None, hardwa
         groups.setdefault((s.phase, s.dtype, s.causal, s.kv_heads is None), []).append(i)
     for (phase, dtype, causal, no_kv), todo in groups.items():
         key = ("estimate_many", name, phase, dtype, causal, no_kv, fixed, tuple(numeric))
-        programs = hardware.cached(key, _Programs) if hardware is not None else _PROGRAMS.setdefault(key, _Programs())
+        programs = _programs(key, hardware)
         _price(programs, _Point(name, params, numeric, hardware, phase, dtype, causal, no_kv), shapes, todo, out)
+        programs.keep()
     return out
 
 
@@ -174,12 +177,13 @@ def estimate_many(name: str, shapes: list, params: Optional[dict] = None, hardwa
 # (then a replay costs a sixth of an estimate); a replay on numpy arrays costs a few estimates,
 # whatever the number of points (measured on bench/predict_speed.py's points).
 ONE_BY_ONE = 256  # points of a key priced one by one, where they come fewer than vector_at() at a time
+STORED_ONE_BY_ONE = 16  # ... where the store keeps the programs for later processes: they pay off sooner
 FEW = 4  # a trace that prices fewer points than this did not pay off ...
 MAX_FEW = 4  # ... and after this many such, the key's points go one by one (DSA's blocks vary with T)
 VECTOR_AT = 24  # points replayed on numpy arrays from this many, once numpy is loaded; before, importing
 NUMPY_AT = 256  # it costs about 300 estimates: a batch of this many loads it, or any batch once the
 NUMPY_AFTER = 1024  # process has priced (or ``expect``s to price) this many points one by one
-_PROGRAMS: dict = {}
+_PROGRAMS: dict = {}  # (key, hardware fingerprint) -> _Programs
 _PRICED = [0, 0]  # points priced one by one in estimate_many so far; the most announced by ``expect``
 
 
@@ -195,14 +199,64 @@ def expect(points: int) -> None:
     _PRICED[1] = max(_PRICED[1], points)
 
 
-class _Programs:
-    """The traced programs of one (variant, phase, dtype, causal, parameters) and what it cost."""
+def _programs(key: tuple, hardware) -> "_Programs":
+    """The programs of ``key`` on ``hardware``: one set per process for all profiles of the same
+    numbers (programs depend on nothing else), loaded from the store on first use."""
+    where = (key, _fingerprint(hardware))
+    programs = _PROGRAMS.get(where)
+    if programs is None:
+        programs = _PROGRAMS[where] = _Programs(key, where[1])
+    return programs
 
-    def __init__(self):
-        self.items: list = []  # tape.Program, or None where the traced point does not apply (n/a)
+
+class _Programs:
+    """The traced programs of one (variant, phase, dtype, causal, parameters) on one hardware
+    profile, and what they cost; those kept on disk (``program_store``) are loaded first."""
+
+    def __init__(self, key: tuple, fingerprint: str):
+        self.file = program_store.file_for(key, fingerprint)
+        self.key = key
+        self.items: list = [_entry_from(data) for data in program_store.load(self.file, key)]
+        self.saved = self.state()  # what the file holds
         self.untraced = 0  # points priced one by one so far
         self.few = 0  # traces that priced fewer than FEW points
         self.failed = False  # the code did something a tape cannot record: always one by one
+
+    def state(self) -> tuple:
+        return len(self.items), sum(entry[0].compiled for entry in self.items)
+
+    def keep(self) -> None:
+        """Have the store write these programs at exit, where they changed since loaded or written."""
+        if self.file is not None and self.state() != self.saved:
+            self.saved = self.state()
+            program_store.save_at_exit(self.file, self.key, self.data)
+
+    def data(self) -> list:
+        """The entries as plain data (those that plain data cannot hold are left out)."""
+        out = []
+        for program, keys, types in self.items:
+            data = program.to_data()
+            if data is not None and all(t is None or t in _TYPE_NAMES for t in types or ()):
+                out.append((data, keys, [_TYPE_NAMES.get(t) for t in types] if types else types))
+        return out
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}  # the types of a program's outputs
+_TYPE_NAMES = {v: k for k, v in _TYPES.items()}
+
+
+def _entry_from(data: tuple) -> tuple:
+    """A (program, keys, types) entry from what ``_Programs.data`` saved."""
+    program, keys, types = data
+    return Program.from_data(program), keys, [_TYPES.get(t) for t in types] if types else types
+
+
+def _fingerprint(hardware) -> str:
+    """What tells hardware profiles apart for the store: a hash of every number in the profile."""
+    if hardware is None:
+        return "none"
+    return hardware.cached("program_store.fingerprint",
+                           lambda: hashlib.sha256(hardware.model_dump_json().encode()).hexdigest())
 
 
 class _Point:
@@ -243,15 +297,16 @@ class _Point:
 
 def _price(programs: _Programs, point: _Point, shapes: list, todo: list, out: list) -> None:
     """Fill ``out`` at ``todo`` (indices of ``shapes``): by the programs that hold there, by new
-    traces while that pays off, else one by one."""
+    traces while that pays off (sooner where the store keeps them for later runs), else one by one."""
     batch = len(todo) >= vector_at()
-    if batch or programs.untraced + len(todo) > ONE_BY_ONE:
+    stored = programs.file is not None
+    if batch or stored or programs.untraced + len(todo) > ONE_BY_ONE:
         for entry in programs.items:
             if not todo:
                 return
             todo = _replay(entry, point, shapes, todo, out, batch)
     while todo:
-        few = not batch and programs.untraced + len(todo) <= ONE_BY_ONE
+        few = not batch and programs.untraced + len(todo) <= (STORED_ONE_BY_ONE if stored else ONE_BY_ONE)
         if programs.failed or few or programs.few >= MAX_FEW:
             programs.untraced += len(todo)
             _PRICED[0] += len(todo)

@@ -19,8 +19,10 @@ stays below 2^53 (checked lane by lane); a lane beyond it must be priced by the 
 
 from __future__ import annotations
 
+import marshal
 import math
 import operator
+import types
 from typing import Callable, Optional
 
 EXACT_INT = 2.0**53  # integers below it are exact in float64
@@ -31,6 +33,7 @@ _BINARY = {"add": ("+", operator.add), "sub": ("-", operator.sub), "mul": ("*", 
            "eq": ("==", operator.eq), "ne": ("!=", operator.ne)}
 _COMPARE = frozenset(("lt", "le", "gt", "ge", "eq", "ne"))
 _NUMBER = (int, float)
+_TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}  # constants plain data can hold
 
 
 class TraceError(TypeError):
@@ -212,8 +215,45 @@ class Program:
     def full(self) -> Callable:
         """The compiled program (compiled on first use)."""
         if self._full is None:
-            self._full = _compile(self.tape, self.live, self.guard_steps, self.out_steps, self.ints)
+            self._full = _compile(self.tape, self.live, self.guard_steps, self.expected, self.out_steps)
         return self._full
+
+    @property
+    def compiled(self) -> bool:
+        return self._full is not None
+
+    def to_data(self) -> Optional[tuple]:
+        """The program as plain data that ``marshal`` writes and ``from_data`` reads back: its live
+        steps (renumbered, in a blob of their own, read only where a vector run needs them), guards,
+        outputs and compiled code (if compiled); None where a constant is of a kind plain data cannot
+        hold."""
+        where = {old: new for new, old in enumerate(self.live)}
+        try:
+            steps = [_plain_step(self.tape.steps[i], where) for i in self.live]
+        except KeyError:
+            return None
+        outputs = [("s", where[o.i]) if isinstance(o, (Sym, _Slot)) else ("v", o) for o in self.outputs]
+        code = None
+        if self._full is not None:
+            scope = {k: v for k, v in self._full.__globals__.items() if k[0] == "c" and k[1:].isdigit()}
+            code = (self._full.__code__, scope)
+        plans = [None if plan is None else marshal.dumps(_renumbered(plan, where, len(self.tape.steps), len(steps)))
+                 for plan in (self._plan, self._guard_plan)]
+        return (self.tape.names, [where[i] for i in self.guard_steps], self.expected, outputs,
+                [where[i] for i in self.ints], code, marshal.dumps(steps), len(steps), plans)
+
+    @classmethod
+    def from_data(cls, data: tuple) -> "Program":
+        """The program ``to_data`` gave (its steps unpacked on first use)."""
+        names, guard_steps, expected, outputs, ints, code, steps, size, plans = data
+        program = cls.__new__(cls)
+        program.tape, program.live = _LazyTape(tuple(names), steps), list(range(size))
+        program.outputs = [_Slot(x) if kind == "s" else x for kind, x in outputs]
+        program.expected, program.guard_steps, program.ints = tuple(expected), list(guard_steps), list(ints)
+        program.out_steps = [o.i for o in program.outputs if isinstance(o, _Slot)]
+        program._plan, program._guard_plan = (None if p is None else _Plan.from_data(marshal.loads(p)) for p in plans)
+        program._full = None if code is None else types.FunctionType(code[0], dict(code[1], inf=math.inf))
+        return program
 
     @property
     def plan(self) -> "_Plan":
@@ -224,16 +264,14 @@ class Program:
     def scalar(self, inputs: tuple) -> Optional[list]:
         """The outputs at one point (Python numbers), or None where a guard fails there."""
         try:
-            guards, outs, _ = self.full(*inputs, _scalar_where, math.log2, math.ceil, math.floor)
+            outs = self.full(*inputs, math.log2, math.ceil, math.floor)
         except (ArithmeticError, ValueError):  # a step undefined there (a size of 0, log2(0)): another structure
             return None
-        if guards != self.expected:
-            return None
-        return self._assemble(outs)
+        return None if outs is None else self._assemble(outs)
 
     def _assemble(self, outs) -> list:
         values = iter(outs)
-        return [next(values) if isinstance(o, Sym) else o for o in self.outputs]
+        return [next(values) if isinstance(o, (Sym, _Slot)) else o for o in self.outputs]
 
     def vector(self, inputs: tuple) -> tuple:
         """(exact, outputs) at every lane of ``inputs`` (numpy float64 arrays, lanes where
@@ -263,22 +301,68 @@ class Program:
         return ok
 
 
+def _plain_step(step: tuple, where: dict) -> tuple:
+    """A step with its arguments renumbered by ``where`` and its constants' types named."""
+    op, args = step
+    if op == "in":
+        return step
+    return op, tuple(where[a] if a.__class__ is int else (_type_name(a[0]), *a[1:]) for a in args)
+
+
+def _type_name(kind) -> str:
+    """The name of a constant's type (already a name in a loaded program)."""
+    return kind if kind.__class__ is str else _TYPE_NAMES[kind]
+
+
+class _LazyTape:
+    """A loaded program's steps (``Program.from_data``): unpacked from their blob on first use.
+    A constant's type is its name there; only its value (``[1]``) is ever read."""
+
+    def __init__(self, names: tuple, blob: bytes):
+        self.names, self._blob, self._steps = names, blob, None
+
+    @property
+    def steps(self) -> list:
+        if self._steps is None:
+            self._steps = marshal.loads(self._blob)
+        return self._steps
+
+
+class _Slot:
+    """An output of a loaded program: the number of the step that gives it."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int):
+        self.i = i
+
+
 class _Plan:
     """Steps to interpret on numpy arrays: ``run`` fills a list of values, a slot per step and per constant."""
 
     def __init__(self, tape: Tape, steps: list):
-        self.inputs = [(i, tape.names.index(tape.steps[i][1][0])) for i in steps if tape.steps[i][0] == "in"]
+        every = tape.steps
+        self.inputs = [(i, tape.names.index(every[i][1][0])) for i in steps if every[i][0] == "in"]
         slots: dict = {}  # constant -> its slot
-        self.size = len(tape.steps)
+        self.size = len(every)
         self.ops = []  # (step, op, arity, up to three argument slots)
         for i in steps:
-            op, args = tape.steps[i]
+            op, args = every[i]
             if op == "in":
                 continue
             refs = [a if a.__class__ is int else slots.setdefault(a, self.size + len(slots)) for a in args]
             self.ops.append((i, op, len(refs), *refs, *(0,) * (3 - len(refs))))
         self.consts = [(slot, const[1]) for const, slot in slots.items()]  # (slot, value)
         self.size += len(slots)
+
+    def to_data(self) -> tuple:
+        return self.inputs, self.ops, self.consts, self.size
+
+    @classmethod
+    def from_data(cls, data: tuple) -> "_Plan":
+        plan = cls.__new__(cls)
+        plan.inputs, plan.ops, plan.consts, plan.size = data
+        return plan
 
     def run(self, inputs: tuple) -> list:
         fns = _vector_fns()
@@ -298,8 +382,15 @@ class _Plan:
         return values
 
 
-def _scalar_where(cond, a, b):
-    return a if cond else b
+def _renumbered(plan: _Plan, where: dict, old_size: int, new_size: int) -> tuple:
+    """``plan``'s data with its steps numbered by ``where`` (the live steps of a saved program)."""
+    def slot(k: int) -> int:
+        return where[k] if k < old_size else k - old_size + new_size
+
+    ops = [(slot(i), op, arity, *(slot(r) if n < arity else 0 for n, r in enumerate(refs)))
+           for i, op, arity, *refs in plan.ops]
+    return ([(slot(i), k) for i, k in plan.inputs], ops, [(slot(k), v) for k, v in plan.consts],
+            plan.size - old_size + new_size)
 
 
 _VECTOR_FNS: dict = {}  # op -> numpy function, filled on first use
@@ -340,7 +431,10 @@ def _needed(tape: Tape, roots: list) -> list:
     return [i for i, n in enumerate(need) if n]
 
 
-def _compile(tape: Tape, live: list, guards: list, outs: list, ints: list) -> Callable:
+def _compile(tape: Tape, live: list, guards: list, expected: tuple, outs: list) -> Callable:
+    """``run(*inputs, log2, ceil, floor)``: the live steps as one straight-line Python function that
+    returns the outputs' values, or None as soon as a guard does not take its expected value (a
+    guard is a comparison: True or False)."""
     consts: dict = {}
 
     def ref(a) -> str:
@@ -353,6 +447,7 @@ def _compile(tape: Tape, live: list, guards: list, outs: list, ints: list) -> Ca
         consts[name] = value
         return name
 
+    wants = dict(zip(guards, expected))
     lines = []
     for i in live:
         op, args = tape.steps[i]
@@ -360,19 +455,23 @@ def _compile(tape: Tape, live: list, guards: list, outs: list, ints: list) -> Ca
             continue
         a = [ref(x) for x in args]
         if op in _BINARY:
-            expr = f"({a[0]} {_BINARY[op][0]} {a[1]})"
+            expr = f"{a[0]} {_BINARY[op][0]} {a[1]}"
         elif op == "neg":
-            expr = f"(-{a[0]})"
+            expr = f"-{a[0]}"
         elif op == "abs":
             expr = f"abs({a[0]})"
-        else:  # where, log2, ceil, floor: the functions given to the call
-            expr = f"{op}({', '.join(a)})"
+        elif op == "where":
+            expr = f"{a[1]} if {a[0]} else {a[2]}"
+        else:  # log2, ceil, floor: the functions given to the call
+            expr = f"{op}({a[0]})"
         lines.append(f"    v{i} = {expr}")
-    names = ", ".join(f"v{tape._seen[('in', (n,))]}" if ("in", (n,)) in tape._seen else f"_{n}" for n in tape.names)
-    body = "\n".join(lines) or "    pass"
-    src = (f"def run({names}, where, log2, ceil, floor):\n{body}\n"
-           f"    return ({''.join(f'v{i}, ' for i in guards)}), ({''.join(f'v{i}, ' for i in outs)}), "
-           f"({''.join(f'v{i}, ' for i in ints)})\n")
+        if i in wants:
+            lines.append(f"    if {'not ' if wants[i] else ''}v{i}: return None")
+    given = {tape.steps[i][1][0]: i for i in live if tape.steps[i][0] == "in"}
+    names = ", ".join(f"v{given[n]}" if n in given else f"_{n}" for n in tape.names)
+    body = "\n".join(lines)
+    src = (f"def run({names}, log2, ceil, floor):\n{body}\n"
+           f"    return ({''.join(f'v{i}, ' for i in outs)})\n")
     scope = dict(consts, inf=math.inf)
     exec(compile(src, "<attncost tape>", "exec"), scope)
     return scope["run"]

@@ -16,6 +16,12 @@ MAX_WORKERS = 4  # each worker imports torch and collects the whole suite; more 
 # tests' CPU kernels are tiny, and with a worker per core more threads only spin against each other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The model's programs are not kept on disk (``costmodel.program_store``) by the suite, its processes
+# and the commands they run: tests that patch the model's constants must never load programs compiled
+# without the patch, and nothing is written outside the tests' folders. tests/test_program_store.py
+# turns the store on in a folder of its own.
+os.environ["ATTNCOST_CACHE_DIR"] = "off"
+
 # Collect the young generation every 10,000 allocations, not 700: building plotly figures allocates
 # millions of short-lived objects, and each collection walks the survivors again.
 gc.set_threshold(10_000, 10, 10)

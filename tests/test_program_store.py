@@ -1,0 +1,141 @@
+"""The model's compiled programs kept on disk (``costmodel.program_store``): a later process loads
+them instead of tracing again and gets exactly the Estimates of estimate(); a file it cannot read
+is ignored; the store can be turned off; a folder of other sources is removed."""
+
+import marshal
+import random
+
+import pytest
+
+import attncost.costmodel.estimate as E
+from attncost.costmodel import program_store
+from attncost.costmodel.hardware import get_hardware
+from attncost.costmodel.shape import Shape
+from attncost.costmodel.tape import Program, choose, trace
+
+from test_estimate_many import _assert_same, _rowwise_cpu
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """The store on, in a folder of this test; a fresh process's programs (none in memory)."""
+    monkeypatch.setenv(program_store.ENV, str(tmp_path))
+    monkeypatch.setattr(E, "_PROGRAMS", {})
+    monkeypatch.setattr(program_store, "_DIRTY", {})
+    return tmp_path
+
+
+def _new_process(monkeypatch) -> None:
+    """What a new process sees: the files written at exit, no programs in memory."""
+    program_store.flush()
+    monkeypatch.setattr(E, "_PROGRAMS", {})
+
+
+def _no_tracing(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("traced, although the store holds the programs")
+
+    monkeypatch.setattr(E, "trace", refuse)
+
+
+def _shapes(phase: str, Ts) -> list:
+    return [Shape(T=T, d=256, heads=4, phase=phase, batch=1 + T % 3) for T in Ts]
+
+
+@pytest.mark.parametrize("name, phase, params", [("flash", "train", None), ("dsa", "prefill", None),
+                                                 ("performer", "prefill", {"features": 32, "chunk": 24}),
+                                                 ("sliding_window", "decode", {"window": 40})])
+def test_a_later_process_loads_the_programs_and_gets_the_same_estimates(store, monkeypatch, name, phase, params):
+    hw = _rowwise_cpu()
+    few, many = _shapes(phase, (100, 200, 300)), _shapes(phase, range(96, 96 + 40 * 7, 7))
+    first = E.estimate_many(name, few, params, hw) + E.estimate_many(name, many, params, hw)
+    _new_process(monkeypatch)
+    assert list(store.glob("programs-*/*.bin"))
+    _no_tracing(monkeypatch)
+    again = E.estimate_many(name, few, params, hw) + E.estimate_many(name, many, params, hw)
+    expected = [E.estimate(name, s, params, hw) for s in few + many]
+    _assert_same(first, expected)
+    _assert_same(again, expected)
+
+
+def test_programs_of_one_profile_are_not_loaded_for_another(store, monkeypatch):
+    shapes = _shapes("prefill", (64, 128))
+    E.estimate_many("mha", shapes, None, get_hardware("h100"))
+    _new_process(monkeypatch)
+    _assert_same(E.estimate_many("mha", shapes, None, get_hardware("a100")),
+                 [E.estimate("mha", s, None, get_hardware("a100")) for s in shapes])
+    program_store.flush()
+    assert len(list(store.glob("programs-*/*.bin"))) == 2
+
+
+def test_an_unreadable_or_foreign_file_is_ignored_and_replaced(store, monkeypatch):
+    hw, shapes = get_hardware("h100"), _shapes("prefill", (64, 128, 256))
+    E.estimate_many("gqa", shapes, None, hw)
+    _new_process(monkeypatch)
+    (path,) = store.glob("programs-*/*.bin")
+    for junk in (b"", b"not marshal data", marshal.dumps(("another key", [])), marshal.dumps([1, 2])):
+        path.write_bytes(junk)
+        monkeypatch.setattr(E, "_PROGRAMS", {})
+        _assert_same(E.estimate_many("gqa", shapes, None, hw), [E.estimate("gqa", s, None, hw) for s in shapes])
+    _new_process(monkeypatch)
+    assert marshal.loads(path.read_bytes())[1]  # written again, whole
+    assert not list(store.glob("programs-*/.*.tmp"))
+
+
+def test_turned_off_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.setenv(program_store.ENV, "off")
+    monkeypatch.setattr(E, "_PROGRAMS", {})
+    monkeypatch.setattr(program_store, "_DIRTY", {})
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    shapes = _shapes("prefill", (64, 128))
+    _assert_same(E.estimate_many("mqa", shapes, None, None), [E.estimate("mqa", s) for s in shapes])
+    program_store.flush()
+    assert program_store.root() is None and not list(tmp_path.rglob("*"))
+
+
+def test_the_default_folder_follows_xdg_and_a_new_source_removes_the_old(tmp_path, monkeypatch):
+    monkeypatch.delenv(program_store.ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert program_store.root() == tmp_path / "attncost"
+    old = tmp_path / "attncost" / "programs-0123"
+    old.mkdir(parents=True)
+    monkeypatch.setattr(program_store, "_DIRTY", {})
+    program_store.save_at_exit(program_store.file_for(("k",), "none"), ("k",), lambda: [])
+    program_store.flush()
+    assert not old.exists()
+    assert [p.name for p in (tmp_path / "attncost").iterdir()] == [f"programs-{program_store.source_hash()}"]
+
+
+def test_a_program_survives_plain_data_on_both_replays():
+    def f(a, b):
+        return [choose(a > b, a - b, b // 3) * 1.5, 7 if a % 2 else 8, choose(a < 2 * b, "left", "right")]
+
+    tape, out = trace(f, {"a": 10, "b": 4})
+    program = tape.program(out)
+    data = [program.to_data()]
+    assert program.scalar((10, 4)) == [9.0, 8, "right"]
+    data.append(program.to_data())
+    for compiled, saved in zip((False, True), data):
+        loaded = Program.from_data(marshal.loads(marshal.dumps(saved)))
+        assert loaded.compiled == compiled
+        rng = random.Random(3)
+        points = [(2 * rng.randrange(50), rng.randrange(1, 60)) for _ in range(40)]
+        assert [loaded.scalar(p) for p in points] == [program.scalar(p) for p in points]
+        np = pytest.importorskip("numpy")
+        lanes = tuple(np.array(c, dtype=float) for c in zip(*points))
+        assert loaded.vector_hold(lanes).tolist() == program.vector_hold(lanes).tolist()
+        assert _lists(loaded.vector(lanes)[1]) == _lists(program.vector(lanes)[1])
+    planned = Program.from_data(marshal.loads(marshal.dumps(program.to_data())))  # its numpy plans saved too
+    assert planned._plan is not None and planned._guard_plan is not None
+    assert planned.vector_hold(lanes).tolist() == program.vector_hold(lanes).tolist()
+    assert _lists(planned.vector(lanes)[1]) == _lists(program.vector(lanes)[1])
+
+
+def _lists(values: list) -> list:
+    return [x.tolist() if hasattr(x, "tolist") else x for x in values]
+
+
+def test_a_constant_plain_data_cannot_hold_keeps_the_program_out_of_the_store():
+    tape, out = trace(lambda a: [choose(a > 1, a, None)], {"a": 3})
+    assert tape.program(out).to_data() is None
