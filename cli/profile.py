@@ -294,13 +294,16 @@ class LayerRun:
         unstable = sum(1 for p in points if p.timing is not None and p.timing.stable is False)
         if unstable:
             console.print(f"[dim]{UNSTABLE_MARK}: {unstable} of {len(points)} points did not reach a stable median "
-                          f"(95% interval within 2%) in the time budget, shown to two digits: raise --budget for "
-                          f"tighter numbers.[/]")
+                          f"(95% interval within 2%; on a CPU, rounds within 2% of each other) in the time budget, "
+                          f"shown to two digits: raise --budget for tighter numbers.[/]")
         if errors:
+            from ..profiler.sweep import CPU_ROUNDS
+
             errors.sort()
             console.print(f"Predicted vs measured time: median |error| {pct(errors[len(errors) // 2], signed=False)} "
                           f"over {len(errors)} points (error = predicted / measured - 1; meas. = median of repeated "
-                          f"calls; pred. to two digits beside an error above {pct(ROUGH, signed=False)}; "
+                          f"calls, on a CPU that of the fastest of {CPU_ROUNDS} rounds interleaved with the other "
+                          f"points of the shape; pred. to two digits beside an error above {pct(ROUGH, signed=False)}; "
                           f"peak MiB = memory above the inputs; kernel = the attention kernel that ran: an SDPA "
                           f"backend, or flex).")
         if self.o.exec_mode == "graph":

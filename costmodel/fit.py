@@ -5,7 +5,7 @@ writes the same), timed on the device (no host time, L2 flushed): ``mm`` (M, K, 
 ``bmm_pv`` (BH, T, dh), ``sdpa`` (backend, B, H, T, dh, causal), element ops by ``elems``
 (``ELEMENT_OPS``; where a row has them, ``bytes`` read and written, ``row``: elements per row, and
 ``k`` kept per row of a topk, ``out_bytes``: the output it allocates), and ``eager_tiny_*`` (host time
-per op of each host class, ``us_per_op``: ``HOST_ROWS``).
+per op of each host class, ``us_per_op``: ``HOST_ROWS``; ``SEQUENCE_ROW``: the same ops issued in turn).
 
 ``predict_row`` prices one row with the kernel formulas of ``timing.py``; ``row_errors`` and
 ``summarize`` compare a profile with rows. ``fit_profile`` fits a profile's efficiencies, one kernel
@@ -48,9 +48,14 @@ PLAIN_COPIES = ("copy", "copy_")
 OWN_LAW = {"exp": "exp", "masked_fill": "mask"}
 OWN_LAW_MISFIT = 0.25  # median |relative error| of an op's rows under its kind's law that gives it its own
 # host time row -> the profile field it sets (the host classes of opkinds.HOST_CLASSES)
+TINY = "eager_tiny_"
 HOST_ROWS = {"eager_tiny_op": "launch_overhead_s", "eager_tiny_matmul": "matmul_overhead_s",
              "eager_tiny_view": "view_overhead_s", "eager_tiny_sdpa": "sdpa_overhead_s",
              "eager_tiny_index": "index_overhead_s"}
+# the tiny ops of the HOST_ROWS issued in turn, one feeding the next, as a layer issues them: ``classes`` counts
+# the ops of each host class per turn, ``us_per_op`` the time per op; what an op takes more there than in its
+# own loop is the profile's ``sequence_overhead_s``
+SEQUENCE_ROW = "eager_sequence"
 
 
 def row_dtype(row: dict) -> str:
@@ -68,7 +73,7 @@ def row_group(row: dict) -> Optional[str]:
         return "sdpa"
     if op in ELEMENT_OPS and "elems" in row:
         return "vector"
-    if op in HOST_ROWS:
+    if op in HOST_ROWS or op == SEQUENCE_ROW:
         return "eager"
     return None
 
@@ -187,6 +192,10 @@ def predict_row(row: dict, hw: Hardware, backend: Optional[str] = None) -> Optio
     if g is None:
         return None
     if g == "eager":
+        if row["op"] == SEQUENCE_ROW:
+            classes = row["classes"]
+            ops = sum(classes.values())
+            return sum(_host_s(hw, TINY + c) * n for c, n in classes.items()) / ops + hw.sequence_overhead_s
         return _host_s(hw, row["op"])
     c = compiled(hw, row_dtype(row), backend if g != "sdpa" else _row_backend(row, backend))
     reg = _regimes(hw)
@@ -312,12 +321,21 @@ class Fitted(NamedTuple):
 
 def fit_host_time(rows: list) -> Fitted:
     """Host time per eager op of each class (element-wise, matmul, view, SDPA, index), from the
-    ``eager_tiny_*`` rows as measured (``HOST_ROWS``)."""
-    upd = {HOST_ROWS[r["op"]]: r["us_per_op"] * 1e-6 for r in rows if r.get("op") in HOST_ROWS}
-    if not upd:
+    ``eager_tiny_*`` rows as measured (``HOST_ROWS``), and the sequence overhead per op: the time per op
+    of the ``SEQUENCE_ROW`` above the mean of its ops' own rows (none below 0)."""
+    tiny = {r["op"]: r["us_per_op"] * 1e-6 for r in rows if r.get("op") in HOST_ROWS}
+    if not tiny:
         return Fitted({}, [])
-    classes = [r.removeprefix("eager_tiny_") for r, f in HOST_ROWS.items() if f in upd]
-    return Fitted(upd, [f"eager host time per op ({', '.join(classes)})"])
+    upd = {HOST_ROWS[op]: t for op, t in tiny.items()}
+    classes = [op.removeprefix(TINY) for op in HOST_ROWS if op in tiny]
+    what = [f"eager host time per op ({', '.join(classes)})"]
+    seq = next((r for r in rows if r.get("op") == SEQUENCE_ROW), None)
+    if seq is not None and all(TINY + c in tiny for c in seq["classes"]):
+        ops = sum(seq["classes"].values())
+        alone = sum(tiny[TINY + c] * n for c, n in seq["classes"].items()) / ops
+        upd["sequence_overhead_s"] = max(0.0, seq["us_per_op"] * 1e-6 - alone)
+        what.append("host time per op in a sequence of mixed ops")
+    return Fitted(upd, what)
 
 
 class ElementLaw(NamedTuple):

@@ -134,11 +134,22 @@ class Link(BaseModel):
 class Interconnect(Link):
     """The links between the devices of one node: per-direction bandwidth and per-message latency,
     with ``collectives`` (p2p, all_reduce, all_to_all) measured by ``attncost calibrate --nproc N``
-    where they were; a collective absent there uses the plain link."""
+    where they were (a collective absent there uses the plain link), the share of a transfer that
+    hides behind compute (``overlap``) and the compute slowdown of all ranks busy at once
+    (``contention``)."""
 
     name: str = Field(..., min_length=1)
     source: str = Field("", description="where the figures come from (datasheet, or measured)")
     collectives: dict[str, Link] = Field(default_factory=dict)
+    overlap: float = Field(1.0, ge=0, le=1, description="share of a transfer's time that runs behind compute "
+                                                        "issued after it: 1 where the transport has engines of "
+                                                        "its own (NVLink, PCIe DMA); measured by `attncost "
+                                                        "calibrate --nproc N` (gloo's TCP transport shares the "
+                                                        "rank's core)")
+    contention: float = Field(1.0, ge=1, le=100, description="a rank's compute time while every rank of the node "
+                                                             "computes at once over its time alone (shared caches "
+                                                             "and memory); 1 for devices with memory of their own; "
+                                                             "measured by `attncost calibrate --nproc N`")
 
     def link(self, collective: str) -> Link:
         return self.collectives.get(collective, self)
@@ -173,6 +184,10 @@ class Hardware(BaseModel):
         None, description="host time to issue one eager SDPA call (s); None: the matmul's")
     index_overhead_s: Optional[Seconds] = Field(
         None, description="host time to issue one eager index, scatter or topk op (s); None: launch_overhead_s")
+    sequence_overhead_s: Seconds = Field(
+        0.0, description="extra host time per eager op (kernel or view) when ops of different kinds follow "
+                         "each other, as in a layer, above the per-class times measured each in a loop of one op "
+                         "(s); 0: not measured")
     host_sync: bool = Field(
         False, description="the host runs each eager op to its end before issuing the next (a CPU): an op takes "
                            "the longer of its host time and its kernel time, nothing overlaps")

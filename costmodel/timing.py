@@ -32,7 +32,9 @@ element-wise kernels, ``matmul_overhead_s``, ``sdpa_overhead_s``, ``index_overhe
 soon as they are issued and it is free, and the layer ends when the last kernel does. Small kernels
 are then host-bound; a long kernel hides the host time of the kernels queued behind it. On a
 profile with ``host_sync`` (a CPU: the host runs each op to its end) nothing overlaps: each op takes
-the longer of its host time and its kernel time. ``mode="graph"`` leaves the host out: the device
+the longer of its host time and its kernel time. In eager mode every op (kernel or view) also costs
+the host ``sequence_overhead_s``: what an op takes more in a layer, after ops of other kinds, than in a
+loop of its own (``fit.fit_host_time``). ``mode="graph"`` leaves the host out: the device
 replays a captured sequence (CUDA graphs, torch.compile's cudagraph mode; a device timer such as
 ``triton.testing.do_bench`` sees the same).
 
@@ -143,7 +145,7 @@ class CompiledProfile:
     predictor's inner loop reads instead of the pydantic fields."""
 
     __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "select_s", "rowwise", "host", "host_mm",
-                 "host_sdpa", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s")
+                 "host_sdpa", "seq", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s")
 
     def __init__(self, hw: Hardware, dtype: str, backend: Optional[str]):
         if dtype not in hw.peak_flops:
@@ -164,6 +166,7 @@ class CompiledProfile:
         # host class (opkinds.HOST_CLASSES) -> host time of issuing one op of it
         self.host = {VIEW: hw.view_overhead_s or 0.0, "elementwise": hw.launch_overhead_s, "matmul": self.host_mm,
                      "sdpa": self.host_sdpa, "index": hw.host_index_s}
+        self.seq = hw.sequence_overhead_s
         self.sync = hw.host_sync
         self.isz = DTYPE_BYTES[dtype]
         self.cache_bytes, self.dram_bw = hw.cache_bytes or math.inf, bw * (hw.dram_eff or 1.0)
@@ -358,6 +361,7 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
     c = compiled(hw, dtype, backend)
     eager = mode == "eager"
     sync = eager and c.sync
+    seq = c.seq if eager else 0.0
     rate, mn_half, k_half, k_step, k_cap, mbw, mlat = c.mm
     host_mm, fresh_bytes, isz, cache_bytes = c.host_mm, c.fresh_bytes, c.isz, c.cache_bytes
     host = gpu = 0.0
@@ -387,10 +391,10 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
         computing = compute >= memory
         work = choose(computing, compute, memory)
         if sync:  # the host runs the op to its end: the longer of its host and kernel time
-            host += h
-            over = choose(h > lat + work, h - work, lat)
+            host += h + seq
+            over = choose(h > lat + work, h - work, lat) + seq
         elif eager:
-            host += h
+            host += h + seq
             over = choose(host > gpu, host - gpu, 0.0) + lat  # waiting for the host, then the latency
         else:
             over = lat

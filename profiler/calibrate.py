@@ -19,7 +19,10 @@
   the reference file does;
 - ``eager_tiny_*``: host time per op of each host class (``op``: element-wise, ``matmul``,
   ``view``: view / transpose / expand, ``sdpa``, ``index``), tiny ops issued back to back (on a CPU,
-  the whole op) (``us_per_op``);
+  the whole op) (``us_per_op``), and ``eager_sequence``: the same tiny ops issued in turn, each feeding the
+  next, as a layer issues them (``us_per_op``; ``classes``: ops per class), whose excess over the tiny
+  rows is the host time an op costs more in a layer than in a loop of its own (all timed together,
+  in rounds, each row its fastest: ``_host_rows``);
 - ``sdpa`` by backend (flash, cudnn, efficient, math where they exist, and ``default``: torch's
   own choice), T, head dim and causality (FLOPs by FlashAttention's convention: causal = half), and
   decode's: one query per head (``Tq``: 1) against T keys.
@@ -48,13 +51,13 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from ..costmodel.atomic import write_atomic
-from ..costmodel.fit import ELEMENT_OPS, HOST_ROWS
+from ..costmodel.fit import ELEMENT_OPS, HOST_ROWS, SEQUENCE_ROW, TINY
 from ..costmodel.units import DTYPE_BYTES, INDEX_BYTES
 from ..costmodel.units import TORCH_DTYPE_NAMES as TORCH_NAMES
 from .device import device_name, environment, sdpa_backends_used, sdpa_context, slug, synchronize, torch_dtype
 from .harness import do_bench_check, measure
+from .quiet import SLICE_S, CpuWatch
 
-TINY = "eager_tiny_"
 HOST_CLASSES = tuple(r.removeprefix(TINY) for r in HOST_ROWS)  # op (element-wise), matmul, view, sdpa, index
 _FLAT = ("copy", "copy_", "exp", "add", "mul", "sum", "zeros")  # element ops on a flat tensor
 
@@ -175,8 +178,8 @@ def measure_rows(device: str, *, quick: bool = False, plan: Optional[Plan] = Non
                 row = None
                 if progress is not None:
                     progress(f"{what}: skipped ({type(err).__name__})", i + 1, len(steps))
-            if row is not None:
-                rows.append(row)
+            for one in (row if isinstance(row, list) else [row] if row is not None else []):
+                rows.append(one)
                 if on_row is not None:
                     on_row(rows)
             if progress is not None:
@@ -187,7 +190,8 @@ def measure_rows(device: str, *, quick: bool = False, plan: Optional[Plan] = Non
 
 
 def _steps(plan: Plan, device: str) -> list:
-    """(label, thunk) per row, so progress can be shown row by row."""
+    """(label, thunk) per row (the host-time rows: one thunk, timed together), so progress can be
+    shown row by row."""
     steps = []
     kw = dict(budget_s=plan.budget_s, warmup=plan.warmup)
     for dt, grid in plan.mm.items():
@@ -207,8 +211,8 @@ def _steps(plan: Plan, device: str) -> list:
     for n in plan.fresh:
         for op in ("copy", "copy_"):
             steps.append((f"{op} {n}", _vector_step(device, plan.vector_dtype, op, n, kw)))
-    for host in plan.host:
-        steps.append((TINY + host, _tiny_step(device, host, plan.tiny_ops)))
+    if plan.host:
+        steps.append(("eager host time per op", lambda: _host_rows(device, plan.host, plan.tiny_ops, plan.budget_s)))
     for (B, H, T, dh, causal) in plan.sdpa:
         for be in plan.sdpa_backends:
             if be == "math" and B * H * T * T > 2**31:  # the math path materialises the scores
@@ -368,26 +372,70 @@ def _tiny_call(device: str, host: str) -> tuple:
     return ((lambda: x @ x) if host == "matmul" else (lambda: x + 1)), 1
 
 
-def _tiny_step(device: str, host: str, n: int):
-    return lambda: _tiny(device, host, n)
+HOST_ROUNDS = 7  # rounds of the host-time rows: each times every tiny call once
 
 
-def _tiny(device: str, host: str, n: int) -> dict:
-    """Host time per op of one host class (``TINY`` + ``op`` (element-wise), ``matmul``, ``view``,
-    ``sdpa``, ``index``) issued back to back: the median over 5 batches of ``n`` calls."""
-    fn, per_call = _tiny_call(device, host)
+def _host_rows(device: str, classes: tuple, n: int, budget_s: float) -> list:
+    """The ``TINY`` row of each host class of ``classes`` (``op`` (element-wise), ``matmul``, ``view``,
+    ``sdpa``, ``index``: tiny ops issued back to back) and, with every class, the ``SEQUENCE_ROW``
+    (their ops in turn, each feeding the next, as a layer issues them), microseconds per op. The calls
+    are timed together, in ``HOST_ROUNDS`` rounds that each time every call for a batch of at least
+    ``n`` calls and ``quiet.SLICE_S`` seconds (or ``budget_s``, if shorter); a row is its fastest
+    batch of those during which other processes left the CPU alone (``quiet.CpuWatch``; of all, if
+    none did), so that every row, and the sequence's excess over them, is taken at the same pace of
+    the machine."""
+    calls = {TINY + c: _tiny_call(device, c) for c in classes}
+    if set(classes) == set(HOST_CLASSES):
+        calls[SEQUENCE_ROW] = _sequence_call(device)
+    sizes = {op: _batch_size(fn, n, min(SLICE_S, budget_s), device) for op, (fn, _) in calls.items()}
+    quiet: dict = {op: [] for op in calls}
+    disturbed: dict = {op: [] for op in calls}
+    watch = CpuWatch()
+    for _ in range(HOST_ROUNDS):
+        for op, (fn, per_call) in calls.items():
+            watch.start()
+            for _ in range(sizes[op]):
+                fn()
+            synchronize(device)
+            (disturbed if watch.disturbed() else quiet)[op].append(watch.elapsed() / (sizes[op] * per_call))
+    rows = [{"op": op, "us_per_op": min(quiet[op] or disturbed[op]) * 1e6} for op in calls]
+    if SEQUENCE_ROW in calls:
+        rows[-1]["classes"] = dict(SEQUENCE_CLASSES)
+    return rows
+
+
+def _batch_size(fn: Callable[[], object], n: int, seconds: float, device: str) -> int:
+    """How many calls of ``fn`` (warmed up here) take at least ``seconds``, and at least ``n``."""
     for _ in range(min(n, 200)):
         fn()
     synchronize(device)
-    per = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        synchronize(device)
-        per.append((time.perf_counter() - t0) / (n * per_call))
-    per.sort()
-    return {"op": TINY + host, "us_per_op": per[len(per) // 2] * 1e6}
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    synchronize(device)
+    return max(n, math.ceil(n * seconds / max(time.perf_counter() - t0, 1e-9)))
+
+
+SEQUENCE_CLASSES = {"matmul": 1, "op": 1, "view": 4, "sdpa": 1, "index": 1}  # ops per turn of ``_sequence_call``
+
+
+def _sequence_call(device: str) -> tuple:
+    """(a turn of the tiny op of each host class, each feeding the next: a matmul, an element-wise op,
+    views, SDPA, an index op; ops per turn)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(16, 16, device=device)
+    idx = torch.tensor([0, 3, 5], device=device)
+
+    def turn():
+        y = x @ x
+        z = y + 1
+        q = z.view(256).view(1, 1, 16, 16)
+        a = F.scaled_dot_product_attention(q, q, q).view(16, 16).t()
+        return a.index_select(0, idx)
+
+    return turn, sum(SEQUENCE_CLASSES.values())
 
 
 def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw, queries: int = 0):
@@ -531,7 +579,7 @@ def summary(rows: list) -> dict:
             if r["elems"] >= out.get("_elems_" + op, 0):
                 out["_elems_" + op] = r["elems"]
                 out[k] = r["GBps"]
-        elif op in HOST_ROWS:
+        elif op in HOST_ROWS or op == SEQUENCE_ROW:
             out[f"{op} us/op"] = r["us_per_op"]
         elif op == "sdpa":
             k = f"sdpa {r['backend']} TFLOP/s (best)"

@@ -16,7 +16,14 @@ Repetition: ``warmup`` untimed calls (fewer when one call alone eats half the bu
 least ``min_reps`` timed calls, going on until the median is stable (the ~95% confidence interval
 of the median, from order statistics, is within ``rel_ci`` of it on either side), ``max_reps``
 calls have run, or ``budget_s`` seconds have passed. A single call slower than the budget is timed
-fewer than ``min_reps`` times: timing stops once 3 x ``budget_s`` has passed.
+fewer than ``min_reps`` times: timing stops once 3 x ``budget_s`` has passed. On a host clock (CPU,
+MPS) the calls are timed in slices of at least 0.1 s, and a slice during which other processes
+took half a core or more (``quiet.CpuWatch``: a descheduled intra-op thread stalls a whole eager
+call) is set aside: it counts neither as a sample nor against the budget, and the timing waits up to
+``QUIET_WAIT_S`` beyond its hard stop for quiet slices (with none, the disturbed calls are used).
+
+``combine_rounds(timings)`` makes one Timing of a point timed in several rounds interleaved with
+other points (``profiler.sweep``): the fastest round's.
 
 Graph mode (``cuda_graph(fn)``): one call of ``fn`` captured in a ``torch.cuda.CUDAGraph``, after
 warm-up calls on a side stream (PyTorch's "CUDA Graphs" notes: capture on a non-default stream,
@@ -50,6 +57,7 @@ import functools
 import gc
 import math
 import os
+import statistics
 import sys
 import time
 import weakref
@@ -57,8 +65,23 @@ from typing import Callable, Optional
 
 from ..costmodel.results import Timing
 from .device import l2_bytes, sdpa_backends_used, sdpa_context, synchronize, torch_dtype
+from .quiet import SLICE_S, CpuWatch
 
 FLUSH_MIN_BYTES = 256 * 2**20
+QUIET_WAIT_ENV = "ATTNCOST_QUIET_WAIT_S"  # sets QUIET_WAIT_S (0: never wait for a quiet machine)
+
+
+def _quiet_wait_s(default: float = 3.0) -> float:
+    """How much longer than its hard stop a CPU timing may wait for a quiet machine: ``QUIET_WAIT_ENV``
+    where it holds a number of seconds >= 0, else ``default``."""
+    try:
+        value = float(os.environ.get(QUIET_WAIT_ENV, default))
+    except ValueError:
+        return default
+    return value if 0.0 <= value < math.inf else default
+
+
+QUIET_WAIT_S = _quiet_wait_s()
 _flush_buffers: dict = {}
 
 
@@ -85,6 +108,37 @@ def measure(fn: Callable[[], object], device: str, *, min_reps: int = 5, max_rep
         if time.perf_counter() - t0 > budget_s / 2:
             break  # one slow call is warm-up enough
     hard_stop = start + 3 * budget_s
+    if not cuda:
+        samples, stable = _cpu_samples(fn, device, min_reps, max_reps, budget_s, rel_ci, hard_stop)
+    else:
+        samples, stable = _cuda_samples(fn, flush, make_event, min_reps, max_reps, budget_s, rel_ci, hard_stop)
+    s = sorted(samples)
+    ci = _ci_rel(s)
+    return Timing(median_s=_percentile(s, 50), p10_s=_percentile(s, 10), p90_s=_percentile(s, 90),
+                  repetitions=len(s), min_s=s[0], ci_rel=ci if math.isfinite(ci) else None, stable=stable)
+
+
+def combine_rounds(rounds: list, rel_ci: float = 0.02) -> Timing:
+    """One Timing of the ``Timing`` of each round of a point: median, p10 and p90 those of the fastest
+    round (the least median: the machine at its own pace, which the slow spells of a shared machine
+    only ever lengthen), min the least, repetitions summed; ``ci_rel`` the half-range of the rounds'
+    medians relative to their median (with one round, its own), stable when that is within ``rel_ci``."""
+    if len(rounds) == 1:
+        return rounds[0]
+    med = [t.median_s for t in rounds]
+    mid = statistics.median(med)
+    best = min(rounds, key=lambda t: t.median_s)
+    spread = (max(med) - min(med)) / (2 * mid) if mid > 0 else None
+    return Timing(median_s=best.median_s, p10_s=best.p10_s, p90_s=best.p90_s,
+                  repetitions=sum(t.repetitions for t in rounds),
+                  min_s=min(t.min_s if t.min_s is not None else t.median_s for t in rounds), ci_rel=spread,
+                  stable=spread is not None and spread <= rel_ci)
+
+
+def _cuda_samples(fn, flush, make_event, min_reps: int, max_reps: int, budget_s: float, rel_ci: float,
+                  hard_stop: float) -> tuple:
+    """(seconds per call, stable): CUDA events around each call, in batches until the median is
+    stable, ``max_reps`` calls or the budget (see the module docstring)."""
     samples: list = []
     t_begin = time.perf_counter()
     stable = False
@@ -101,40 +155,81 @@ def measure(fn: Callable[[], object], device: str, *, min_reps: int = 5, max_rep
             if remaining <= 0 or n >= max_reps:
                 break
             batch = min(max_reps - n, max(1, n // 4), max(1, int(remaining / per_rep)) if per_rep else n)
-        if cuda:
-            pairs = []
-            for _ in range(batch):
-                if flush is not None:
-                    flush()
-                    synchronize(device)
-                a, b = make_event(), make_event()
-                a.record()
-                fn()
-                b.record()
-                pairs.append((a, b))
-                if n == 0 and len(pairs) == 1:
-                    # the first call decides whether more fit in the budget
-                    break
-            synchronize(device)
-            samples.extend(a.elapsed_time(b) / 1e3 for a, b in pairs)
-        else:
-            for _ in range(batch):
-                synchronize(device)
-                t0 = time.perf_counter()
-                fn()
-                synchronize(device)
-                samples.append(time.perf_counter() - t0)
-                if time.perf_counter() > hard_stop:
-                    break
+        pairs = []
+        for _ in range(batch):
+            if flush is not None:
+                flush()
+                synchronize("cuda")
+            a, b = make_event(), make_event()
+            a.record()
+            fn()
+            b.record()
+            pairs.append((a, b))
+            if n == 0 and len(pairs) == 1:
+                # the first call decides whether more fit in the budget
+                break
+        synchronize("cuda")
+        samples.extend(a.elapsed_time(b) / 1e3 for a, b in pairs)
         if time.perf_counter() > hard_stop:
             break
         if len(samples) >= min_reps and _ci_rel(sorted(samples)) <= rel_ci:
             stable = True
             break
-    s = sorted(samples)
-    ci = _ci_rel(s)
-    return Timing(median_s=_percentile(s, 50), p10_s=_percentile(s, 10), p90_s=_percentile(s, 90),
-                  repetitions=len(s), min_s=s[0], ci_rel=ci if math.isfinite(ci) else None, stable=stable)
+    return samples, stable
+
+
+def _cpu_samples(fn, device: str, min_reps: int, max_reps: int, budget_s: float, rel_ci: float,
+                 hard_stop: float) -> tuple:
+    """(seconds per call, stable) on a host clock, in slices of at least ``quiet.SLICE_S`` (or the
+    budget): a slice during which other processes used ``quiet.BUSY_CORES`` or more is set aside
+    and does not count against the budget; timing goes on until the median of the quiet calls is
+    stable, ``max_reps`` quiet calls, the budget spent on quiet slices, or the hard stop, which
+    waits up to ``QUIET_WAIT_S`` longer for a quiet machine. Without a quiet slice by then, the
+    disturbed calls are all there is (and the timing is not stable)."""
+    watch = CpuWatch()
+    quiet: list = []
+    disturbed: list = []
+    begin = time.perf_counter()
+    waited = 0.0
+    slice_s = min(SLICE_S, budget_s)
+    stable = False
+    while True:
+        watch.start()
+        slice_start = time.perf_counter()
+        calls: list = []
+        while True:
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            calls.append(time.perf_counter() - t0)
+            n = len(quiet) + len(calls)
+            if n >= min_reps and _pow2(len(calls)) and _ci_rel(sorted(quiet + calls)) <= rel_ci \
+                    and not watch.disturbed():  # stable already (a disturbed machine rarely is)
+                return quiet + calls, True
+            if time.perf_counter() - slice_start >= slice_s or n >= max_reps:
+                break
+        if watch.disturbed():
+            disturbed.extend(calls)
+            waited += time.perf_counter() - slice_start
+        else:
+            quiet.extend(calls)
+        now = time.perf_counter()
+        n = len(quiet)
+        if n >= min_reps and _ci_rel(sorted(quiet)) <= rel_ci:
+            stable = True
+            break
+        if n >= max_reps:
+            break
+        if n >= min_reps and now - begin - waited >= budget_s:
+            break
+        per_call = (now - begin) / (n + len(disturbed))
+        if now + per_call > hard_stop + min(waited, QUIET_WAIT_S):
+            break
+    return (quiet or disturbed), stable
+
+
+def _pow2(n: int) -> bool:
+    return n >= 4 and not n & (n - 1)
 
 
 def _percentile(s: list, q: float) -> float:

@@ -28,6 +28,15 @@ and times its replay (``harness.cuda_graph``). ``ops=True`` also records where t
 kind (``harness.op_times``: ``Point.op_times``, and on CUDA ``Point.op_device_times``), from eager
 calls in either mode (a replayed graph's kernels are those of the eager call).
 
+Timing in rounds (``rounds``, by default ``CPU_ROUNDS`` on a CPU, where the machine's pace drifts
+over seconds: another process, the intra-op threads' wake-ups): the points of one shape (one row of
+the shape-major grid) are all built and warmed up first, then each round times every one of them for
+its share of the budget (``harness.measure``), and a point's timing combines its rounds
+(``harness.combine_rounds``: the fastest round's). A slow spell then lands on every variant of the
+shape alike instead of on whichever ran during it, and a point is kept at the pace of its best round.
+On an accelerator (one round) each point is built, timed and freed before the next, as its memory
+may need.
+
 ``profiler.runner`` writes the whole ``Run`` atomically after every point, so an interrupted
 sweep (Ctrl-C, a killed job) leaves a valid file, and ``resume=True`` loads it and skips every
 point whose ``Point.key`` is already there. Points are keyed by their *resolved* parameters, so
@@ -47,13 +56,14 @@ from ..costmodel.results import Point, Run
 from ..costmodel.shape import Shape
 from ..costmodel.timing import MODES
 from .device import math_upcasts, sdpa_backends_used, sdpa_context, torch_dtype
-from .harness import cuda_graph, is_oom, measure, op_times, peak_memory
+from .harness import combine_rounds, cuda_graph, is_oom, measure, op_times, peak_memory
 from .runner import OnBegin, OnPoint, guarded, one_line, open_run, predicted_oom, run_points
 
 __all__ = ["make_grid", "point_params", "grid_points", "run_sweep", "graph_unmeasurable", "predicted_memory",
            "math_path_time"]
 
 FAULT_HOOK: Optional[Callable[[str, dict, Shape], None]] = None
+CPU_ROUNDS = 4  # interleaved timing rounds per shape on a CPU
 
 
 def make_grid(variants: Iterable[str], shapes: Iterable[Shape], params: Optional[dict] = None) -> list:
@@ -92,7 +102,8 @@ def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "aut
               count: bool = True, hardware=None, env=None, command: str = "", name: str = "",
               on_begin: Optional[OnBegin] = None, measure_kwargs: Optional[dict] = None,
               build_module: Optional[Callable] = None, count_fn: Optional[Callable] = None,
-              fault_hook: Optional[Callable] = None, exec_mode: str = "eager", ops: bool = False) -> Run:
+              fault_hook: Optional[Callable] = None, exec_mode: str = "eager", ops: bool = False,
+              rounds: Optional[int] = None) -> Run:
     """Measure every point of ``grid`` (a list of (variant, params, shape)) on ``device`` in
     ``dtype`` ("bf16" | "fp16" | "fp32"; each shape is evaluated in it), saving the Run to
     ``run_path`` after every point; see the module docstring.
@@ -106,6 +117,8 @@ def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "aut
     point is saved (and for each point skipped on resume); an exception it raises,
     KeyboardInterrupt included, stops the sweep with the file valid. ``exec_mode``: "eager" or
     "graph" (CUDA only, else ValueError: ``graph_unmeasurable``); ``ops``: record the time by op kind.
+    ``rounds``: how many interleaved rounds time the points of one shape (default ``CPU_ROUNDS`` on
+    a CPU, 1 elsewhere; see the module docstring).
     """
     if exec_mode not in MODES:
         raise ValueError(f"exec_mode must be one of {', '.join(MODES)}, not {exec_mode!r}")
@@ -121,11 +134,29 @@ def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "aut
     run.environment.sdpa_backend_requested = requested
     if count and count_fn is None:
         count_fn = _default_count
+    rounds = rounds or (CPU_ROUNDS if device == "cpu" else 1)
     layer = _LayerPoint(device, requested, hardware, build_module or _default_build, count_fn if count else None,
-                        fault_hook if fault_hook is not None else FAULT_HOOK, measure_kwargs or {}, ops)
+                        fault_hook if fault_hook is not None else FAULT_HOOK, measure_kwargs or {}, ops, rounds)
     probes = grid_points(grid, exec_mode)
-    return run_points(path, run, probes, lambda i: layer.run(probes[i], grid[i][1]),
-                      on_begin=on_begin, on_point=on_point, after_point=_note_backends)
+    ahead: dict = {}  # index -> a point measured with the first of its shape, not saved yet
+
+    def measure_point(i: int) -> Point:
+        if i not in ahead:
+            held = {p.key for p in run.points}
+            group = [j for j in _same_shape(probes, i) if probes[j].key not in held] if rounds > 1 else [i]
+            ahead.update(zip(group, layer.run([(probes[j], grid[j][1]) for j in group])))
+        return ahead.pop(i)
+
+    return run_points(path, run, probes, measure_point, on_begin=on_begin, on_point=on_point,
+                      after_point=_note_backends)
+
+
+def _same_shape(probes: list, i: int) -> list:
+    """``i`` and the indexes right after it whose points have its shape (the grid is shape-major)."""
+    j = i + 1
+    while j < len(probes) and probes[j].shape == probes[i].shape:
+        j += 1
+    return list(range(i, j))
 
 
 # -- one point ---------------------------------------------------------------------------------
@@ -141,22 +172,73 @@ class _LayerPoint:
     hook: Optional[Callable]
     measure_kwargs: dict
     ops: bool = False
+    rounds: int = 1
     hw_by_backend: dict = field(default_factory=dict)
 
-    def run(self, probe: Point, params: dict) -> Point:
-        """Predict, then (where the variant applies) measure; ``params`` as given, unresolved."""
+    def run(self, items: list) -> list:
+        """Predict, then (where the variant applies) measure each (probe, params) of ``items`` (points
+        of one shape; ``params`` as given, unresolved): every point is built and warmed up, then timed
+        in ``rounds`` interleaved rounds (``_time``), then its memory, op times and counts are taken.
+        With one round or one point, each point is built, timed, measured and freed in turn."""
+        if self.rounds == 1 or len(items) == 1:
+            return [self._alone(probe, params) for probe, params in items]
+        points, ready = [], []
+        for probe, params in items:
+            point, measurable = self._begin(probe, params)
+            points.append(point)
+            if measurable:
+                call: dict = {}
+                guarded(point, self.device, lambda p: call.update(self.prepare(p, params)))
+                if call:
+                    ready.append((point, call))
+        self._time(ready)
+        for point, call in ready:
+            if point.status == "ok":
+                guarded(point, self.device, lambda p: self.finish(p, call))
+            call.clear()  # the module and its inputs go before the next point is built
+        del ready
+        for point, (_, params) in zip(points, items):
+            self._price(point, params)  # once, as it ran: the backend recorded, else the forced or default one
+        return points
+
+    def _alone(self, probe: Point, params: dict) -> Point:
+        """One point predicted, measured (built, timed with the whole budget, memory, op times, counts:
+        one guarded step) and priced."""
+        point, measurable = self._begin(probe, params)
+        if measurable:
+            guarded(point, self.device, lambda p: self._measure(p, params))
+        self._price(point, params)
+        return point
+
+    def _measure(self, point: Point, params: dict) -> None:
+        call = self.prepare(point, params)
+        point.timing = measure(call["timed"], self.device, **self._how(call, 0, whole=True))
+        self.finish(point, call)
+
+    def _how(self, call: dict, r: int, whole: bool) -> dict:
+        """``harness.measure``'s arguments in round ``r`` (a round's share of the budget, or the whole
+        budget): the warm-up calls as asked, none (one on CUDA) where the first call took more than
+        half the budget, at most one in a later round (to warm the caches after the other points)."""
+        kw = dict(self.measure_kwargs)
+        budget = kw.pop("budget_s", 2.0)
+        warmup = kw.pop("warmup", 3)
+        if call["first_s"] > budget / 2:  # the first call was warm-up enough
+            warmup = min(warmup, 1 if self.device == "cuda" else 0)
+        return dict(kw, budget_s=budget if whole else budget / self.rounds, warmup=warmup if r == 0 else min(warmup, 1))
+
+    def _begin(self, probe: Point, params: dict) -> tuple:
+        """(point, whether to measure it): the point predicted; n/a where the variant does not apply,
+        oom-predicted where it would not fit."""
         forced = None if self.backend == "auto" else self.backend
         point = probe.model_copy(update={"backend": forced})
         est = _predict(point, params, self._hardware_for(forced))
         if est is not None and est.status != "ok":
             point.status, point.message = "n/a", est.reason
-            return point
-        if not (est is not None and predicted_oom(point, predicted_memory(est), self.device,
-                                                  f"{point.variant} at T={point.shape.T:,} (weights + KV cache + "
-                                                  f"activations, predicted)")):
-            guarded(point, self.device, lambda p: self.measure(p, params))
-        self._price(point, params)  # once, as it ran: the backend recorded, else the forced or default one
-        return point
+            return point, False
+        oom = est is not None and predicted_oom(point, predicted_memory(est), self.device,
+                                                f"{point.variant} at T={point.shape.T:,} (weights + KV cache + "
+                                                f"activations, predicted)")
+        return point, not oom
 
     def _price(self, point: Point, params: dict) -> None:
         """Predict the point as it runs (``costmodel.as_run``), in its execution mode and the other.
@@ -178,9 +260,9 @@ class _LayerPoint:
             point.message = (f"no predicted time: the cost model does not price {point.variant} "
                              f"{point.shape.phase} on the {point.backend} backend")
 
-    def measure(self, point: Point, params: dict) -> None:
-        """Build, time, measure memory and count; fills ``point`` as it goes (so a failure late in
-        the point keeps what was measured before it). All tensors live in this frame and die with it."""
+    def prepare(self, point: Point, params: dict) -> dict:
+        """Build the point's module and run it once (its first warm-up call, which also tells the
+        kernel that ran); the call to time, as a dict that holds the module and its inputs."""
         import torch
 
         shape, device, backend = point.shape, self.device, self.backend
@@ -195,17 +277,40 @@ class _LayerPoint:
         first_s = time.perf_counter() - t0
         if used is not None:
             point.backend = used
-        kw = dict(self.measure_kwargs)
-        slow = first_s > kw.get("budget_s", 2.0) / 2
-        if slow:  # the call above was warm-up enough
-            kw["warmup"] = min(kw.get("warmup", 3), 1 if device == "cuda" else 0)
         timed = cuda_graph(fn) if point.exec_mode == "graph" else fn
-        point.timing = measure(timed, device, **kw)
-        del timed  # a captured graph's memory goes back before the peak is measured
+        return dict(module=module, inputs=inputs, fn=fn, clear_grads=clear_grads, timed=timed, first_s=first_s)
+
+    def _time(self, ready: list) -> None:
+        """Time each prepared (point, call) of ``ready``: in ``rounds`` rounds, each of which times
+        every point for its share of the budget, the point's timing combining its rounds
+        (``harness.combine_rounds``), so that a slow spell of the machine lands on every point of the
+        shape alike, not on the one that happens to run then. A point whose one call takes more than
+        a round's share is timed once, in the first round, with the whole budget; an error in any
+        round becomes the point's status."""
+        share = self.measure_kwargs.get("budget_s", 2.0) / self.rounds
+        rounds: dict = {id(call): [] for _, call in ready}
+        for r in range(self.rounds):
+            for point, call in ready:
+                whole = call["first_s"] > share / 2  # one call eats a round's share
+                if point.status != "ok" or (whole and r > 0):
+                    continue
+                how = self._how(call, r, whole)
+                guarded(point, self.device,
+                        lambda p: rounds[id(call)].append(measure(call["timed"], self.device, **how)))
+        for point, call in ready:
+            if point.status == "ok" and rounds[id(call)]:
+                point.timing = combine_rounds(rounds[id(call)], self.measure_kwargs.get("rel_ci", 0.02))
+
+    def finish(self, point: Point, call: dict) -> None:
+        """Peak memory, op times and counts of a timed point; fills ``point`` as it goes (so a failure
+        late in the point keeps what was measured before it)."""
+        device, fn, clear_grads = self.device, call["fn"], call["clear_grads"]
+        del call["timed"]  # a captured graph's memory goes back before the peak is measured
         clear_grads()
         point.peak_memory_bytes = peak_memory(fn, device)
         clear_grads()
         if self.ops:
+            slow = call["first_s"] > self.measure_kwargs.get("budget_s", 2.0) / 2
             try:
                 point.op_times, point.op_device_times = op_times(fn, device, calls=3 if slow else 5)
             except RuntimeError as err:  # the profiler failed; the point's measurement stands
@@ -213,7 +318,7 @@ class _LayerPoint:
             clear_grads()
         if self.count_fn is not None:
             try:
-                point.counts = self.count_fn(module, inputs)
+                point.counts = self.count_fn(call["module"], call["inputs"])
             except Exception as err:  # noqa: BLE001  (counting is a second opinion, not the measurement)
                 what = "counting ran out of memory" if is_oom(err) else "counting failed"
                 point.message = f"{what}: {one_line(err)}"

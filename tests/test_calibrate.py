@@ -36,7 +36,8 @@ NEW_KEYS = {**{op: {"op", "dtype", "elems", "ms", "GBps", "bytes", "out_bytes"} 
     "copy_", "copy_t", "cat", "mul", "masked_fill", "amax", "zeros", "index_select", "gather", "index_add",
     "scatter_add")},
     "topk": {"op", "dtype", "elems", "row", "k", "ms", "GBps", "bytes", "out_bytes"},
-    **{f"eager_tiny_{c}": {"op", "us_per_op"} for c in ("view", "sdpa", "index")}}
+    **{f"eager_tiny_{c}": {"op", "us_per_op"} for c in ("view", "sdpa", "index")},
+    "eager_sequence": {"op", "us_per_op", "classes"}}
 # what the time model prices that calibrate measures: every kernel kind but the matmuls' and SDPA's
 # (their own rows) and conv / other (no law of their own)
 ELEMENT_KINDS = set(KINDS) - {"matmul", "sdpa", "conv", "other"}
@@ -119,7 +120,9 @@ def instant_timer(monkeypatch):
         return Timing(median_s=t, p10_s=t, p90_s=t, repetitions=1, min_s=t)
 
     monkeypatch.setattr(C, "measure", instant)
-    monkeypatch.setattr(C, "_tiny", lambda device, host, n: {"op": C.TINY + host, "us_per_op": 5.0})
+    monkeypatch.setattr(C, "_host_rows", lambda device, classes, n, budget_s: [
+        {"op": C.TINY + c, "us_per_op": 5.0} for c in classes] + [
+        {"op": C.SEQUENCE_ROW, "us_per_op": 6.0, "classes": {"op": 1, "view": 3}}])
 
 
 def test_quick_calibration_fits_every_kind_and_host_class(tmp_path, instant_timer):
@@ -127,6 +130,7 @@ def test_quick_calibration_fits_every_kind_and_host_class(tmp_path, instant_time
     hw = C.calibrate("cpu", tmp_path / "q.json", quick=True)["hardware"]
     assert ELEMENT_KINDS <= {*hw.vector_eff, *hw.vector_latency}
     assert all(getattr(hw, f) is not None for f in HOST_ROWS.values())
+    assert hw.sequence_overhead_s == pytest.approx(1e-6)  # 6 us per op in turn, 5 us each alone
     assert hw.host_sync and {"softmax", "reduction", "topk"} <= set(hw.vector_row_s) and hw.topk_select_s > 0
     ops = {r["op"] for r in json.loads((tmp_path / "q.microbench.json").read_text())["rows"]}
     assert ops >= set(HOST_ROWS) | {op for op, (kind, _) in ELEMENT_OPS.items() if kind in ELEMENT_KINDS} - {

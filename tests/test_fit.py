@@ -216,3 +216,17 @@ def test_decode_attention_rows_fit_the_query_term(synth):
         "sdpa:flash"]) < 0.02
     assert fit_attention(cpu, rows[:len(square)], mem_eff=0.9,
                          min_latency_s=1e-6).update["attention"]["flash"].q_half == 0.0
+
+
+def test_sequence_overhead_is_what_an_op_takes_more_among_others():
+    rows = [{"op": f"eager_tiny_{c}", "us_per_op": us} for c, us in (("op", 4.0), ("matmul", 2.0), ("view", 1.0),
+                                                                     ("sdpa", 8.0), ("index", 3.0))]
+    seq = {"op": "eager_sequence", "us_per_op": 6.0,
+           "classes": {"matmul": 1, "op": 1, "view": 4, "sdpa": 1, "index": 1}}
+    part = fit_host_time(rows + [seq])
+    alone = (2.0 + 4.0 + 4 * 1.0 + 8.0 + 3.0) / 8  # 2.625 us per op, each in its own loop
+    assert part.update["sequence_overhead_s"] == pytest.approx((6.0 - alone) * 1e-6)
+    hw = H100_PUBLISHED.model_copy(update=part.update)
+    assert predict_row(seq, hw) == pytest.approx(6e-6)
+    assert fit_host_time(rows + [dict(seq, us_per_op=1.0)]).update["sequence_overhead_s"] == 0.0  # never below 0
+    assert "sequence_overhead_s" not in fit_host_time(rows[:2] + [seq]).update  # a class of the turn unmeasured

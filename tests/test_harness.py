@@ -32,13 +32,56 @@ class FakeClock:
         self.calls += 1
 
 
+class FakeWatch:
+    """``quiet.CpuWatch`` on a machine whose other processes take the CPU during the slices numbered in
+    ``busy`` (counted from 0 by ``start``)."""
+
+    busy: set = set()
+
+    def __init__(self) -> None:
+        self.slice = -1
+
+    def start(self) -> None:
+        self.slice += 1
+
+    def disturbed(self) -> bool:
+        return self.slice in self.busy
+
+
 @pytest.fixture
 def clock(monkeypatch):
-    def install(*durations):
+    def install(*durations, busy=()):
         c = FakeClock(durations)
         monkeypatch.setattr(harness, "time", SimpleNamespace(perf_counter=c.perf_counter))
+        monkeypatch.setattr(harness, "CpuWatch", type("Watch", (FakeWatch,), {"busy": set(busy)}))
         return c
     return install
+
+
+def test_measure_sets_aside_slices_when_others_take_the_cpu(clock):
+    c = clock(0.01, 0.012, busy={0, 1})  # slices of 0.1 s: 10 calls each; the first two disturbed
+    t = measure(c.call, "cpu", budget_s=0.2, warmup=0, rel_ci=0.0)
+    assert c.calls == 40  # 2 disturbed slices, then 2 quiet ones: the budget counts the quiet ones only
+    assert t.repetitions == 20 and t.median_s == pytest.approx(0.011)
+
+
+def test_measure_uses_the_disturbed_calls_when_no_slice_is_quiet(clock):
+    c = clock(0.01, busy=set(range(1000)))
+    t = measure(c.call, "cpu", budget_s=0.2, warmup=0, rel_ci=0.0)
+    assert not t.stable and t.repetitions == c.calls
+    assert 0.6 + harness.QUIET_WAIT_S - 0.1 <= c.calls * 0.01 <= 0.6 + harness.QUIET_WAIT_S + 0.1  # waited, not forever
+
+
+def test_cpu_watch_counts_what_other_processes_took(monkeypatch):
+    from attncost.profiler import quiet
+
+    busy = iter([100.0, 100.5])  # the machine's busy seconds at start and at the reading
+    ticks = iter([0.0, 1.0, 0.0, 1.0])
+    monkeypatch.setattr(quiet, "time", SimpleNamespace(process_time=lambda: 0.0, perf_counter=lambda: next(ticks)))
+    watch = quiet.CpuWatch(read=lambda: next(busy))  # starts
+    assert watch.others_cores() == pytest.approx(0.5) and quiet.BUSY_CORES <= 0.5
+    assert quiet.CpuWatch(read=lambda: None).others_cores() is None
+    assert quiet.machine_busy_s("/nonexistent/stat") is None
 
 
 def test_measure_times_the_call_and_nothing_else(clock):

@@ -377,3 +377,42 @@ def test_oom_inside_the_forward_releases_the_module(tmp_path):
     assert run.points[0].timing is None and "8.00 GiB" in run.points[0].message
     T, module_ref, input_ref = refs[0]
     assert T == 64 and module_ref() is None and input_ref() is None
+
+
+def test_the_points_of_a_shape_are_timed_in_interleaved_rounds(tmp_path):
+    order = []
+
+    class Logged(TinyAttention):
+        def __init__(self, d, heads, name):
+            super().__init__(d, heads)
+            self.name = name
+
+        def forward(self, x):
+            order.append(self.name)
+            return super().forward(x)
+
+    def build(variant, shape, params, device, dtype, backend="auto"):
+        return Logged(shape.d, shape.heads, (variant, shape.T)), (torch.randn(1, shape.T, shape.d),)
+
+    run = sweep(tmp_path / "r.json", make_grid(["flash", "mqa"], shapes((32, 64))), build, rounds=3)
+    assert [p.status for p in run.points] == ["ok"] * 4
+    switches = [a for a, b in zip(order, order[1:]) if a != b]
+    shape_32 = [s for s in switches if s[1] == 32]
+    assert len(shape_32) >= 5  # flash, mqa, flash, mqa, flash, mqa ...: rounds alternate within a shape
+    assert max(i for i, s in enumerate(order) if s[1] == 32) < min(i for i, s in enumerate(order) if s[1] == 64)
+    assert all(p.timing.repetitions >= 3 for p in run.points)  # one round or more each, combined
+
+
+def test_rounds_combine_to_the_fastest_round():
+    from attncost.costmodel.results import Timing
+    from attncost.profiler.harness import combine_rounds
+
+    def t(med):
+        return Timing(median_s=med, p10_s=med * 0.9, p90_s=med * 1.1, repetitions=10, min_s=med * 0.8)
+
+    one = t(1.0)
+    assert combine_rounds([one]) is one
+    c = combine_rounds([t(1.2), t(1.0), t(1.1)])
+    assert (c.median_s, c.p10_s, c.repetitions, c.min_s) == pytest.approx((1.0, 0.9, 30, 0.8))
+    assert c.ci_rel == pytest.approx(0.1 / 1.1) and not c.stable
+    assert combine_rounds([t(1.0), t(1.02)]).stable and not combine_rounds([t(1.0), t(1.02)], rel_ci=0.005).stable

@@ -341,3 +341,17 @@ def test_a_synchronous_host_adds_no_overlap():
     assert est.host_s == pytest.approx(sum(host))
     assert est.compute_s + est.memory_s + est.overhead_s == pytest.approx(est.time_s, rel=1e-12)
     assert predict(ks, H100).time_s < est.time_s  # the queue hides the small ops behind the big matmul
+
+
+def test_the_sequence_overhead_is_paid_by_every_op_in_eager_mode():
+    g = scores_graph(k=16)
+    g.views("split_heads", 3)
+    ks = _kernels(g)
+    seq = 2e-6
+    for base in (LAWS, LAWS.model_copy(update={"host_sync": True})):
+        more = base.model_copy(update={"sequence_overhead_s": seq})
+        plain, paid = predict(ks, base), predict(ks, more)
+        assert paid.host_s == pytest.approx(plain.host_s + len(ks) * seq)
+        if base.host_sync:  # nothing overlaps: each op pays it in full
+            assert paid.time_s == pytest.approx(plain.time_s + len(ks) * seq)
+        assert predict(ks, more, mode="graph").time_s == predict(ks, base, mode="graph").time_s
