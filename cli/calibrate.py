@@ -82,7 +82,9 @@ def calibrate(
             raise fail(f"--nproc {nproc}: {err}")
         links = ", ".join(f"{k} {v.bandwidth_Bps / 1e9:.3g} GB/s + {v.latency_s * 1e6:.3g} us"
                           for k, v in hw.interconnect.collectives.items())
-        console.print(f"Links between {nproc} processes ({hw.interconnect.name}): {links}.")
+        console.print(f"Links between {nproc} processes ({hw.interconnect.name}), each collective right after "
+                      f"compute: {links}; {pct(hw.interconnect.overlap, signed=False)} of a transfer hidden behind "
+                      f"compute; compute {sig(hw.interconnect.contention, 3)}x as long with all {nproc} busy.")
     heads = Table(header_style="bold", pad_edge=False, title="measured")
     heads.add_column("what")
     heads.add_column("value", justify="right")
@@ -130,6 +132,8 @@ def _host_times(hw) -> str:
     parts = [("element-wise", hw.launch_overhead_s), ("matmul", hw.host_matmul_s), ("SDPA", hw.host_sdpa_s),
              ("index", hw.host_index_s), ("view", hw.view_overhead_s)]
     text = ", ".join(f"{name} {sig(s * 1e6, 3)} us" for name, s in parts if s is not None)
+    if hw.sequence_overhead_s:
+        text += f", plus {sig(hw.sequence_overhead_s * 1e6, 3)} us an op in a layer's mixed sequence"
     return text + (" (the host runs each op to its end)" if hw.host_sync else "")
 
 

@@ -100,7 +100,7 @@ def _print(rows, shapes, hw, layout: Layout, lead: bool, wide: bool, doc: list) 
 
 # -- `attncost profile --cp N` / `--tp N` ----------------------------------------------------------------
 PARALLEL_DEFAULTS = dict(d=256, heads=8, T="256,512,1024")
-PARALLEL_REPS = 10
+PARALLEL_REPS = 20
 
 
 def profile_parallel(o, command: str) -> None:

@@ -25,13 +25,19 @@ Schemes:
   pass a K/V block to the next rank while the current one is computed, merged by log-sum-exp. Train:
   the backward passes the K/V blocks round again, and each block's dK/dV, summed in fp32, follows it
   from the next rank round to its owner (ring-flash-attention; Megatron-LM): N-1 K/V blocks forward,
-  N-1 K/V and N-1 fp32 dK/dV blocks backward. Decode: the KV cache is sharded over the sequence; each
-  rank attends its shard and the partial outputs are all-gathered and merged.
+  N-1 K/V and N-1 fp32 dK/dV blocks backward. Each transfer hides behind the block computed meanwhile
+  up to the interconnect's ``overlap`` share (1 where the transport has engines of its own; measured
+  where it shares the rank's core, as gloo's TCP transport does). Decode: the KV cache is sharded over
+  the sequence; each rank attends its shard and the partial outputs are all-gathered and merged.
 - ``ulysses``: all-to-alls turn sequence shards into head shards for Q, K and V, and the output back
   (Jacobs et al. 2023, DeepSpeed-Ulysses); N must divide the (K/V) heads. Train: four more backward.
 
-The compute of a rank is priced by the single-device model (``estimate``) on the rank's shape; its
-time is split into the attention core and the rest by each kernel's part.
+The compute of a rank is priced by the single-device model (``estimate``) on the rank's shape, plus
+the distributed layer's own copies (``copies_s``: buffers made contiguous, stacked or concatenated
+around a transfer); its time is split into the attention core and the rest by each kernel's part, and
+scaled by the
+interconnect's ``contention``: how much longer a rank computes while every rank of the node does
+(1 for devices with memory of their own; measured where ranks share a CPU's caches and memory).
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from .hardware import Hardware, HardwareError
 from .shape import MAX_T, Shape
 from .timing import predict
 from .variants import VariantError
-from .variants.base import new_graph, proj
+from .variants.base import layout_copy, new_graph, proj
 
 CpKind = Literal["ring", "ulysses"]
 CP_KINDS: tuple = ("ring", "ulysses")
@@ -107,6 +113,11 @@ def interpolate(table: list, x: float) -> float:
     (x0, y0), (x1, y1) = pts[i - 1], pts[i]
     y = y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
     return max(y, min(p[1] for p in pts))
+
+
+def contention(hw: Hardware) -> float:
+    """How much longer a rank computes while every rank of the node does (the profile's measured figure)."""
+    return interconnect(hw).contention
 
 
 def interconnect(hw: Hardware):
@@ -281,6 +292,18 @@ def merge_s(shape: Shape, rows: int, hw: Hardware) -> float:
     return _graph_time(g, shape, hw)
 
 
+def copies_s(shape: Shape, sizes: tuple, hw: Hardware) -> float:
+    """Seconds of the distributed layer's own copies, one of each of ``sizes`` elements: buffers made
+    contiguous for a transfer, the pieces of an all-to-all stacked and concatenated, the all-reduced
+    output cloned, the merged halves of ring attention's output concatenated."""
+    if not sizes:
+        return 0.0
+    g, _, _ = new_graph(shape.with_(phase="prefill"))
+    for i, elems in enumerate(sizes):
+        layout_copy(g, f"copy{i}", g.input(f"buffer{i}", elems), elems)
+    return _graph_time(g, shape, hw)
+
+
 def tp_projection_delta(shape: Shape, local: Shape, kv_cols: int, hw: Hardware) -> float:
     """Seconds to add to the single-device price of ``local`` (d/N wide, H/N heads) for the rank's
     real projections: Q/K/V read the full width d, the output projection writes it."""
@@ -345,8 +368,10 @@ def _tp(out: ParallelEstimate, params, hw: Hardware) -> None:
     e = estimate(out.variant, local, lp, hw)
     _memory(out, e)
     out.weights_bytes += (s.d * s.d + 2 * s.d * kv_local * s.head_dim) * s.itemsize * (1 - 1 / n)  # full-width Q/K/V
-    out.compute_s = e.time_s + tp_projection_delta(s, local, kv_local * s.head_dim, hw)
     layer_out = s.batch * s.tokens * s.d * s.itemsize
+    clone = () if out.layout.sequence_parallel else (layer_out / s.itemsize,)  # the all-reduced buffer
+    out.compute_s = (e.time_s + tp_projection_delta(s, local, kv_local * s.head_dim, hw)
+                     + copies_s(s, clone, hw)) * contention(hw)
     times = 2 if s.phase == "train" else 1  # backward: the input's gradient is summed too
     if out.layout.sequence_parallel:
         out.comm_s = (_send(out, "all_gather", times, layer_out, n, hw)
@@ -364,21 +389,25 @@ def _ring(out: ParallelEstimate, params, hw: Hardware) -> None:
         e = estimate(out.variant, local, params, hw)
         _memory(out, e)
         partial = s.batch * (s.d + s.heads) * 4  # each rank's output and log-sum-exp, fp32
-        out.compute_s = e.time_s + merge_s(s, n, hw)  # the n partial outputs merged at once
+        out.compute_s = (e.time_s + merge_s(s, n, hw)) * contention(hw)  # the n partial outputs merged at once
         out.comm_s = _send(out, "all_gather", 1, n * partial, n, hw)
         return
     core_c, other, e = split_time(out.variant, local, params, hw)
     core_full = core_time(out.variant, local.with_(causal=False), params, hw)[0] if s.causal else core_c
-    step = core_full * (0.5 if s.causal else 1.0) + merge_s(s, local.T, hw)  # zig-zag: half a block per step
+    half = 0.5 if s.causal else 1.0  # zig-zag: half a block per step
+    step = (core_full * half + merge_s(s, local.T, hw)) * contention(hw)
     train = s.phase == "train"
     dkv_block = kv_block * 4 / s.itemsize  # dK/dV summed in fp32
     _memory(out, e, extra_act=2 * kv_block + (2 * kv_block + 2 * dkv_block if train else 0))  # receive buffers
-    out.compute_s = other + core_c + (n - 1) * step
+    kv_elems = (kv_block / 2 / s.itemsize,) * 2 if kv > 1 else ()  # K, V (heads, rows) views made contiguous
+    halves = (s.batch * local.T * s.d, s.batch * s.heads * local.T) if s.causal else ()  # output, lse
+    own = copies_s(s, kv_elems + halves * (n - 1), hw)  # rank 0: n-1 later blocks
+    out.compute_s = (other + core_c + own) * contention(hw) + (n - 1) * step
     comm_step = _send(out, "p2p", (n - 1) * (2 if train else 1), kv_block, n, hw) / (n - 1)  # backward: K/V again
     if train:
         comm_step += _send(out, "p2p", n - 1, dkv_block, n, hw) / (n - 1)  # and each block's dK/dV
     out.comm_s = (n - 1) * comm_step
-    out.hidden_s = (n - 1) * min(comm_step, step)
+    out.hidden_s = (n - 1) * min(comm_step, step) * interconnect(hw).overlap
 
 
 def _ulysses(out: ParallelEstimate, params, hw: Hardware) -> None:
@@ -390,10 +419,11 @@ def _ulysses(out: ParallelEstimate, params, hw: Hardware) -> None:
     core, _, eh = split_time(out.variant, heads, hp, hw)
     _memory(out, e, extra_act=eh.activation_bytes_fused)
     out.kv_cache_bytes = eh.kv_cache_bytes  # the full sequence of this rank's heads
-    out.compute_s = other + core
-    q_bytes = s.batch * local.T * s.d * s.itemsize
-    kv_bytes = s.batch * local.T * kv * s.head_dim * s.itemsize
     times = 2 if s.phase == "train" else 1
+    q_elems, kv_elems = s.batch * local.T * s.d, s.batch * local.T * kv * s.head_dim
+    stacked = (q_elems, kv_elems, kv_elems, q_elems) * 2  # stack, then cat, of Q, K, V and the output
+    out.compute_s = (other + core + copies_s(s, stacked, hw)) * contention(hw)
+    q_bytes, kv_bytes = q_elems * s.itemsize, kv_elems * s.itemsize
     out.comm_s = (_send(out, "all_to_all", 2 * times, q_bytes, n, hw)  # Q and the output
                   + _send(out, "all_to_all", 2 * times, kv_bytes, n, hw))  # K and V
 
@@ -466,5 +496,6 @@ def gpus_needed(name: str, shape: Shape, layout: Layout, hw: Hardware, params: O
 
 __all__ = ["CP_KINDS", "COLLECTIVES", "CpKind", "Layout", "ParallelError", "ParallelEstimate", "SUPPORTED",
            "check_counts", "check_layout", "check_shape", "collective_bytes", "collective_s", "collective_steps",
-           "core_time", "fits_until_T", "gpus_needed", "head_shard", "interpolate", "kv_heads", "measured_variants", "merge_s",
-           "pays_from_T", "predict_parallel", "scheme_of", "split_time", "tp_projection_delta"]
+           "contention", "copies_s", "core_time", "fits_until_T", "gpus_needed", "head_shard", "interpolate",
+           "kv_heads", "measured_variants", "merge_s", "pays_from_T", "predict_parallel", "scheme_of", "split_time",
+           "tp_projection_delta"]

@@ -8,8 +8,9 @@ collective is bounded by ``timeout``: a rank that fails makes the others raise, 
 ``measure_point`` times the layer (``ParallelLayer``: bias-free Q/K/V projections, attention, output
 projection; split by heads (tp) or by the sequence (ring, Ulysses); prefill or forward + backward)
 per rank; rank 0 gathers each rank's median time and bytes sent and writes the results file
-atomically (``runner.run_points``). ``measure_links`` times p2p, all-reduce
-and all-to-all at two sizes and fits each one's alpha-beta law (``attncost calibrate --nproc N``).
+atomically (``runner.run_points``). ``measure_links`` times p2p, all-reduce and all-to-all at six
+sizes, each issued right after compute as a layer issues it, how much of a p2p transfer hides
+behind compute, and how much longer ranks compute all busy at once (``attncost calibrate --nproc N``).
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from ..costmodel.parallel import Layout, collective_bytes, collective_steps, kv_
 from ..costmodel.results import Point, Timing
 from ..costmodel.shape import Shape
 from ..costmodel.units import TORCH_DTYPE_NAMES
-from .ring import ATTENTION, Sent, local_attention, zigzag_index
+from .ring import ATTENTION, Sent, local_attention, wait, zigzag_index
 from .tensor_parallel import enter, leave
 
 TIMEOUT = timedelta(seconds=60)
 LINK_SIZES = tuple(4096 * 4**i for i in range(6))  # bytes per rank of the calibration messages: 4 KiB .. 4 MiB
+AFTER_COMPUTE_S = 0.005  # compute before each timed collective (a layer's blocks take milliseconds)
+OVERLAP_BYTES = 2**20  # the ring shift whose overlap with compute is measured
 
 
 class DistributedError(RuntimeError):
@@ -255,7 +258,10 @@ def time_layer(layer: ParallelLayer, timeout: timedelta, reps: int, train: bool 
 
 def parallel_point(variant: str, shape: Shape, layout: Layout, hw, backend: Optional[str],
                    params: Optional[dict] = None) -> Point:
-    """The unmeasured point of one distributed run, with its prediction (none where ``hw`` has no links)."""
+    """The unmeasured point of one distributed run, with its prediction (none where ``hw`` has no links).
+    A window runs as SDPA with a dense band mask here (``local_attention``): priced as that kernel."""
+    if getattr(resolve_params(variant, shape, params), "window", None) is not None:
+        params = dict(params or {}, kernel="masked")
     pred = predict_parallel(variant, shape, layout, hw, params) if hw is not None else None
     ok = pred is not None and pred.status == "ok"
     where = (dict(tp=layout.tp, sequence_parallel=layout.sequence_parallel) if layout.tp > 1
@@ -303,30 +309,161 @@ def run_parallel(rank: int, n: int, device: str, timeout: timedelta, path: str, 
 
 # -- calibration of the links ------------------------------------------------------------------------
 
-def _time_collective(kind: str, nbytes: int, n: int, rank: int, device: str, timeout: timedelta,
-                     reps: int) -> float:
+def busy(seconds: float, device: str) -> None:
+    """Keep this rank computing (256^3 matmuls) for about ``seconds``: what a layer does before it
+    issues a collective."""
+    a = torch.ones(256, 256, device=device)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ a
+        _sync(device)
+
+
+def compute_block(device: str, count: int) -> None:
+    """A fixed amount of compute: ``count`` 256^3 matmuls."""
+    a = torch.ones(256, 256, device=device)
+    for _ in range(count):
+        a @ a
+    _sync(device)
+
+
+def _collective(kind: str, nbytes: int, n: int, rank: int, device: str) -> Callable[[], list]:
+    """A function that issues one ``kind`` of an ``nbytes`` buffer per rank and returns its works."""
     elems = max(n, nbytes // 4 // n * n)
     x = torch.ones(elems, device=device)
     y = torch.empty_like(x)
 
-    def once():
+    def issue() -> list:
         if kind == "p2p":  # a ring shift: every rank sends and receives one message at once
-            works = [dist.isend(x, (rank + 1) % n), dist.irecv(y, (rank - 1) % n)]
-        elif kind == "all_reduce":
-            works = [dist.all_reduce(x, async_op=True)]
-        else:
-            works = [dist.all_to_all_single(y, x, async_op=True)]
-        for w in works:
-            if not w.wait(timeout):
-                raise TimeoutError(f"{kind} did not finish within {timeout.total_seconds():g} s")
+            return [dist.isend(x, (rank + 1) % n), dist.irecv(y, (rank - 1) % n)]
+        if kind == "all_reduce":
+            return [dist.all_reduce(x, async_op=True)]
+        return [dist.all_to_all_single(y, x, async_op=True)]
 
-    return statistics.median(timed_calls(once, device, reps))
+    return issue
 
 
-def measure_links(rank: int, n: int, device: str, timeout: timedelta, reps: int = 20) -> Optional[dict]:
-    """Each collective's median times (the slowest rank's) at every one of ``LINK_SIZES``: rank 0
-    returns {kind: [(bytes a rank sends, seconds), ...]}. On gloo the time is no straight line in the
-    size (its TCP transport changes protocol with it), so the model interpolates between these points."""
+def _time_collective(kind: str, nbytes: int, n: int, rank: int, device: str, timeout: timedelta,
+                     reps: int) -> float:
+    """Seconds of one collective issued right after ``AFTER_COMPUTE_S`` of compute, as a layer issues
+    it (issued back to back, the same collective takes about half as long on gloo: its threads and
+    sockets are then warm, which no layer sees): the mean of the middle 80% of ``reps`` calls. Not the
+    median: on gloo the time is bimodal (about half the calls several times slower than the others),
+    and a median jumps between the two modes from one calibration to the next."""
+    issue = _collective(kind, nbytes, n, rank, device)
+    times = []
+    for _ in range(reps + 1):  # the first call warms up
+        dist.barrier()
+        busy(AFTER_COMPUTE_S, device)
+        t0 = time.perf_counter()
+        wait(issue(), timeout)
+        times.append(time.perf_counter() - t0)
+    return trimmed_mean(times[1:])
+
+
+def trimmed_mean(values: list, cut: float = 0.1) -> float:
+    """Mean of ``values`` less the lowest and highest ``cut`` share of them."""
+    xs = sorted(values)
+    k = int(len(xs) * cut)
+    return statistics.fmean(xs[k:len(xs) - k] or xs)
+
+
+def non_decreasing(points: list) -> list:
+    """(bytes, seconds) points with the seconds made non-decreasing in the bytes by pooling adjacent
+    violators (isotonic regression): more bytes never take less time, noise that says so is averaged."""
+    blocks = []  # [sum of seconds, count]
+    for _, t in sorted(points):
+        blocks.append([t, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            t2, c2 = blocks.pop()
+            blocks[-1][0] += t2
+            blocks[-1][1] += c2
+    ys = [b[0] / b[1] for b in blocks for _ in range(b[1])]
+    return [(b, y) for (b, _), y in zip(sorted(points), ys)]
+
+
+def measure_overlap(rank: int, n: int, device: str, timeout: timedelta, reps: int) -> float:
+    """Share of a ring shift's time hidden behind compute issued after it, as ring attention does:
+    (C + P - O) / min(C, P) with C a block of compute, P the shift issued right after it, and O the
+    shift posted, the same compute, then its wait. C, P and O are taken together in each call (the same
+    block's time moves by up to 2x between seconds on a shared host, which a difference of separate
+    medians would read as overlap); the median share over ``reps`` calls, in [0, 1], the lowest rank's."""
+    issue = _collective("p2p", OVERLAP_BYTES, n, rank, device)
+    count = max(1, round(AFTER_COMPUTE_S / max(statistics.median(
+        timed_calls(lambda: compute_block(device, 1), device, 5)), 1e-6)))
+    shares = []
+    for _ in range(reps + 1):  # the first call warms up
+        dist.barrier()
+        t0 = time.perf_counter()
+        compute_block(device, count)
+        t1 = time.perf_counter()
+        wait(issue(), timeout)
+        t2 = time.perf_counter()
+        dist.barrier()
+        t3 = time.perf_counter()
+        works = issue()
+        compute_block(device, count)
+        wait(works, timeout)
+        c, p, o = t1 - t0, t2 - t1, time.perf_counter() - t3
+        shares.append((c + p - o) / max(min(c, p), 1e-9))
+    got = [None] * n
+    dist.all_gather_object(got, statistics.median(shares[1:]))
+    return min(1.0, max(0.0, min(got)))
+
+
+def contention_block(device: str) -> Callable[[], None]:
+    """A mix of the kernels a rank runs: a 512^3 matmul (its operands beyond a core's L2, in the
+    shared L3) and a causal SDPA of 2 heads x 512 tokens x 64."""
+    a = torch.randn(512, 512, device=device)
+    q = torch.randn(1, 2, 512, 64, device=device)
+
+    def block() -> None:
+        a @ a
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+        _sync(device)
+
+    return block
+
+
+def _seconds(call: Callable[[], None], reps: int) -> list:
+    """Seconds of each of ``reps`` calls after one warm-up, on this rank alone."""
+    call()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure_contention(rank: int, n: int, device: str, reps: int, rounds: int = 5) -> float:
+    """How much longer the slowest rank computes while all ``n`` ranks compute at once than a rank
+    computing alone (the others waiting): shared caches and memory bandwidth, and the wait for the
+    slowest rank that every collective of a layer makes; at least 1. The same block's time moves by up
+    to 2x between seconds on a shared host, so alone and together alternate over ``rounds``: per call,
+    the largest ratio over ranks; the median over every call of every round."""
+    block = contention_block(device)
+    ratios = []
+    for _ in range(rounds):
+        alone = 0.0
+        for r in range(n):  # one rank at a time; the others wait at the barrier
+            dist.barrier()
+            if r == rank:
+                alone = statistics.median(_seconds(block, reps))
+            dist.barrier()
+        mine = [t / alone for t in timed_calls(block, device, reps)]
+        got = [None] * n
+        dist.all_gather_object(got, mine)
+        ratios += [max(call) for call in zip(*got)]
+    return max(1.0, statistics.median(ratios))
+
+
+def measure_links(rank: int, n: int, device: str, timeout: timedelta, reps: int = 30) -> Optional[dict]:
+    """Each collective's times (``_time_collective``, the slowest rank's), at every one of
+    ``LINK_SIZES``, the overlap share (``measure_overlap``) and the compute slowdown of all ranks busy at
+    once (``measure_contention``): rank 0 returns {kind: [(bytes a rank sends, seconds), ...],
+    "overlap": share, "contention": factor}. On gloo the time is no straight line in the size (its TCP
+    transport changes protocol with it), so the model interpolates between these points."""
     laws = {}
     for kind in ("p2p", "all_reduce", "all_to_all"):
         points = []
@@ -336,6 +473,8 @@ def measure_links(rank: int, n: int, device: str, timeout: timedelta, reps: int 
             dist.all_gather_object(got, mine)
             points.append((collective_bytes(kind, n, size), max(got)))
         laws[kind] = points
+    laws["overlap"] = measure_overlap(rank, n, device, timeout, reps)
+    laws["contention"] = measure_contention(rank, n, device, reps // 3)
     return laws if rank == 0 else None
 
 
@@ -350,14 +489,22 @@ def alpha_beta(points: list, steps: int) -> tuple:
 
 def interconnect_from(laws: dict, n: int, backend: str) -> Interconnect:
     """The measured points of each collective as a profile's interconnect, with the least-squares
-    alpha-beta line through them (the plain link: p2p's)."""
+    alpha-beta line through them (the plain link: p2p's), the overlap share and the contention."""
     links = {}
     for kind, points in laws.items():
+        if kind in ("overlap", "contention"):
+            continue
+        points = non_decreasing(points)
         bw, lat = alpha_beta(points, collective_steps(kind, n))
         links[kind] = Link(bandwidth_Bps=max(bw, 1.0), latency_s=min(lat, 1.0), measured=points)
     p2p = links["p2p"]
+    overlap, contention = laws.get("overlap", 1.0), laws.get("contention", 1.0)
     return Interconnect(name=f"{backend}, {n} processes", bandwidth_Bps=p2p.bandwidth_Bps, latency_s=p2p.latency_s,
-                        source=f"measured by attncost calibrate --nproc {n} ({backend})", collectives=links)
+                        source=f"measured by attncost calibrate --nproc {n} ({backend}): each collective issued "
+                               f"right after {AFTER_COMPUTE_S * 1e3:g} ms of compute, as a layer issues it; "
+                               f"{overlap:.0%} of a ring shift hidden behind compute issued after it; compute "
+                               f"{contention:.3g}x as long with all {n} ranks busy as alone",
+                        collectives=links, overlap=overlap, contention=contention)
 
 
 
@@ -372,5 +519,6 @@ def links_into_profile(path, n: int, device: str):
 
 
 __all__ = ["DistributedError", "ParallelLayer", "TIMEOUT", "backend_for", "free_port", "init", "interconnect_from",
-           "launched", "links_into_profile", "measure_links", "measure_point", "parallel_point", "point_layout",
-           "run_parallel", "spawn", "time_layer", "timed_calls"]
+           "launched", "links_into_profile", "measure_contention", "measure_links", "measure_overlap",
+           "measure_point", "non_decreasing", "parallel_point", "point_layout", "run_parallel", "spawn",
+           "time_layer", "timed_calls", "trimmed_mean"]

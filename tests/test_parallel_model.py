@@ -5,7 +5,7 @@ import pytest
 
 from attncost.costmodel.hardware import PCIE5, Interconnect, Link, get_hardware
 from attncost.costmodel.parallel import (Layout, ParallelError, check_layout, collective_bytes, collective_s,
-                                         fits_until_T, pays_from_T, predict_parallel)
+                                         copies_s, fits_until_T, pays_from_T, predict_parallel)
 from attncost.costmodel.shape import Shape
 
 H100 = get_hardware("h100")
@@ -165,3 +165,38 @@ def test_profile_refuses_what_it_cannot_split_before_starting_ranks():
                         (["--sequence-parallel"], "only with --tp")):
         r = CliRunner().invoke(app, ["profile", "--device", "cpu", *args])
         assert r.exit_code == 2 and words in r.output, r.output
+
+
+CPU_SHAPE = Shape(T=1024, d=256, heads=8, dtype="fp32")
+
+
+def cpu_with(**figures):
+    """The built-in cpu profile with a 1 GB/s, 100 us link and the given interconnect figures."""
+    return get_hardware("cpu").model_copy(update={"interconnect": Interconnect(
+        name="x", bandwidth_Bps=1e9, latency_s=1e-4, **figures)})
+
+
+def test_ring_hides_only_the_measured_overlap_share():
+    e1, half, none = (predict_parallel("flash", CPU_SHAPE, Layout(cp=2), cpu_with(overlap=x)) for x in (1.0, 0.5, 0.0))
+    assert e1.comm_s == half.comm_s == none.comm_s == pytest.approx(1e-4 + 2 * 512 * 256 * 4 / 1e9)
+    assert e1.hidden_s == pytest.approx(min(e1.comm_s, e1.compute_s))  # one step: the block outlasts the transfer
+    assert half.hidden_s == pytest.approx(e1.hidden_s / 2) and none.hidden_s == 0
+    assert none.time_s == pytest.approx(none.compute_s + none.comm_s)
+
+
+@pytest.mark.parametrize("layout", [Layout(tp=2), Layout(cp=2), Layout(cp=2, cp_kind="ulysses")])
+def test_contention_scales_each_ranks_compute(layout):
+    one, busy = (predict_parallel("gqa", CPU_SHAPE, layout, cpu_with(contention=x)) for x in (1.0, 1.25))
+    assert busy.compute_s == pytest.approx(1.25 * one.compute_s)
+    assert busy.comm_s == pytest.approx(one.comm_s) and busy.bytes_sent == one.bytes_sent
+
+
+def test_the_layers_own_copies_are_priced():
+    hw = cpu_with()
+    s = CPU_SHAPE
+    assert copies_s(s, (), hw) == 0
+    a, b = copies_s(s, (2**16,), hw), copies_s(s, (2**20,), hw)
+    assert 0 < a < b and copies_s(s, (2**16, 2**20), hw) == pytest.approx(a + b, rel=0.05)  # a kernel each
+    # tp: the all-reduced output (T x d) is cloned once, sequence parallel clones nothing
+    tp, sp = (predict_parallel("flash", s, lay, hw) for lay in (Layout(tp=2), Layout(tp=2, sequence_parallel=True)))
+    assert tp.compute_s - sp.compute_s == pytest.approx(copies_s(s, (s.T * s.d,), hw))
