@@ -18,10 +18,12 @@ from test_estimate_many import _assert_same, _rowwise_cpu
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    """The store on, in a folder of this test; a fresh process's programs (none in memory)."""
+    """The store on, in a folder of this test; a fresh process's programs (none in memory); every
+    point traced (none priced one by one first)."""
     monkeypatch.setenv(program_store.ENV, str(tmp_path))
     monkeypatch.setattr(E, "_PROGRAMS", {})
     monkeypatch.setattr(program_store, "_DIRTY", {})
+    monkeypatch.setattr(E, "STORED_ONE_BY_ONE", 0)
     return tmp_path
 
 
@@ -56,6 +58,22 @@ def test_a_later_process_loads_the_programs_and_gets_the_same_estimates(store, m
     expected = [E.estimate(name, s, params, hw) for s in few + many]
     _assert_same(first, expected)
     _assert_same(again, expected)
+
+
+def test_a_few_points_are_priced_one_by_one_and_leave_nothing(store, monkeypatch):
+    """Tracing and compiling cost about a hundred estimates: a process that prices a key fewer than
+    STORED_ONE_BY_ONE points (``pick``'s grid) prices them one by one, as without the store."""
+    monkeypatch.setattr(E, "STORED_ONE_BY_ONE", 16)
+    hw = get_hardware("h100")
+    shapes = _shapes("prefill", range(100, 116))
+    for s in shapes:
+        _assert_same(E.estimate_many("mla", [s], None, hw), [E.estimate("mla", s, None, hw)])
+    program_store.flush()
+    assert not list(store.rglob("*.bin"))
+    (more,) = _shapes("prefill", (300,))
+    _assert_same(E.estimate_many("mla", [more], None, hw), [E.estimate("mla", more, None, hw)])
+    program_store.flush()
+    assert len(list(store.rglob("*.bin"))) == 1
 
 
 def test_programs_of_one_profile_are_not_loaded_for_another(store, monkeypatch):
