@@ -4,8 +4,9 @@
    one shape (target 0.3 s), a T sweep with an HTML report (target 1.5 s), and five widths by
    fifteen T values, every variant, --json (about 1,000 points with their crossover searches;
    target about 1 s). Each with the program store (``costmodel/program_store.py``) cold (the first
-   run after installing), warm (the runs after) and off; and the floor: a process that imports what
-   every command needs (typer, rich, pydantic) and prints a one-row table.
+   run after installing), warm (the runs after) and off, with Python's bytecode cache on (as an
+   installed package has it); and the floor: a process that imports what every command needs
+   (typer, rich, pydantic) and prints a one-row table.
 2. In-process sweeps of 10,000 distinct (variant, shape) points through estimate() with time
    prediction: prefill, then prefill/decode/train mixed (train graphs carry the backward pass).
 3. The same kind of sweep, 100,000 mixed points, through estimate_many (one call per variant):
@@ -41,6 +42,13 @@ def _command() -> list:
     return [exe] if exe else [sys.executable, "-m", "attncost.cli.main"]
 
 
+def _env(**extra) -> dict:
+    """The environment of a timed process: Python's bytecode cache on, as an installed package has it
+    (``PYTHONDONTWRITEBYTECODE`` would compile every module at every start)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return dict(env, **extra)
+
+
 def _timed(cmd: list, env: dict) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
@@ -52,18 +60,19 @@ def whole_process(args: list, runs: int) -> tuple:
     program store, then the median of ``runs`` processes with it filled, and with it off."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = _command() + ["predict", *[a.format(tmp=tmp) for a in args]]
-        store = dict(os.environ, ATTNCOST_CACHE_DIR=os.path.join(tmp, "store"))
+        store = _env(ATTNCOST_CACHE_DIR=os.path.join(tmp, "store"))
+        _timed(cmd, _env(ATTNCOST_CACHE_DIR="off"))  # writes the bytecode cache
         cold = _timed(cmd, store)
-        for _ in range(2):  # the runs after the first trace what it priced one by one
+        for _ in range(3):  # the runs after the first trace what it priced one by one
             _timed(cmd, store)
         warm = statistics.median(_timed(cmd, store) for _ in range(runs))
-        off = statistics.median(_timed(cmd, dict(os.environ, ATTNCOST_CACHE_DIR="off")) for _ in range(runs))
+        off = statistics.median(_timed(cmd, _env(ATTNCOST_CACHE_DIR="off")) for _ in range(runs))
     return cold, warm, off
 
 
 def floor(runs: int = 7) -> float:
     """The median wall time of a process that imports typer, rich and pydantic and prints a table."""
-    return statistics.median(_timed([sys.executable, "-c", FLOOR], dict(os.environ)) for _ in range(runs))
+    return statistics.median(_timed([sys.executable, "-c", FLOOR], _env()) for _ in range(runs))
 
 
 def _points(points: int, phases: tuple) -> list:

@@ -218,6 +218,9 @@ class _Programs:
         self.key = key
         self.items: list = [_entry_from(data) for data in program_store.load(self.file, key)]
         self.saved = self.state()  # what the file holds
+        # points priced one by one before tracing pays: with the store, sooner; and at once for a key
+        # an earlier process traced (it will come again)
+        self.one_by_one = ONE_BY_ONE if self.file is None else 0 if self.items else STORED_ONE_BY_ONE
         self.untraced = 0  # points priced one by one so far
         self.few = 0  # traces that priced fewer than FEW points
         self.failed = False  # the code did something a tape cannot record: always one by one
@@ -306,7 +309,7 @@ def _price(programs: _Programs, point: _Point, shapes: list, todo: list, out: li
                 return
             todo = _replay(entry, point, shapes, todo, out, batch)
     while todo:
-        few = not batch and programs.untraced + len(todo) <= (STORED_ONE_BY_ONE if stored else ONE_BY_ONE)
+        few = not batch and programs.untraced + len(todo) <= programs.one_by_one
         if programs.failed or few or programs.few >= MAX_FEW:
             programs.untraced += len(todo)
             _PRICED[0] += len(todo)

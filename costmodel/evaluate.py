@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Callable, Optional
 
 from .crossover import Ranges, metric_values, search
-from .estimate import METRICS, Estimate, estimate, estimate_many, expect, vector_at
+from .estimate import METRICS, Estimate, estimate_many, expect, vector_at
 from .shape import Shape
 
 
@@ -76,7 +76,7 @@ class _Column:
 
     def __call__(self, T: int) -> Estimate:
         if T not in self.memo:
-            self.memo[T] = estimate(self.name, self.shape(T), self.params, self.hardware)
+            self.memo[T] = estimate_many(self.name, [self.shape(T)], self.params, self.hardware)[0]
         return self.memo[T]
 
 

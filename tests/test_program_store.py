@@ -76,6 +76,21 @@ def test_a_few_points_are_priced_one_by_one_and_leave_nothing(store, monkeypatch
     assert len(list(store.rglob("*.bin"))) == 1
 
 
+def test_a_key_an_earlier_process_traced_is_traced_at_once(store, monkeypatch):
+    """Past STORED_ONE_BY_ONE points a key is traced and stored; a later process that loads it traces
+    a point of a new structure at once (it will come again), not after STORED_ONE_BY_ONE more."""
+    monkeypatch.setattr(E, "STORED_ONE_BY_ONE", 4)
+    hw = get_hardware("h100")
+    for s in _shapes("prefill", range(100, 106)):
+        E.estimate_many("linformer", [s], {"k": 64}, hw)
+    _new_process(monkeypatch)
+    assert not E._PROGRAMS
+    small = _shapes("prefill", (40,))  # T below k: does not apply, another program
+    _assert_same(E.estimate_many("linformer", small, {"k": 64}, hw), [E.estimate("linformer", small[0], {"k": 64}, hw)])
+    (programs,) = E._PROGRAMS.values()
+    assert programs.one_by_one == 0 and len(programs.items) == 2
+
+
 def test_programs_of_one_profile_are_not_loaded_for_another(store, monkeypatch):
     shapes = _shapes("prefill", (64, 128))
     E.estimate_many("mha", shapes, None, get_hardware("h100"))
