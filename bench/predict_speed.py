@@ -57,7 +57,8 @@ def _timed(cmd: list, env: dict) -> float:
 
 def whole_process(args: list, runs: int) -> tuple:
     """(cold, warm, off): the wall time of the first `attncost predict ARGS` process with an empty
-    program store, then the median of ``runs`` processes with it filled, and with it off."""
+    program store, then the medians of ``runs`` processes with it filled and with it off, taken in
+    turns (this machine's pace drifts over seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = _command() + ["predict", *[a.format(tmp=tmp) for a in args]]
         store = _env(ATTNCOST_CACHE_DIR=os.path.join(tmp, "store"))
@@ -65,9 +66,8 @@ def whole_process(args: list, runs: int) -> tuple:
         cold = _timed(cmd, store)
         for _ in range(3):  # the runs after the first trace what it priced one by one
             _timed(cmd, store)
-        warm = statistics.median(_timed(cmd, store) for _ in range(runs))
-        off = statistics.median(_timed(cmd, _env(ATTNCOST_CACHE_DIR="off")) for _ in range(runs))
-    return cold, warm, off
+        pairs = [(_timed(cmd, store), _timed(cmd, _env(ATTNCOST_CACHE_DIR="off"))) for _ in range(runs)]
+    return cold, statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 def floor(runs: int = 7) -> float:
