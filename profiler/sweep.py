@@ -34,6 +34,8 @@ the shape-major grid) are all built and warmed up first, then each round times e
 its share of the budget (``harness.measure``), and a point's timing combines its rounds
 (``harness.combine_rounds``: the fastest round's). A slow spell then lands on every variant of the
 shape alike instead of on whichever ran during it, and a point is kept at the pace of its best round.
+Only as many points as fit in ``HOLD_SHARE`` of the machine's memory (by their predicted memory) are
+built at once; the others of the shape follow in a group of their own, or alone.
 On an accelerator (one round) each point is built, timed and freed before the next, as its memory
 may need.
 
@@ -46,6 +48,8 @@ For tests, ``FAULT_HOOK`` (or the ``fault_hook`` argument) is called with (varia
 before each point is built; raising ``torch.OutOfMemoryError`` there simulates an OOM.
 """
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,11 +148,44 @@ def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "aut
         if i not in ahead:
             held = {p.key for p in run.points}
             group = [j for j in _same_shape(probes, i) if probes[j].key not in held] if rounds > 1 else [i]
+            group = _held_together(group, probes, grid)
             ahead.update(zip(group, layer.run([(probes[j], grid[j][1]) for j in group])))
         return ahead.pop(i)
 
     return run_points(path, run, probes, measure_point, on_begin=on_begin, on_point=on_point,
                       after_point=_note_backends)
+
+
+HOLD_SHARE = 0.25  # the points timed in rounds together hold at most this share of the machine's memory
+
+
+def _held_together(group: list, probes: list, grid: list) -> list:
+    """The first points of ``group`` that may be built at once: their predicted memory together
+    (``predicted_memory``: weights, KV cache, activation peak) within ``HOLD_SHARE`` of the
+    machine's physical memory, at least the first. A CPU that runs out of memory kills the process
+    instead of raising an error the sweep could record."""
+    from ..costmodel.estimate import estimate
+    from ..costmodel.variants import VariantError
+
+    limit = HOLD_SHARE * _physical_memory()
+    total, out = 0.0, []
+    for j in group:
+        try:
+            total += predicted_memory(estimate(probes[j].variant, probes[j].shape, grid[j][1]))
+        except (VariantError, ValueError):  # priced as n/a or refused when run: holds nothing
+            pass
+        if out and total > limit:
+            break
+        out.append(j)
+    return out
+
+
+def _physical_memory() -> float:
+    """Bytes of physical memory (inf where the system does not say)."""
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return math.inf
 
 
 def _same_shape(probes: list, i: int) -> list:

@@ -403,6 +403,34 @@ def test_the_points_of_a_shape_are_timed_in_interleaved_rounds(tmp_path):
     assert all(p.timing.repetitions >= 3 for p in run.points)  # one round or more each, combined
 
 
+def test_points_that_would_not_fit_together_are_timed_one_by_one(tmp_path, monkeypatch):
+    """Rounds hold every point of a shape built at once: where their predicted memory together passes
+    a quarter of the machine's, they are built and timed one after another instead."""
+    import attncost.profiler.sweep as S
+
+    calls = []
+
+    class Logged(TinyAttention):
+        def __init__(self, d, heads, name):
+            super().__init__(d, heads)
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name)
+            return super().forward(x)
+
+    def build(variant, shape, params, device, dtype, backend="auto"):
+        return Logged(shape.d, shape.heads, variant), (torch.randn(1, shape.T, shape.d),)
+
+    grid = make_grid(["flash", "mqa", "gqa"], shapes((32,)))
+    assert S._held_together([0, 1, 2], S.grid_points(grid), grid) == [0, 1, 2]
+    monkeypatch.setattr(S, "_physical_memory", lambda: 1.0)
+    assert S._held_together([0, 1, 2], S.grid_points(grid), grid) == [0]
+    run = sweep(tmp_path / "r.json", grid, build, rounds=3)
+    assert [p.status for p in run.points] == ["ok"] * 3
+    assert [a for a, b in zip(calls, calls[1:]) if a != b] == ["flash", "mqa"]  # each timed whole, in turn
+
+
 def test_rounds_combine_to_the_fastest_round():
     from attncost.costmodel.results import Timing
     from attncost.profiler.harness import combine_rounds
