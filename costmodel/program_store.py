@@ -9,8 +9,8 @@ compiling again, as Python keeps its bytecode in ``__pycache__``.
 The folder is ``$ATTNCOST_CACHE_DIR``, else ``$XDG_CACHE_HOME/attncost``, else
 ``~/.cache/attncost``; ``ATTNCOST_CACHE_DIR=off`` keeps nothing. Files are written atomically at
 exit; an unreadable, foreign or stale file is ignored (and replaced), a folder that cannot be
-written is skipped silently: the store only ever saves time. Folders of other sources are removed
-when a new one is made.
+written is skipped silently: the store only ever saves time. When a new folder is made, those of
+other sources are removed but the two last used (another install may share the store).
 """
 
 import atexit
@@ -99,14 +99,26 @@ def flush() -> None:
             continue
 
 
+KEEP_OTHERS = 2  # folders of other sources kept beside a new one (other installs sharing the store)
+
+
 def _new_folder(folder: Path) -> None:
-    """Make ``folder``; where it is new, remove the folders of other sources beside it."""
+    """Make ``folder``; where it is new, remove the folders of other sources beside it but the
+    ``KEEP_OTHERS`` last used."""
     if folder.is_dir():
         return
     folder.mkdir(parents=True, exist_ok=True)
-    for other in folder.parent.glob("programs-*"):
-        if other != folder and other.is_dir():
-            shutil.rmtree(other, ignore_errors=True)
+    others = [p for p in folder.parent.glob("programs-*") if p != folder and p.is_dir()]
+    others.sort(key=_last_used, reverse=True)
+    for other in others[KEEP_OTHERS:]:
+        shutil.rmtree(other, ignore_errors=True)
+
+
+def _last_used(folder: Path) -> float:
+    try:
+        return folder.stat().st_mtime
+    except OSError:  # removed meanwhile by another process
+        return 0.0
 
 
 atexit.register(flush)

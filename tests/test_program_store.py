@@ -115,6 +115,19 @@ def test_an_unreadable_or_foreign_file_is_ignored_and_replaced(store, monkeypatc
     assert not list(store.glob("programs-*/.*.tmp"))
 
 
+def test_a_folder_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(program_store.ENV, str(blocker / "store"))
+    monkeypatch.setattr(E, "_PROGRAMS", {})
+    monkeypatch.setattr(program_store, "_DIRTY", {})
+    monkeypatch.setattr(E, "STORED_ONE_BY_ONE", 0)
+    shapes = _shapes("prefill", (64, 128))
+    _assert_same(E.estimate_many("mqa", shapes, None, None), [E.estimate("mqa", s) for s in shapes])
+    program_store.flush()  # no error: the store only ever saves time
+    assert blocker.read_text() == "not a folder"
+
+
 def test_turned_off_nothing_is_written(tmp_path, monkeypatch):
     monkeypatch.setenv(program_store.ENV, "off")
     monkeypatch.setattr(E, "_PROGRAMS", {})
@@ -128,16 +141,20 @@ def test_turned_off_nothing_is_written(tmp_path, monkeypatch):
 
 
 def test_the_default_folder_follows_xdg_and_a_new_source_removes_the_old(tmp_path, monkeypatch):
+    import os
+
     monkeypatch.delenv(program_store.ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert program_store.root() == tmp_path / "attncost"
-    old = tmp_path / "attncost" / "programs-0123"
-    old.mkdir(parents=True)
+    olds = [tmp_path / "attncost" / f"programs-{n}" for n in ("a", "b", "c")]
+    for age, old in enumerate(olds):
+        old.mkdir(parents=True)
+        os.utime(old, (1e9 + age, 1e9 + age))  # a the least recently used
     monkeypatch.setattr(program_store, "_DIRTY", {})
     program_store.save_at_exit(program_store.file_for(("k",), "none"), ("k",), lambda: [])
     program_store.flush()
-    assert not old.exists()
-    assert [p.name for p in (tmp_path / "attncost").iterdir()] == [f"programs-{program_store.source_hash()}"]
+    assert sorted(p.name for p in (tmp_path / "attncost").iterdir()) == sorted(
+        ["programs-b", "programs-c", f"programs-{program_store.source_hash()}"])
 
 
 def test_a_program_survives_plain_data_on_both_replays():
