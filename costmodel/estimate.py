@@ -9,7 +9,7 @@ from .analysis import MATMUL_KINDS, add_backward, analyse
 from .graph import Graph
 from .shape import Shape
 from . import program_store
-from .tape import Program, Sym, TraceError, trace
+from .tape import PLAIN_TYPE_NAMES, PLAIN_TYPES, Program, Sym, TraceError, trace
 from .timing import predict
 from .variants import REGISTRY, Params, VariantError
 
@@ -230,8 +230,11 @@ class _Programs:
 
     def keep(self) -> None:
         """Have the store write these programs at exit, where they changed since loaded or written."""
-        if self.file is not None and self.state() != self.saved:
-            self.saved = self.state()
+        if self.file is None:
+            return
+        state = self.state()
+        if state != self.saved:
+            self.saved = state
             program_store.save_at_exit(self.file, self.key, self.data)
 
     def data(self) -> list:
@@ -239,19 +242,15 @@ class _Programs:
         out = []
         for program, keys, types in self.items:
             data = program.to_data()
-            if data is not None and all(t is None or t in _TYPE_NAMES for t in types or ()):
-                out.append((data, keys, [_TYPE_NAMES.get(t) for t in types] if types else types))
+            if data is not None and all(t is None or t in PLAIN_TYPE_NAMES for t in types or ()):
+                out.append((data, keys, [PLAIN_TYPE_NAMES.get(t) for t in types] if types else types))
         return out
-
-
-_TYPES = {"int": int, "float": float, "bool": bool, "str": str}  # the types of a program's outputs
-_TYPE_NAMES = {v: k for k, v in _TYPES.items()}
 
 
 def _entry_from(data: tuple) -> tuple:
     """A (program, keys, types) entry from what ``_Programs.data`` saved."""
     program, keys, types = data
-    return Program.from_data(program), keys, [_TYPES.get(t) for t in types] if types else types
+    return Program.from_data(program), keys, [PLAIN_TYPES.get(t) for t in types] if types else types
 
 
 def _fingerprint(hardware) -> str:

@@ -19,7 +19,7 @@ later family's fit then counts as known.
 from __future__ import annotations
 
 import math
-from typing import Iterable, NamedTuple, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, MatmulEfficiency
 from .timing import attention_parts, compiled, dram_parts, fresh_parts, kernel_s, matmul_parts
@@ -193,9 +193,7 @@ def predict_row(row: dict, hw: Hardware, backend: Optional[str] = None) -> Optio
         return None
     if g == "eager":
         if row["op"] == SEQUENCE_ROW:
-            classes = row["classes"]
-            ops = sum(classes.values())
-            return sum(_host_s(hw, TINY + c) * n for c, n in classes.items()) / ops + hw.sequence_overhead_s
+            return mean_per_op(row["classes"], lambda op: _host_s(hw, op)) + hw.sequence_overhead_s
         return _host_s(hw, row["op"])
     c = compiled(hw, row_dtype(row), backend if g != "sdpa" else _row_backend(row, backend))
     reg = _regimes(hw)
@@ -319,6 +317,12 @@ class Fitted(NamedTuple):
     what: list
 
 
+def mean_per_op(classes: dict, seconds: Callable[[str], float]) -> float:
+    """Host time per op of a ``SEQUENCE_ROW`` turn (``classes``: ops per host class) at each class's
+    own time in a loop (``seconds(TINY + class)``)."""
+    return sum(seconds(TINY + c) * n for c, n in classes.items()) / sum(classes.values())
+
+
 def fit_host_time(rows: list) -> Fitted:
     """Host time per eager op of each class (element-wise, matmul, view, SDPA, index), from the
     ``eager_tiny_*`` rows as measured (``HOST_ROWS``), and the sequence overhead per op: the time per op
@@ -331,9 +335,7 @@ def fit_host_time(rows: list) -> Fitted:
     what = [f"eager host time per op ({', '.join(classes)})"]
     seq = next((r for r in rows if r.get("op") == SEQUENCE_ROW), None)
     if seq is not None and all(TINY + c in tiny for c in seq["classes"]):
-        ops = sum(seq["classes"].values())
-        alone = sum(tiny[TINY + c] * n for c, n in seq["classes"].items()) / ops
-        upd["sequence_overhead_s"] = max(0.0, seq["us_per_op"] * 1e-6 - alone)
+        upd["sequence_overhead_s"] = max(0.0, seq["us_per_op"] * 1e-6 - mean_per_op(seq["classes"], tiny.get))
         what.append("host time per op in a sequence of mixed ops")
     return Fitted(upd, what)
 

@@ -33,7 +33,8 @@ _BINARY = {"add": ("+", operator.add), "sub": ("-", operator.sub), "mul": ("*", 
            "eq": ("==", operator.eq), "ne": ("!=", operator.ne)}
 _COMPARE = frozenset(("lt", "le", "gt", "ge", "eq", "ne"))
 _NUMBER = (int, float)
-_TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}  # constants plain data can hold
+PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}  # the values plain data (marshal) holds
+PLAIN_TYPE_NAMES = {v: k for k, v in PLAIN_TYPES.items()}
 
 
 class TraceError(TypeError):
@@ -311,7 +312,7 @@ def _plain_step(step: tuple, where: dict) -> tuple:
 
 def _type_name(kind) -> str:
     """The name of a constant's type (already a name in a loaded program)."""
-    return kind if kind.__class__ is str else _TYPE_NAMES[kind]
+    return kind if kind.__class__ is str else PLAIN_TYPE_NAMES[kind]
 
 
 class _LazyTape:
@@ -355,11 +356,9 @@ class _Plan:
         self.consts = [(slot, const[1]) for const, slot in slots.items()]  # (slot, value)
         self.size += len(slots)
 
-    def to_data(self) -> tuple:
-        return self.inputs, self.ops, self.consts, self.size
-
     @classmethod
     def from_data(cls, data: tuple) -> "_Plan":
+        """A plan from its fields as ``_renumbered`` gives them (inputs, ops, consts, size)."""
         plan = cls.__new__(cls)
         plan.inputs, plan.ops, plan.consts, plan.size = data
         return plan
@@ -477,4 +476,5 @@ def _compile(tape: Tape, live: list, guards: list, expected: tuple, outs: list) 
     return scope["run"]
 
 
-__all__ = ["Sym", "Tape", "Program", "TraceError", "choose", "log2", "trace", "EXACT_INT"]
+__all__ = ["Sym", "Tape", "Program", "TraceError", "choose", "log2", "trace", "EXACT_INT", "PLAIN_TYPES",
+           "PLAIN_TYPE_NAMES"]

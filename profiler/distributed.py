@@ -229,12 +229,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed_calls(call: Callable[[], None], device: str, reps: int) -> list:
-    """Seconds of each of ``reps`` calls of ``call`` after one warm-up; ranks start each call together."""
+def timed_calls(call: Callable[[], None], device: str, reps: int, together: bool = True) -> list:
+    """Seconds of each of ``reps`` calls of ``call`` after one warm-up; ranks start each call together
+    (``together`` False: this rank times alone, the others elsewhere)."""
     call()
     times = []
     for _ in range(reps):
-        dist.barrier()
+        if together:
+            dist.barrier()
         _sync(device)
         t0 = time.perf_counter()
         call()
@@ -425,17 +427,6 @@ def contention_block(device: str) -> Callable[[], None]:
     return block
 
 
-def _seconds(call: Callable[[], None], reps: int) -> list:
-    """Seconds of each of ``reps`` calls after one warm-up, on this rank alone."""
-    call()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def measure_contention(rank: int, n: int, device: str, reps: int, rounds: int = 5) -> float:
     """How much longer the slowest rank computes while all ``n`` ranks compute at once than a rank
     computing alone (the others waiting): shared caches and memory bandwidth, and the wait for the
@@ -449,7 +440,7 @@ def measure_contention(rank: int, n: int, device: str, reps: int, rounds: int = 
         for r in range(n):  # one rank at a time; the others wait at the barrier
             dist.barrier()
             if r == rank:
-                alone = statistics.median(_seconds(block, reps))
+                alone = statistics.median(timed_calls(block, device, reps, together=False))
             dist.barrier()
         mine = [t / alone for t in timed_calls(block, device, reps)]
         got = [None] * n

@@ -379,21 +379,27 @@ def test_oom_inside_the_forward_releases_the_module(tmp_path):
     assert T == 64 and module_ref() is None and input_ref() is None
 
 
-def test_the_points_of_a_shape_are_timed_in_interleaved_rounds(tmp_path):
-    order = []
+def _logged_build(calls: list, name):
+    """A module builder whose modules append ``name(variant, shape)`` to ``calls`` at each forward."""
 
     class Logged(TinyAttention):
-        def __init__(self, d, heads, name):
+        def __init__(self, d, heads, tag):
             super().__init__(d, heads)
-            self.name = name
+            self.tag = tag
 
         def forward(self, x):
-            order.append(self.name)
+            calls.append(self.tag)
             return super().forward(x)
 
     def build(variant, shape, params, device, dtype, backend="auto"):
-        return Logged(shape.d, shape.heads, (variant, shape.T)), (torch.randn(1, shape.T, shape.d),)
+        return Logged(shape.d, shape.heads, name(variant, shape)), (torch.randn(1, shape.T, shape.d),)
 
+    return build
+
+
+def test_the_points_of_a_shape_are_timed_in_interleaved_rounds(tmp_path):
+    order = []
+    build = _logged_build(order, lambda variant, shape: (variant, shape.T))
     run = sweep(tmp_path / "r.json", make_grid(["flash", "mqa"], shapes((32, 64))), build, rounds=3)
     assert [p.status for p in run.points] == ["ok"] * 4
     switches = [a for a, b in zip(order, order[1:]) if a != b]
@@ -409,19 +415,7 @@ def test_points_that_would_not_fit_together_are_timed_one_by_one(tmp_path, monke
     import attncost.profiler.sweep as S
 
     calls = []
-
-    class Logged(TinyAttention):
-        def __init__(self, d, heads, name):
-            super().__init__(d, heads)
-            self.name = name
-
-        def forward(self, x):
-            calls.append(self.name)
-            return super().forward(x)
-
-    def build(variant, shape, params, device, dtype, backend="auto"):
-        return Logged(shape.d, shape.heads, variant), (torch.randn(1, shape.T, shape.d),)
-
+    build = _logged_build(calls, lambda variant, shape: variant)
     grid = make_grid(["flash", "mqa", "gqa"], shapes((32,)))
     assert S._held_together([0, 1, 2], S.grid_points(grid), grid) == [0, 1, 2]
     monkeypatch.setattr(S, "_physical_memory", lambda: 1.0)
