@@ -29,16 +29,21 @@ def parse_layout(tp: int, cp: int, cp_kind: str, sequence_parallel: bool) -> Lay
     return layout
 
 
+def check_shapes(shapes: list, layout: Layout) -> None:
+    """What no variant can split is a flag error (one sentence), not a row or a skip per variant."""
+    for s in shapes:
+        try:
+            check_shape(s, layout)
+        except ParallelError as err:
+            raise fail(str(err)) from None
+
+
 def run(names: list, shapes: list, params: dict, hw, layout: Layout, as_json: bool, wide: bool) -> None:
     """Print (or dump as JSON) each variant at each shape on ``layout``, beside one device."""
     if hw.interconnect is None:
         raise fail(f"--hardware {hw.name} has no interconnect figures: choose one that has (h100, h200, a100, l4, "
                    f"rtx4090) or calibrate one with `attncost calibrate --nproc N`")
-    for s in shapes:  # what no variant can split is a flag error, not a row per variant
-        try:
-            check_shape(s, layout)
-        except ParallelError as err:
-            raise fail(str(err)) from None
+    check_shapes(shapes, layout)
     rows, doc = [], []
     for s in shapes:
         if rows:
@@ -120,6 +125,7 @@ def profile_parallel(o, command: str) -> None:
     shapes = [make_shape(T=t, d=int(o.d or PARALLEL_DEFAULTS["d"]), heads=o.heads or PARALLEL_DEFAULTS["heads"],
                          batch=o.batch, dtype=o.dtype or ("bf16" if device == "cuda" else "fp32"), phase=o.phase)
               for t in parse_T(o.T or PARALLEL_DEFAULTS["T"])]
+    check_shapes(shapes, layout)
     pairs, skipped = _runnable(names, shapes, params, layout)
     if not pairs:
         raise fail("nothing to measure: " + "; ".join(skipped))

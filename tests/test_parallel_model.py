@@ -125,8 +125,9 @@ def test_predict_cli_shows_the_per_device_table():
     bad = CliRunner().invoke(app, ["predict", "--d", "64", "--T", "64", "--cp", "2", "--hardware", "cpu"])
     assert bad.exit_code == 2 and "interconnect" in bad.output
     for split, words in ((["--tp", "3"], "must divide heads=16"), (["--cp", "3"], "multiple of 6")):
-        bad = CliRunner().invoke(app, ["predict", "--d", "1024", "--T", "1000", *split])
-        assert bad.exit_code == 2 and words in bad.output and bad.output.count("\n") <= 2, bad.output
+        for command in (["predict"], ["profile", "--device", "cpu"]):
+            bad = CliRunner().invoke(app, [*command, "--d", "1024", "--heads", "16", "--T", "1000", *split])
+            assert bad.exit_code == 2 and bad.output.count(words) == 1 and bad.output.count("\n") <= 2, bad.output
 
 
 def test_train_ring_and_gqa_window_under_ring():
