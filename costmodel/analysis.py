@@ -10,7 +10,7 @@ the last step that reads it; fused, tensors that never leave a kernel are never 
 from dataclasses import dataclass
 
 from .graph import ACTIVATION_ROLES, Graph, Op
-from .tape import choose
+from .tape import is_zero, larger, plus
 from .units import BACKWARD_ELEMENT_FLOPS, INDEX_BYTES
 
 MATMUL_KINDS = ("matmul", "conv")
@@ -55,7 +55,7 @@ def analyse(g: Graph) -> Analysis:
     leaves: set = set()  # read by an op of another kernel than the one that wrote it
     groups: dict = {}  # kernel -> [step, ops, outside reads, bytes written, flops, matmul flops]
     step = []  # kernel step of each op
-    unfused = 0.0
+    uses: dict = {}  # tensor -> times an op writes or reads it (the bytes moved unfused)
     i = 0
     for op in ops:
         kname, out = op.kernel, op.out
@@ -65,10 +65,10 @@ def analyse(g: Graph) -> Analysis:
         step.append(k[0])
         k[1].append(op)
         first[out] = i
-        unfused += t[out].nbytes
+        uses[out] = uses.get(out, 0) + 1
         outside = k[2]
         for r in op.reads:
-            unfused += t[r].nbytes
+            uses[r] = uses.get(r, 0) + 1
             last_read[r] = i
             pk = kernel_of.get(r)
             if pk != kname:
@@ -79,6 +79,10 @@ def analyse(g: Graph) -> Analysis:
         if op.macs:
             k[5] += op.flops
         i += 1
+    unfused = 0.0  # summed by tensor: a step per tensor, not per use, for the fast path (``tape``)
+    for name, n in uses.items():
+        b = t[name].nbytes
+        unfused = plus(unfused, b if n == 1 else b * n)
     # written to memory: read by another kernel, a layer output, or never read (a cache write)
     escaping = leaves | outputs | (kernel_of.keys() - last_read.keys())
     for name in escaping:
@@ -122,10 +126,14 @@ def _kind(ops: list, flops_matmul: float) -> str:
 
 
 def _peak(delta: list) -> float:
+    """The largest running sum of ``delta`` (from 0); a plain 0.0 (a view: nothing starts or ends
+    there) changes neither, and is skipped so that the fast path (``tape``) records no step for it."""
     peak = live = 0.0
     for dv in delta:
+        if is_zero(dv):
+            continue
         live += dv
-        peak = choose(live > peak, live, peak)
+        peak = larger(live, peak)
     return peak
 
 

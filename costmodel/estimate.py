@@ -1,15 +1,18 @@
 """Evaluate a variant at a shape: the numbers `attncost predict` prints and `--json` dumps."""
 
+import contextlib
+import gc
 import hashlib
 import sys
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Optional
 
 from .analysis import MATMUL_KINDS, add_backward, analyse
 from .graph import Graph
 from .shape import Shape
 from . import program_store
-from .tape import PLAIN_TYPE_NAMES, PLAIN_TYPES, Program, Sym, TraceError, trace
+from .tape import PLAIN_TYPE_NAMES, PLAIN_TYPES, Program, Sym, TraceError, is_zero, plus, trace
 from .timing import predict
 from .variants import REGISTRY, Params, VariantError
 
@@ -126,13 +129,17 @@ def costs(shape: Shape, g: Graph, hardware) -> tuple:
     parts = {"core": 0.0, "proj": 0.0, "other": 0.0}
     flops_mm = 0.0
     for op in g.ops:
+        if is_zero(op.flops):  # a view
+            continue
         parts[op.part] += op.flops
         if op.kind in MATMUL_KINDS:
             flops_mm += op.flops
     flops = sum(parts.values())
     a = analyse(g)
     ks = a.kernels
-    fused_bytes = sum(k.bytes for k in ks)
+    fused_bytes = 0.0
+    for k in ks:
+        fused_bytes = plus(fused_bytes, k.bytes)
     weights = sum(t.elems for t in g.tensors.values() if t.role in ("weight", "buffer"))
     per_token = g.kv_per_token * shape.itemsize
     kv_total = shape.batch * (g.kv_per_token * g.kv_tokens + g.kv_fixed) * shape.itemsize
@@ -165,12 +172,29 @@ def estimate_many(name: str, shapes: list, params: Optional[dict] = None, hardwa
     groups: dict = {}
     for i, s in enumerate(shapes):
         groups.setdefault((s.phase, s.dtype, s.causal, s.kv_heads is None), []).append(i)
-    for (phase, dtype, causal, no_kv), todo in groups.items():
-        key = ("estimate_many", name, phase, dtype, causal, no_kv, fixed, tuple(numeric))
-        programs = _programs(key, hardware)
-        _price(programs, _Point(name, params, numeric, hardware, phase, dtype, causal, no_kv), shapes, todo, out)
-        programs.keep()
+    with _collector_paused():
+        for (phase, dtype, causal, no_kv), todo in groups.items():
+            key = ("estimate_many", name, phase, dtype, causal, no_kv, fixed, tuple(numeric))
+            programs = _programs(key, hardware)
+            _price(programs, _Point(name, params, numeric, hardware, phase, dtype, causal, no_kv), shapes, todo,
+                   out)
+            programs.keep()
     return out
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cycle collector paused while a batch is priced: it would scan every object made so
+    far, again and again, as thousands of Estimates are made (more than half the time of filling
+    them in); what is made here holds no reference cycle, and the collector runs again after."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 # A trace costs about 10 estimates, compiling its program for point-by-point replays about 80 more
@@ -280,8 +304,8 @@ class _Point:
 
     def columns(self, shapes: list) -> list:
         """``inputs`` of each of ``shapes``, a list per input."""
-        return [[getattr(s, f) for s in shapes] for f in self.sizes] + [[v] * len(shapes) for v in
-                                                                         self.numeric.values()]
+        sizes = [list(c) for c in zip(*map(attrgetter(*self.sizes), shapes))]
+        return sizes + [[v] * len(shapes) for v in self.numeric.values()]
 
     def __call__(self, batch, T, d, heads, kv_heads=None, **numeric):
         shape = Shape.model_construct(batch=batch, T=T, d=d, heads=heads, kv_heads=kv_heads, **self.fields)
@@ -393,13 +417,16 @@ def _replay_vector(entry: tuple, point: _Point, shapes: list, todo: list, out: l
     for i in (i for i, g in zip(held, good) if not g):
         out[i] = point.one(shapes[i])
     if matched:
-        take = np.flatnonzero(exact)
+        take = None if len(matched) == len(held) else np.flatnonzero(exact)
         columns = []
         for o, t in zip(outputs, types):
             if t is None:
                 columns.append([o] * len(matched))
-            else:
-                values = np.broadcast_to(o, (len(held),))[take].tolist()
-                columns.append([int(v) for v in values] if t is int else values)
+                continue
+            values = np.broadcast_to(o, (len(held),))
+            if take is not None:
+                values = values[take]
+            # integers below 2^53 (``exact``): int64 holds them, and tolist() gives Python ints
+            columns.append((values.astype(np.int64) if t is int else values).tolist())
         _fill(point, keys, shapes, matched, columns, out)
     return left

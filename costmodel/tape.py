@@ -6,7 +6,8 @@ values are those of plain Python arithmetic); what it decides from them (a compa
 bool, a number used as an index or formatted into a name) is recorded as a guard, so the tape
 holds for every input at which each decision comes out the same. Where a value is chosen by a
 comparison and the choice is data, not structure (the larger of compute and memory time), the
-code says so with ``choose`` (and ``log2``), which are plain Python on plain numbers.
+code says so with ``choose``, ``larger``, ``smaller`` (and ``log2``), which are plain Python on plain
+numbers.
 
 ``Tape.program(outputs)`` keeps the steps the outputs and guards need (common steps merged,
 constants folded while tracing). ``Program.scalar`` runs them, compiled into one straight-line
@@ -32,6 +33,7 @@ _BINARY = {"add": ("+", operator.add), "sub": ("-", operator.sub), "mul": ("*", 
            "lt": ("<", operator.lt), "le": ("<=", operator.le), "gt": (">", operator.gt), "ge": (">=", operator.ge),
            "eq": ("==", operator.eq), "ne": ("!=", operator.ne)}
 _COMPARE = frozenset(("lt", "le", "gt", "ge", "eq", "ne"))
+_EXTREME = {"max": ">", "min": "<"}  # larger, smaller: the comparison that picks the first argument
 _NUMBER = (int, float)
 PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}  # the values plain data (marshal) holds
 PLAIN_TYPE_NAMES = {v: k for k, v in PLAIN_TYPES.items()}
@@ -179,6 +181,35 @@ def choose(cond, a, b):
         pick = a if cond.v else b
         return cond.tape.op("where", (cond, a, b), pick.v if isinstance(pick, Sym) else pick)
     return a if cond else b
+
+
+def is_zero(x) -> bool:
+    """Whether ``x`` is a plain zero (never a traced number: its value elsewhere may not be): where
+    adding it changes nothing, code that skips it records no step."""
+    return x.__class__ is not Sym and x == 0
+
+
+def plus(total, x):
+    """``total + x``, or ``total`` itself where ``x`` is a plain zero (no step recorded). Exact for a
+    running total that is never -0.0 (a sum of sizes or times: ``x + (-x)`` is 0.0)."""
+    return total if is_zero(x) else total + x
+
+
+def larger(a, b):
+    """``a if a > b else b`` (max(a, b) that gives ``b`` where they tie), one step where traced."""
+    return _extreme("max", a, b, a > b)
+
+
+def smaller(a, b):
+    """``a if a < b else b`` (min(a, b) that gives ``b`` where they tie), one step where traced."""
+    return _extreme("min", a, b, a < b)
+
+
+def _extreme(op: str, a, b, first):
+    if first.__class__ is Sym:
+        pick = a if first.v else b
+        return first.tape.op(op, (a, b), pick.v if pick.__class__ is Sym else pick)
+    return a if first else b
 
 
 def log2(x):
@@ -404,7 +435,10 @@ def _vector_fns() -> dict:
             "add": np.add, "sub": np.subtract, "mul": np.multiply, "truediv": np.true_divide,
             "floordiv": np.floor_divide, "mod": np.remainder, "lt": np.less, "le": np.less_equal, "gt": np.greater,
             "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal, "neg": np.negative, "abs": np.abs,
-            "ceil": np.ceil, "floor": np.floor, "where": np.where, "log2": _vector_log2})
+            "ceil": np.ceil, "floor": np.floor, "where": np.where, "log2": _vector_log2,
+            # numpy's maximum and minimum give the second argument where they tie (0.0 and -0.0), as
+            # larger and smaller do; they differ only where the first is NaN, which a vector run refuses
+            "max": np.maximum, "min": np.minimum})
     return _VECTOR_FNS
 
 
@@ -461,6 +495,8 @@ def _compile(tape: Tape, live: list, guards: list, expected: tuple, outs: list) 
             expr = f"abs({a[0]})"
         elif op == "where":
             expr = f"{a[1]} if {a[0]} else {a[2]}"
+        elif op in _EXTREME:
+            expr = f"{a[0]} if {a[0]} {_EXTREME[op]} {a[1]} else {a[1]}"
         else:  # log2, ceil, floor: the functions given to the call
             expr = f"{op}({a[0]})"
         lines.append(f"    v{i} = {expr}")
@@ -476,5 +512,6 @@ def _compile(tape: Tape, live: list, guards: list, expected: tuple, outs: list) 
     return scope["run"]
 
 
-__all__ = ["Sym", "Tape", "Program", "TraceError", "choose", "log2", "trace", "EXACT_INT", "PLAIN_TYPES",
+__all__ = ["Sym", "Tape", "Program", "TraceError", "choose", "is_zero", "larger", "plus", "smaller", "log2", "trace", "EXACT_INT",
+           "PLAIN_TYPES",
            "PLAIN_TYPE_NAMES"]

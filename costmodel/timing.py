@@ -56,7 +56,7 @@ from typing import Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, HardwareError, MatmulEfficiency
 from .opkinds import GRAPH_KINDS, HOST_CLASS, VIEW
-from .tape import choose, log2
+from .tape import choose, larger, log2, plus, smaller
 from .units import DTYPE_BYTES, DTYPES, INDEX_BYTES
 
 MODES = ("eager", "graph")  # how a layer runs: the host issues each op, or the device replays a captured graph
@@ -188,7 +188,7 @@ def matmul_parts(p: tuple, b: float, m: float, k: float, n: float, flops: float,
     if flops <= 0.0 or k <= 0:
         return lat, 0.0, nbytes / mbw
     eff = (m / (m + mn_half)) * (n / (n + mn_half)) * (k / (k + k_half))
-    return lat + k_step * choose(k < k_cap, k, k_cap), flops / (rate * eff), nbytes / mbw
+    return lat + k_step * smaller(k, k_cap), flops / (rate * eff), nbytes / mbw
 
 
 def attention_parts(p: tuple, dh: float, keys: float, fraction: float, flops_mm: float,
@@ -200,7 +200,7 @@ def attention_parts(p: tuple, dh: float, keys: float, fraction: float, flops_mm:
     if fraction < 1.0 and keys > 0:
         dense = flops_mm / fraction
         tiles = flops_mm + 0.5 * tile / keys * dense
-        flops_mm = choose(tiles < dense, tiles, dense)  # min(dense, tiles)
+        flops_mm = smaller(tiles, dense)
     if dh > dh_cap:
         dh = dh_cap
     eff = (dh / (dh + dh_half)) * (keys / (keys + keys_half)) if dh > 0 and keys > 0 else 1.0
@@ -220,7 +220,7 @@ def row_parts(row_s: float, select_s: float, elems: float, out_elems: float, row
     ``rows * k * log2(k + 1) * select_s``. 0 where the row is unknown (``row`` <= 0)."""
     if row <= 0.0:
         return 0.0
-    rows = choose(out_elems > elems, out_elems, elems) / row  # max(elems, out_elems)
+    rows = larger(out_elems, elems) / row
     t = rows * row_s
     if select_s > 0.0 and rows > 0.0:
         t += out_elems * log2(out_elems / rows + 1.0) * select_s
@@ -231,7 +231,7 @@ def dram_parts(cache_bytes: float, dram_bw: float, nbytes: float, memory_s: floa
     """The memory time of a kernel moving ``nbytes``: beyond ``cache_bytes`` (``Hardware.cache_bytes``)
     no shorter than streaming them at ``dram_bw``."""
     dram = nbytes / dram_bw
-    return choose(nbytes > cache_bytes, choose(dram > memory_s, dram, memory_s), memory_s)
+    return choose(nbytes > cache_bytes, larger(dram, memory_s), memory_s)
 
 
 def fresh_parts(fresh_bytes: float, s_per_byte: float, out_bytes: float) -> float:
@@ -243,7 +243,7 @@ def fresh_parts(fresh_bytes: float, s_per_byte: float, out_bytes: float) -> floa
 def kernel_s(parts: tuple) -> float:
     """A kernel's device time from its (latency, compute, memory): the work overlaps, the latency adds."""
     lat, comp, mem = parts
-    return lat + choose(comp > mem, comp, mem)
+    return lat + larger(comp, mem)
 
 
 def law_kind(op) -> str:
@@ -329,7 +329,7 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
             b, m, kk, n = op.mm
             ml, mc, _ = matmul_parts(c.mm, b, m, kk, n, op.flops, 0.0)
             compute += mc
-            lat = choose(ml > lat, ml, lat)
+            lat = larger(ml, lat)
             continue
         compute += op.flops / c.vflops
         opk = law_kind(op)
@@ -337,7 +337,7 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
             host = HOST_CLASS.get(opk, "elementwise")
         law = (kinds.get(op.fn) or kinds.get(opk)) if kinds else None  # a law of the op's own (fit.OWN_LAW)
         if law is not None:
-            lat = choose(law[0] > lat, law[0], lat)
+            lat = larger(law[0], lat)
             if law[1] < bw:
                 bw = law[1]
         if rows is not None:
@@ -364,8 +364,8 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
     seq = c.seq if eager else 0.0
     rate, mn_half, k_half, k_step, k_cap, mbw, mlat = c.mm
     host_mm, fresh_bytes, isz, cache_bytes = c.host_mm, c.fresh_bytes, c.isz, c.cache_bytes
-    host = gpu = 0.0
-    comp_s = mem_s = over_s = dev_s = 0.0
+    host = gpu = 0.0  # the time the host has issued up to; the time the device has run up to
+    comp_s = work_s = dev_s = 0.0
     row_lengths = None
     if c.rowwise:
         kernels = list(kernels)
@@ -379,7 +379,7 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
             flops = k.flops
             memory = dram_parts(cache_bytes, c.dram_bw, k.bytes, k.bytes / mbw)
             if flops > 0.0 and kk > 0:
-                lat = mlat + k_step * choose(kk < k_cap, kk, k_cap)
+                lat = mlat + k_step * smaller(kk, k_cap)
                 compute = flops / (rate * (m / (m + mn_half)) * (n / (n + mn_half)) * (kk / (kk + k_half)))
             else:
                 lat, compute = mlat, 0.0
@@ -390,21 +390,23 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
             lat, compute, memory, h = _kernel_parts(c, k, row_lengths)
         computing = compute >= memory
         work = choose(computing, compute, memory)
+        busy = lat + work  # the kernel's device time
+        was = gpu
         if sync:  # the host runs the op to its end: the longer of its host and kernel time
             host += h + seq
-            over = choose(h > lat + work, h - work, lat) + seq
-        elif eager:
+            gpu = plus(gpu, choose(h > busy, h - work, lat) + seq + work)
+        elif eager:  # the kernel starts once the host has issued it and the device is free
             host += h + seq
-            over = choose(host > gpu, host - gpu, 0.0) + lat  # waiting for the host, then the latency
+            gpu = plus(larger(host, gpu), busy)
         else:
-            over = lat
-        comp_s = choose(computing, comp_s + work, comp_s)
-        mem_s = choose(computing, mem_s, mem_s + work)
-        over_s += over
-        dev_s += lat + work
-        inc = over + work
-        gpu += inc
-        append((k.name, inc, compute, memory, over, k.kind))
+            gpu = plus(gpu, busy)
+        comp_s = plus(comp_s, choose(computing, work, 0.0))
+        work_s = plus(work_s, work)
+        dev_s = plus(dev_s, busy)
+        append((k.name, gpu - was, compute, memory, gpu - was - work, k.kind))
+    # each kernel adds its work and its overhead (waiting for the host, and its latency) to the layer:
+    # the overhead is what the layer took beyond the work (fewer steps per kernel for ``tape`` to replay)
+    mem_s, over_s = work_s - comp_s, gpu - work_s
     other = choose(mem_s >= over_s, "memory", "overhead")
     bound = choose(comp_s >= mem_s, choose(comp_s >= over_s, "compute", other), other)
     return TimeEstimate(gpu, comp_s, mem_s, over_s, bound, rows, host if eager else 0.0, dev_s, mode,

@@ -111,3 +111,47 @@ def test_small_batches_replay_compiled_programs(monkeypatch):
         shapes = _shapes(rng, phase, "bf16", True, 12)
         for few in (shapes[:4], shapes[4:8], shapes[8:]):
             _assert_same(estimate_many(name, few, params, hw), [estimate(name, s, params, hw) for s in few])
+
+
+def test_larger_smaller_and_plus_replay_as_plain_python():
+    """larger/smaller are one step each, give the second argument where they tie (as
+    ``a if a > b else b``), and replay on numbers and arrays as plain Python computes them; plus
+    records no step for a plain zero (exact for a total that is never -0.0)."""
+    import math
+
+    import numpy as np
+
+    from attncost.costmodel.tape import larger, plus, smaller
+
+    def f(a, b):
+        return [larger(a, b), smaller(a, b), plus(plus(abs(a), 0.0), b), larger(a * 0.0, -0.0 * b)]
+
+    tape, out = trace(f, {"a": 3.0, "b": 5.0})
+    program = tape.program(out)
+    assert [tape.steps[i][0] for i in program.live].count("add") == 1  # plus(a, 0.0) is a itself
+    points = [(3.0, 5.0), (5.0, 3.0), (4.0, 4.0), (0.0, -0.0), (-0.0, 0.0), (2.5, -1.0)]
+    for a, b in points:
+        want = f(a, b)
+        got = program.scalar((a, b))
+        assert got == want and [math.copysign(1, x) for x in got] == [math.copysign(1, x) for x in want]
+    exact, vec = program.vector(tuple(np.array(c) for c in zip(*points)))
+    for lane, (a, b) in enumerate(points):
+        want = f(a, b)
+        got = [float(v[lane]) for v in vec]
+        assert got == want and [math.copysign(1, x) for x in got] == [math.copysign(1, x) for x in want]
+
+
+def test_whole_dsa_blocks_share_their_row_count():
+    """Every whole block of DSA's queries has the block size itself as its row count, so that a
+    traced graph records the costs of like blocks once (the fast path's steps do not grow by a
+    block's ops for each block)."""
+    from attncost.costmodel.tape import Tape
+    from attncost.costmodel.variants.latent import _split_blocks
+
+    tape = Tape(("T", "chunk"))
+    T, chunk = tape.input("T", 4096), tape.input("chunk", 256)
+    blocks = _split_blocks(T, chunk, 600)
+    assert len(blocks) == 16 and all(rows is chunk for rows, _, _ in blocks[:-1])
+    assert [(rows.v, before if isinstance(before, int) else before.v, after if isinstance(after, int) else after.v)
+            for rows, before, after in blocks[1:4]] == [(256, 256, 0), (256, 88, 168), (256, 0, 256)]
+    assert blocks[3][2] is chunk

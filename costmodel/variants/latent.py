@@ -133,19 +133,18 @@ def _absorb_query(g, s: Shape, p: MLAParams, q_nope: str, q_rope: Optional[str],
     g.views("q_absorb.views", ABSORB_Q_VIEWS + (1 if dr else 0), "proj")  # q_rope as heads
     if not dr:
         return q_lat if cuts is None else [q_lat] * len(cuts)
-    blocks = _row_blocks(g, s, "q_concat", (q_lat, q_rope), H * (dc + dr), cuts or [(0, s.tokens)])
+    blocks = _row_blocks(g, s, "q_concat", (q_lat, q_rope), H * (dc + dr), cuts or [s.tokens])
     return blocks if cuts else blocks[0]
 
 
 def _row_blocks(g, s: Shape, name: str, reads: tuple, width: int, cuts: list) -> list:
-    """A copy kernel (a cat) whose output is listed as the row blocks ``cuts`` of each sequence
-    ((start, stop) pairs covering its rows, ``width`` elements per row): one tensor per block, so
+    """A copy kernel (a cat) whose output is listed as the row blocks of each sequence, ``cuts``
+    rows each in order (covering its rows, ``width`` elements per row): one tensor per block, so
     that a later kernel reading one block reads only it."""
     if len(cuts) == 1:
-        a, b = cuts[0]
-        return [g.elementwise(name, "copy", reads, elems=s.batch * (b - a) * width, part="other")]
-    return [g.elementwise(f"{name}[{n}]", "copy", reads, elems=s.batch * (b - a) * width, part="other",
-                          kernel=name) for n, (a, b) in enumerate(cuts)]
+        return [g.elementwise(name, "copy", reads, elems=s.batch * cuts[0] * width, part="other")]
+    return [g.elementwise(f"{name}[{n}]", "copy", reads, elems=s.batch * rows * width, part="other",
+                          kernel=name) for n, rows in enumerate(cuts)]
 
 
 def _fused(g, tag: str, q: str, k: str, v: str, *, batch: int, m: int, qk_dim: int, keys: int, v_dim: int,
@@ -276,6 +275,23 @@ def query_blocks(tokens: int, chunk: int) -> list:
     return [(n * chunk, (n + 1) * chunk if n + 1 < count else tokens) for n in range(count)]
 
 
+def _split_blocks(tokens: int, chunk: int, early: int) -> list:
+    """[(rows, early rows, sparse rows), ...] of each of ``query_blocks``: its rows, those before
+    ``early`` (they keep every key) and the others. Every whole block gives the number ``chunk``
+    itself, so that the fast path (``tape``) records the costs of like blocks once."""
+    blocks = query_blocks(tokens, chunk)
+    out = []
+    for n, (start, stop) in enumerate(blocks):
+        rows = chunk if n + 1 < len(blocks) else stop - start
+        if start >= early:
+            out.append((rows, 0, rows))
+        elif stop <= early:
+            out.append((rows, rows, 0))
+        else:
+            out.append((rows, early - start, stop - early))
+    return out
+
+
 def _topk(g, name: str, scores: str, elems: int, kept: int, unread: int = 0) -> str:
     """torch.topk: one kernel writing the kept indices (int64) and their values; the indices are
     written even where no later kernel reads them (a causal prefill of T <= k keeps every key).
@@ -330,7 +346,7 @@ def build_dsa(s: Shape, p: DSAParams):
         ckv = (_cache_latent(g, s, p, ckv, k_rope, rows),)
     elif dr:  # the first k latents apart, as the causal kernel reads them
         ckv = tuple(_row_blocks(g, s, "latent_concat", (ckv, k_rope), dc + dr,
-                                [(0, early), (early, T)] if 0 < early < T else [(0, T)]))
+                                [early, T - early] if 0 < early < T else [T]))
     else:
         ckv = (ckv,)
     # lightning indexer: keys and weights of every token at once, queries block by block
@@ -371,9 +387,9 @@ def _prefill_blocks(g, s: Shape, p: DSAParams, q: tuple, ckv: tuple, index_in: t
     views more); of more than one sequence, its rows are not one stride apart, and the reshapes of
     its weights and absorbed queries copy them (``_indexer``, ``_sparse_attention``)."""
     B, T = s.batch, s.T
-    blocks = query_blocks(s.tokens, block_rows(s, p))
-    sparse = [(max(a, early), b) for a, b in blocks if b > max(a, early)]
-    q_lat = iter(_absorb_query(g, s, p, *q, B * T, ([(0, early)] if early else []) + sparse))
+    blocks = _split_blocks(s.tokens, block_rows(s, p), early)
+    sparse = [after for _, _, after in blocks if after]
+    q_lat = iter(_absorb_query(g, s, p, *q, B * T, ([early] if early else []) + sparse))
     parts = []
     if early:
         views_without_backward(g, "attention:early.rows", 2, "core")  # queries and latents of the first k
@@ -381,9 +397,8 @@ def _prefill_blocks(g, s: Shape, p: DSAParams, q: tuple, ckv: tuple, index_in: t
         parts.append(_latent_attention(g, s, p, next(q_lat), ckv[0], B * early, early, CAUSAL_FUSED_FRACTION,
                                        ":early"))
     c_q, w_qi, ki, wi = index_in
-    for n, (start, stop) in enumerate(blocks):
+    for n, (L, before, after) in enumerate(blocks):
         tag = f"[{n}]" if len(blocks) > 1 else ""
-        L = stop - start
         # the block's query latents and weights; index_q on a row block: torch.matmul's broadcast path
         g.views("block" + tag + ".rows", 2 + (LINEAR_VIEWS if L < T else 0), "core")
         si = _indexer(g, s, p, c_q, w_qi, ki, wi, L, tag)
@@ -392,12 +407,11 @@ def _prefill_blocks(g, s: Shape, p: DSAParams, q: tuple, ckv: tuple, index_in: t
             if "mask_causal" not in g.tensors:
                 mask_buffer(g, "mask_causal", T * T)
             si = g.elementwise("index_mask" + tag, "mask", (si, "mask_causal"), elems=B * L * T)
-        first = min(max(start, early), stop)
-        idx = _topk(g, "topk" + tag, si, B * L * T, B * L * keys, B * (first - start) * keys if first < stop else 0)
-        if stop > first:
+        idx = _topk(g, "topk" + tag, si, B * L * T, B * L * keys, B * before * keys if before and after else 0)
+        if after:
             # the block's queries and indices past early
             views_without_backward(g, "block" + tag + ".sparse", 2, "core")
-            parts.append(_sparse_attention(g, s, p, next(q_lat), ckv, idx, B * (stop - first), keys, tag))
+            parts.append(_sparse_attention(g, s, p, next(q_lat), ckv, idx, B * after, keys, tag))
     return parts
 
 
