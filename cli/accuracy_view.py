@@ -1,7 +1,6 @@
 """`attncost crosscheck --time RUN.json [--by-op]`: the time model's error on a measured run, and
 (--by-op, a run profiled with --ops) where each variant's error comes from, op kind by op kind."""
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +13,7 @@ from ..costmodel.accuracy import (REST, TARGET_MEDIAN, TARGET_P90, by_op, by_var
                                   point_errors, summary)
 from ..reports.fmt import count, error, measured_ms, ms, pct, predicted_ms
 from .errors import fail
-from .layout import datasheet_warning, fit_console
+from .layout import datasheet_warning, fit_console, print_json
 from .options import load_run, write_csv
 
 console = Console(highlight=False)
@@ -42,7 +41,7 @@ def time_check(path: str, as_json: bool, ops: bool = False, csv_path: Optional[P
                "points": points}
         if kinds is not None:
             doc["by_op"] = {name: {**s, "rows": [r.model_dump() for r in s["rows"]]} for name, s in kinds.items()}
-        print(json.dumps(doc, indent=1, allow_nan=False))
+        print_json(doc)
     else:
         _print(run, path, errors, total, per_variant, cross, kinds)
     if not passed:

@@ -1,7 +1,6 @@
 """`attncost crosscheck`: the analytic FLOP counts beside fvcore's and FlopCounterMode's, counted
 on each variant's real PyTorch module. torch and fvcore are imported inside the command only."""
 
-import json
 from typing import List, Optional
 
 import typer
@@ -13,7 +12,7 @@ from ..costmodel.units import DEVICES, PHASES
 from ..reports.fmt import flops, pct
 from .app import app
 from .errors import fail
-from .layout import PlainHelp, fit_console
+from .layout import PlainHelp, fit_console, print_json
 from .options import (BACKEND_CHOICES, CSV_HELP, T_HELP, WIDE_HELP, check_choice, check_csv, check_params,
                       make_shape, parse_ints, parse_params, parse_T, parse_variants, write_csv)
 
@@ -117,8 +116,8 @@ def crosscheck(
     if csv_path is not None:
         write_csv(csv_path, [r.model_dump(mode="json") for r in results])
     if as_json:
-        print(json.dumps({"conventions": list(CONVENTIONS), "ok": not failed,
-                          "results": [r.model_dump(mode="json") for r in results]}, indent=1, allow_nan=False))
+        print_json({"conventions": list(CONVENTIONS), "ok": not failed,
+                          "results": [r.model_dump(mode="json") for r in results]})
     else:
         _print(results, wide)
         if by_op:

@@ -1,7 +1,6 @@
 """`attncost fidelity`: how closely each approximate variant reproduces exact softmax attention on
 the same Q/K/V (profiler/fidelity.py). torch is imported only when the command runs."""
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -12,7 +11,7 @@ from rich.markup import escape
 from ..reports.fmt import pct, sig
 from .app import app
 from .errors import fail
-from .layout import Column, PlainHelp, fit_console, print_table
+from .layout import Column, PlainHelp, fit_console, print_json, print_table
 from .options import (REPORT_FILE, T_HELP, WIDE_HELP, check_choice, check_output, check_param_values,
                       list_items, make_shape, parse_params, parse_T, parse_variants)
 
@@ -212,7 +211,7 @@ def fidelity(
             raise fail(f"--html {html}: cannot write there ({err.strerror or err})")
         err_console.print(f"Report written to {path.resolve()}", markup=False, soft_wrap=True)
     if as_json:
-        print(json.dumps(doc, indent=1, allow_nan=False))
+        print_json(doc)
         return
     print_fidelity(points, wide)
 

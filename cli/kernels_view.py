@@ -2,7 +2,6 @@
 host-only op, where a graph carries them): its ops, kind (``costmodel.opkinds``), FLOPs, bytes,
 predicted device time, what bounds it, and whether it runs on the device or the host. No torch."""
 
-import json
 
 from rich.markup import escape
 
@@ -14,7 +13,7 @@ from ..costmodel.timing import predict
 from ..costmodel.variants import NAMES, VariantError
 from ..reports.fmt import flops, ms, nbytes, pct
 from .errors import fail
-from .layout import Column, datasheet_warning, print_table, screen
+from .layout import Column, datasheet_warning, print_json, print_table, screen
 from .options import check_choice
 
 # KernelTime.bound of a kernel timed alone on the device (no host): its fixed latency outweighs its work
@@ -60,8 +59,8 @@ def kernels_report(text: str, shapes: list, params: dict, hw, as_json: bool, wid
     except VariantError as err:
         raise fail(f"--kernels {variant}: {err}")
     if as_json:
-        print(json.dumps({"variant": variant, "params": p.model_dump(), "shape": shape.model_dump(),
-                          "hardware": hw.name, "totals": totals, "rows": rows}, indent=1, allow_nan=False))
+        print_json({"variant": variant, "params": p.model_dump(), "shape": shape.model_dump(),
+                          "hardware": hw.name, "totals": totals, "rows": rows})
         return
     _print(variant, shape, hw, rows, totals, wide)
 

@@ -5,6 +5,7 @@ as a table where its narrowest layout fits the console; otherwise as a vertical 
 per row with "header value" pairs packed into lines. Piped output is ``COLUMNS`` wide, else 100.
 """
 
+import json
 import os
 from typing import List, NamedTuple, Optional, Sequence
 
@@ -110,6 +111,29 @@ def _print_vertical(console: Console, columns: List[Column], rows: list, title: 
 
 DATASHEET_NOTE = ("datasheet peaks, not calibrated: efficiencies are assumed, not measured on this device; "
                   "run `attncost calibrate` there and pass the profile as --hardware FILE.json")
+
+
+def print_json(doc) -> None:
+    """Print ``doc`` as JSON: a key of the top object (or an item of a top list) per line, and each
+    item of a list there on a line of its own, every line written by json's C encoder (``indent``
+    takes the pure-Python one: four times slower for a sweep of a thousand rows). NaN is refused."""
+    print(json_text(doc))
+
+
+def json_text(doc) -> str:
+    """The text ``print_json`` prints."""
+    def one(value) -> str:
+        return json.dumps(value, allow_nan=False)
+
+    def items(values: list, pad: str) -> str:
+        return "[\n" + ",\n".join(pad + one(v) for v in values) + "\n" + pad[:-1] + "]" if values else "[]"
+
+    if isinstance(doc, list):
+        return items(doc, " ")
+    if not isinstance(doc, dict):
+        return one(doc)
+    lines = (f" {one(str(k))}: {items(v, '  ') if isinstance(v, list) else one(v)}" for k, v in doc.items())
+    return "{\n" + ",\n".join(lines) + "\n}" if doc else "{}"
 
 
 def datasheet_warning(hw) -> Optional[str]:

@@ -1,7 +1,6 @@
 """`attncost predict --model NAME|FILE.json`: a whole model, per attention variant (presentation only;
 the numbers come from ``costmodel.model_cost``)."""
 
-import json
 from typing import Optional
 
 from rich.markup import escape
@@ -9,7 +8,7 @@ from rich.markup import escape
 from ..costmodel.units import DTYPES, KV_DTYPES, WEIGHT_DTYPES
 from ..reports.fmt import bandwidth, flops, nbytes, pct, sig
 from .errors import fail
-from .layout import SECTION, Column, datasheet_warning, print_table, screen
+from .layout import SECTION, Column, datasheet_warning, print_json, print_table, screen
 from .options import check_choice, check_params, load_model, make_shape, parse_params, parse_T, parse_variants
 
 COMPONENT_LABELS = {"attention_core": "attention core", "attention_proj": "attention projections",
@@ -40,8 +39,8 @@ def run(model: str, T: str, batch, dtype: str, variants: Optional[str], param: O
                              logits=logits, weights_dtype=weights_dtype, kv_dtype=kv_dtype)
                for b in batches for t in Ts for v in names]
     if as_json:
-        print(json.dumps({"model": cfg.model_dump(), "hardware": hw.model_dump(),
-                          "results": [r.as_dict() for r in results]}, indent=1, allow_nan=False))
+        print_json({"model": cfg.model_dump(), "hardware": hw.model_dump(),
+                          "results": [r.as_dict() for r in results]})
     else:
         _print(cfg, results, hw, wide)
     return results

@@ -2,7 +2,6 @@
 runs, counted by op kind (``costmodel.opkinds``): kernels and the bytes they move, and host-only
 view ops. Exit 1 where any kind disagrees. torch is imported inside the command only."""
 
-import json
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Optional
@@ -18,7 +17,7 @@ from ..costmodel.shape import Shape
 from ..costmodel.units import PHASES
 from ..reports.fmt import count, nbytes, pct
 from .errors import fail
-from .layout import fit_console
+from .layout import fit_console, print_json
 from .options import (BACKEND_CHOICES, DEVICE_CHOICES, check_choice, check_params, make_shape,
                       parse_ints, parse_params, parse_T, parse_variants, write_csv)
 
@@ -104,8 +103,8 @@ def ops_check(variants: str, d: str, T: str, shape_fields: dict, param, backend:
     if csv_path is not None:
         write_csv(csv_path, [line for r in results for line in _csv_lines(r.model_dump())])
     if as_json:
-        print(json.dumps({"conventions": list(CONVENTIONS), "tolerance": BYTES_TOLERANCE, "ok": ok,
-                          "results": [r.model_dump() for r in results]}, indent=1, allow_nan=False))
+        print_json({"conventions": list(CONVENTIONS), "tolerance": BYTES_TOLERANCE, "ok": ok,
+                          "results": [r.model_dump() for r in results]})
     else:
         fit_console(console, wide)
         print_results(results)

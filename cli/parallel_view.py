@@ -1,7 +1,6 @@
 """`attncost predict --tp N` / `--cp N --cp-kind ring|ulysses`: one layer split over N devices, per device;
 `attncost profile --tp N` / `--cp N`: the same layer measured on N processes beside that prediction."""
 
-import json
 import os
 
 from rich.markup import escape
@@ -11,7 +10,7 @@ from ..costmodel.parallel import (CP_KINDS, Layout, ParallelError, check_counts,
 from ..costmodel.units import MIB
 from ..reports.fmt import ms, nbytes, pct, sig
 from .errors import fail
-from .layout import SECTION, Column, datasheet_warning, print_table, screen
+from .layout import SECTION, Column, datasheet_warning, print_json, print_table, screen
 from .options import (RESULTS_FILE, check_choice, check_output, check_param_values, load_hardware, make_shape,
                       parse_params, parse_T, parse_variants)
 
@@ -58,8 +57,8 @@ def run(names: list, shapes: list, params: dict, hw, layout: Layout, as_json: bo
                         "single_device_full_from_T": full})
             rows.append(_row(e, one, pays, full, len(shapes) > 1))
     if as_json:
-        print(json.dumps({"hardware": hw.name, "interconnect": hw.interconnect.model_dump(),
-                          "results": doc}, indent=1, allow_nan=False))
+        print_json({"hardware": hw.name, "interconnect": hw.interconnect.model_dump(),
+                          "results": doc})
         return
     _print(rows, shapes, hw, layout, len(shapes) > 1, wide, doc)
 

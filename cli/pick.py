@@ -1,7 +1,6 @@
 """`attncost pick`: the attention variants and parameters that meet a budget, as a Pareto front of
 time, memory and fidelity (the sweep is ``costmodel.pick``; the sentences ``reports.pick_figure``)."""
 
-import json
 import re
 from typing import Optional
 
@@ -15,7 +14,7 @@ from ..reports.pick_figure import (FIDELITY_METHOD, NO_FIDELITY, excluded_text, 
                                    nothing_text, outcome_text, params_text)
 from .app import app
 from .errors import fail
-from .layout import Column, PlainHelp, datasheet_warning, print_table, screen
+from .layout import Column, PlainHelp, datasheet_warning, print_json, print_table, screen
 from .options import (REPORT_FILE, WIDE_HELP, check_choice, check_csv, check_output, command_line, load_fidelity_file,
                       load_hardware, load_model, make_shape, parse_T, parse_variants, write_csv)
 
@@ -132,7 +131,7 @@ def pick_cmd(
     if csv_out is not None:
         write_csv(csv_out, [_flat(p) for p in result.points])
     if as_json:
-        print(json.dumps(_document(result, hw, fidelity), indent=1, allow_nan=False))
+        print_json(_document(result, hw, fidelity))
     else:
         _print(result, hw, wide)
     if out is not None:

@@ -1,6 +1,5 @@
 """`attncost predict`, `attncost variants`, `attncost hardware`: the analytic model, no torch."""
 
-import json
 from typing import List, Optional
 
 import typer
@@ -15,7 +14,7 @@ from ..costmodel.timing import MODES
 from ..costmodel.units import GIB, GIGA, MIB
 from .app import app
 from .errors import fail
-from .layout import SECTION, Column, PlainHelp, datasheet_warning, print_table, screen
+from .layout import SECTION, Column, PlainHelp, datasheet_warning, print_json, print_table, screen
 from ..reports.fmt import sig
 from .options import (REPORT_FILE, check_choice, command_line, check_output, check_params, list_items, load_hardware, make_shape,
                       WIDE_HELP, parse_ints, parse_params, parse_T, parse_variants, CSV_HELP, T_HELP, check_csv, write_csv)
@@ -160,7 +159,7 @@ def predict(
                "exec": exec_mode, "baseline": base, "results": [r.model_dump() for r in results]}
         if len(hws) > 1:  # one entry per profile, each as the single-profile document has it
             doc["compare"] = [{"hardware": h.model_dump(), "results": [r.model_dump() for r in rs]} for h, rs in runs]
-        print(json.dumps(doc, indent=1, allow_nan=False))
+        print_json(doc)
     else:
         _print(console, runs, base, shapes, wide)
         if exec_mode == "graph":
@@ -366,7 +365,7 @@ def list_variants(as_json: bool = typer.Option(False, "--json", help="Print JSON
                      "causal": {True: "causal", False: "not causal", None: "either"}[v.causal],
                      "decode": v.decode, "cost": v.cost, "params": params, "notes": list(v.notes)})
     if as_json:
-        print(json.dumps(rows, indent=1, allow_nan=False))
+        print_json(rows)
         return
     console = screen()
     for r in rows:  # a block per variant, its lines indented where they wrap: readable at any width
@@ -393,7 +392,7 @@ def list_hardware_cmd(as_json: bool = typer.Option(False, "--json", help="Print 
 
     profiles = list_hardware()
     if as_json:
-        print(json.dumps([h.model_dump() for h in profiles], indent=1, allow_nan=False))
+        print_json([h.model_dump() for h in profiles])
         return
     console = screen(wide)
     cols = [Column("name", "left"), Column("description", "left", wide=True), Column("bf16\nTFLOP/s"),

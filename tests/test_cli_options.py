@@ -108,3 +108,21 @@ def test_write_csv_flattens_json_fields(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0] == "variant,shape.T,shape.d,Ts,error,extra"
     assert lines[1] == "mla,8,64,1;2,," and lines[2] == "flash,16,64,,,1.5"
+
+
+def test_json_text_is_the_document_with_a_row_per_line():
+    import json
+    import math
+
+    from attncost.cli.layout import json_text
+
+    doc = {"shape": {"T": 4, "d": [1, 2]}, "results": [{"a": 1.5, "b": None}, {"a": 2, "b": [3]}], "empty": [],
+           "none": {}, "ok": True}
+    text = json_text(doc)
+    assert json.loads(text) == doc
+    assert text.splitlines()[:2] == ["{", ' "shape": {"T": 4, "d": [1, 2]},']
+    assert '  {"a": 1.5, "b": null},' in text.splitlines()
+    for other in ([], {}, [{"x": 1}, 2], "s", 3):
+        assert json.loads(json_text(other)) == other
+    with pytest.raises(ValueError):
+        json_text({"results": [math.nan]})
