@@ -588,5 +588,5 @@ def _recompute(g: Graph, f: Op, kernel: str, recomputed: dict) -> str:
     g._add(name, g.tensors[f.out].elems, "act")
     reads = tuple(recomputed.get(r, r) for r in f.reads)
     g.ops.append(Op(name, f.kind, f.part, f.flops, f.macs, reads, name, kernel, f.out_elems, f.mm,
-                    f.fn, False, f.fraction, f.elems))
+                    f.fn, False, f.fraction, f.elems, group=f.group))
     return name

@@ -493,6 +493,12 @@ def _fit_element_kind(base: Hardware, kind: str, pts: list, floor: float,
     return law(_pattern_search(loss, x0, lo, hi))
 
 
+GEMV_ROWS = 3  # mm rows of m = 1 that may get matrix-vector products a law of their own ...
+MIN_MM_ROWS = 8  # ... where this many others fit the matmul law ...
+GEMV_GAIN = 0.95  # ... and the two laws leave at most this share of the one law's squared log error
+GEMV_FITS = 0.01  # ... unless the one law prices the rows within this (root mean square log error)
+
+
 def fit_matmul(base: Hardware, rows: list) -> Fitted:
     """``MatmulEfficiency`` per dtype with at least 8 ``mm`` rows (``bmm`` rows are left out, to
     check the fit); bf16 and fp16 run at the same tensor-core rate, so one shares the other's fit."""
@@ -513,24 +519,43 @@ def fit_matmul(base: Hardware, rows: list) -> Fitted:
 
 def _fit_matmul_dtype(base: Hardware, dt: str, mm: list) -> MatmulEfficiency:
     """One dtype's matmul efficiency, fitted to [((b, m, k, n, flops, bytes), measured seconds)];
-    the serial k term stops at the largest k measured."""
+    the serial k term stops at the largest k measured. Where there are ``GEMV_ROWS`` rows of m = 1
+    and ``MIN_MM_ROWS`` others, the law may be fitted to the others and ``gemv_mem_eff`` to the rows of
+    m = 1 (a BLAS library runs them as matrix-vector products, a kernel of its own): where the two
+    laws price all rows better than one law fitted to all (``GEMV_GAIN``), which misses them
+    (``GEMV_FITS``)."""
     peak, bw = base.tensor_peak(dt), base.mem_bandwidth
     b0 = base.matmul_eff(dt)
     kcap = float(max(s[2] for s, _ in mm))
     reg = _regimes(base)
     mm = [(spec, meas, spec[0] * spec[1] * spec[3] * DTYPE_BYTES[dt]) for spec, meas in mm]
-    x0 = [b0.max_eff, max(b0.mn_half, 1.0), max(b0.k_half, 1.0), max(b0.k_step_s, 1e-10), b0.mem_eff,
-          max(b0.latency_s, 1e-6)]
-    lo = [0.01, 1e-2, 1e-2, 1e-13, 0.05, 1e-6]
-    hi = [1.0, 1e5, 1e5, 1e-6, 1.0, 1e-3]
 
-    def loss(x):  # x: max_eff, mn_half, k_half, k_step_s, mem_eff, latency_s
-        p = (peak * x[0], x[1], x[2], x[3], kcap, bw * x[4], x[5])  # timing.matmul_params
-        return _sq_log((reg.kernel_s(matmul_parts(p, *spec), spec[-1], out), meas) for spec, meas, out in mm)
+    def loss_at(x: list, gemv_eff: float, rows: list) -> float:  # x: max_eff, mn_half, k_half, k_step_s, mem_eff, latency_s
+        p = (peak * x[0], x[1], x[2], x[3], kcap, bw * x[4], x[5], bw * gemv_eff)  # timing.matmul_params
+        return _sq_log((reg.kernel_s(matmul_parts(p, *spec), spec[-1], out), meas) for spec, meas, out in rows)
 
-    x = _pattern_search(loss, x0, lo, hi)
+    def law(rows: list) -> list:
+        x0 = [b0.max_eff, max(b0.mn_half, 1.0), max(b0.k_half, 1.0), max(b0.k_step_s, 1e-10), b0.mem_eff,
+              max(b0.latency_s, 1e-6)]
+        return _pattern_search(lambda x: loss_at(x, 0.0, rows), x0, [0.01, 1e-2, 1e-2, 1e-13, 0.05, 1e-6],
+                               [1.0, 1e5, 1e5, 1e-6, 1.0, 1e-3])
+
+    x = law(mm)
+    gemv = [row for row in mm if row[0][0] == 1 and row[0][1] == 1]
+    if len(gemv) < GEMV_ROWS or len(mm) - len(gemv) < MIN_MM_ROWS:
+        return _efficiency(x, kcap, None)
+    apart = law([row for row in mm if row not in gemv])
+    y = _pattern_search(lambda y: loss_at(apart, y[0], gemv), [b0.gemv_mem_eff or apart[4]], [0.01], [1.0])[0]
+    one = loss_at(x, 0.0, mm)
+    if one > len(mm) * GEMV_FITS**2 and loss_at(apart, y, mm) < GEMV_GAIN * one:
+        return _efficiency(apart, kcap, y)
+    return _efficiency(x, kcap, None)
+
+
+def _efficiency(x: list, kcap: float, gemv_eff: Optional[float]) -> MatmulEfficiency:
+    """The ``MatmulEfficiency`` of fitted values (max_eff, mn_half, k_half, k_step_s, mem_eff, latency_s)."""
     return MatmulEfficiency(max_eff=x[0], mn_half=x[1], k_half=x[2], k_step_s=x[3], k_serial_cap=kcap,
-                            mem_eff=x[4], latency_s=x[5])
+                            mem_eff=x[4], latency_s=x[5], gemv_mem_eff=gemv_eff)
 
 
 def fit_attention(base: Hardware, rows: list, *, mem_eff: float, min_latency_s: float) -> Fitted:
@@ -579,7 +604,8 @@ def _fit_backend(base: Hardware, a0: AttentionEfficiency, rs: list, mem_eff: flo
 
     x = _pattern_search(loss, x0, lo, hi)
     return AttentionEfficiency(max_eff=x[0], dh_half=x[1], keys_half=x[2], causal_tile=x[3], dh_cap=dh_cap,
-                               mem_eff=mem_eff, latency_s=x[4], q_half=x[5] if decode else a0.q_half)
+                               mem_eff=mem_eff, latency_s=x[4], q_half=x[5] if decode else a0.q_half,
+                               packs_groups=a0.packs_groups)
 
 
 def _default_backend(attention: dict, base: Hardware, default_rows: list) -> str:

@@ -65,6 +65,7 @@ class Op:
     # (torch.sub(a, b, alpha=c)), "sum" (a mean's sum), "sum_kept" (a sum keeping its dimension), "pass"
     # (the gradient itself: a scan along a dimension of one element); of a matmul, "bmm": batched operands;
     # of a group of views, "none": their backward runs no view
+    group: float = 1.0  # of an attention matmul: the query heads whose rows it runs over one K/V head
 
 
 @dataclass(slots=True)
@@ -105,15 +106,17 @@ class Graph:
 
     # -- ops -----------------------------------------------------------------------------
     def matmul(self, name, a, b, *, batch=1, m, k, n, part: Part = "core", kernel=None,
-               fraction=1.0, recompute=False, grad_copy=()) -> str:
+               fraction=1.0, recompute=False, grad_copy=(), group=1) -> str:
         """(batch x) (m x k) @ (k x n): 2*batch*m*k*n*fraction FLOPs, output batch*m*n. ``grad_copy``:
         the inputs (0: a, 1: b) read through a view their gradient, written in this op's layout, cannot
-        be viewed back through (a head view of a token-major tensor): autograd copies it."""
+        be viewed back through (a head view of a token-major tensor): autograd copies it. ``group``: of
+        an attention kernel's scores, the query heads (sharing one K/V head) whose rows ``m`` counts."""
         macs = batch * m * k * n * fraction
         out_elems = batch * m * n
         self._add(name, out_elems, "act")
         self.ops.append(Op(name, "matmul", part, 2.0 * macs, macs, (a, b), name, kernel or name,
-                           out_elems, (batch, m, k, n), None, recompute, fraction, grad_copy=tuple(grad_copy)))
+                           out_elems, (batch, m, k, n), None, recompute, fraction, grad_copy=tuple(grad_copy),
+                           group=group))
         return name
 
     def conv(self, name, x, w, *, macs, out_elems, part: Part = "core", kernel=None) -> str:

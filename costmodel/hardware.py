@@ -74,7 +74,10 @@ class MatmulEfficiency(BaseModel):
 
     ``time = latency_s + k_step_s * min(k, k_serial_cap)
     + max(flops / (peak * eff), bytes / (mem_bandwidth * mem_eff))``
-    with ``eff = max_eff * m/(m+mn_half) * n/(n+mn_half) * k/(k+k_half)``.
+    with ``eff = max_eff * m/(m+mn_half) * n/(n+mn_half) * k/(k+k_half)``; a matrix-vector
+    product (one m x k @ k x n with m = 1, as decode at batch 1 runs its projections) where the
+    profile has ``gemv_mem_eff``: ``latency_s + bytes / (mem_bandwidth * gemv_mem_eff)``, as BLAS
+    libraries run it (a kernel of its own that streams the matrix; a CPU's gemm packs it first).
 
     ``k_step_s`` is the latency of the serial reduction loop (each output tile walks k in order),
     which dominates small, deep matmuls; it is not extrapolated beyond ``k_serial_cap`` (the
@@ -90,6 +93,8 @@ class MatmulEfficiency(BaseModel):
     k_serial_cap: float = Field(4096.0, gt=0, description="k beyond which the serial term stops growing")
     mem_eff: Share = Field(0.8, description="share of mem_bandwidth a matmul's traffic reaches")
     latency_s: Seconds = Field(6e-6, description="fixed device time of one matmul kernel (s)")
+    gemv_mem_eff: Optional[Share] = Field(None, description="share of mem_bandwidth a matrix-vector product "
+                                                             "(m = 1) reaches; None: the matmul law prices it")
 
 
 class AttentionEfficiency(BaseModel):
@@ -97,7 +102,9 @@ class AttentionEfficiency(BaseModel):
 
     ``time = latency_s + max(flops_mm' / (peak * eff), bytes / (mem_bandwidth * mem_eff))``
     with ``eff = max_eff * dh'/(dh'+dh_half) * keys/(keys+keys_half) [* q/(q+q_half)]``,
-    ``dh' = min(dh, dh_cap)``, ``q`` the query rows per head and key block (decode: 1).
+    ``dh' = min(dh, dh_cap)``, ``q`` the query rows the kernel runs over each K/V head's keys:
+    a query head's tokens (decode: 1), or, where the kernel packs the query heads that share a K/V
+    head (``packs_groups``, GQA/MQA), theirs together.
     Non-matmul FLOPs (softmax)
     overlap with the matmuls and are not charged. A masked (causal, windowed) kernel skips masked
     tiles but computes the tiles the mask boundary crosses: ``flops_mm' = flops_mm + 0.5 *
@@ -115,6 +122,10 @@ class AttentionEfficiency(BaseModel):
                                                             "(the largest fitted: no extrapolation)")
     mem_eff: Share = Field(0.85, description="share of mem_bandwidth reached")
     latency_s: Seconds = Field(8e-6, description="fixed device time of one attention kernel (s)")
+    packs_groups: bool = Field(True, description="the query heads sharing a K/V head (GQA/MQA) run as one "
+                                                 "block of query rows (FlashAttention-2 decode swaps them "
+                                                 "into the query dimension); false: each query head apart, "
+                                                 "as PyTorch's CPU kernels run them")
 
 
 class Link(BaseModel):
@@ -506,7 +517,7 @@ CPU = Hardware(
             "bf16": MatmulEfficiency(max_eff=0.35, mn_half=16.0, k_half=32.0, k_step_s=0.0, mem_eff=0.7,
                                      latency_s=2e-6)},
     attention={"flash": AttentionEfficiency(max_eff=0.35, dh_half=32.0, keys_half=128.0, causal_tile=64.0,
-                                            mem_eff=0.7, latency_s=2e-6)},
+                                            mem_eff=0.7, latency_s=2e-6, packs_groups=False)},
     attention_backend="flash",
     calibration="assumed, not measured: matmul at up to 70% of the FP32 peak (35% in bf16, converted "
                 "on the fly without AMX), fused attention up to 35%; fit it with `attncost calibrate`",

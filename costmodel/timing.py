@@ -129,8 +129,10 @@ def _bound(compute: float, memory: float, over: float) -> str:
 
 def matmul_params(peak: float, bw: float, e: MatmulEfficiency) -> tuple:
     """``e`` on a profile's peak FLOP/s and bandwidth, as ``matmul_parts`` reads it: (rate = peak *
-    max_eff, mn_half, k_half, k_step_s, k_serial_cap, bytes/s = bw * mem_eff, latency_s)."""
-    return (peak * e.max_eff, e.mn_half, e.k_half, e.k_step_s, e.k_serial_cap, bw * e.mem_eff, e.latency_s)
+    max_eff, mn_half, k_half, k_step_s, k_serial_cap, bytes/s = bw * mem_eff, latency_s, a matrix-vector
+    product's bytes/s = bw * gemv_mem_eff or 0.0: none)."""
+    return (peak * e.max_eff, e.mn_half, e.k_half, e.k_step_s, e.k_serial_cap, bw * e.mem_eff, e.latency_s,
+            bw * (e.gemv_mem_eff or 0.0))
 
 
 def attention_params(peak: float, bw: float, e: AttentionEfficiency) -> tuple:
@@ -145,7 +147,7 @@ class CompiledProfile:
     predictor's inner loop reads instead of the pydantic fields."""
 
     __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "select_s", "rowwise", "host", "host_mm",
-                 "host_sdpa", "seq", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s")
+                 "host_sdpa", "seq", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s", "packs")
 
     def __init__(self, hw: Hardware, dtype: str, backend: Optional[str]):
         if dtype not in hw.peak_flops:
@@ -155,6 +157,7 @@ class CompiledProfile:
         self.peak, self.vflops = peak, hw.vector_flops
         self.mm = matmul_params(peak, bw, hw.matmul_eff(dtype))
         self.at = attention_params(peak, bw, hw.attention_eff(backend))
+        self.packs = hw.attention_eff(backend).packs_groups
         self.vlat = hw.kernel_latency_s
         self.vbw = bw * hw.mem_efficiency
         # op kind -> (latency, bandwidth, time per row), for the kinds the profile knows apart
@@ -184,7 +187,9 @@ def compiled(hw: Hardware, dtype: str, backend: Optional[str] = None) -> Compile
 def matmul_parts(p: tuple, b: float, m: float, k: float, n: float, flops: float, nbytes: float) -> tuple:
     """(latency, compute, memory) seconds of one matmul kernel (formula: ``MatmulEfficiency``); ``p``:
     ``matmul_params``."""
-    rate, mn_half, k_half, k_step, k_cap, mbw, lat = p
+    rate, mn_half, k_half, k_step, k_cap, mbw, lat, gemv_bw = p
+    if gemv_bw > 0.0 and m == 1 and b == 1:  # a matrix-vector product: it streams the matrix
+        return lat, 0.0, nbytes / gemv_bw
     if flops <= 0.0 or k <= 0:
         return lat, 0.0, nbytes / mbw
     eff = (m / (m + mn_half)) * (n / (n + mn_half)) * (k / (k + k_half))
@@ -317,6 +322,8 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
                     sc = op
         if sc is not None:
             _, queries, dh, keys = sc.mm
+            if not c.packs:  # each query head's rows apart
+                queries = queries / sc.group
             lat, comp, mem = attention_parts(c.at, dh, keys, sc.fraction, k.flops_matmul, k.bytes, queries)
             return lat + fresh, comp, dram_parts(c.cache_bytes, c.dram_bw, k.bytes, mem), c.host_sdpa
     # vector / copy (and an attention kernel without a matmul, which should not exist)
@@ -362,7 +369,7 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
     eager = mode == "eager"
     sync = eager and c.sync
     seq = c.seq if eager else 0.0
-    rate, mn_half, k_half, k_step, k_cap, mbw, mlat = c.mm
+    rate, mn_half, k_half, k_step, k_cap, mbw, mlat, gemv_bw = c.mm
     host_mm, fresh_bytes, isz, cache_bytes = c.host_mm, c.fresh_bytes, c.isz, c.cache_bytes
     host = gpu = 0.0  # the time the host has issued up to; the time the device has run up to
     comp_s = work_s = dev_s = 0.0
@@ -375,10 +382,11 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
     for k in kernels:
         if k.kind == "matmul":  # matmul_parts, inlined: the common case
             op = k.ops[0]
-            _, m, kk, n = op.mm
+            bb, m, kk, n = op.mm
             flops = k.flops
-            memory = dram_parts(cache_bytes, c.dram_bw, k.bytes, k.bytes / mbw)
-            if flops > 0.0 and kk > 0:
+            gemv = gemv_bw > 0.0 and m == 1 and bb == 1  # a matrix-vector product: it streams the matrix
+            memory = dram_parts(cache_bytes, c.dram_bw, k.bytes, k.bytes / (gemv_bw if gemv else mbw))
+            if flops > 0.0 and kk > 0 and not gemv:
                 lat = mlat + k_step * smaller(kk, k_cap)
                 compute = flops / (rate * (m / (m + mn_half)) * (n / (n + mn_half)) * (kk / (kk + k_half)))
             else:

@@ -129,7 +129,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                     sdpa_dtype="fp16", tiny_ops=2000, budget_s=0.1 if quick else 0.25)
     # CPU: fp32 everywhere; bf16 matmuls on a reduced grid (fast only with AVX512-BF16 or AMX)
     if quick:  # a few seconds: small shapes (bf16 matmuls are slow on CPUs without AMX / AVX512-BF16)
-        grid32 = [(m, k, n) for m in (1, 16, 128) for k in (64, 256) for n in (64, 256)]
+        grid32 = [(m, k, n) for m in (1, 4, 16, 128) for k in (64, 256) for n in (64, 256)]
         grid16 = [(m, k, n) for m in (16, 128) for k in (64, 256) for n in (64, 256)]
         sdpa = [(1, 2, T, dh, True) for T in (128, 256) for dh in (32, 64)]
         return Plan(mm={"fp32": grid32, "bf16": grid16}, bmm=[(8, 128, 32), (2, 512, 32)], bmm_dtype="fp32",
@@ -139,7 +139,8 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                     fresh=[2**22, 2**24], sdpa=sdpa, sdpa_decode=[(2, 4, 1024, 64), (2, 4, 4096, 32)],
                     sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
                     tiny_ops=1000, budget_s=0.05, warmup=1)
-    grid32 = [(m, k, n) for m in (1, 16, 64, 256, 1024, 4096) for k in (64, 256, 1024, 4096)
+    # m = 1 and 4: decode's projections at batch 1 (a matrix-vector product) and at a small batch
+    grid32 = [(m, k, n) for m in (1, 4, 16, 64, 256, 1024, 4096) for k in (64, 256, 1024, 4096)
               for n in (64, 256, 1024, 4096)]
     grid16 = [(m, k, n) for m in (1, 16, 256, 1024) for k in (64, 256, 1024) for n in (64, 256, 1024)]
     grid_h = [(m, k, n) for m in (16, 64, 256) for k in (64, 256) for n in (64, 256)]

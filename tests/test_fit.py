@@ -230,3 +230,20 @@ def test_sequence_overhead_is_what_an_op_takes_more_among_others():
     assert predict_row(seq, hw) == pytest.approx(6e-6)
     assert fit_host_time(rows + [dict(seq, us_per_op=1.0)]).update["sequence_overhead_s"] == 0.0  # never below 0
     assert "sequence_overhead_s" not in fit_host_time(rows[:2] + [seq]).update  # a class of the turn unmeasured
+
+
+def test_matrix_vector_rows_get_a_law_of_their_own_where_it_prices_them_better(synth):
+    """Rows of m = 1 that stream their matrix (a BLAS gemv) beside rows of the matmul law: the law is
+    fitted to the others and ``gemv_mem_eff`` to them; rows that all follow the one law keep one law."""
+    cpu = get_hardware("cpu")
+    law = cpu.matmul["fp32"].model_copy(update={"mn_half": 20.0})
+    truth = cpu.model_copy(update={"matmul": {"fp32": law.model_copy(update={"gemv_mem_eff": 0.3})}})
+    grid = [{"op": "mm", "dtype": "float32", "M": m, "K": k, "N": n} for m in (1, 4, 16, 64, 256)
+            for k in (256, 1024, 4096) for n in (256, 1024, 4096)]
+    rows = [{**r, "ms": predict_row(r, truth) * 1e3} for r in grid]
+    fitted = fit_matmul(cpu, rows).update["matmul"]["fp32"]
+    assert fitted.gemv_mem_eff == pytest.approx(0.3, rel=0.05)
+    assert fitted.mn_half == pytest.approx(20.0, rel=0.1)
+    one_law = cpu.model_copy(update={"matmul": {"fp32": law}})
+    plain = [{**r, "ms": predict_row(r, one_law) * 1e3} for r in grid]
+    assert fit_matmul(cpu, plain).update["matmul"]["fp32"].gemv_mem_eff is None

@@ -355,3 +355,47 @@ def test_the_sequence_overhead_is_paid_by_every_op_in_eager_mode():
         if base.host_sync:  # nothing overlaps: each op pays it in full
             assert paid.time_s == pytest.approx(plain.time_s + len(ks) * seq)
         assert predict(ks, more, mode="graph").time_s == predict(ks, base, mode="graph").time_s
+
+
+def test_a_matrix_vector_product_streams_its_matrix():
+    """With ``gemv_mem_eff``, a matmul of one row (m = 1, unbatched) takes its latency plus its
+    bytes at that share of the bandwidth; m = 2 and a batch of rows keep the matmul law."""
+    from attncost.costmodel.timing import compiled, matmul_parts
+
+    cpu = get_hardware("cpu")
+    e = cpu.matmul["fp32"].model_copy(update={"gemv_mem_eff": 0.25})
+    hw = cpu.model_copy(update={"matmul": {**cpu.matmul, "fp32": e}})
+    k, n = 1024, 4096
+    nbytes = (k + k * n + n) * 4.0
+    lat, comp, mem = matmul_parts(compiled(hw, "fp32").mm, 1, 1, k, n, 2.0 * k * n, nbytes)
+    assert (lat, comp, mem) == (e.latency_s, 0.0, nbytes / (cpu.mem_bandwidth * 0.25))
+    assert matmul_parts(compiled(hw, "fp32").mm, 1, 2, k, n, 4.0 * k * n, nbytes)[1] > 0.0
+    assert matmul_parts(compiled(hw, "fp32").mm, 8, 1, k, n, 16.0 * k * n, nbytes)[1] > 0.0
+    g = Graph(itemsize=4)
+    g.input("x", k)
+    g.weight("w", k * n)
+    g.matmul("y", "x", "w", m=1, k=k, n=n)
+    assert predict(analysis.analyse(g).kernels, hw, "fp32", mode="graph").time_s == pytest.approx(lat + mem)
+
+
+def test_grouped_query_heads_run_apart_where_the_kernel_does_not_pack_them():
+    """A GQA decode kernel's query term counts a query head's rows where the backend runs each query
+    head apart (``packs_groups`` false: PyTorch's CPU kernels): the same time as MHA's kernel of the
+    same FLOPs, bytes aside; packed, the group's rows count together and it runs faster."""
+    from attncost.costmodel.estimate import graph
+    from attncost.costmodel.shape import Shape
+
+    cpu = get_hardware("cpu")
+    flash = cpu.attention["flash"].model_copy(update={"q_half": 10.0, "mem_eff": 1.0})
+    apart = cpu.model_copy(update={"attention": {"flash": flash}, "mem_bandwidth": 1e15})
+    packed = apart.model_copy(update={"attention": {"flash": flash.model_copy(update={"packs_groups": True})}})
+
+    def attention_s(hw, name):
+        s = Shape(T=2048, d=512, heads=8, batch=2, phase="decode", dtype="fp32")
+        ks = [k for k in analysis.analyse(graph(name, s)).kernels if k.kind == "attention"]
+        return predict(ks, hw, "fp32", mode="graph").time_s
+
+    assert attention_s(apart, "mqa") == pytest.approx(attention_s(apart, "flash"), rel=1e-9)
+    assert attention_s(packed, "mqa") < 0.5 * attention_s(packed, "flash")
+    assert get_hardware("cpu").attention["flash"].packs_groups is False
+    assert get_hardware("h100").attention_eff().packs_groups is True

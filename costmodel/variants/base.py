@@ -172,7 +172,7 @@ def attention_core(g: Graph, s: Shape, q: str, k: str, v: str, *, groups: int, q
         if kv_copied:
             k = layout_copy(g, "k.heads", k, groups * keys * qk_dim)
     sc = g.matmul("scores", q, k, batch=groups, m=rows, k=qk_dim, n=keys, kernel=kernel,
-                  fraction=fraction, recompute=fused)
+                  fraction=fraction, recompute=fused, group=s.batch * s.heads // groups)
     reads = (sc, mask_with) if fused and mask_with else (sc,)
     sc = g.elementwise("scale", "scale", reads, elems=dense * fraction, out_elems=dense,
                        kernel=kernel, recompute=fused)
