@@ -7,7 +7,7 @@ from rich.markup import escape
 
 from ..costmodel.analysis import analyse
 from ..costmodel.estimate import graph, resolve_params
-from ..costmodel.opkinds import VIEW, graph_kind
+from ..costmodel.opkinds import CALL, HOST_ONLY, VIEW, graph_kind
 from ..costmodel.shape import Shape
 from ..costmodel.timing import predict
 from ..costmodel.variants import NAMES, VariantError
@@ -31,11 +31,11 @@ def kernel_rows(variant: str, shape: Shape, params, hw) -> tuple:
     device = predict(kernels, hw, shape.dtype, mode="graph")
     eager = predict(kernels, hw, shape.dtype)
     rows = []
-    host_view = hw.view_overhead_s or 0.0
+    host = {VIEW: hw.view_overhead_s or 0.0, CALL: hw.module_overhead_s or 0.0}
     for i, (k, t) in enumerate(zip(kernels, device.per_kernel)):
         kind = graph_kind(k)
-        if kind == VIEW:  # host-only ops: the host's time to issue them, no device time
-            time_s, bound, where = host_view * k.ops[0].elems, "host", "host"
+        if kind in HOST_ONLY:  # views, module calls: the host's time to run them, no device time
+            time_s, bound, where = host[kind] * k.ops[0].elems, "host", "host"
         else:
             time_s, bound, where = t.time_s, _DEVICE_BOUND.get(t.bound, t.bound), "device"
         rows.append({"index": i, "op": k.name, "ops": [o.name for o in k.ops], "kind": kind, "flops": k.flops,

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..costmodel.opkinds import BYTES_TOLERANCE, VIEW, OpComparison, OpSummary, compare, graph_summary
+from ..costmodel.opkinds import BYTES_TOLERANCE, HOST_ONLY, OpComparison, OpSummary, compare, graph_summary
 from ..costmodel.shape import Shape
 from ..costmodel.units import PHASES
 from ..reports.fmt import count, nbytes, pct
@@ -168,9 +168,9 @@ def _table(shape: Shape, results: list) -> Table:
             t.add_section()
             continue
         for i, row in enumerate(r.comparison.rows):
-            view = row.kind == VIEW
+            view = row.kind in HOST_ONLY
             mark = "[green]ok[/]" if row.agree else "[bold red]differs[/]"
-            t.add_row(r.variant if i == 0 else "", "view (host)" if view else row.kind, count(row.graph_count),
+            t.add_row(r.variant if i == 0 else "", f"{row.kind} (host)" if view else row.kind, count(row.graph_count),
                       count(row.trace_count), "–" if view else nbytes(row.graph_bytes),
                       "–" if view else nbytes(row.trace_bytes), "–" if view else pct(row.bytes_diff), mark)
         t.add_section()

@@ -26,7 +26,8 @@ class Kernel:
     """One launch: its ops, FLOPs and the bytes it moves through device memory."""
 
     name: str
-    kind: str  # "matmul" (one matmul), "attention" (fused matmuls + softmax), "vector", "copy", "view" (host only)
+    kind: str  # "matmul" (one matmul), "attention" (fused matmuls + softmax), "vector", "copy", "view", "call"
+    # (the last two: host only)
     flops: float
     flops_matmul: float
     bytes: float
@@ -90,7 +91,7 @@ def analyse(g: Graph) -> Analysis:
     kernels = []
     for name, (_, kops, outside, written, flops, fm) in groups.items():
         if len(kops) == 1:
-            kind = kops[0].kind if kops[0].kind in ("matmul", "copy", "view") else "vector"
+            kind = kops[0].kind if kops[0].kind in ("matmul", "copy", "view", "call") else "vector"
         else:
             kind = _kind(kops, fm)
         for r in outside:
@@ -201,6 +202,8 @@ class _Backward:
                 self._recompute(op.kernel, kernel)
             if op.kind == "view":
                 self._mirror(op)
+                continue
+            if op.kind == "call":  # the backward calls no module
                 continue
             if op.out in self.block_of:
                 self._block(op)

@@ -51,7 +51,10 @@ OWN_LAW_MISFIT = 0.25  # median |relative error| of an op's rows under its kind'
 TINY = "eager_tiny_"
 HOST_ROWS = {"eager_tiny_op": "launch_overhead_s", "eager_tiny_matmul": "matmul_overhead_s",
              "eager_tiny_view": "view_overhead_s", "eager_tiny_sdpa": "sdpa_overhead_s",
-             "eager_tiny_index": "index_overhead_s"}
+             "eager_tiny_index": "index_overhead_s", "eager_tiny_module": "module_overhead_s"}
+# the module row times a tiny nn.Linear called as a module: the module's own host time is what it takes
+# beyond the matmul row (F.linear's one mm)
+MODULE_ROW, MATMUL_ROW = TINY + "module", TINY + "matmul"
 # the tiny ops of the HOST_ROWS issued in turn, one feeding the next, as a layer issues them: ``classes`` counts
 # the ops of each host class per turn, ``us_per_op`` the time per op; what an op takes more there than in its
 # own loop is the profile's ``sequence_overhead_s``
@@ -177,7 +180,8 @@ def _host_s(hw: Hardware, op: str) -> float:
     """The profile's host time per op of an ``eager_tiny_*`` row's class."""
     return {"eager_tiny_op": hw.launch_overhead_s, "eager_tiny_matmul": hw.host_matmul_s,
             "eager_tiny_view": hw.view_overhead_s or 0.0, "eager_tiny_sdpa": hw.host_sdpa_s,
-            "eager_tiny_index": hw.host_index_s}[op]
+            "eager_tiny_index": hw.host_index_s,
+            MODULE_ROW: (hw.module_overhead_s or 0.0) + hw.host_matmul_s}[op]  # the call, then its matmul
 
 
 def _row_backend(row: dict, backend: Optional[str]) -> Optional[str]:
@@ -325,12 +329,15 @@ def mean_per_op(classes: dict, seconds: Callable[[str], float]) -> float:
 
 def fit_host_time(rows: list) -> Fitted:
     """Host time per eager op of each class (element-wise, matmul, view, SDPA, index), from the
-    ``eager_tiny_*`` rows as measured (``HOST_ROWS``), and the sequence overhead per op: the time per op
-    of the ``SEQUENCE_ROW`` above the mean of its ops' own rows (none below 0)."""
+    ``eager_tiny_*`` rows as measured (``HOST_ROWS``); of a module call, the ``MODULE_ROW`` above the
+    ``MATMUL_ROW``; and the sequence overhead per op: the time per op of the ``SEQUENCE_ROW`` above
+    the mean of its ops' own rows (none below 0)."""
     tiny = {r["op"]: r["us_per_op"] * 1e-6 for r in rows if r.get("op") in HOST_ROWS}
     if not tiny:
         return Fitted({}, [])
-    upd = {HOST_ROWS[op]: t for op, t in tiny.items()}
+    upd = {HOST_ROWS[op]: t for op, t in tiny.items() if op != MODULE_ROW}
+    if MODULE_ROW in tiny and MATMUL_ROW in tiny:
+        upd["module_overhead_s"] = max(0.0, tiny[MODULE_ROW] - tiny[MATMUL_ROW])
     classes = [op.removeprefix(TINY) for op in HOST_ROWS if op in tiny]
     what = [f"eager host time per op ({', '.join(classes)})"]
     seq = next((r for r in rows if r.get("op") == SEQUENCE_ROW), None)

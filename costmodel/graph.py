@@ -140,6 +140,14 @@ class Graph:
                            grad_copy=tuple(grad_copy), backward=backward))
         return name
 
+    def calls(self, name: str, count: int = 1, part: Part = "other") -> str:
+        """``count`` module calls (``nn.Module.__call__``: the layer, an ``nn.Linear``): no kernel, no
+        bytes, only the host time of the call in eager mode. One op stands for all ``count``."""
+        self._add(name, 0.0, "act")
+        self.ops.append(Op(name, "call", part, 0.0, 0.0, (), name, name, 0.0, None, None, False, 1.0,
+                           float(count)))
+        return name
+
     def views(self, name: str, count: int = 1, part: Part = "other") -> str:
         """``count`` host-only ops (views, transposes, reshapes that alias, expands): no kernel, no
         bytes, only the host time of issuing them in eager mode. One op stands for all ``count``."""

@@ -195,6 +195,9 @@ class Hardware(BaseModel):
         None, description="host time to issue one eager SDPA call (s); None: the matmul's")
     index_overhead_s: Optional[Seconds] = Field(
         None, description="host time to issue one eager index, scatter or topk op (s); None: launch_overhead_s")
+    module_overhead_s: Optional[Seconds] = Field(
+        None, description="host time of one nn.Module call (the layer, each nn.Linear) beyond the ops it runs "
+                          "(s); None: not measured, module calls are not priced")
     sequence_overhead_s: Seconds = Field(
         0.0, description="extra host time per eager op (kernel or view) when ops of different kinds follow "
                          "each other, as in a layer, above the per-class times measured each in a loop of one op "

@@ -3,7 +3,8 @@
 A layer runs two sorts of ops: launched kernels, which read and write device memory, and host-only
 ops (views, transposes, reshapes that alias, expands), which change a tensor's metadata and cost
 only host time. Kernels are counted by kind (``KINDS``), host-only ops as ``VIEW``. Each kind has
-a host cost class (``HOST_CLASS``): what the host pays to issue one op of it.
+a host cost class (``HOST_CLASS``): what the host pays to issue one op of it. The layer's Python also
+calls modules (``CALL``: the layer itself, each ``nn.Linear``, ...): no aten op, host time only.
 
 | kind        | aten ops (overload packets; ``ATEN_KINDS`` has them all)       | host class  |
 | ----------- | -------------------------------------------------------------- | ----------- |
@@ -21,10 +22,12 @@ a host cost class (``HOST_CLASS``): what the host pays to issue one op of it.
 | elementwise | add, mul, div, exp, where, masked_fill (any pointwise op)      | elementwise |
 | fill        | zeros, empty, full, arange, ones, fill_, randn_like            | elementwise |
 | other       | anything else, listed by name                                  | elementwise |
+| call        | (not an aten op) an ``nn.Module`` call: the layer, each Linear | call        |
 
 The graph side (``graph_kind``): a fused attention kernel is ``sdpa``; any other kernel takes the
 kind of its op (``GRAPH_KINDS``), and the gradient of a gather is a scatter. A graph's host-only ops
-(``Graph.views``) count as views. Plain Python: no torch here (the profiler imports this table).
+(``Graph.views``) count as views, its module calls (``Graph.calls``) as calls. Plain Python: no torch
+here (the profiler imports this table).
 """
 
 from dataclasses import dataclass, field
@@ -34,11 +37,13 @@ from .analysis import Kernel, analyse
 from .graph import Graph
 
 VIEW = "view"
+CALL = "call"  # a module's __call__ (nn.Module): host time only, no aten op
+HOST_ONLY = (VIEW, CALL)
 OTHER = "other"
 KINDS = ("matmul", "sdpa", "softmax", "topk", "index", "scatter", "scan", "reduction", "copy", "elementwise",
          "fill", "conv", OTHER)
-HOST_CLASSES = (VIEW, "elementwise", "matmul", "sdpa", "index")
-HOST_CLASS = {VIEW: VIEW, "matmul": "matmul", "conv": "matmul", "sdpa": "sdpa", "index": "index",
+HOST_CLASSES = (VIEW, "elementwise", "matmul", "sdpa", "index", CALL)
+HOST_CLASS = {VIEW: VIEW, CALL: CALL, "matmul": "matmul", "conv": "matmul", "sdpa": "sdpa", "index": "index",
               "scatter": "index", "topk": "index", **{k: "elementwise" for k in (
                   "softmax", "scan", "reduction", "copy", "elementwise", "fill", OTHER)}}
 BYTES_TOLERANCE = 0.02  # graph and trace bytes of a kind agree within this share of the graph's
@@ -94,7 +99,7 @@ WRITE_ONLY = frozenset(("copy_", "fill_", "zero_", "normal_", "uniform_"))
 # Kind of a graph op (``Op.kind``) that runs as a kernel of its own.
 GRAPH_KINDS = {"matmul": "matmul", "conv": "conv", "softmax": "softmax", "topk": "topk", "gather": "index",
                "scan": "scan", "reduction": "reduction", "copy": "copy", "elementwise": "elementwise", "fill": "fill",
-               VIEW: VIEW}
+               VIEW: VIEW, CALL: CALL}
 _BACKWARD_KINDS = {"index": "scatter"}  # the gradient of a gather adds into the rows it read
 _BACKWARD_PREFIX = "grad_"  # ``analysis.add_backward`` names every op it appends so
 
@@ -133,16 +138,20 @@ class KindTotal:
 @dataclass
 class OpSummary:
     """A layer's ops counted by kind: launched kernels (``kernels``: kind -> KindTotal), host-only
-    ops (``views``), and the names of the ops of kind ``other``."""
+    ops (``views``), module calls (``calls``), and the names of the ops of kind ``other``."""
 
     kernels: dict = field(default_factory=dict)
     views: int = 0
     other: dict = field(default_factory=dict)
+    calls: int = 0
 
     def add(self, kind: str, nbytes: float = 0.0, name: str = "", count: int = 1) -> None:
-        """Count ``count`` ops of ``kind`` moving ``nbytes`` in all (a view moves none)."""
+        """Count ``count`` ops of ``kind`` moving ``nbytes`` in all (a view or a call moves none)."""
         if kind == VIEW:
             self.views += count
+            return
+        if kind == CALL:
+            self.calls += count
             return
         total = self.kernels.setdefault(kind, KindTotal())
         total.count += count
@@ -156,17 +165,17 @@ class OpSummary:
 
     def model_dump(self) -> dict:
         return {"kernels": {k: {"count": t.count, "bytes": t.bytes} for k, t in self.kernels.items()},
-                "views": self.views, "other": dict(self.other)}
+                "views": self.views, "calls": self.calls, "other": dict(self.other)}
 
 
 def graph_summary(g: Graph) -> OpSummary:
     """The kernels of ``g`` (``analysis.analyse``, fused bytes) counted by ``graph_kind``; its host-only
-    ops (``Op.kind == "view"``) as views."""
+    ops (``Op.kind`` "view", "call") as views and module calls."""
     out = OpSummary()
     for k in analyse(g).kernels:
         kind = graph_kind(k)
-        if kind == VIEW:
-            out.add(VIEW, count=int(k.ops[0].elems))
+        if kind in HOST_ONLY:
+            out.add(kind, count=int(k.ops[0].elems))
         else:
             out.add(kind, k.bytes, k.name)
     return out
@@ -226,4 +235,5 @@ def compare(graph: OpSummary, trace: OpSummary, tolerance: float = BYTES_TOLERAN
         a, b = a or KindTotal(), b or KindTotal()
         rows.append(KindRow(kind, a.count, b.count, a.bytes, b.bytes, tolerance))
     rows.append(KindRow(VIEW, graph.views, trace.views, 0.0, 0.0, tolerance))
+    rows.append(KindRow(CALL, graph.calls, trace.calls, 0.0, 0.0, tolerance))
     return OpComparison(rows)

@@ -55,7 +55,7 @@ import math
 from typing import Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, HardwareError, MatmulEfficiency
-from .opkinds import GRAPH_KINDS, HOST_CLASS, VIEW
+from .opkinds import CALL, GRAPH_KINDS, HOST_CLASS, HOST_ONLY, VIEW
 from .tape import choose, larger, log2, plus, smaller
 from .units import DTYPE_BYTES, DTYPES, INDEX_BYTES
 
@@ -167,7 +167,8 @@ class CompiledProfile:
         self.rowwise = self.select_s > 0 or any(law[2] > 0 for law in self.kinds.values())
         self.host_mm, self.host_sdpa = hw.host_matmul_s, hw.host_sdpa_s
         # host class (opkinds.HOST_CLASSES) -> host time of issuing one op of it
-        self.host = {VIEW: hw.view_overhead_s or 0.0, "elementwise": hw.launch_overhead_s, "matmul": self.host_mm,
+        self.host = {VIEW: hw.view_overhead_s or 0.0, CALL: hw.module_overhead_s or 0.0,
+                     "elementwise": hw.launch_overhead_s, "matmul": self.host_mm,
                      "sdpa": self.host_sdpa, "index": hw.host_index_s}
         self.seq = hw.sequence_overhead_s
         self.sync = hw.host_sync
@@ -303,8 +304,8 @@ class RowLengths:
 
 def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
     kind = k.kind
-    if kind == VIEW:  # host-only ops: no device time, the host issues each of them
-        return 0.0, 0.0, 0.0, c.host[VIEW] * k.ops[0].elems
+    if kind in HOST_ONLY:  # views and module calls: no device time, the host runs each of them
+        return 0.0, 0.0, 0.0, c.host[kind] * k.ops[0].elems
     last = k.ops[-1]  # what the kernel writes last: its output
     fresh = fresh_parts(c.fresh_bytes, c.fresh_s, last.out_elems * (INDEX_BYTES if last.kind == "topk" else c.isz))
     if kind == "matmul":

@@ -18,7 +18,8 @@
   entries it adds to), ``out_bytes`` the output it allocates (0: in place); GB/s = bytes / time, as
   the reference file does;
 - ``eager_tiny_*``: host time per op of each host class (``op``: element-wise, ``matmul``,
-  ``view``: view / transpose / expand, ``sdpa``, ``index``), tiny ops issued back to back (on a CPU,
+  ``view``: view / transpose / expand, ``sdpa``, ``index``, ``module``: a tiny ``nn.Linear`` called
+  as a module, whose excess over ``matmul`` is a module call's), tiny ops issued back to back (on a CPU,
   the whole op) (``us_per_op``), and ``eager_sequence``: the same tiny ops issued in turn, each feeding the
   next, as a layer issues them (``us_per_op``; ``classes``: ops per class), whose excess over the tiny
   rows is the host time an op costs more in a layer than in a loop of its own (all timed together,
@@ -58,7 +59,7 @@ from .device import device_name, environment, sdpa_backends_used, sdpa_context, 
 from .harness import do_bench_check, measure
 from .quiet import SLICE_S, CpuWatch
 
-HOST_CLASSES = tuple(r.removeprefix(TINY) for r in HOST_ROWS)  # op (element-wise), matmul, view, sdpa, index
+HOST_CLASSES = tuple(r.removeprefix(TINY) for r in HOST_ROWS)  # op (element-wise), matmul, view, sdpa, index, module
 _FLAT = ("copy", "copy_", "exp", "add", "mul", "sum", "zeros")  # element ops on a flat tensor
 
 METHOD = ("attncost.profiler.harness.measure: median; CUDA events with the L2 flushed before each call; "
@@ -370,6 +371,9 @@ def _tiny_call(device: str, host: str) -> tuple:
     if host == "index":
         idx = torch.tensor([0, 3, 5], device=device)
         return (lambda: x.index_select(0, idx)), 1
+    if host == "module":  # nn.Linear called as a module: the module's own time is the excess over the matmul row
+        linear = torch.nn.Linear(16, 16, bias=False, device=device)
+        return (lambda: linear(x)), 1
     return ((lambda: x @ x) if host == "matmul" else (lambda: x + 1)), 1
 
 

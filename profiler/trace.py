@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from .dispatch import Recorder
-from ..costmodel.opkinds import HOST_CLASS, VIEW, WRITE_ONLY, OpSummary, aten_kind
+from ..costmodel.opkinds import CALL, HOST_CLASS, HOST_ONLY, VIEW, WRITE_ONLY, OpSummary, aten_kind
 from ..costmodel.shape import Shape
 
 ACCUMULATING = frozenset(("index_add_", "scatter_add_", "scatter_reduce_"))
@@ -54,7 +54,8 @@ class TraceOp:
 
     @property
     def is_view(self) -> bool:
-        return self.kind == VIEW
+        """A host-only op: a view, or a module call."""
+        return self.kind in HOST_ONLY
 
 
 @dataclass
@@ -197,12 +198,26 @@ def _scatter_in_place(c: OpClass, func, host: str, dest, inputs: list, args: tup
 
 
 class OpRecorder(Recorder):
-    """Records a ``TraceOp`` for every aten op run inside it (but those run inside ``paused()``)."""
+    """Records a ``TraceOp`` for every aten op run inside it (but those run inside ``paused()``), and
+    one of kind ``call`` for every ``nn.Module`` called (a forward pre-hook on all modules)."""
 
     def __init__(self):
         super().__init__()
         self.ops: list = []
         self.recording = True
+        self._hook = None
+
+    def __enter__(self):
+        self._hook = torch.nn.modules.module.register_module_forward_pre_hook(self._called)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self._hook.remove()
+        return super().__exit__(*exc)
+
+    def _called(self, module, _inputs) -> None:
+        if self.recording:
+            self.ops.append(TraceOp(type(module).__name__, "module", CALL, CALL))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

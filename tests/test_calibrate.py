@@ -36,7 +36,7 @@ NEW_KEYS = {**{op: {"op", "dtype", "elems", "ms", "GBps", "bytes", "out_bytes"} 
     "copy_", "copy_t", "cat", "mul", "masked_fill", "amax", "zeros", "index_select", "gather", "index_add",
     "scatter_add")},
     "topk": {"op", "dtype", "elems", "row", "k", "ms", "GBps", "bytes", "out_bytes"},
-    **{f"eager_tiny_{c}": {"op", "us_per_op"} for c in ("view", "sdpa", "index")},
+    **{f"eager_tiny_{c}": {"op", "us_per_op"} for c in ("view", "sdpa", "index", "module")},
     "eager_sequence": {"op", "us_per_op", "classes"}}
 # what the time model prices that calibrate measures: every kernel kind but the matmuls' and SDPA's
 # (their own rows) and conv / other (no law of their own)

@@ -247,3 +247,15 @@ def test_matrix_vector_rows_get_a_law_of_their_own_where_it_prices_them_better(s
     one_law = cpu.model_copy(update={"matmul": {"fp32": law}})
     plain = [{**r, "ms": predict_row(r, one_law) * 1e3} for r in grid]
     assert fit_matmul(cpu, plain).update["matmul"]["fp32"].gemv_mem_eff is None
+
+
+def test_a_module_call_is_what_a_linear_called_as_a_module_takes_beyond_its_matmul():
+    rows = [{"op": "eager_tiny_matmul", "us_per_op": 9.0}, {"op": "eager_tiny_module", "us_per_op": 17.5}]
+    part = fit_host_time(rows)
+    assert part.update["module_overhead_s"] == pytest.approx(8.5e-6)
+    assert part.update["matmul_overhead_s"] == pytest.approx(9e-6)
+    hw = H100_PUBLISHED.model_copy(update=part.update)
+    assert predict_row(rows[1], hw) == pytest.approx(17.5e-6)
+    assert "module_overhead_s" not in fit_host_time(rows[1:]).update  # without the matmul row: not told apart
+    faster = [rows[0], {"op": "eager_tiny_module", "us_per_op": 8.0}]
+    assert fit_host_time(faster).update["module_overhead_s"] == 0.0

@@ -399,3 +399,19 @@ def test_grouped_query_heads_run_apart_where_the_kernel_does_not_pack_them():
     assert attention_s(packed, "mqa") < 0.5 * attention_s(packed, "flash")
     assert get_hardware("cpu").attention["flash"].packs_groups is False
     assert get_hardware("h100").attention_eff().packs_groups is True
+
+
+def test_module_calls_cost_host_time_only():
+    """A graph's module calls (the layer, each nn.Linear) cost ``module_overhead_s`` each on the host
+    in eager mode, nothing on the device; unmeasured (None), nothing."""
+    from attncost.costmodel.estimate import graph
+    from attncost.costmodel.shape import Shape
+
+    g = graph("flash", Shape(T=64, d=64, heads=2, phase="decode"))
+    calls = [op for op in g.ops if op.kind == "call"]
+    assert len(calls) == 5 and all(op.flops == 0.0 and g.tensors[op.out].nbytes == 0.0 for op in calls)
+    ks = _kernels(g)
+    timed = LAWS.model_copy(update={"module_overhead_s": 7e-6})
+    assert predict(ks, timed).host_s == pytest.approx(predict(ks, LAWS).host_s + 5 * 7e-6)
+    assert predict(ks, timed, mode="graph").time_s == predict(ks, LAWS, mode="graph").time_s
+    assert LAWS.module_overhead_s is None

@@ -4,7 +4,7 @@ kinds vocabulary it shares with the cost-model graph (costmodel.opkinds)."""
 import pytest
 import torch
 
-from attncost.costmodel.opkinds import (ATEN_KINDS, HOST_CLASS, HOST_CLASSES, KINDS, VIEW, KindTotal, OpSummary,
+from attncost.costmodel.opkinds import (CALL, ATEN_KINDS, HOST_CLASS, HOST_CLASSES, KINDS, VIEW, KindTotal, OpSummary,
                                         compare, graph_kind)
 from attncost.costmodel.shape import Shape
 from attncost.profiler.trace import Trace, footprint, trace_call, trace_module, trace_variant
@@ -89,7 +89,7 @@ def test_module_trace_does_not_grow_between_calls():
     first = trace_module(lin, (x,), train=True)
     second = trace_module(lin, (x,), train=True)
     assert [o.name for o in first] == [o.name for o in second]  # gradients were cleared after the warm-up
-    assert [o.name for o in trace_module(lin, (x,), train=False)] == ["t", "mm"]
+    assert [o.name for o in trace_module(lin, (x,), train=False)] == ["Linear", "t", "mm"]  # the call, then its ops
 
 
 def test_view_table_matches_the_schemas():
@@ -111,7 +111,7 @@ def test_view_table_matches_the_schemas():
 
 def test_kinds_vocabulary_is_closed():
     assert set(ATEN_KINDS) <= set(KINDS) | {VIEW}
-    assert set(HOST_CLASS) == set(KINDS) | {VIEW}
+    assert set(HOST_CLASS) == set(KINDS) | {VIEW, CALL}
     assert set(HOST_CLASS.values()) == set(HOST_CLASSES)
 
 
@@ -120,8 +120,9 @@ def test_comparison_agrees_with_itself_and_flags_a_difference():
     s = trace.summary()
     same = compare(s, trace.summary())
     assert same.agree and not same.disagreements
-    assert [r.kind for r in same.rows][-1] == VIEW
-    fewer = OpSummary(kernels={k: KindTotal(t.count, t.bytes) for k, t in s.kernels.items()}, views=s.views)
+    assert [r.kind for r in same.rows][-2:] == [VIEW, CALL]
+    fewer = OpSummary(kernels={k: KindTotal(t.count, t.bytes) for k, t in s.kernels.items()}, views=s.views,
+                      calls=s.calls)
     fewer.kernels["matmul"].bytes *= 1.03  # 3% more bytes than the trace: beyond 2%
     assert [r.kind for r in compare(fewer, s).disagreements] == ["matmul"]
     fewer.kernels["matmul"].bytes = s.kernels["matmul"].bytes * 1.01  # within 2%
@@ -137,7 +138,8 @@ def test_graph_kinds():
     kinds = [graph_kind(k) for k in analyse(graph("topk", Shape(T=64, d=64, heads=2, phase="train"))).kernels]
     assert {"matmul", "topk", "index", "scatter", "elementwise"} <= set(kinds)  # a gather's gradient scatters
     kinds = [graph_kind(k) for k in analyse(graph("flash", Shape(T=64, d=64, heads=2))).kernels]
-    assert [k for k in kinds if k != "view"] == ["matmul"] * 3 + ["sdpa", "matmul"]
+    assert [k for k in kinds if k not in ("view", "call")] == ["matmul"] * 3 + ["sdpa", "matmul"]
+    assert kinds.count("call") == 5  # the layer, and its four nn.Linear
 
 
 @pytest.mark.parametrize("phase", ["prefill", "decode"])

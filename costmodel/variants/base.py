@@ -68,16 +68,21 @@ LSE_BYTES = 4  # the row log-sum-exp a fused attention kernel writes beside its 
 
 
 def new_graph(s: Shape) -> tuple:
-    """A graph with the layer input x; returns (graph, x, rows) where rows = batch * tokens."""
+    """A graph with the layer input x and the call of the layer's module; returns (graph, x, rows)
+    where rows = batch * tokens."""
     g = Graph(s.itemsize)
     rows = s.batch * s.tokens
-    return g, g.input("x", rows * s.d), rows
+    x = g.input("x", rows * s.d)
+    g.calls("layer.call", 1, "other")
+    return g, x, rows
 
 
 def proj(g: Graph, name: str, x: str, rows: int, k: int, n: int, part: str = "proj",
          views: int = LINEAR_VIEWS) -> str:
-    """A bias-free linear layer x (rows x k) @ W (k x n), and the ``views`` host-only ops
-    F.linear runs around its one mm (``LINEAR_VIEWS`` for an input of 3 or more dims)."""
+    """A bias-free linear layer x (rows x k) @ W (k x n), called as a module (``nn.Linear``), and the
+    ``views`` host-only ops F.linear runs around its one mm (``LINEAR_VIEWS`` for an input of 3 or more
+    dims)."""
+    g.calls(name + ".call", 1, part)
     if views:
         g.views(name + ".views", views, part)
     return g.matmul(name, x, g.weight("W_" + name, k * n), m=rows, k=k, n=n, part=part)

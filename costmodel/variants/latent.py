@@ -81,6 +81,7 @@ def _rope(g, s: Shape, name: str, t: str, elems: int, dim: int, heads: bool) -> 
         g.weight("rope_cos", s.tokens * dim, trainable=False)
         g.weight("rope_sin", s.tokens * dim, trainable=False)
     odd = dim % 2 == 1
+    g.calls(name + ".call", 1, "other")  # the Rope module
     views_without_backward(g, name + ".views", ROPE_VIEWS + (1 if odd else 0) + (HEADS_VIEWS if heads else 0))
     slices = (t, t, t) if odd else (t, t)  # a cat of slices of t: its two halves (and its odd channel)
     rot = g.elementwise(name + "_rotate", "copy", slices, elems=elems, part="other")
@@ -309,6 +310,7 @@ def _indexer(g, s: Shape, p: DSAParams, c_q: str, w_qi: str, ki: str, wi: str, r
     every key, summed with the query's weights (a row block of them, L < T, of more than one
     sequence is copied by the reshape into a batch of rows)."""
     B, T, Hi, di = s.batch, s.T, p.index_heads, p.index_dim
+    g.calls("index_q" + tag + ".call", 1, "proj")  # nn.Linear, its weight shared by the blocks
     qi = g.matmul("index_q" + tag, c_q, w_qi, m=B * rows, k=p.q_lora_rank or s.d, n=Hi * di, part="proj")
     g.views("index" + tag + ".views", INDEX_VIEWS, "core")
     si = g.matmul("index_scores" + tag, qi, ki, batch=B, m=rows * Hi, k=di, n=T)

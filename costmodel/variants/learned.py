@@ -46,6 +46,7 @@ def build_topk(s: Shape, p: TopkParams):
         v = append(g, v, rows * s.d, s.batch * T * s.d)
     h = proj(g, "selector_hidden", q, R, dh, p.hidden)
     h = g.elementwise("selector_relu", "relu", (h,), elems=R * p.hidden, part="proj")
+    g.calls("selector_logits.call", 1, "core")  # nn.Linear, its output's part the core's
     g.views("selector_logits.views", LINEAR_VIEWS, "core")
     logits = g.matmul("selector_logits", h, g.weight("W_selector_out", p.hidden * T), m=R, k=p.hidden, n=T)
     if s.causal and s.phase != "decode":
