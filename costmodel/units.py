@@ -67,6 +67,7 @@ ELEMENT_FLOPS = {
     "copy": 0,  # data movement only (KV-cache append, concat)
     "max": 1,  # one comparison per input element
     "pinv_update": 1,  # Nystrom pinv: c*I - X, one op per element
+    "offset": 0,  # integer index arithmetic (row offsets added to indices): no floating-point operation
 }
 
 # Backward FLOPs per forward-output element (gradient w.r.t. the op's input).

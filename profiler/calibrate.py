@@ -137,7 +137,8 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                     elems=[4096, 65536, 2**20], vector_dtype="fp32",
                     softmax=[(2**12, 256), (2**16, 16), (2**16, 1024), (2**20, 256)],
                     topk=[(2**12, 64, 4), (2**16, 64, 4), (2**16, 1024, 64), (2**16, 4096, 512)],
-                    fresh=[2**22, 2**24], sdpa=sdpa, sdpa_decode=[(2, 4, 1024, 64), (2, 4, 4096, 32)],
+                    fresh=[2**22, 2**24], sdpa=sdpa,
+                    sdpa_decode=[(2, 4, 64, 32), (2, 4, 256, 64), (2, 4, 1024, 64), (2, 4, 4096, 32)],
                     sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
                     tiny_ops=1000, budget_s=0.05, warmup=1)
     # m = 1 and 4: decode's projections at batch 1 (a matrix-vector product) and at a small batch
@@ -145,7 +146,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
               for n in (64, 256, 1024, 4096)]
     grid16 = [(m, k, n) for m in (1, 16, 256, 1024) for k in (64, 256, 1024) for n in (64, 256, 1024)]
     grid_h = [(m, k, n) for m in (16, 64, 256) for k in (64, 256) for n in (64, 256)]
-    sdpa = [(max(1, 2048 // T), 4, T, dh, causal) for T in (256, 1024, 2048) for dh in (32, 64)
+    sdpa = [(max(1, 2048 // T), 4, T, dh, causal) for T in (64, 256, 1024, 2048) for dh in (32, 64)
             for causal in (True, False)]
     return Plan(mm={"fp32": grid32, "bf16": grid16, "fp16": grid_h},
                 bmm=[(16, 256, 64), (4, 1024, 64), (1, 4096, 64)], bmm_dtype="fp32",
@@ -155,7 +156,8 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                 topk=[(2**14, 64, 4), (2**14, 4096, 64)] + [(2**18, cand, k) for cand, k in (
                     (64, 4), (64, 32), (256, 16), (1024, 8), (1024, 128), (4096, 64), (4096, 1024), (16384, 256))],
                 fresh=[2**23],
-                sdpa=sdpa, sdpa_decode=[(2, 4, T, dh) for T in (1024, 4096) for dh in (32, 64)],
+                # decode from short contexts on: the fit's latency and query terms are told apart there
+                sdpa=sdpa, sdpa_decode=[(2, 4, T, dh) for T in (64, 256, 1024, 4096) for dh in (32, 64)],
                 sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
                 tiny_ops=3000, budget_s=0.25)
 

@@ -55,7 +55,7 @@ _FN_CATEGORY = {
     "scale": "elementwise", "mask": "mask", "softmax": "softmax", "exp": "elementwise",
     "relu": "elementwise", "add": "elementwise", "mul": "elementwise", "div": "elementwise",
     "rope": "elementwise", "mean": "reduction", "cumsum": "scan", "topk": "topk",
-    "gather": "movement", "copy": "movement", "max": "reduction", "pinv_update": "elementwise",
+    "gather": "movement", "copy": "movement", "offset": "movement", "max": "reduction", "pinv_update": "elementwise",
 }
 
 # fvcore per-op keys (as the handles below name them) -> category; MAC_KEYS are in MACs

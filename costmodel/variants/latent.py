@@ -42,7 +42,7 @@ from typing import Optional
 from pydantic import Field
 
 from ..shape import Shape
-from ..units import CAUSAL_FUSED_FRACTION
+from ..units import CAUSAL_FUSED_FRACTION, INDEX_BYTES
 from .base import (LINEAR_VIEWS, LSE_BYTES, MATMUL_VIEWS, Params, Variant, VariantError, append, causal_pairs,
                    layout_copy, mask_buffer, new_graph, proj)
 from .exact import batched, views_without_backward
@@ -322,12 +322,18 @@ def _indexer(g, s: Shape, p: DSAParams, c_q: str, w_qi: str, ki: str, wi: str, r
 
 def _sparse_attention(g, s: Shape, p: DSAParams, q_lat: str, ckv: tuple, idx: str, rows: int, keys: int,
                       tag: str) -> tuple:
-    """The kept latents of ``rows`` queries gathered from the latents (``ckv``: the tensors
-    holding them), then one fused MQA kernel over them (its queries, a row block L < T of more
-    than one sequence, copied by the reshape into a batch of rows)."""
+    """The kept latents of ``rows`` queries copied from the latents (``ckv``: the tensors holding
+    them) by index_select of their rows, each sequence's indices offset to its own rows (an add, of
+    more than one sequence), then one fused MQA kernel over them (its queries, a row block L < T of
+    more than one sequence, copied by the reshape into a batch of rows)."""
     C = p.kv_lora_rank + p.rope_dim
-    views_without_backward(g, "gather" + tag + ".index", 2)  # the indices as rows, expanded
-    g.views("gather" + tag + ".views", 1, "other")  # the kept latents
+    views_without_backward(g, "gather" + tag + ".index", 1)  # the indices, a row per sequence
+    if s.batch > 1:
+        if "row_offsets" not in g.tensors:  # B int64 row numbers (a buffer of the batch's size, read as an input)
+            g.input("row_offsets", s.batch * INDEX_BYTES / g.itemsize)
+        idx = g.elementwise("gather_rows" + tag, "offset", (idx, "row_offsets"), elems=rows * keys, index_out=True)
+    views_without_backward(g, "gather" + tag + ".flat", 1)  # the indices flat
+    g.views("gather" + tag + ".views", 2, "other")  # the latents as rows; the kept latents
     kept = g.elementwise("gather_topk" + tag, "gather", ckv + (idx,), elems=rows * keys * C)
     if s.batch > 1 and rows < s.batch * s.tokens:
         q_lat = layout_copy(g, "q_lat" + tag + ".rows", q_lat, rows * s.heads * C)
