@@ -56,7 +56,7 @@ from typing import Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, HardwareError, MatmulEfficiency
 from .opkinds import CALL, GRAPH_KINDS, HOST_CLASS, HOST_ONLY, VIEW
-from .tape import choose, larger, log2, plus, smaller
+from .tape import choose, is_zero, larger, log2, plus, smaller
 from .units import DTYPE_BYTES, DTYPES, INDEX_BYTES
 
 MODES = ("eager", "graph")  # how a layer runs: the host issues each op, or the device replays a captured graph
@@ -405,8 +405,11 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
             host += h + seq
             gpu = plus(gpu, choose(h > busy, h - work, lat) + seq + work)
         elif eager:  # the kernel starts once the host has issued it and the device is free
-            host += h + seq
-            gpu = plus(larger(host, gpu), busy)
+            issue = h + seq
+            if not is_zero(issue):  # (else the host is where it was, never past the device)
+                host += issue
+                gpu = larger(host, gpu)
+            gpu = plus(gpu, busy)
         else:
             gpu = plus(gpu, busy)
         comp_s = plus(comp_s, choose(computing, work, 0.0))
