@@ -143,17 +143,16 @@ class Graph:
     def calls(self, name: str, count: int = 1, part: Part = "other") -> str:
         """``count`` module calls (``nn.Module.__call__``: the layer, an ``nn.Linear``): no kernel, no
         bytes, only the host time of the call in eager mode. One op stands for all ``count``."""
-        self._add(name, 0.0, "act")
-        self.ops.append(Op(name, "call", part, 0.0, 0.0, (), name, name, 0.0, None, None, False, 1.0,
-                           float(count)))
-        return name
+        return self._host_only(name, "call", count, part)
 
     def views(self, name: str, count: int = 1, part: Part = "other") -> str:
         """``count`` host-only ops (views, transposes, reshapes that alias, expands): no kernel, no
         bytes, only the host time of issuing them in eager mode. One op stands for all ``count``."""
+        return self._host_only(name, "view", count, part)
+
+    def _host_only(self, name: str, kind: str, count: int, part: Part) -> str:
         self._add(name, 0.0, "act")
-        self.ops.append(Op(name, "view", part, 0.0, 0.0, (), name, name, 0.0, None, None, False, 1.0,
-                           float(count)))
+        self.ops.append(Op(name, kind, part, 0.0, 0.0, (), name, name, 0.0, None, None, False, 1.0, float(count)))
         return name
 
     # -- derived sizes -------------------------------------------------------------------
