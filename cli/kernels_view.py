@@ -24,8 +24,9 @@ def kernel_rows(variant: str, shape: Shape, params, hw) -> tuple:
     """(rows, totals, params) of ``variant`` at ``shape`` on ``hw``: a dict per kernel in launch
     order, the layer's times (``timing.predict``: eager, with the device time of every kernel summed as
     ``device_s``). Each kernel row's ``time_s`` is the kernel's own device time (latency + work), so the
-    device rows sum to ``device_s``; a row of host-only ops (views) has the host's time to issue them
-    (``Hardware.view_overhead_s`` each, 0 where not measured); and the resolved parameters. VariantError where the variant does not apply."""
+    device rows sum to ``device_s``; a row of host-only ops has the host's time to run them (views:
+    ``Hardware.view_overhead_s`` each, module calls: ``module_overhead_s`` each; 0 where not measured);
+    and the resolved parameters. VariantError where the variant does not apply."""
     p = resolve_params(variant, shape, params)
     kernels = analyse(graph(variant, shape, p)).kernels
     device = predict(kernels, hw, shape.dtype, mode="graph")

@@ -25,7 +25,8 @@ console = Console(highlight=False)
 
 CONVENTIONS = (
     "kernels: aten ops that launch work, by kind (costmodel/opkinds.py); view: host-only ops "
-    "(views, transposes, expands), which the graphs carry as Graph.views",
+    "(views, transposes, expands), which the graphs carry as Graph.views; call: nn.Module calls "
+    "(the layer, each nn.Linear), no aten op, the graphs' Graph.calls",
     "bytes: tensors read + written, a kernel at a time (the graph's fused kernels; the trace's "
     "aten ops, each distinct tensor counted once)",
     f"agree: the same count, and bytes within {BYTES_TOLERANCE:.0%} of the graph's; exit status 1 "
