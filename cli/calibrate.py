@@ -100,10 +100,17 @@ def calibrate(
     console.print(fit)
     console.print(_laws(hw))
     console.print(f"Fitted on the built-in '{result['base']}' profile in {result['seconds']:.0f} s: host time per "
-                  f"eager op {_host_times(hw)}; attention backend {hw.attention_backend}.")
+                  f"eager op {_host_times(hw)}{_gemv(hw)}; attention backend {hw.attention_backend}.")
     console.print(f"Wrote the profile to {result['path']} and the rows to {result['rows_path']}.", soft_wrap=True)
     console.print(f"Use it: attncost predict --hardware {result['path']} ...  or  attncost profile --hardware "
                   f"{result['path']} ...", soft_wrap=True)
+
+
+def _gemv(hw) -> str:
+    """The matrix-vector products' pace per dtype where the fit gave them a law of their own, in words."""
+    paces = [f"{sig(hw.mem_bandwidth * e.gemv_mem_eff / 1e9, 3)} GB/s in {dt}" for dt, e in hw.matmul.items()
+             if e.gemv_mem_eff]
+    return f"; matrix-vector products (m = 1) stream their matrix at {', '.join(paces)}" if paces else ""
 
 
 def _laws(hw) -> Table:

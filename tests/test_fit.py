@@ -259,3 +259,12 @@ def test_a_module_call_is_what_a_linear_called_as_a_module_takes_beyond_its_matm
     assert "module_overhead_s" not in fit_host_time(rows[1:]).update  # without the matmul row: not told apart
     faster = [rows[0], {"op": "eager_tiny_module", "us_per_op": 8.0}]
     assert fit_host_time(faster).update["module_overhead_s"] == 0.0
+
+
+def test_calibrate_names_the_pace_of_matrix_vector_products_where_fitted():
+    from attncost.cli import calibrate as view
+
+    cpu = get_hardware("cpu")
+    assert view._gemv(cpu) == ""
+    fast = cpu.model_copy(update={"matmul": {"fp32": cpu.matmul["fp32"].model_copy(update={"gemv_mem_eff": 0.5})}})
+    assert view._gemv(fast) == "; matrix-vector products (m = 1) stream their matrix at 25.6 GB/s in fp32"
