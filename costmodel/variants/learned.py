@@ -21,9 +21,10 @@ used, and the GPT-2 patch applies GPT-2's c_proj after MSLA's own out_proj (both
 from pydantic import Field
 
 from ..shape import Shape
+from ..units import INDEX_BYTES
 from .base import (LINEAR_VIEWS, MATMUL_VIEWS, Params, Variant, VariantError, append, heads_copied,
                    mask_buffer, merge_heads, new_graph, proj, split_heads, topk)
-from .exact import batched, copy_back
+from .exact import batched, copy_back, views_without_backward
 
 
 class TopkParams(Params):
@@ -53,8 +54,12 @@ def build_topk(s: Shape, p: TopkParams):
         mask = mask_buffer(g, "causal_mask", T * T)  # (T, 1, T), broadcast over the heads
         logits = g.elementwise("selector_mask", "mask", (logits, mask), elems=R * T)
     _, idx = topk(g, "topk", logits, elems=R * T, out_elems=R * keys)
-    g.views("gather.views", 1, "core")  # V as (B, T, H, dh), indexed at (sequence, key, head)
-    gv = g.elementwise("gather_values", "gather", (v, idx), elems=R * keys * dh)
+    # the picked rows of V's (B*T*H, dh) view: idx * H + (b*T*H + h), a buffer of B*H int64 row numbers
+    g.input("row_base", s.batch * H * INDEX_BYTES / g.itemsize)
+    rows_idx = g.elementwise("gather_rows", "offset", (idx, "row_base"), elems=R * keys, index_out=True)
+    views_without_backward(g, "gather_rows.flat", 1, "core")
+    g.views("gather.views", 2, "core")  # V as rows; the rows picked as (B, L, H, k, dh)
+    gv = g.elementwise("gather_values", "gather", (v, rows_idx), elems=R * keys * dh)
     g.views("gathered.view", 1, "core")  # (B, L, H, k*dh)
     a = proj(g, "approx_hidden", gv, R, keys * dh, p.hidden, part="core")
     a = g.elementwise("approx_relu", "relu", (a,), elems=R * p.hidden)
