@@ -129,7 +129,7 @@ def costs(shape: Shape, g: Graph, hardware) -> tuple:
     parts = {"core": 0.0, "proj": 0.0, "other": 0.0}
     flops_mm = 0.0
     for op in g.ops:
-        if is_zero(op.flops):  # a view
+        if is_zero(op.flops):  # a view, a module call, a copy: nothing to add
             continue
         parts[op.part] += op.flops
         if op.kind in MATMUL_KINDS:
