@@ -137,7 +137,8 @@ def _laws(hw) -> Table:
 def _host_times(hw) -> str:
     """The host time per eager op of each class, in words."""
     parts = [("element-wise", hw.launch_overhead_s), ("matmul", hw.host_matmul_s), ("SDPA", hw.host_sdpa_s),
-             ("index", hw.host_index_s), ("view", hw.view_overhead_s), ("module call", hw.module_overhead_s)]
+             ("index", hw.host_index_s), ("view", hw.view_overhead_s), ("module call", hw.module_overhead_s),
+             ("autograd node", hw.autograd_node_s), ("backward call", hw.backward_call_s)]
     text = ", ".join(f"{name} {sig(s * 1e6, 3)} us" for name, s in parts if s is not None)
     if hw.sequence_overhead_s:
         text += f", plus {sig(hw.sequence_overhead_s * 1e6, 3)} us an op in a layer's mixed sequence"

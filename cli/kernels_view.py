@@ -7,9 +7,9 @@ from rich.markup import escape
 
 from ..costmodel.analysis import analyse
 from ..costmodel.estimate import graph, resolve_params
-from ..costmodel.opkinds import CALL, HOST_ONLY, VIEW, graph_kind
+from ..costmodel.opkinds import HOST_ONLY, graph_kind
 from ..costmodel.shape import Shape
-from ..costmodel.timing import predict
+from ..costmodel.timing import compiled, host_only_s, predict
 from ..costmodel.variants import NAMES, VariantError
 from ..reports.fmt import flops, ms, nbytes, pct
 from .errors import fail
@@ -25,18 +25,19 @@ def kernel_rows(variant: str, shape: Shape, params, hw) -> tuple:
     order, the layer's times (``timing.predict``: eager, with the device time of every kernel summed as
     ``device_s``). Each kernel row's ``time_s`` is the kernel's own device time (latency + work), so the
     device rows sum to ``device_s``; a row of host-only ops has the host's time to run them (views:
-    ``Hardware.view_overhead_s`` each, module calls: ``module_overhead_s`` each; 0 where not measured);
+    ``Hardware.view_overhead_s`` each, module calls: ``module_overhead_s`` each, the autograd engine:
+    ``autograd_node_s`` per node and ``backward_call_s``; 0 where not measured);
     and the resolved parameters. VariantError where the variant does not apply."""
     p = resolve_params(variant, shape, params)
     kernels = analyse(graph(variant, shape, p)).kernels
     device = predict(kernels, hw, shape.dtype, mode="graph")
     eager = predict(kernels, hw, shape.dtype)
     rows = []
-    host = {VIEW: hw.view_overhead_s or 0.0, CALL: hw.module_overhead_s or 0.0}
+    profile = compiled(hw, shape.dtype)
     for i, (k, t) in enumerate(zip(kernels, device.per_kernel)):
         kind = graph_kind(k)
-        if kind in HOST_ONLY:  # views, module calls: the host's time to run them, no device time
-            time_s, bound, where = host[kind] * k.ops[0].elems, "host", "host"
+        if kind in HOST_ONLY:  # views, module calls, the autograd engine: host time, no device time
+            time_s, bound, where = host_only_s(profile, k), "host", "host"
         else:
             time_s, bound, where = t.time_s, _DEVICE_BOUND.get(t.bound, t.bound), "device"
         rows.append({"index": i, "op": k.name, "ops": [o.name for o in k.ops], "kind": kind, "flops": k.flops,

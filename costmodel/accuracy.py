@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .as_run import kernel_parts
-from .opkinds import CALL, KINDS, VIEW, graph_kind
+from .opkinds import AUTOGRAD, CALL, KINDS, VIEW, graph_kind
 from .results import Point, Run
 
 TARGET_MEDIAN = 0.15  # issue: median |predicted - measured| / measured at most 15 %
@@ -173,7 +173,7 @@ def kind_times(p: Point, hardware) -> Optional[tuple]:
     for kernels, te in parts:
         for k, kt in zip(kernels, te.per_kernel):
             kind = graph_kind(k)
-            if kind == CALL:  # Python outside any aten op: measured in REST, so predicted there too
+            if kind in (CALL, AUTOGRAD):  # outside any aten op: measured in REST, so predicted there too
                 continue
             predicted[kind] = predicted.get(kind, 0.0) + kt.time_s
     total = sum(te.time_s for _, te in whole)

@@ -91,7 +91,7 @@ def analyse(g: Graph) -> Analysis:
     kernels = []
     for name, (_, kops, outside, written, flops, fm) in groups.items():
         if len(kops) == 1:
-            kind = kops[0].kind if kops[0].kind in ("matmul", "copy", "view", "call") else "vector"
+            kind = kops[0].kind if kops[0].kind in ("matmul", "copy", "view", "call", "autograd") else "vector"
         else:
             kind = _kind(kops, fm)
         for r in outside:
@@ -188,11 +188,13 @@ class _Backward:
         self.block_of = {op.out: k for k, ops in self.blocks.items() for op in ops}
         self.merged: dict = {}  # (fused kernel, input, other input) -> the gradient its matmuls write
         self.kernel_of = {op.out: op.kernel for op in self.forward}
+        self.nodes = 0  # autograd nodes the backward runs: forward ops the gradient flows through, leaves
 
     def run(self) -> None:
         g, t = self.g, self.t
         for out in g.outputs:
             self.grads[out] = [g.input("grad_" + out, t[out].elems)]
+        engine = g.autograd("autograd", 0)  # its node count is known at the end
         done = set()
         for op in reversed(self.forward):
             fused = op.kernel in self.fused
@@ -206,17 +208,21 @@ class _Backward:
             if op.kind == "call":  # the backward calls no module
                 continue
             if op.out in self.block_of:
+                self.nodes += 1
                 self._block(op)
                 continue
             gout = self._gradient(op.out, op.part, kernel)
             self.flowing = gout is not None
             if gout is None:
                 continue
+            self.nodes += 1
             if op.kind in MATMUL_KINDS:
                 self._matmul(op, gout, kernel)
             else:
                 self._vector(op, gout, kernel)
+        self.nodes += len(self.grads)  # the leaves' AccumulateGrad
         self._leaves()
+        next(o for o in g.ops if o.out == engine).elems = float(self.nodes)
 
     # -- gradients -------------------------------------------------------------------------
     def _gradient(self, name: str, part: str, kernel):
@@ -270,6 +276,7 @@ class _Backward:
             return
         count = int(op.elems) - self.views_owed
         self.views_owed = max(0, -count)
+        self.nodes += max(0, count)
         self._views(f"grad_{op.name}", count, op.part)
 
     def _views(self, name: str, count: int, part: str) -> None:

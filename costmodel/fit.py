@@ -51,10 +51,17 @@ OWN_LAW_MISFIT = 0.25  # median |relative error| of an op's rows under its kind'
 TINY = "eager_tiny_"
 HOST_ROWS = {"eager_tiny_op": "launch_overhead_s", "eager_tiny_matmul": "matmul_overhead_s",
              "eager_tiny_view": "view_overhead_s", "eager_tiny_sdpa": "sdpa_overhead_s",
-             "eager_tiny_index": "index_overhead_s", "eager_tiny_module": "module_overhead_s"}
+             "eager_tiny_index": "index_overhead_s", "eager_tiny_module": "module_overhead_s",
+             "eager_tiny_autograd": "autograd_node_s", "eager_tiny_backward": "backward_call_s"}
 # the module row times a tiny nn.Linear called as a module: the module's own host time is what it takes
 # beyond the matmul row (F.linear's one mm)
 MODULE_ROW, MATMUL_ROW = TINY + "module", TINY + "matmul"
+# the autograd rows time a chain of CHAIN element-wise ops (x * c, from a leaf) and its backward, and the
+# same of one op (BACKWARD_ROW), per call: the chain's CHAIN - 1 extra nodes, each with its forward and
+# backward op, give the time per node; the rest of the one-op call is the backward call's own
+AUTOGRAD_ROW, BACKWARD_ROW, OP_ROW, VIEW_ROW = TINY + "autograd", TINY + "backward", TINY + "op", TINY + "view"
+CHAIN = 16
+_DERIVED_ROWS = (MODULE_ROW, AUTOGRAD_ROW, BACKWARD_ROW)
 # the tiny ops of the HOST_ROWS issued in turn, one feeding the next, as a layer issues them: ``classes`` counts
 # the ops of each host class per turn, ``us_per_op`` the time per op; what an op takes more there than in its
 # own loop is the profile's ``sequence_overhead_s``
@@ -181,7 +188,18 @@ def _host_s(hw: Hardware, op: str) -> float:
     return {"eager_tiny_op": hw.launch_overhead_s, "eager_tiny_matmul": hw.host_matmul_s,
             "eager_tiny_view": hw.view_overhead_s or 0.0, "eager_tiny_sdpa": hw.host_sdpa_s,
             "eager_tiny_index": hw.host_index_s,
-            MODULE_ROW: (hw.module_overhead_s or 0.0) + hw.host_matmul_s}[op]  # the call, then its matmul
+            MODULE_ROW: (hw.module_overhead_s or 0.0) + hw.host_matmul_s,  # the call, then its matmul
+            AUTOGRAD_ROW: _chain_s(CHAIN, hw.autograd_node_s or 0.0, hw.backward_call_s or 0.0,
+                                   hw.launch_overhead_s, hw.view_overhead_s or 0.0),
+            BACKWARD_ROW: _chain_s(1, hw.autograd_node_s or 0.0, hw.backward_call_s or 0.0,
+                                   hw.launch_overhead_s, hw.view_overhead_s or 0.0)}[op]
+
+
+def _chain_s(n: int, node_s: float, call_s: float, op_s: float, view_s: float) -> float:
+    """Host time of a chain of ``n`` element-wise ops from a leaf, forward and backward: n + 1 autograd
+    nodes (the leaf's AccumulateGrad), an op each way per link, the leaf gradient's one detach, and
+    the backward call (``analysis.add_backward`` counts nodes so)."""
+    return call_s + (n + 1) * node_s + 2 * n * op_s + view_s
 
 
 def _row_backend(row: dict, backend: Optional[str]) -> Optional[str]:
@@ -330,14 +348,20 @@ def mean_per_op(classes: dict, seconds: Callable[[str], float]) -> float:
 def fit_host_time(rows: list) -> Fitted:
     """Host time per eager op of each class (element-wise, matmul, view, SDPA, index), from the
     ``eager_tiny_*`` rows as measured (``HOST_ROWS``); of a module call, the ``MODULE_ROW`` above the
-    ``MATMUL_ROW``; and the sequence overhead per op: the time per op of the ``SEQUENCE_ROW`` above
-    the mean of its ops' own rows (none below 0)."""
+    ``MATMUL_ROW``; of the autograd engine, per node and per backward call, from the chains of the
+    ``AUTOGRAD_ROW`` and the ``BACKWARD_ROW`` (``_chain_s``); and the sequence overhead per op: the
+    time per op of the ``SEQUENCE_ROW`` above the mean of its ops' own rows (none below 0)."""
     tiny = {r["op"]: r["us_per_op"] * 1e-6 for r in rows if r.get("op") in HOST_ROWS}
     if not tiny:
         return Fitted({}, [])
-    upd = {HOST_ROWS[op]: t for op, t in tiny.items() if op != MODULE_ROW}
+    upd = {HOST_ROWS[op]: t for op, t in tiny.items() if op not in _DERIVED_ROWS}
     if MODULE_ROW in tiny and MATMUL_ROW in tiny:
         upd["module_overhead_s"] = max(0.0, tiny[MODULE_ROW] - tiny[MATMUL_ROW])
+    if all(r in tiny for r in (AUTOGRAD_ROW, BACKWARD_ROW, OP_ROW)):
+        op, view = tiny[OP_ROW], tiny.get(VIEW_ROW, 0.0)
+        node = max(0.0, (tiny[AUTOGRAD_ROW] - tiny[BACKWARD_ROW]) / (CHAIN - 1) - 2.0 * op)
+        upd["autograd_node_s"] = node
+        upd["backward_call_s"] = max(0.0, tiny[BACKWARD_ROW] - _chain_s(1, node, 0.0, op, view))
     classes = [op.removeprefix(TINY) for op in HOST_ROWS if op in tiny]
     what = [f"eager host time per op ({', '.join(classes)})"]
     seq = next((r for r in rows if r.get("op") == SEQUENCE_ROW), None)

@@ -150,6 +150,12 @@ class Graph:
         bytes, only the host time of issuing them in eager mode. One op stands for all ``count``."""
         return self._host_only(name, "view", count, part)
 
+    def autograd(self, name: str, nodes: int) -> str:
+        """The backward call, whose engine runs ``nodes`` autograd nodes (one per forward op the
+        gradient flows through, view or kernel, and one per leaf: ``analysis.add_backward`` counts
+        them): no kernel, no bytes, the engine's host time in eager mode beyond the ops it runs."""
+        return self._host_only(name, "autograd", nodes, "other")
+
     def _host_only(self, name: str, kind: str, count: int, part: Part) -> str:
         self._add(name, 0.0, "act")
         self.ops.append(Op(name, kind, part, 0.0, 0.0, (), name, name, 0.0, None, None, False, 1.0, float(count)))

@@ -198,6 +198,12 @@ class Hardware(BaseModel):
     module_overhead_s: Optional[Seconds] = Field(
         None, description="host time of one nn.Module call (the layer, each nn.Linear) beyond the ops it runs "
                           "(s); None: not measured, module calls are not priced")
+    autograd_node_s: Optional[Seconds] = Field(
+        None, description="host time of the autograd engine per node of a backward (recording it in the forward, "
+                          "running it in the backward) beyond the ops it runs (s); None: not measured")
+    backward_call_s: Optional[Seconds] = Field(
+        None, description="host time of one backward call beyond its nodes (the engine's start and end) (s); "
+                          "None: not measured")
     sequence_overhead_s: Seconds = Field(
         0.0, description="extra host time per eager op (kernel or view) when ops of different kinds follow "
                          "each other, as in a layer, above the per-class times measured each in a loop of one op "

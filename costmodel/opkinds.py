@@ -38,12 +38,13 @@ from .graph import Graph
 
 VIEW = "view"
 CALL = "call"  # a module's __call__ (nn.Module): host time only, no aten op
-HOST_ONLY = (VIEW, CALL)
+AUTOGRAD = "autograd"  # the backward call and the autograd nodes it runs (their count: Graph.autograd)
+HOST_ONLY = (VIEW, CALL, AUTOGRAD)
 OTHER = "other"
 KINDS = ("matmul", "sdpa", "softmax", "topk", "index", "scatter", "scan", "reduction", "copy", "elementwise",
          "fill", "conv", OTHER)
-HOST_CLASSES = (VIEW, "elementwise", "matmul", "sdpa", "index", CALL)
-HOST_CLASS = {VIEW: VIEW, CALL: CALL, "matmul": "matmul", "conv": "matmul", "sdpa": "sdpa", "index": "index",
+HOST_CLASSES = (VIEW, "elementwise", "matmul", "sdpa", "index", CALL, AUTOGRAD)
+HOST_CLASS = {VIEW: VIEW, CALL: CALL, AUTOGRAD: AUTOGRAD, "matmul": "matmul", "conv": "matmul", "sdpa": "sdpa", "index": "index",
               "scatter": "index", "topk": "index", **{k: "elementwise" for k in (
                   "softmax", "scan", "reduction", "copy", "elementwise", "fill", OTHER)}}
 BYTES_TOLERANCE = 0.02  # graph and trace bytes of a kind agree within this share of the graph's
@@ -99,7 +100,7 @@ WRITE_ONLY = frozenset(("copy_", "fill_", "zero_", "normal_", "uniform_"))
 # Kind of a graph op (``Op.kind``) that runs as a kernel of its own.
 GRAPH_KINDS = {"matmul": "matmul", "conv": "conv", "softmax": "softmax", "topk": "topk", "gather": "index",
                "scan": "scan", "reduction": "reduction", "copy": "copy", "elementwise": "elementwise", "fill": "fill",
-               VIEW: VIEW, CALL: CALL}
+               VIEW: VIEW, CALL: CALL, AUTOGRAD: AUTOGRAD}
 _BACKWARD_KINDS = {"index": "scatter"}  # the gradient of a gather adds into the rows it read
 _BACKWARD_PREFIX = "grad_"  # ``analysis.add_backward`` names every op it appends so
 
@@ -174,6 +175,8 @@ def graph_summary(g: Graph) -> OpSummary:
     out = OpSummary()
     for k in analyse(g).kernels:
         kind = graph_kind(k)
+        if kind == AUTOGRAD:  # no op of the trace's: the engine's nodes are counted by rule (Graph.autograd)
+            continue
         if kind in HOST_ONLY:
             out.add(kind, count=int(k.ops[0].elems))
         else:

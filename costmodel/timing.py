@@ -55,7 +55,7 @@ import math
 from typing import Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, HardwareError, MatmulEfficiency
-from .opkinds import CALL, GRAPH_KINDS, HOST_CLASS, HOST_ONLY, VIEW
+from .opkinds import AUTOGRAD, CALL, GRAPH_KINDS, HOST_CLASS, HOST_ONLY, VIEW
 from .tape import choose, is_zero, larger, log2, plus, smaller
 from .units import DTYPE_BYTES, DTYPES, INDEX_BYTES
 
@@ -147,7 +147,8 @@ class CompiledProfile:
     predictor's inner loop reads instead of the pydantic fields."""
 
     __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "select_s", "rowwise", "host", "host_mm",
-                 "host_sdpa", "seq", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s", "packs")
+                 "host_sdpa", "seq", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s", "packs",
+                 "backward_call")
 
     def __init__(self, hw: Hardware, dtype: str, backend: Optional[str]):
         if dtype not in hw.peak_flops:
@@ -167,7 +168,9 @@ class CompiledProfile:
         self.rowwise = self.select_s > 0 or any(law[2] > 0 for law in self.kinds.values())
         self.host_mm, self.host_sdpa = hw.host_matmul_s, hw.host_sdpa_s
         # host class (opkinds.HOST_CLASSES) -> host time of issuing one op of it
+        self.backward_call = hw.backward_call_s or 0.0
         self.host = {VIEW: hw.view_overhead_s or 0.0, CALL: hw.module_overhead_s or 0.0,
+                     AUTOGRAD: hw.autograd_node_s or 0.0,
                      "elementwise": hw.launch_overhead_s, "matmul": self.host_mm,
                      "sdpa": self.host_sdpa, "index": hw.host_index_s}
         self.seq = hw.sequence_overhead_s
@@ -302,10 +305,17 @@ class RowLengths:
         return 0.0
 
 
+def host_only_s(c: CompiledProfile, k) -> float:
+    """The host time of a host-only kernel: its class's time per op times its count (views, module
+    calls; the autograd engine: per node, plus the backward call once)."""
+    s = c.host[k.kind] * k.ops[0].elems
+    return s + c.backward_call if k.kind == AUTOGRAD else s
+
+
 def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
     kind = k.kind
-    if kind in HOST_ONLY:  # views and module calls: no device time, the host runs each of them
-        return 0.0, 0.0, 0.0, c.host[kind] * k.ops[0].elems
+    if kind in HOST_ONLY:  # views, module calls, the autograd engine: no device time
+        return 0.0, 0.0, 0.0, host_only_s(c, k)
     last = k.ops[-1]  # what the kernel writes last: its output
     fresh = fresh_parts(c.fresh_bytes, c.fresh_s, last.out_elems * (INDEX_BYTES if last.kind == "topk" else c.isz))
     if kind == "matmul":

@@ -19,7 +19,9 @@
   the reference file does;
 - ``eager_tiny_*``: host time per op of each host class (``op``: element-wise, ``matmul``,
   ``view``: view / transpose / expand, ``sdpa``, ``index``, ``module``: a tiny ``nn.Linear`` called
-  as a module, whose excess over ``matmul`` is a module call's), tiny ops issued back to back (on a CPU,
+  as a module, whose excess over ``matmul`` is a module call's; ``autograd`` and ``backward``: a chain
+  of 16 and of 1 element-wise ops from a leaf and its backward, the autograd engine's time per node and
+  per backward call), tiny ops issued back to back (on a CPU,
   the whole op) (``us_per_op``), and ``eager_sequence``: the same tiny ops issued in turn, each feeding the
   next, as a layer issues them (``us_per_op``; ``classes``: ops per class), whose excess over the tiny
   rows is the host time an op costs more in a layer than in a loop of its own (all timed together,
@@ -52,14 +54,14 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from ..costmodel.atomic import write_atomic
-from ..costmodel.fit import ELEMENT_OPS, HOST_ROWS, SEQUENCE_ROW, TINY
+from ..costmodel.fit import CHAIN, ELEMENT_OPS, HOST_ROWS, SEQUENCE_ROW, TINY
 from ..costmodel.units import DTYPE_BYTES, INDEX_BYTES
 from ..costmodel.units import TORCH_DTYPE_NAMES as TORCH_NAMES
 from .device import device_name, environment, sdpa_backends_used, sdpa_context, slug, synchronize, torch_dtype
 from .harness import do_bench_check, measure
 from .quiet import SLICE_S, CpuWatch
 
-HOST_CLASSES = tuple(r.removeprefix(TINY) for r in HOST_ROWS)  # op (element-wise), matmul, view, sdpa, index, module
+HOST_CLASSES = tuple(r.removeprefix(TINY) for r in HOST_ROWS)  # op, matmul, view, sdpa, index, module, autograd, backward
 _FLAT = ("copy", "copy_", "exp", "add", "mul", "sum", "zeros")  # element ops on a flat tensor
 
 METHOD = ("attncost.profiler.harness.measure: median; CUDA events with the L2 flushed before each call; "
@@ -376,7 +378,27 @@ def _tiny_call(device: str, host: str) -> tuple:
     if host == "module":  # nn.Linear called as a module: the module's own time is the excess over the matmul row
         linear = torch.nn.Linear(16, 16, bias=False, device=device)
         return (lambda: linear(x)), 1
+    if host in ("autograd", "backward"):  # a chain of x * c from a leaf, then its backward (fit.CHAIN)
+        return _chain_call(x, CHAIN if host == "autograd" else 1), 1
     return ((lambda: x @ x) if host == "matmul" else (lambda: x + 1)), 1
+
+
+def _chain_call(x, n: int) -> Callable[[], None]:
+    """A call of ``n`` element-wise ops from a leaf, forward and backward (autograd on, under the
+    calibration's no_grad), its gradient cleared first as a training step does."""
+    import torch
+
+    leaf, seed = x.clone().requires_grad_(True), torch.ones_like(x)
+
+    def chain() -> None:
+        leaf.grad = None
+        with torch.enable_grad():
+            y = leaf
+            for _ in range(n):
+                y = y * 1.5
+            y.backward(seed)
+
+    return chain
 
 
 HOST_ROUNDS = 7  # rounds of the host-time rows: each times every tiny call once

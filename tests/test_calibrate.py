@@ -36,7 +36,7 @@ NEW_KEYS = {**{op: {"op", "dtype", "elems", "ms", "GBps", "bytes", "out_bytes"} 
     "copy_", "copy_t", "cat", "mul", "masked_fill", "amax", "zeros", "index_select", "gather", "index_add",
     "scatter_add")},
     "topk": {"op", "dtype", "elems", "row", "k", "ms", "GBps", "bytes", "out_bytes"},
-    **{f"eager_tiny_{c}": {"op", "us_per_op"} for c in ("view", "sdpa", "index", "module")},
+    **{f"eager_tiny_{c}": {"op", "us_per_op"} for c in ("view", "sdpa", "index", "module", "autograd", "backward")},
     "eager_sequence": {"op", "us_per_op", "classes"}}
 # what the time model prices that calibrate measures: every kernel kind but the matmuls' and SDPA's
 # (their own rows) and conv / other (no law of their own)
@@ -105,7 +105,7 @@ def test_every_plan_measures_every_kind_and_host_class():
             assert kinds | {"softmax", "topk"} == ELEMENT_KINDS and p.softmax and p.topk, (device, quick)
             assert {HOST_ROWS["eager_tiny_" + h] for h in p.host} == set(HOST_ROWS.values())
             assert len({row for _, row in p.softmax}) >= 2 and len({k for *_, k in p.topk}) >= 2
-    assert len(HOST_ROWS) == len(HOST_CLASSES)
+    assert len(HOST_ROWS) == len(HOST_CLASSES) + 1  # the autograd engine: a row per node, one per backward call
 
 
 @pytest.fixture

@@ -268,3 +268,20 @@ def test_calibrate_names_the_pace_of_matrix_vector_products_where_fitted():
     assert view._gemv(cpu) == ""
     fast = cpu.model_copy(update={"matmul": {"fp32": cpu.matmul["fp32"].model_copy(update={"gemv_mem_eff": 0.5})}})
     assert view._gemv(fast) == "; matrix-vector products (m = 1) stream their matrix at 25.6 GB/s in fp32"
+
+
+def test_the_autograd_engine_is_what_two_chains_take_beyond_their_ops():
+    """A chain of 16 ops from a leaf and its backward, and a chain of 1: the engine's time per node
+    from their difference, the backward call's own from the rest (``fit._chain_s``)."""
+    from attncost.costmodel.fit import CHAIN
+
+    op, view, node, call = 4e-6, 1e-6, 2.5e-6, 40e-6
+    rows = [{"op": "eager_tiny_op", "us_per_op": op * 1e6}, {"op": "eager_tiny_view", "us_per_op": view * 1e6},
+            {"op": "eager_tiny_autograd", "us_per_op": (call + (CHAIN + 1) * node + 2 * CHAIN * op + view) * 1e6},
+            {"op": "eager_tiny_backward", "us_per_op": (call + 2 * node + 2 * op + view) * 1e6}]
+    part = fit_host_time(rows)
+    assert part.update["autograd_node_s"] == pytest.approx(node)
+    assert part.update["backward_call_s"] == pytest.approx(call)
+    hw = H100_PUBLISHED.model_copy(update=part.update)
+    assert [predict_row(r, hw) for r in rows] == pytest.approx([r["us_per_op"] * 1e-6 for r in rows])
+    assert "autograd_node_s" not in fit_host_time(rows[:1] + rows[2:3]).update  # one chain: not told apart

@@ -49,3 +49,29 @@ def test_graph_matches_the_trace(variant, phase, shape_id):
     params = resolve_params(variant, shape, PARAMS.get(variant))
     comparison = compare(graph_summary(graph(variant, shape, params)), trace_variant(variant, shape, params).summary())
     assert comparison.agree, f"{variant} {phase} {shape_id}: graph and trace differ\n{_disagreements(comparison)}"
+
+
+def _autograd_nodes(out) -> int:
+    """The nodes of the autograd graph behind ``out`` (those its backward runs)."""
+    seen, stack = set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(n for n, _ in node.next_functions)
+    return len(seen)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_graph_counts_the_autograd_nodes_within_a_tenth(variant):
+    """The backward's node count (``analysis.add_backward``: each forward op and view the gradient
+    flows through, each leaf) against the module's autograd graph, at both shapes."""
+    from attncost.profiler.modules import build_module
+
+    for shape_id in SHAPES:
+        shape = Shape(**SHAPES[shape_id], phase="train", dtype="fp32")
+        params = resolve_params(variant, shape, PARAMS.get(variant))
+        counted = sum(op.elems for op in graph(variant, shape, params).ops if op.kind == "autograd")
+        module, inputs = build_module(variant, shape, params)
+        traced = _autograd_nodes(module(*inputs))
+        assert abs(counted - traced) <= 0.1 * traced, (variant, shape_id, counted, traced)

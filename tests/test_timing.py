@@ -415,3 +415,19 @@ def test_module_calls_cost_host_time_only():
     assert predict(ks, timed).host_s == pytest.approx(predict(ks, LAWS).host_s + 5 * 7e-6)
     assert predict(ks, timed, mode="graph").time_s == predict(ks, LAWS, mode="graph").time_s
     assert LAWS.module_overhead_s is None
+
+
+def test_the_autograd_engine_costs_the_host_per_node_and_per_backward_call():
+    """A training graph carries one autograd op: its nodes times ``autograd_node_s``, plus
+    ``backward_call_s``, on the host in eager mode; prefill has none."""
+    from attncost.costmodel.estimate import graph
+    from attncost.costmodel.shape import Shape
+
+    g = graph("flash", Shape(T=64, d=64, heads=2, phase="train"))
+    engine = [op for op in g.ops if op.kind == "autograd"]
+    assert len(engine) == 1 and engine[0].elems > 20
+    ks = _kernels(g)
+    timed = LAWS.model_copy(update={"autograd_node_s": 3e-6, "backward_call_s": 50e-6})
+    assert predict(ks, timed).host_s == pytest.approx(predict(ks, LAWS).host_s + engine[0].elems * 3e-6 + 50e-6)
+    assert predict(ks, timed, mode="graph").time_s == predict(ks, LAWS, mode="graph").time_s
+    assert not [op for op in graph("flash", Shape(T=64, d=64, heads=2)).ops if op.kind == "autograd"]

@@ -4,8 +4,8 @@ kinds vocabulary it shares with the cost-model graph (costmodel.opkinds)."""
 import pytest
 import torch
 
-from attncost.costmodel.opkinds import (CALL, ATEN_KINDS, HOST_CLASS, HOST_CLASSES, KINDS, VIEW, KindTotal, OpSummary,
-                                        compare, graph_kind)
+from attncost.costmodel.opkinds import (AUTOGRAD, ATEN_KINDS, CALL, HOST_CLASS, HOST_CLASSES, KINDS, VIEW, KindTotal,
+                                        OpSummary, compare, graph_kind)
 from attncost.costmodel.shape import Shape
 from attncost.profiler.trace import Trace, footprint, trace_call, trace_module, trace_variant
 
@@ -111,7 +111,7 @@ def test_view_table_matches_the_schemas():
 
 def test_kinds_vocabulary_is_closed():
     assert set(ATEN_KINDS) <= set(KINDS) | {VIEW}
-    assert set(HOST_CLASS) == set(KINDS) | {VIEW, CALL}
+    assert set(HOST_CLASS) == set(KINDS) | {VIEW, CALL, AUTOGRAD}
     assert set(HOST_CLASS.values()) == set(HOST_CLASSES)
 
 
