@@ -117,7 +117,7 @@ def crosscheck(
         write_csv(csv_path, [r.model_dump(mode="json") for r in results])
     if as_json:
         print_json({"conventions": list(CONVENTIONS), "ok": not failed,
-                          "results": [r.model_dump(mode="json") for r in results]})
+                    "results": [r.model_dump(mode="json") for r in results]})
     else:
         _print(results, wide)
         if by_op:

@@ -62,7 +62,7 @@ def kernels_report(text: str, shapes: list, params: dict, hw, as_json: bool, wid
         raise fail(f"--kernels {variant}: {err}")
     if as_json:
         print_json({"variant": variant, "params": p.model_dump(), "shape": shape.model_dump(),
-                          "hardware": hw.name, "totals": totals, "rows": rows})
+                    "hardware": hw.name, "totals": totals, "rows": rows})
         return
     _print(variant, shape, hw, rows, totals, wide)
 

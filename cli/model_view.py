@@ -40,7 +40,7 @@ def run(model: str, T: str, batch, dtype: str, variants: Optional[str], param: O
                for b in batches for t in Ts for v in names]
     if as_json:
         print_json({"model": cfg.model_dump(), "hardware": hw.model_dump(),
-                          "results": [r.as_dict() for r in results]})
+                    "results": [r.as_dict() for r in results]})
     else:
         _print(cfg, results, hw, wide)
     return results

@@ -105,7 +105,7 @@ def ops_check(variants: str, d: str, T: str, shape_fields: dict, param, backend:
         write_csv(csv_path, [line for r in results for line in _csv_lines(r.model_dump())])
     if as_json:
         print_json({"conventions": list(CONVENTIONS), "tolerance": BYTES_TOLERANCE, "ok": ok,
-                          "results": [r.model_dump() for r in results]})
+                    "results": [r.model_dump() for r in results]})
     else:
         fit_console(console, wide)
         print_results(results)

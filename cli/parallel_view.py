@@ -58,7 +58,7 @@ def run(names: list, shapes: list, params: dict, hw, layout: Layout, as_json: bo
             rows.append(_row(e, one, pays, full, len(shapes) > 1))
     if as_json:
         print_json({"hardware": hw.name, "interconnect": hw.interconnect.model_dump(),
-                          "results": doc})
+                    "results": doc})
         return
     _print(rows, shapes, hw, layout, len(shapes) > 1, wide, doc)
 

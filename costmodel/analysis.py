@@ -26,8 +26,8 @@ class Kernel:
     """One launch: its ops, FLOPs and the bytes it moves through device memory."""
 
     name: str
-    kind: str  # "matmul" (one matmul), "attention" (fused matmuls + softmax), "vector", "copy", "view", "call"
-    # (the last two: host only)
+    kind: str  # "matmul" (one matmul), "attention" (fused matmuls + softmax), "vector", "copy"; host only:
+    # "view", "call" (a module call), "autograd" (the backward's engine)
     flops: float
     flops_matmul: float
     bytes: float
@@ -194,7 +194,8 @@ class _Backward:
         g, t = self.g, self.t
         for out in g.outputs:
             self.grads[out] = [g.input("grad_" + out, t[out].elems)]
-        engine = g.autograd("autograd", 0)  # its node count is known at the end
+        g.autograd("autograd", 0)
+        engine = g.ops[-1]  # its node count is known at the end
         done = set()
         for op in reversed(self.forward):
             fused = op.kernel in self.fused
@@ -222,7 +223,7 @@ class _Backward:
                 self._vector(op, gout, kernel)
         self.nodes += len(self.grads)  # the leaves' AccumulateGrad
         self._leaves()
-        next(o for o in g.ops if o.out == engine).elems = float(self.nodes)
+        engine.elems = float(self.nodes)
 
     # -- gradients -------------------------------------------------------------------------
     def _gradient(self, name: str, part: str, kernel):

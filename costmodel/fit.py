@@ -561,7 +561,8 @@ def _fit_matmul_dtype(base: Hardware, dt: str, mm: list) -> MatmulEfficiency:
     reg = _regimes(base)
     mm = [(spec, meas, spec[0] * spec[1] * spec[3] * DTYPE_BYTES[dt]) for spec, meas in mm]
 
-    def loss_at(x: list, gemv_eff: float, rows: list) -> float:  # x: max_eff, mn_half, k_half, k_step_s, mem_eff, latency_s
+    # x: max_eff, mn_half, k_half, k_step_s, mem_eff, latency_s
+    def loss_at(x: list, gemv_eff: float, rows: list) -> float:
         p = (peak * x[0], x[1], x[2], x[3], kcap, bw * x[4], x[5], bw * gemv_eff)  # timing.matmul_params
         return _sq_log((reg.kernel_s(matmul_parts(p, *spec), spec[-1], out), meas) for spec, meas, out in rows)
 

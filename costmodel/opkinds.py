@@ -26,8 +26,10 @@ calls modules (``CALL``: the layer itself, each ``nn.Linear``, ...): no aten op,
 
 The graph side (``graph_kind``): a fused attention kernel is ``sdpa``; any other kernel takes the
 kind of its op (``GRAPH_KINDS``), and the gradient of a gather is a scatter. A graph's host-only ops
-(``Graph.views``) count as views, its module calls (``Graph.calls``) as calls. Plain Python: no torch
-here (the profiler imports this table).
+(``Graph.views``) count as views, its module calls (``Graph.calls``) as calls; the autograd engine's
+op of a training graph (``Graph.autograd``, ``AUTOGRAD``) is priced but not compared: the trace has no
+op of it (``add_backward`` counts its nodes). Plain Python: no torch here (the profiler imports this
+table).
 """
 
 from dataclasses import dataclass, field
@@ -44,8 +46,8 @@ OTHER = "other"
 KINDS = ("matmul", "sdpa", "softmax", "topk", "index", "scatter", "scan", "reduction", "copy", "elementwise",
          "fill", "conv", OTHER)
 HOST_CLASSES = (VIEW, "elementwise", "matmul", "sdpa", "index", CALL, AUTOGRAD)
-HOST_CLASS = {VIEW: VIEW, CALL: CALL, AUTOGRAD: AUTOGRAD, "matmul": "matmul", "conv": "matmul", "sdpa": "sdpa", "index": "index",
-              "scatter": "index", "topk": "index", **{k: "elementwise" for k in (
+HOST_CLASS = {VIEW: VIEW, CALL: CALL, AUTOGRAD: AUTOGRAD, "matmul": "matmul", "conv": "matmul", "sdpa": "sdpa",
+              "index": "index", "scatter": "index", "topk": "index", **{k: "elementwise" for k in (
                   "softmax", "scan", "reduction", "copy", "elementwise", "fill", OTHER)}}
 BYTES_TOLERANCE = 0.02  # graph and trace bytes of a kind agree within this share of the graph's
 

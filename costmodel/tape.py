@@ -197,19 +197,24 @@ def plus(total, x):
 
 def larger(a, b):
     """``a if a > b else b`` (max(a, b) that gives ``b`` where they tie), one step where traced."""
-    return _extreme("max", a, b, a > b)
+    return _extreme("max", operator.gt, a, b)
 
 
 def smaller(a, b):
     """``a if a < b else b`` (min(a, b) that gives ``b`` where they tie), one step where traced."""
-    return _extreme("min", a, b, a < b)
+    return _extreme("min", operator.lt, a, b)
 
 
-def _extreme(op: str, a, b, first):
-    if first.__class__ is Sym:
-        pick = a if first.v else b
-        return first.tape.op(op, (a, b), pick.v if pick.__class__ is Sym else pick)
-    return a if first else b
+def _extreme(op: str, first, a, b):
+    """``a if first(a, b) else b``, compared on the values (a traced comparison would record a step of
+    its own that nothing reads)."""
+    av = a.v if a.__class__ is Sym else a
+    bv = b.v if b.__class__ is Sym else b
+    pick_a = first(av, bv)
+    traced = a if a.__class__ is Sym else b if b.__class__ is Sym else None
+    if traced is None:
+        return a if pick_a else b
+    return traced.tape.op(op, (a, b), av if pick_a else bv)
 
 
 def log2(x):
@@ -512,6 +517,6 @@ def _compile(tape: Tape, live: list, guards: list, expected: tuple, outs: list) 
     return scope["run"]
 
 
-__all__ = ["Sym", "Tape", "Program", "TraceError", "choose", "is_zero", "larger", "plus", "smaller", "log2", "trace", "EXACT_INT",
-           "PLAIN_TYPES",
+__all__ = ["Sym", "Tape", "Program", "TraceError", "choose", "is_zero", "larger", "plus", "smaller", "log2", "trace",
+           "EXACT_INT", "PLAIN_TYPES",
            "PLAIN_TYPE_NAMES"]

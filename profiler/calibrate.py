@@ -61,7 +61,8 @@ from .device import device_name, environment, sdpa_backends_used, sdpa_context, 
 from .harness import do_bench_check, measure
 from .quiet import SLICE_S, CpuWatch
 
-HOST_CLASSES = tuple(r.removeprefix(TINY) for r in HOST_ROWS)  # op, matmul, view, sdpa, index, module, autograd, backward
+# op, matmul, view, sdpa, index, module, autograd, backward
+HOST_CLASSES = tuple(r.removeprefix(TINY) for r in HOST_ROWS)
 _FLAT = ("copy", "copy_", "exp", "add", "mul", "sum", "zeros")  # element ops on a flat tensor
 
 METHOD = ("attncost.profiler.harness.measure: median; CUDA events with the L2 flushed before each call; "

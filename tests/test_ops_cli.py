@@ -91,7 +91,8 @@ def test_kernel_rows_sum_to_the_device_time():
         assert totals["time_s"] == pytest.approx(estimate(variant, shape, None, hw).time_s, rel=1e-12)
         assert {r["bound"] for r in device} <= {"compute", "memory", "latency"}
         views = [r for r in rows if r["where"] == "host"]
-        assert views and all(r["kind"] in ("view", "call", "autograd") and r["bound"] == "host" and r["bytes"] == 0 for r in views)
+        assert views and all(r["kind"] in ("view", "call", "autograd") and r["bound"] == "host" and r["bytes"] == 0
+                             for r in views)
         assert all(r["time_s"] == 0 for r in views)  # the h100 profile has no measured view cost
 
 

@@ -33,7 +33,8 @@ class TopK(AttentionModule):
         # v[b, idx[b, l, h, j], h] as rows of V's (B*T*H, dh) view: row (b*T + idx)*H + h, one
         # index_select reading only the rows picked (its gradient adds into a tensor of V's size, not
         # of V expanded over the queries); row_base holds b*T*H + h
-        base = torch.arange(self.B).view(self.B, 1, 1, 1) * (self.T * self.H) + torch.arange(self.H).view(1, 1, self.H, 1)
+        base = (torch.arange(self.B).view(self.B, 1, 1, 1) * (self.T * self.H)
+                + torch.arange(self.H).view(1, 1, self.H, 1))
         self.register_buffer("row_base", base, persistent=False)
         if self.phase != "decode" and self.causal:
             self.head_mask()
