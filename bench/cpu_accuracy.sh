@@ -4,7 +4,8 @@
 # and no calibration row uses, and print the error tables (`attncost crosscheck --time`).
 # Writes examples/cpu-accuracy/: the calibrated profile (+ its rows) and the results files.
 #   usage: bash bench/cpu_accuracy.sh [--quick]     (--quick: quick calibration, fewer T)
-# Run it on a quiet machine: other processes on the cores show up as model error.
+# Run it on a quiet machine: other processes on the cores show up as model error. Each point records the
+# machine's pace (the reference workload timed beside it); the tables show it against the calibration's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 quick=${1:-}
@@ -17,11 +18,33 @@ common=(--device cpu --dtype fp32 --d 320 --heads 5 --hardware "$prof" --budget 
 fail=0
 step() { echo "== $(date +%T) $*"; "$@" || { echo "== failed: $*"; fail=$((fail + 1)); }; }
 
+# The machine's pace beside a run's points against the calibration's (`profiler.pace`): the median of
+# |ratio - 1| over the points, e.g. 0.31 for a run at 1.31x the calibration's time.
+drift() { attncost crosscheck --time "$1" --json 2>/dev/null | python -c "
+import json, statistics, sys
+r = [abs(p['pace_ratio'] - 1) for p in json.load(sys.stdin)['points'] if p['pace_ratio']]
+print(statistics.median(r) if r else 0)"; }
+# profile OUT ARGS...: a phase; where the machine's pace beside it drifted more than 10 % from the
+# calibration's, it is profiled once more and the run nearer the calibration's pace is kept (chosen by
+# the pace alone, never by the errors).
+profile() {
+  local out=$1; shift
+  step attncost profile "${common[@]}" "$@" --out "$out" || return
+  local d1; d1=$(drift "$out")
+  python -c "import sys; sys.exit(float('$d1') <= 0.10)" || return 0
+  echo "== pace drifted by a median $d1 from the calibration's: profiling $out once more"
+  cp "$out" "$out.first"
+  step attncost profile "${common[@]}" "$@" --out "$out"
+  local d2; d2=$(drift "$out")
+  echo "== pace drift: first run $d1, second run $d2; keeping the nearer"
+  if python -c "import sys; sys.exit(float('$d2') <= float('$d1'))"; then mv "$out.first" "$out"; else rm "$out.first"; fi
+}
+
 step attncost calibrate --device cpu ${quick:+--quick} --out "$prof" --overwrite
-step attncost profile "${common[@]}" --phase prefill --variants all --T "$T" --out $ex/prefill.json
-step attncost profile "${common[@]}" --phase decode --variants all --T "$T" --batch 1 --out $ex/decode-b1.json
-step attncost profile "${common[@]}" --phase decode --variants all --T "$T" --batch 4 --out $ex/decode-b4.json
-step attncost profile "${common[@]}" --phase train --variants all --T 96,384 --out $ex/train.json
+profile $ex/prefill.json --phase prefill --variants all --T "$T"
+profile $ex/decode-b1.json --phase decode --variants all --T "$T" --batch 1
+profile $ex/decode-b4.json --phase decode --variants all --T "$T" --batch 4
+profile $ex/train.json --phase train --variants all --T 96,384
 for f in $ex/prefill.json $ex/decode-b1.json $ex/decode-b4.json $ex/train.json; do
   [ -f "$f" ] && { echo "== $f"; attncost crosscheck --time "$f"; }
 done

@@ -9,8 +9,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..costmodel.accuracy import (REST, TARGET_MEDIAN, TARGET_P90, by_op, by_variant, crossover_table, label,
-                                  point_errors, summary)
+from ..costmodel.accuracy import (PACE_TOLERANCE, REST, TARGET_MEDIAN, TARGET_P90, by_op, by_variant, crossover_table, label,
+                                  pace_ratio, pace_summary, point_errors, summary)
 from ..reports.fmt import count, error, measured_ms, ms, pct, predicted_ms
 from .errors import fail
 from .layout import datasheet_warning, fit_console, print_json
@@ -27,23 +27,26 @@ def time_check(path: str, as_json: bool, ops: bool = False, csv_path: Optional[P
     run = load_run(path, "--time")
     errors = point_errors(run)
     total, per_variant, cross = summary(errors), by_variant(errors), crossover_table(run)
+    pace = pace_summary(errors, run.hardware)
     kinds = _by_op(run, path) if ops else None
     passed = total["median"] is not None and total["median"] <= TARGET_MEDIAN
     points = [{"variant": p.variant, "exec": p.exec_mode, "shape": p.shape.model_dump(), "predicted_s": pr,
-               "measured_s": m, "error": e} for p, pr, m, e in errors]
+               "measured_s": m, "error": e, "pace_ratio": pace_ratio(p, run.hardware)} for p, pr, m, e in errors]
     if csv_path is not None:
         write_csv(csv_path, points)
     if as_json:
         doc = {"run": path, "device": run.environment.device_name or run.environment.device,
                "hardware_profile": run.environment.hardware_profile, "summary": total,
                "target": {"median": TARGET_MEDIAN, "p90": TARGET_P90}, "ok": passed,
-               "by_variant": per_variant, "crossovers": cross,
+               "by_variant": per_variant, "crossovers": cross, "pace": pace,
                "points": points}
         if kinds is not None:
             doc["by_op"] = {name: {**s, "rows": [r.model_dump() for r in s["rows"]]} for name, s in kinds.items()}
         print_json(doc)
     else:
         _print(run, path, errors, total, per_variant, cross, kinds)
+        if pace is not None:
+            console.print(_pace_line(pace), soft_wrap=True)
     if not passed:
         raise typer.Exit(1)
 
@@ -69,12 +72,13 @@ def _print(run, path, errors, total, per_variant, cross, kinds=None) -> None:
         _print_by_op(kinds)
     else:
         t = Table(box=box.SIMPLE_HEAD, header_style="bold")
-        for c in ("variant", "d", "T", "phase", "measured ms", "predicted ms", "error"):
+        paced = any(pace_ratio(p, run.hardware) for p, *_ in errors)
+        for c in ("variant", "d", "T", "phase", "measured ms", "predicted ms", "error") + (("pace",) if paced else ()):
             t.add_column(c, justify="left" if c in ("variant", "phase") else "right", no_wrap=c != "variant")
         for p, pr, m, e in errors:
             stable = p.timing.stable if p.timing else None
             t.add_row(label(p), count(p.shape.d), count(p.shape.T), p.shape.phase, measured_ms(m, stable),
-                      predicted_ms(pr, e), _styled(e))
+                      predicted_ms(pr, e), _styled(e), *((_pace(pace_ratio(p, run.hardware)),) if paced else ()))
         console.print(t)
     v = Table(box=box.SIMPLE_HEAD, header_style="bold", title="by variant")
     for c in ("variant", "points", "median |error|", "p90 |error|", "bias (median signed)"):
@@ -99,6 +103,27 @@ def _print(run, path, errors, total, per_variant, cross, kinds=None) -> None:
     console.print(f"{'[green]' if ok else '[red]'}median |error| {pct(total['median'], signed=False)} over "
                   f"{total['points']} points (target {pct(TARGET_MEDIAN, signed=False)}), p90 "
                   f"{pct(total['p90'], signed=False)} (target {pct(TARGET_P90, signed=False)})[/]")
+
+
+def _pace(ratio: Optional[float]) -> str:
+    """A point's pace ratio, "1.31x", yellow beyond the tolerance; "–" where not timed."""
+    if ratio is None:
+        return "–"
+    text = f"{ratio:.2f}x"
+    return f"[yellow]{text}[/]" if abs(ratio - 1.0) > PACE_TOLERANCE else text
+
+
+def _pace_line(pace: dict) -> str:
+    """The machine's pace beside the points against the calibration's, and the errors at that pace."""
+    at = pace["at_calibration_pace"]
+    text = (f"pace: the reference workload ran {pace['min']:.2f}x-{pace['max']:.2f}x its time at calibration "
+            f"beside these points (median {pace['median']:.2f}x)")
+    if not pace["off"]:
+        return text + f"; within {pct(PACE_TOLERANCE, signed=False)} at every point."
+    return (text + f"; [yellow]{pace['off']} of {pace['points']} points beyond {pct(PACE_TOLERANCE, signed=False)}"
+            f"[/]: their errors include the machine's drift. With each prediction scaled by its point's pace, "
+            f"as if every op had slowed alike: median |error| {pct(at['median'], signed=False)}, p90 "
+            f"{pct(at['p90'], signed=False)}.")
 
 
 def _T(x) -> str:

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..reports.fmt import nbytes, pct, sig
+from ..reports.fmt import error, nbytes, pct, sig
 from .app import app
 from .errors import fail
 from .layout import PlainHelp
@@ -101,9 +101,30 @@ def calibrate(
     console.print(_laws(hw))
     console.print(f"Fitted on the built-in '{result['base']}' profile in {result['seconds']:.0f} s: host time per "
                   f"eager op {_host_times(hw)}{_gemv(hw)}; attention backend {hw.attention_backend}.")
+    pace = _pace(result["rows"])
+    if pace:
+        console.print(pace)
     console.print(f"Wrote the profile to {result['path']} and the rows to {result['rows_path']}.", soft_wrap=True)
     console.print(f"Use it: attncost predict --hardware {result['path']} ...  or  attncost profile --hardware "
                   f"{result['path']} ...", soft_wrap=True)
+
+
+def _pace(rows: list) -> str:
+    """The reference workload's first and last times (``profiler.pace``), and a warning where the
+    machine's pace changed between them by more than ``PACE_TOLERANCE``."""
+    from ..costmodel.accuracy import PACE_TOLERANCE
+
+    first, last = (next((r["ms"] for r in rows if r.get("op") == "pace" and r.get("when") == w), None)
+                   for w in ("first", "last"))
+    if first is None or last is None:
+        return ""
+    change = last / first - 1.0
+    text = (f"The machine's pace: the reference workload took {sig(first, 3)} ms first and {sig(last, 3)} ms last "
+            f"({error(change)}).")
+    if abs(change) > PACE_TOLERANCE:
+        text += (" [yellow]The machine's pace changed during the calibration[/]: its fits mix two paces; "
+                 "calibrate again on a quiet machine.")
+    return text
 
 
 def _gemv(hw) -> str:

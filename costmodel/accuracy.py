@@ -18,6 +18,7 @@ from .results import Point, Run
 
 TARGET_MEDIAN = 0.15  # issue: median |predicted - measured| / measured at most 15 %
 TARGET_P90 = 0.35
+PACE_TOLERANCE = 0.10  # a point whose reference workload ran more than 10 % off the calibration's: the machine drifted
 
 
 def point_errors(run: Run) -> list:
@@ -45,6 +46,30 @@ def summary(errors: list) -> dict:
     if not a:
         return {"points": 0, "median": None, "p90": None}
     return {"points": len(a), "median": statistics.median(a), "p90": quantile(a, 0.9)}
+
+
+def pace_ratio(p: Point, hardware) -> Optional[float]:
+    """How much slower the machine ran the reference workload (``profiler.pace``) beside the point than
+    when ``hardware`` was calibrated (``Point.pace_s / Hardware.pace_s``; 1.3: 30 % slower); None where
+    either was not timed."""
+    base = getattr(hardware, "pace_s", None)
+    return p.pace_s / base if p.pace_s and base else None
+
+
+def pace_summary(errors: list, hardware) -> Optional[dict]:
+    """Over the ``point_errors`` rows whose pace was timed: their number, the least, median and largest
+    ``pace_ratio``, how many lie beyond ``PACE_TOLERANCE``, and (``at_calibration_pace``) the ``summary``
+    of the errors with each prediction scaled by its point's ratio, as if every op had slowed alike;
+    None where no point has a ratio."""
+    rows = [(p, pr, m, e, pace_ratio(p, hardware)) for p, pr, m, e in errors]
+    rows = [r for r in rows if r[-1] is not None]
+    if not rows:
+        return None
+    ratios = [r[-1] for r in rows]
+    scaled = [(p, pr * k, m, pr * k / m - 1.0) for p, pr, m, _, k in rows]
+    return {"points": len(rows), "min": min(ratios), "median": statistics.median(ratios), "max": max(ratios),
+            "off": sum(abs(k - 1.0) > PACE_TOLERANCE for k in ratios), "tolerance": PACE_TOLERANCE,
+            "at_calibration_pace": summary(scaled)}
 
 
 def label(p: Point) -> str:

@@ -5,7 +5,8 @@ writes the same), timed on the device (no host time, L2 flushed): ``mm`` (M, K, 
 ``bmm_pv`` (BH, T, dh), ``sdpa`` (backend, B, H, T, dh, causal), element ops by ``elems``
 (``ELEMENT_OPS``; where a row has them, ``bytes`` read and written, ``row``: elements per row, and
 ``k`` kept per row of a topk, ``out_bytes``: the output it allocates), and ``eager_tiny_*`` (host time
-per op of each host class, ``us_per_op``: ``HOST_ROWS``; ``SEQUENCE_ROW``: the same ops issued in turn).
+per op of each host class, ``us_per_op``: ``HOST_ROWS``; ``SEQUENCE_ROW``: the same ops issued in turn), and
+``pace`` (the reference workload of ``profiler.pace``, ``ms``: the profile's ``pace_s``).
 
 ``predict_row`` prices one row with the kernel formulas of ``timing.py``; ``row_errors`` and
 ``summarize`` compare a profile with rows. ``fit_profile`` fits a profile's efficiencies, one kernel
@@ -19,6 +20,7 @@ later family's fit then counts as known.
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Callable, Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, MatmulEfficiency
@@ -66,6 +68,9 @@ _DERIVED_ROWS = (MODULE_ROW, AUTOGRAD_ROW, BACKWARD_ROW)
 # the ops of each host class per turn, ``us_per_op`` the time per op; what an op takes more there than in its
 # own loop is the profile's ``sequence_overhead_s``
 SEQUENCE_ROW = "eager_sequence"
+# the reference workload (``profiler.pace``), timed at the start and the end of a calibration: the profile's
+# ``pace_s`` is their median
+PACE_ROW = "pace"
 
 
 def row_dtype(row: dict) -> str:
@@ -680,6 +685,10 @@ def fit_profile(base: Hardware, rows: list, *, exclude_ops: Iterable = (), sourc
                               min_latency_s=upd.get("kernel_latency_s", base.kernel_latency_s))
     upd.update(attention.update)
     what += attention.what
+    pace = sorted(measured_s(r) for r in rows if r.get("op") == PACE_ROW)
+    if pace:
+        upd["pace_s"] = statistics.median(pace)
+        what.append("the reference workload's time (pace)")
     upd["calibration"] = f"fitted to {source or 'measured rows'}: {'; '.join(what) or 'nothing (no usable rows)'}" + (
         f"; left out: {', '.join(sorted(exclude))}" if exclude else "")
     return base.model_copy(update=upd)

@@ -204,6 +204,10 @@ class Hardware(BaseModel):
     backward_call_s: Optional[Seconds] = Field(
         None, description="host time of one backward call beyond its nodes (the engine's start and end) (s); "
                           "None: not measured")
+    pace_s: Optional[Seconds] = Field(
+        None, description="time of attncost's reference workload (profiler.pace) on this machine when it was "
+                          "calibrated (s): `crosscheck --time` compares each measured point's with it; None: "
+                          "not calibrated")
     sequence_overhead_s: Seconds = Field(
         0.0, description="extra host time per eager op (kernel or view) when ops of different kinds follow "
                          "each other, as in a layer, above the per-class times measured each in a loop of one op "

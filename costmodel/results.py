@@ -110,6 +110,9 @@ class Point(BaseModel):
     peak_memory_bytes: Optional[Amount] = None  # allocator peak above the inputs
     counts: Optional[Counts] = None
     predicted_time_other_s: Optional[Seconds] = None  # predicted in the other exec mode
+    # the reference workload's time (``profiler.pace``) timed beside the point (in its rounds: the fastest),
+    # to compare with the profile's ``Hardware.pace_s``: the machine's pace when the point ran
+    pace_s: Optional[Seconds] = None
     # ``profile --ops``: seconds per call by op kind (``costmodel.opkinds``), from torch.profiler: the
     # host's self time in each aten op, and (CUDA) the device time of the kernels each launched
     op_times: Optional[dict[str, Seconds]] = None

@@ -26,6 +26,8 @@
   next, as a layer issues them (``us_per_op``; ``classes``: ops per class), whose excess over the tiny
   rows is the host time an op costs more in a layer than in a loop of its own (all timed together,
   in rounds, each row its fastest: ``_host_rows``);
+- ``pace``: the reference workload of ``profiler.pace``, first and last (``when``), whose median is
+  the profile's ``pace_s``;
 - ``sdpa`` by backend (flash, cudnn, efficient, math where they exist, and ``default``: torch's
   own choice), T, head dim and causality (FLOPs by FlashAttention's convention: causal = half), and
   decode's: one query per head (``Tq``: 1) against T keys.
@@ -54,11 +56,12 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from ..costmodel.atomic import write_atomic
-from ..costmodel.fit import CHAIN, ELEMENT_OPS, HOST_ROWS, SEQUENCE_ROW, TINY
+from ..costmodel.fit import CHAIN, ELEMENT_OPS, HOST_ROWS, PACE_ROW, SEQUENCE_ROW, TINY
 from ..costmodel.units import DTYPE_BYTES, INDEX_BYTES
 from ..costmodel.units import TORCH_DTYPE_NAMES as TORCH_NAMES
 from .device import device_name, environment, sdpa_backends_used, sdpa_context, slug, synchronize, torch_dtype
 from .harness import do_bench_check, measure
+from .pace import pace_s
 from .quiet import SLICE_S, CpuWatch
 
 # op, matmul, view, sdpa, index, module, autograd, backward
@@ -199,8 +202,8 @@ def measure_rows(device: str, *, quick: bool = False, plan: Optional[Plan] = Non
 def _steps(plan: Plan, device: str) -> list:
     """(label, thunk) per row (the host-time rows: one thunk, timed together), so progress can be
     shown row by row."""
-    steps = []
     kw = dict(budget_s=plan.budget_s, warmup=plan.warmup)
+    steps = [("pace: the reference workload, first", _pace_step(device, "first", plan.budget_s))]
     for dt, grid in plan.mm.items():
         for (M, K, N) in grid:
             steps.append((f"mm {dt} {M}x{K}x{N}", _mm_step(device, dt, M, K, N, kw)))
@@ -232,7 +235,16 @@ def _steps(plan: Plan, device: str) -> list:
                           _sdpa_step(device, plan.sdpa_dtype, be, B, H, T, dh, False, kw, queries=1)))
     if plan.bench_check:
         steps.append(("do_bench check", lambda: do_bench_check(T=4096, head_dim=128, budget_s=plan.budget_s)))
+    steps.append(("pace: the reference workload, last", _pace_step(device, "last", plan.budget_s)))
     return steps
+
+
+def _pace_step(device: str, when: str, budget_s: float) -> Callable[[], dict]:
+    """The ``PACE_ROW`` (``profiler.pace``), timed ``when`` ("first" or "last") in the calibration."""
+    def step():
+        return {"op": PACE_ROW, "when": when, "ms": pace_s(device, budget_s) * 1e3}
+
+    return step
 
 
 def _randn(shape, device, dt):

@@ -34,6 +34,9 @@ the shape-major grid) are all built and warmed up first, then each round times e
 its share of the budget (``harness.measure``), and a point's timing combines its rounds
 (``harness.combine_rounds``: the fastest round's). A slow spell then lands on every variant of the
 shape alike instead of on whichever ran during it, and a point is kept at the pace of its best round.
+Each round also times the reference workload (``profiler.pace``) for a round's share: the shape's
+points record its fastest round as ``Point.pace_s``, the machine's pace while they ran (a point timed
+alone: the workload timed after it, with the point's budget).
 Only as many points as fit in ``HOLD_SHARE`` of the machine's memory (by their predicted memory) are
 built at once; the others of the shape follow in a group of their own, or alone.
 On an accelerator (one round) each point is built, timed and freed before the next, as its memory
@@ -61,6 +64,7 @@ from ..costmodel.shape import Shape
 from ..costmodel.timing import MODES
 from .device import math_upcasts, sdpa_backends_used, sdpa_context, torch_dtype
 from .harness import combine_rounds, cuda_graph, is_oom, measure, op_times, peak_memory
+from .pace import workload
 from .runner import OnBegin, OnPoint, guarded, one_line, open_run, predicted_oom, run_points
 
 __all__ = ["make_grid", "point_params", "grid_points", "run_sweep", "graph_unmeasurable", "predicted_memory",
@@ -211,6 +215,7 @@ class _LayerPoint:
     ops: bool = False
     rounds: int = 1
     hw_by_backend: dict = field(default_factory=dict)
+    pace_fn: Optional[Callable] = None  # the reference workload, made on first use
 
     def run(self, items: list) -> list:
         """Predict, then (where the variant applies) measure each (probe, params) of ``items`` (points
@@ -239,11 +244,13 @@ class _LayerPoint:
         return points
 
     def _alone(self, probe: Point, params: dict) -> Point:
-        """One point predicted, measured (built, timed with the whole budget, memory, op times, counts:
-        one guarded step) and priced."""
+        """One point predicted, measured (the reference workload, then the point: built, timed with the
+        whole budget, memory, op times, counts: one guarded step) and priced."""
         point, measurable = self._begin(probe, params)
         if measurable:
             guarded(point, self.device, lambda p: self._measure(p, params))
+            if point.status == "ok":
+                point.pace_s = self._pace([self._pace_round(self._how({"first_s": 0.0}, 0, whole=True))])
         self._price(point, params)
         return point
 
@@ -326,7 +333,9 @@ class _LayerPoint:
         round becomes the point's status."""
         share = self.measure_kwargs.get("budget_s", 2.0) / self.rounds
         rounds: dict = {id(call): [] for _, call in ready}
+        pace: list = []
         for r in range(self.rounds):
+            pace.append(self._pace_round(self._how({"first_s": 0.0}, r, whole=False)))
             for point, call in ready:
                 whole = call["first_s"] > share / 2  # one call eats a round's share
                 if point.status != "ok" or (whole and r > 0):
@@ -334,9 +343,27 @@ class _LayerPoint:
                 how = self._how(call, r, whole)
                 guarded(point, self.device,
                         lambda p: rounds[id(call)].append(measure(call["timed"], self.device, **how)))
+        pace_s = self._pace(pace)
         for point, call in ready:
             if point.status == "ok" and rounds[id(call)]:
                 point.timing = combine_rounds(rounds[id(call)], self.measure_kwargs.get("rel_ci", 0.02))
+                point.pace_s = pace_s
+
+    def _pace_round(self, how: dict):
+        """One timing of the reference workload (``profiler.pace``), as a point is timed (``how``); None
+        where it failed (the points' timings stand without it)."""
+        try:
+            if self.pace_fn is None:
+                self.pace_fn = workload(self.device)
+            return measure(self.pace_fn, self.device, **how)
+        except RuntimeError:
+            return None
+
+    def _pace(self, rounds: list) -> Optional[float]:
+        """The machine's pace over ``rounds`` of the reference workload: the fastest round's median, as
+        a point's (``harness.combine_rounds``); None where none was timed."""
+        timed = [t for t in rounds if t is not None]
+        return combine_rounds(timed).median_s if timed else None
 
     def finish(self, point: Point, call: dict) -> None:
         """Peak memory, op times and counts of a timed point; fills ``point`` as it goes (so a failure

@@ -37,7 +37,7 @@ NEW_KEYS = {**{op: {"op", "dtype", "elems", "ms", "GBps", "bytes", "out_bytes"} 
     "scatter_add")},
     "topk": {"op", "dtype", "elems", "row", "k", "ms", "GBps", "bytes", "out_bytes"},
     **{f"eager_tiny_{c}": {"op", "us_per_op"} for c in ("view", "sdpa", "index", "module", "autograd", "backward")},
-    "eager_sequence": {"op", "us_per_op", "classes"}}
+    "eager_sequence": {"op", "us_per_op", "classes"}, "pace": {"op", "when", "ms"}}
 # what the time model prices that calibrate measures: every kernel kind but the matmuls' and SDPA's
 # (their own rows) and conv / other (no law of their own)
 ELEMENT_KINDS = set(KINDS) - {"matmul", "sdpa", "conv", "other"}
@@ -59,6 +59,8 @@ def rows():
 def test_rows_have_the_reference_format(rows):
     ops = {r["op"] for r in rows}
     assert ops == set(REFERENCE_KEYS) | set(NEW_KEYS)
+    assert [r["when"] for r in rows if r["op"] == "pace"] == ["first", "last"]  # the first row and the last
+    assert rows[0]["op"] == rows[-1]["op"] == "pace"
     for r in rows:
         assert (REFERENCE_KEYS.get(r["op"]) or NEW_KEYS[r["op"]]) <= set(r), r
         if "GBps" in r and "bytes" in r:

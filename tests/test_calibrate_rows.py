@@ -50,7 +50,7 @@ def test_a_run_cut_off_keeps_the_rows_measured_so_far(tmp_path):
         C.calibrate("cpu", out, plan=tiny_plan(), progress=stop_after_three)
     doc = saved(out)
     assert doc["complete"] is False
-    assert [r["op"] for r in doc["rows"]] == ["mm", "mm", "mm"]
+    assert [r["op"] for r in doc["rows"]] == ["pace", "mm", "mm"]
     assert all(r["ms"] > 0 for r in doc["rows"])
 
 
