@@ -114,16 +114,14 @@ def _pace(ratio: Optional[float]) -> str:
 
 
 def _pace_line(pace: dict) -> str:
-    """The machine's pace beside the points against the calibration's, and the errors at that pace."""
-    at = pace["at_calibration_pace"]
+    """The machine's pace beside the points against the calibration's."""
     text = (f"pace: the reference workload ran {pace['min']:.2f}x-{pace['max']:.2f}x its time at calibration "
             f"beside these points (median {pace['median']:.2f}x)")
     if not pace["off"]:
         return text + f"; within {pct(PACE_TOLERANCE, signed=False)} at every point."
     return (text + f"; [yellow]{pace['off']} of {pace['points']} points beyond {pct(PACE_TOLERANCE, signed=False)}"
-            f"[/]: their errors include the machine's drift. With each prediction scaled by its point's pace, "
-            f"as if every op had slowed alike: median |error| {pct(at['median'], signed=False)}, p90 "
-            f"{pct(at['p90'], signed=False)}.")
+            f"[/]: the machine ran at another pace than when it was calibrated, and their errors include some of "
+            f"that drift.")
 
 
 def _T(x) -> str:
