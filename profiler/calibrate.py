@@ -33,9 +33,7 @@
   decode's: one query per head (``Tq``: 1) against T keys.
 
 Every row is timed with ``harness.measure`` (CUDA events with the L2 flushed before each call,
-median) on random normal data; on a CPU in 3 passes over the rows (2 with ``quick``), each for a
-share of the row's budget, a row keeping its fastest pass (``Plan.passes``), as a profiled point
-keeps its fastest round. Out-of-place ops allocate their output as eager PyTorch does, so
+median) on random normal data. Out-of-place ops allocate their output as eager PyTorch does, so
 on a CPU the rows include the first-touch cost of fresh memory.
 
 ``calibrate(device, out)`` writes the rows beside the profile (``NAME.microbench.json``, atomically)
@@ -97,10 +95,6 @@ class Plan:
     budget_s: float = 0.3
     warmup: int = 2
     bench_check: bool = False
-    # passes over the rows, each timing every row for budget_s / passes; a row keeps its fastest pass, as
-    # a profiled point keeps its fastest round (profiler.sweep), so that a slow spell of a shared machine
-    # during one pass lengthens neither
-    passes: int = 1
 
 
 def plan_for(device: str, quick: bool = False) -> Plan:
@@ -152,7 +146,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                     fresh=[2**22, 2**24], sdpa=sdpa,
                     sdpa_decode=[(2, 4, 64, 32), (2, 4, 256, 64), (2, 4, 1024, 64), (2, 4, 4096, 32)],
                     sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
-                    tiny_ops=1000, budget_s=0.05, warmup=1, passes=2)
+                    tiny_ops=1000, budget_s=0.05, warmup=1)
     # m = 1 and 4: decode's projections at batch 1 (a matrix-vector product) and at a small batch
     grid32 = [(m, k, n) for m in (1, 4, 16, 64, 256, 1024, 4096) for k in (64, 256, 1024, 4096)
               for n in (64, 256, 1024, 4096)]
@@ -171,63 +165,44 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                 # decode from short contexts on: the fit's latency and query terms are told apart there
                 sdpa=sdpa, sdpa_decode=[(2, 4, T, dh) for T in (64, 256, 1024, 4096) for dh in (32, 64)],
                 sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
-                tiny_ops=3000, budget_s=0.25, passes=3)
+                tiny_ops=3000, budget_s=0.25)
 
 
 def measure_rows(device: str, *, quick: bool = False, plan: Optional[Plan] = None,
                  progress: Optional[Callable[[str, int, int], None]] = None,
                  on_row: Optional[Callable[[list], None]] = None) -> list:
-    """Measure the microbenchmark rows of ``plan`` (default ``plan_for(device, quick)``), in
-    ``plan.passes`` passes (each row its fastest; see ``Plan.passes``). ``progress(what, done, total)``
-    is called after each step; ``on_row(rows)`` with the rows so far, in plan order, after each step
-    that measured a row or a faster one (to save them as they come)."""
+    """Measure the microbenchmark rows of ``plan`` (default ``plan_for(device, quick)``).
+    ``progress(what, done, total)`` is called after each row; ``on_row(rows)`` with the rows so
+    far after each row measured (to save them as they come)."""
     import torch
 
     plan = plan or plan_for(device, quick)
     steps = _steps(plan, device)
-    again = [i for i, (what, _) in enumerate(steps) if _repeats(what)]
-    order = list(range(len(steps) - 1)) + again * (max(1, plan.passes) - 1) + [len(steps) - 1]  # the pace last
-    kept: dict = {}  # step -> its rows (a single row: its fastest pass)
+    rows: list = []
     torch.manual_seed(0)
     with torch.no_grad():
-        for n, i in enumerate(order):
-            what, step = steps[i]
+        for i, (what, step) in enumerate(steps):
             try:
                 row = step()
             except Exception as err:  # noqa: BLE001  (a backend missing here, an OOM: skip the row)
                 row = None
                 if progress is not None:
-                    progress(f"{what}: skipped ({type(err).__name__})", n + 1, len(order))
-            got = row if isinstance(row, list) else [row] if row is not None else []
-            if got and (i not in kept or _faster(got, kept[i])):
-                kept[i] = got
+                    progress(f"{what}: skipped ({type(err).__name__})", i + 1, len(steps))
+            for one in (row if isinstance(row, list) else [row] if row is not None else []):
+                rows.append(one)
                 if on_row is not None:
-                    on_row(_in_order(kept))
+                    on_row(rows)
             if progress is not None:
-                progress(what, n + 1, len(order))
+                progress(what, i + 1, len(steps))
             if device == "cuda":
                 torch.cuda.empty_cache()
-    return _in_order(kept)
-
-
-def _repeats(what: str) -> bool:
-    """Whether a step is timed again in each pass: every single-row step but the pace's, the host rows
-    (timed in rounds of their own) and the do_bench check."""
-    return not what.startswith(("pace:", "eager host time", "do_bench"))
-
-
-def _faster(new: list, old: list) -> bool:
-    return len(new) == len(old) == 1 and "ms" in new[0] and "ms" in old[0] and new[0]["ms"] < old[0]["ms"]
-
-
-def _in_order(kept: dict) -> list:
-    return [r for i in sorted(kept) for r in kept[i]]
+    return rows
 
 
 def _steps(plan: Plan, device: str) -> list:
     """(label, thunk) per row (the host-time rows: one thunk, timed together), so progress can be
     shown row by row."""
-    kw = dict(budget_s=plan.budget_s / max(1, plan.passes), warmup=plan.warmup)
+    kw = dict(budget_s=plan.budget_s, warmup=plan.warmup)
     steps = [("pace: the reference workload, first", _pace_step(device, "first", plan.budget_s))]
     for dt, grid in plan.mm.items():
         for (M, K, N) in grid:
