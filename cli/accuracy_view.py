@@ -9,8 +9,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..costmodel.accuracy import (PACE_TOLERANCE, REST, TARGET_MEDIAN, TARGET_P90, by_op, by_variant, crossover_table, label,
-                                  pace_ratio, pace_summary, point_errors, summary)
+from ..costmodel.accuracy import (PACE_TOLERANCE, REST, TARGET_MEDIAN, TARGET_P90, by_op, by_variant,
+                                  crossover_table, label, pace_ratio, pace_summary, point_errors, summary)
 from ..reports.fmt import count, error, measured_ms, ms, pct, predicted_ms
 from .errors import fail
 from .layout import datasheet_warning, fit_console, print_json

@@ -3,14 +3,15 @@ and again beside every measured point.
 
 A prediction is only as good as the match between the machine that was calibrated and the machine
 that ran: a laptop that throttles, a shared VM whose neighbours take the memory bus, a GPU clocked
-down by heat, all make every op slower alike, and a time model calibrated at one pace then looks
-wrong at another by just that factor. ``pace_s`` times a small eager workload of the kinds a layer
-runs (a matmul, a softmax, an add, a transpose made contiguous: ``ROUND`` of each, 128 x 256 in
-fp32, a few hundred microseconds on a CPU) with ``harness.measure``, as points are timed.
-``calibrate`` records it in the profile (``Hardware.pace_s``), ``profile`` beside each point
-(``Point.pace_s``, in the same rounds as the point), and ``crosscheck --time`` shows each point's
-ratio of the two: a ratio far from 1 says that the error beside it measures the machine's drift,
-not the model.
+down by heat all run the same layer slower, and a time model calibrated at one pace then looks wrong
+at another. ``pace_s`` times a small eager workload of the kinds a layer runs (a matmul, a softmax,
+an add, a transpose made contiguous: ``ROUND`` of each, 128 x 256 in fp32, about a millisecond on a
+2-core CPU) with ``harness.measure``, as points are timed. ``calibrate`` records it in the profile
+(``Hardware.pace_s``), ``profile`` beside each point (``Point.pace_s``, in the same rounds as the
+point), and ``crosscheck --time`` shows each point's ratio of the two: a ratio far from 1 says that
+the error beside it includes the machine's drift. It corrects nothing: each op kind suffers a busy
+machine in its own way, and on a shared VM layers follow the workload's pace only in part
+(``bench/pace_drift.py`` prints how far).
 """
 
 from typing import Callable

@@ -244,8 +244,8 @@ class _LayerPoint:
         return points
 
     def _alone(self, probe: Point, params: dict) -> Point:
-        """One point predicted, measured (the reference workload, then the point: built, timed with the
-        whole budget, memory, op times, counts: one guarded step) and priced."""
+        """One point predicted, measured (built, timed with the whole budget, memory, op times, counts:
+        one guarded step; then the reference workload) and priced."""
         point, measurable = self._begin(probe, params)
         if measurable:
             guarded(point, self.device, lambda p: self._measure(p, params))
