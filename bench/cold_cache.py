@@ -12,7 +12,8 @@ in a loop of its own, where both stay cached. Each op below is timed call by cal
    what the host pays to bring its own working set back;
 2. data: ops of a decode step (matrix-vector products, an index_select of rows, SDPA over a K/V
    cache), hot and after 48 MB: the extra time, and that per byte the op reads;
-3. ramp: the 320 x 768 matrix-vector product after N MB: how the extra grows with what came between.
+3. ramp: the 320 x 768 matrix-vector product after N MB of a sum, and after N MB of other matrices'
+   products, with the threads torch uses and with one: how the extra grows with what came between.
 
 Run: python bench/cold_cache.py   (about a minute, on an otherwise idle machine)
 """
@@ -76,8 +77,34 @@ def main() -> None:
             print(f"   {name:32s} reads {nbytes / 1e6:6.2f} MB: hot {hot:7.1f} us, after {cold:7.1f} us, "
                   f"+{cold - hot:6.1f} us ({(cold - hot) * 1e6 / nbytes:5.1f} ps per byte read)")
         op, _ = data["matmul 1x320x768"]
-        print("3. ramp: matmul 1x320x768 right after a sum over N MB")
-        print("   " + "   ".join(f"{mb} MB {per_call_us(op, after(mb)):6.1f}" for mb in (0, 2, 4, 8, 12, 16, 24, 32, 48)))
+        sizes = (0, 2, 4, 8, 12, 16, 24, 32, 48)
+        threads = torch.get_num_threads()
+        for n in sorted({threads, 1}, reverse=True):
+            torch.set_num_threads(n)
+            print(f"3. ramp, {n} thread{'s' * (n > 1)}: matmul 1x320x768 right after a sum over N MB, then right "
+                  f"after matrix-vector products by other matrices of N MB in all")
+            print("   " + "   ".join(f"{mb} MB {per_call_us(op, after(mb)):6.1f}" for mb in sizes))
+            print("   " + "   ".join(f"{mb} MB {per_call_us(op, _products(mb)):6.1f}" for mb in sizes))
+        torch.set_num_threads(threads)
+
+
+def _products(mb: float):
+    """A call of matrix-vector products by other 1024-row matrices of ``mb`` MB in all (none for 0), as
+    the other projections of a decode step read their weights."""
+    import torch
+
+    mats, left = [], int(mb * 2**20) // 4
+    while left > 0:
+        cols = max(1, min(left, 2**20) // 1024)
+        mats.append(torch.randn(1024, cols))
+        left -= 1024 * cols
+    x = torch.randn(1, 1024)
+
+    def call():
+        for w in mats:
+            x @ w
+
+    return call
 
 
 if __name__ == "__main__":
