@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..costmodel.accuracy import crossings
+from ..costmodel.accuracy import crossings, pace_ratio
 from ..costmodel.crossover import cheaper
 from ..costmodel.estimate import Estimate, resolve_params
 from ..costmodel.evaluate import evaluate
@@ -46,6 +46,7 @@ class Row:
     backend: Optional[str] = None
     exec_mode: str = "eager"  # how the point ran (``timing.MODES``)
     predicted_other_s: Optional[float] = None  # its prediction in the other exec mode
+    pace_ratio: Optional[float] = None  # the machine's pace beside it against the calibration's (accuracy.pace_ratio)
 
     @property
     def T(self) -> int:
@@ -204,7 +205,7 @@ def from_runs(runs: list, paths: Optional[list] = None, hardware=None, baseline:
                 pred_t = est.time_s
             src.rows.append(Row(p.variant, dict(p.params), p.shape, p.status, p.message, est, pred_t,
                                 p.predicted_flops, p.timing, p.peak_memory_bytes, p.counts, p.backend,
-                                p.exec_mode, p.predicted_time_other_s))
+                                p.exec_mode, p.predicted_time_other_s, pace_ratio(p, run.hardware)))
         sources.append(src)
     title = "attncost report: " + ", ".join(labels)
     return _finish("run", sources, baseline, heatmap_variant, title)

@@ -228,20 +228,26 @@ def error_tables(data: ReportData) -> str:
             ["variant", "measured points", "median error (signed)", "median |error|"],
             [[swatch(s.variant) + esc(s.label), esc(n), esc(fmt.pct(m)), esc(fmt.pct(a, signed=False))]
              for s, n, m, a in sorted(per, key=lambda x: x[3])])
+    paced = any(r.pace_ratio for _, r, *_ in rows)  # a column where the run recorded the machine's pace
     out = []
     for s, r, p, m, e in rows:
+        pace = [esc("–" if r.pace_ratio is None else f"{r.pace_ratio:.2f}x")] if paced else []
         out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(p)),
                     esc(fmt.ms(m)), esc(fmt.ms(r.timing.p10_s)), esc(fmt.ms(r.timing.p90_s)),
-                    esc(r.timing.repetitions), esc(fmt.pct(e)), esc(r.backend or "–"),
+                    esc(r.timing.repetitions), esc(fmt.pct(e)), *pace, esc(r.backend or "–"),
                     "ok" + (" (not stable)" if getattr(r.timing, "stable", None) is False else "")])
     for s, r in status_rows:
         out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(r.predicted_time_s)),
-                    "–", "–", "–", "–", "–", esc(r.backend or "–"),
+                    "–", "–", "–", "–", "–", *(["–"] if paced else []), esc(r.backend or "–"),
                     f'<span class="status-{esc(r.status)}">{esc(r.status)}</span>'
                     + (f": {esc(r.message)}" if r.message else "")])
-    html += "<h3>Every point</h3>" + table(
-        ["variant", "T", "predicted", "measured median", "p10", "p90", "reps", "error", "backend", "status"],
-        out, left=(0, 8), msg_cols=(9,))
+    head = ["variant", "T", "predicted", "measured median", "p10", "p90", "reps", "error"] + ["pace"] * paced
+    html += "<h3>Every point</h3>" + table(head + ["backend", "status"], out, left=(0, len(head)),
+                                            msg_cols=(len(head) + 1,))
+    if paced:
+        html += note("pace: the time of attncost's reference workload beside the point against its time when the "
+                     "hardware profile was calibrated (1.20x: the machine ran it 20% slower); where it is far from "
+                     "1, the point's error includes the machine's drift.")
     return html
 
 

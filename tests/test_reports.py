@@ -92,6 +92,16 @@ def test_oom_and_error_points_are_marked(full_html):
     assert "star" in json.dumps(figs["fig-time"]["data"])  # crossovers
 
 
+def test_the_points_table_shows_the_machines_pace_where_the_run_recorded_it(full_html):
+    assert ">pace<" not in full_html  # a run without it: no column
+    run = F.full_run(Ts=(512, 1024))
+    run.hardware = F._hardware().model_copy(update={"pace_s": 1e-3})
+    for i, p in enumerate(run.points):
+        p.pace_s = 1.5e-3 if i == 0 else 1e-3
+    page = build_run_report([run], ["paced.json"])
+    assert ">pace<" in page and ">1.50x<" in page and ">1.00x<" in page and "the machine&#x27;s drift" in page
+
+
 def test_units_and_log_axes(full_html):
     figs = {f["id"]: f["figure"] for f in _figures(full_html)}
     for fid in ("fig-flops", "fig-time", "fig-memory", "fig-roofline"):
