@@ -36,7 +36,7 @@ its share of the budget (``harness.measure``), and a point's timing combines its
 shape alike instead of on whichever ran during it, and a point is kept at the pace of its best round.
 Each round also times the reference workload (``profiler.pace``) for a round's share: the shape's
 points record its fastest round as ``Point.pace_s``, the machine's pace while they ran (a point timed
-alone: the workload timed after it, with the point's budget).
+alone: the workload timed after it, for at most ``PACE_BUDGET_S``).
 Only as many points as fit in ``HOLD_SHARE`` of the machine's memory (by their predicted memory) are
 built at once; the others of the shape follow in a group of their own, or alone.
 On an accelerator (one round) each point is built, timed and freed before the next, as its memory
@@ -160,6 +160,7 @@ def run_sweep(run_path, grid: list, device: str, dtype: str, backend: str = "aut
                       after_point=_note_backends)
 
 
+PACE_BUDGET_S = 0.05  # the most a point timed alone spends on the reference workload after it (a GPU sweep's)
 HOLD_SHARE = 0.25  # the points timed in rounds together hold at most this share of the machine's memory
 
 
@@ -250,7 +251,9 @@ class _LayerPoint:
         if measurable:
             guarded(point, self.device, lambda p: self._measure(p, params))
             if point.status == "ok":
-                point.pace_s = self._pace([self._pace_round(self._how({"first_s": 0.0}, 0, whole=True))])
+                how = self._how({"first_s": 0.0}, 0, whole=True)
+                how["budget_s"] = min(how["budget_s"], PACE_BUDGET_S)
+                point.pace_s = self._pace([self._pace_round(how)])
         self._price(point, params)
         return point
 
