@@ -100,7 +100,7 @@ def calibrate(
     console.print(fit)
     console.print(_laws(hw))
     console.print(f"Fitted on the built-in '{result['base']}' profile in {result['seconds']:.0f} s: host time per "
-                  f"eager op {_host_times(hw)}{_gemv(hw)}; attention backend {hw.attention_backend}.")
+                  f"eager op {_host_times(hw)}{_gemv(hw)}{_cold(hw)}; attention backend {hw.attention_backend}.")
     pace = _pace(result["rows"])
     if pace:
         console.print(pace)
@@ -125,6 +125,16 @@ def _pace(rows: list) -> str:
         text += (" [yellow]The machine's pace changed during the calibration[/]: its fits mix two paces; "
                  "calibrate again on a quiet machine.")
     return text
+
+
+def _cold(hw) -> str:
+    """Where a layer's own traffic evicts its weights, caches and inputs between calls, and what each
+    kernel then pays, in words ("" where the fit found no eviction)."""
+    if not hw.cold_from_bytes:
+        return ""
+    return (f"; a layer moving {nbytes(hw.cold_from_bytes)} to {nbytes(hw.cold_full_bytes or hw.cold_from_bytes)} "
+            f"per call finds its weights, caches and inputs evicted, in part to wholly: each kernel then pays up "
+            f"to {sig(hw.cold_latency_s * 1e6, 3)} us + {sig(hw.cold_s_per_byte * 1e12, 3)} ps per byte of them")
 
 
 def _gemv(hw) -> str:

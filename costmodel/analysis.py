@@ -17,6 +17,7 @@ MATMUL_KINDS = ("matmul", "conv")
 
 # What the backward of a non-matmul op reads besides the incoming gradient: its output ("out", which
 # autograd saves: SAVED_OUTPUT_VIEWS) or its other inputs ("in").
+HELD_ROLES = frozenset(("input", "weight", "buffer", "cache"))  # what a layer holds between its calls
 _SAVES = {"softmax": "out", "exp": "out", "feature_map": "out", "relu": "out", "mul": "in",
           "div": "in", "square_sum": "in", "gather": "in", "max": "in"}
 
@@ -32,6 +33,7 @@ class Kernel:
     flops_matmul: float
     bytes: float
     ops: tuple
+    held: float = 0.0  # bytes it reads of what the layer holds between calls: weights, caches, inputs
 
     @property
     def mm(self):
@@ -94,9 +96,13 @@ def analyse(g: Graph) -> Analysis:
             kind = kops[0].kind if kops[0].kind in ("matmul", "copy", "view", "call", "autograd") else "vector"
         else:
             kind = _kind(kops, fm)
+        held = 0.0
         for r in outside:
-            written += t[r].nbytes
-        kernels.append(Kernel(name, kind, flops, fm, written, tuple(kops)))
+            b = t[r].nbytes
+            written += b
+            if r not in kernel_of and t[r].role in HELD_ROLES:
+                held = plus(held, b)
+        kernels.append(Kernel(name, kind, flops, fm, written, tuple(kops), held))
     # peaks: a tensor is live from the step that writes it to the last step that reads it
     n = i
     d_unfused = [0.0] * (n + 1)

@@ -5,8 +5,9 @@ writes the same), timed on the device (no host time, L2 flushed): ``mm`` (M, K, 
 ``bmm_pv`` (BH, T, dh), ``sdpa`` (backend, B, H, T, dh, causal), element ops by ``elems``
 (``ELEMENT_OPS``; where a row has them, ``bytes`` read and written, ``row``: elements per row, and
 ``k`` kept per row of a topk, ``out_bytes``: the output it allocates), and ``eager_tiny_*`` (host time
-per op of each host class, ``us_per_op``: ``HOST_ROWS``; ``SEQUENCE_ROW``: the same ops issued in turn), and
-``pace`` (the reference workload of ``profiler.pace``, ``ms``: the profile's ``pace_s``).
+per op of each host class, ``us_per_op``: ``HOST_ROWS``; ``SEQUENCE_ROW``: the same ops issued in turn),
+``pace`` (the reference workload of ``profiler.pace``, ``ms``: the profile's ``pace_s``) and ``cold`` (a
+matrix-vector product right after other traffic, ``profiler.cold``: ``fit_cold``).
 
 ``predict_row`` prices one row with the kernel formulas of ``timing.py``; ``row_errors`` and
 ``summarize`` compare a profile with rows. ``fit_profile`` fits a profile's efficiencies, one kernel
@@ -71,6 +72,9 @@ SEQUENCE_ROW = "eager_sequence"
 # the reference workload (``profiler.pace``), timed at the start and the end of a calibration: the profile's
 # ``pace_s`` is their median
 PACE_ROW = "pace"
+# a matrix-vector product timed right after others read N MB (``profiler.cold``): ``bytes`` (its matrix),
+# ``after_bytes`` (N), ``ms``; ``fit_cold`` fits the profile's cold_* fields to them
+COLD_ROW = "cold"
 
 
 def row_dtype(row: dict) -> str:
@@ -663,6 +667,39 @@ def _default_backend(attention: dict, base: Hardware, default_rows: list) -> str
 
 # -- the whole profile -----------------------------------------------------------------------------
 
+def fit_cold(rows: list) -> dict:
+    """``Hardware.cold_*`` fitted to ``COLD_ROW`` rows, or {} where they do not show an eviction.
+
+    The small product's extra time after N bytes, over its extra after the most, is the share evicted:
+    ``cold_from_bytes`` and ``cold_full_bytes`` are the two sizes (among those measured and their
+    geometric middles) whose linear ramp, 0 up to the first and 1 from the second, fits those shares
+    best in least squares. The whole extra of the small and the large product, after the most, gives a
+    line in the bytes of the matrix: ``cold_latency_s + bytes * cold_s_per_byte`` (each at least 0)."""
+    by: dict = {}
+    for r in rows:
+        by.setdefault(r["bytes"], {})[r["after_bytes"]] = r["ms"] * 1e-3
+    if len(by) < 2:
+        return {}
+    small, large = sorted(by)[0], sorted(by)[-1]
+    s, l_ = by[small], by[large]
+    most = max(s)
+    if 0 not in s or most not in l_ or 0 not in l_:
+        return {}
+    whole = s[most] - s[0]
+    if whole <= 0.1 * s[0]:  # no eviction worth a law
+        return {}
+    shares = [(n, (t - s[0]) / whole) for n, t in sorted(s.items())]
+    sizes = sorted({n for n, _ in shares if n > 0} | set(_knees(n for n, _ in shares)))
+
+    def ramp_loss(start: float, full: float) -> float:
+        return sum((min(1.0, max(0.0, (n - start) / (full - start))) - x) ** 2 for n, x in shares)
+
+    start, full = min(((a, b) for a in sizes for b in sizes if b > a), key=lambda ab: ramp_loss(*ab))
+    per_byte = max(0.0, ((l_[most] - l_[0]) - whole) / (large - small))
+    return {"cold_from_bytes": start, "cold_full_bytes": full, "cold_s_per_byte": per_byte,
+            "cold_latency_s": max(0.0, whole - per_byte * small)}
+
+
 def fit_profile(base: Hardware, rows: list, *, exclude_ops: Iterable = (), source: str = "") -> Hardware:
     """``base`` with its efficiencies fitted to measured microbenchmark rows; peaks are kept.
 
@@ -685,6 +722,10 @@ def fit_profile(base: Hardware, rows: list, *, exclude_ops: Iterable = (), sourc
                               min_latency_s=upd.get("kernel_latency_s", base.kernel_latency_s))
     upd.update(attention.update)
     what += attention.what
+    cold = fit_cold([r for r in rows if r.get("op") == COLD_ROW])
+    if cold:
+        upd.update(cold)
+        what.append(f"operands evicted from {cold['cold_from_bytes'] / 2**20:.3g} MiB moved per call")
     pace = sorted(measured_s(r) for r in rows if r.get("op") == PACE_ROW)
     if pace:
         upd["pace_s"] = statistics.median(pace)

@@ -239,6 +239,17 @@ class Hardware(BaseModel):
                                          "page by page (a CPU's allocator maps large blocks anew for each op and "
                                          "unmaps them when freed); None: no output is")
     fresh_s_per_byte: Seconds = Field(0.0, description="time per byte of faulting in a fresh output (s)")
+    cold_from_bytes: Optional[float] = Field(
+        None, gt=0, le=1e15, description="a layer whose kernels move more bytes than this in one call finds its "
+                                         "weights, caches and inputs evicted, in part, at its next call (a CPU's "
+                                         "caches); None: never")
+    cold_full_bytes: Optional[float] = Field(
+        None, gt=0, le=1e15, description="from this many bytes per call on, wholly (the share grows linearly "
+                                         "from cold_from_bytes)")
+    cold_latency_s: Seconds = Field(
+        0.0, description="time a kernel pays, wholly evicted, to fetch its weights, caches and inputs anew, beyond "
+                         "cold_s_per_byte per byte (s)")
+    cold_s_per_byte: Seconds = Field(0.0, description="time per byte of those operands fetched anew (s)")
     fp32_matmul: Fp32Matmul = Field(
         "ieee", description="fp32 matmuls: 'ieee' on CUDA cores at vector_flops (PyTorch's default, "
                             "allow_tf32=False) or 'tf32' on tensor cores at peak_flops['fp32']")

@@ -148,7 +148,7 @@ class CompiledProfile:
 
     __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "select_s", "rowwise", "host", "host_mm",
                  "host_sdpa", "seq", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s", "packs",
-                 "backward_call")
+                 "backward_call", "cold")
 
     def __init__(self, hw: Hardware, dtype: str, backend: Optional[str]):
         if dtype not in hw.peak_flops:
@@ -178,6 +178,9 @@ class CompiledProfile:
         self.isz = DTYPE_BYTES[dtype]
         self.cache_bytes, self.dram_bw = hw.cache_bytes or math.inf, bw * (hw.dram_eff or 1.0)
         self.fresh_bytes, self.fresh_s = hw.fresh_bytes or math.inf, hw.fresh_s_per_byte
+        # (from, full, latency, s per byte) of operands evicted between calls; None: the profile has no such law
+        self.cold = ((hw.cold_from_bytes, hw.cold_full_bytes or hw.cold_from_bytes, hw.cold_latency_s,
+                      hw.cold_s_per_byte) if hw.cold_from_bytes else None)
 
 
 def compiled(hw: Hardware, dtype: str, backend: Optional[str] = None) -> CompiledProfile:
@@ -247,6 +250,21 @@ def fresh_parts(fresh_bytes: float, s_per_byte: float, out_bytes: float) -> floa
     """Seconds of faulting in an output of ``out_bytes`` page by page: 0 below ``fresh_bytes``
     (``Hardware.fresh_bytes``: the allocator's cached memory), else ``out_bytes * s_per_byte``."""
     return choose(out_bytes >= fresh_bytes, out_bytes * s_per_byte, 0.0)
+
+
+def cold_share(law: tuple, kernels: list) -> float:
+    """The share of a layer's weights, caches and inputs that its own traffic evicts between two calls
+    (``Hardware.cold_from_bytes``, ``cold_full_bytes``): 0 up to ``from`` bytes moved by its kernels in
+    one call, growing linearly to 1 at ``full``. Measured by ``calibrate`` on a CPU: a matrix-vector
+    product timed right after others read N MB (``profiler.cold``)."""
+    start, full = law[0], law[1]
+    moved = 0.0
+    for k in kernels:
+        if k.kind not in HOST_ONLY:
+            moved = plus(moved, k.bytes)
+    if full <= start:
+        return choose(moved > start, 1.0, 0.0)
+    return smaller(larger((moved - start) / (full - start), 0.0), 1.0)
 
 
 def kernel_s(parts: tuple) -> float:
@@ -390,6 +408,10 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
         row_lengths = RowLengths(kernels)
     rows = []
     append = rows.append
+    cold = None
+    if c.cold is not None:
+        kernels = list(kernels)
+        cold = cold_share(c.cold, kernels)
     for k in kernels:
         if k.kind == "matmul":  # matmul_parts, inlined: the common case
             op = k.ops[0]
@@ -409,6 +431,10 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
             lat, compute, memory, h = _kernel_parts(c, k, row_lengths)
         computing = compute >= memory
         work = choose(computing, compute, memory)
+        comp_s = plus(comp_s, choose(computing, work, 0.0))
+        if cold is not None and not is_zero(k.held):  # its operands fetched anew: memory time, added
+            refetch = cold * (c.cold[2] + k.held * c.cold[3])
+            memory, work = memory + refetch, work + refetch
         busy = lat + work  # the kernel's device time
         was = gpu
         if sync:  # the host runs the op to its end: the longer of its host and kernel time
@@ -422,7 +448,6 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
             gpu = plus(gpu, busy)
         else:
             gpu = plus(gpu, busy)
-        comp_s = plus(comp_s, choose(computing, work, 0.0))
         work_s = plus(work_s, work)
         dev_s = plus(dev_s, busy)
         append((k.name, gpu - was, compute, memory, gpu - was - work, k.kind))

@@ -28,6 +28,8 @@
   in rounds, each row its fastest: ``_host_rows``);
 - ``pace``: the reference workload of ``profiler.pace``, first and last (``when``), whose median is
   the profile's ``pace_s``;
+- ``cold`` (a CPU): matrix-vector products timed right after others read N MB (``profiler.cold``):
+  what a layer pays where its own traffic evicts its weights, caches and inputs between calls;
 - ``sdpa`` by backend (flash, cudnn, efficient, math where they exist, and ``default``: torch's
   own choice), T, head dim and causality (FLOPs by FlashAttention's convention: causal = half), and
   decode's: one query per head (``Tq``: 1) against T keys.
@@ -60,6 +62,7 @@ from ..costmodel.fit import CHAIN, ELEMENT_OPS, HOST_ROWS, PACE_ROW, SEQUENCE_RO
 from ..costmodel.units import DTYPE_BYTES, INDEX_BYTES
 from ..costmodel.units import TORCH_DTYPE_NAMES as TORCH_NAMES
 from .device import device_name, environment, sdpa_backends_used, sdpa_context, slug, synchronize, torch_dtype
+from .cold import cold_rows
 from .harness import do_bench_check, measure
 from .pace import pace_s
 from .quiet import SLICE_S, CpuWatch
@@ -95,6 +98,7 @@ class Plan:
     budget_s: float = 0.3
     warmup: int = 2
     bench_check: bool = False
+    cold: bool = False  # the ``cold`` rows (``profiler.cold``: a CPU's operands evicted by a layer's traffic)
 
 
 def plan_for(device: str, quick: bool = False) -> Plan:
@@ -146,7 +150,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                     fresh=[2**22, 2**24], sdpa=sdpa,
                     sdpa_decode=[(2, 4, 64, 32), (2, 4, 256, 64), (2, 4, 1024, 64), (2, 4, 4096, 32)],
                     sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
-                    tiny_ops=1000, budget_s=0.05, warmup=1)
+                    tiny_ops=1000, budget_s=0.05, warmup=1, cold=True)
     # m = 1 and 4: decode's projections at batch 1 (a matrix-vector product) and at a small batch
     grid32 = [(m, k, n) for m in (1, 4, 16, 64, 256, 1024, 4096) for k in (64, 256, 1024, 4096)
               for n in (64, 256, 1024, 4096)]
@@ -165,7 +169,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                 # decode from short contexts on: the fit's latency and query terms are told apart there
                 sdpa=sdpa, sdpa_decode=[(2, 4, T, dh) for T in (64, 256, 1024, 4096) for dh in (32, 64)],
                 sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
-                tiny_ops=3000, budget_s=0.25)
+                tiny_ops=3000, budget_s=0.25, cold=True)
 
 
 def measure_rows(device: str, *, quick: bool = False, plan: Optional[Plan] = None,
@@ -235,6 +239,8 @@ def _steps(plan: Plan, device: str) -> list:
                           _sdpa_step(device, plan.sdpa_dtype, be, B, H, T, dh, False, kw, queries=1)))
     if plan.bench_check:
         steps.append(("do_bench check", lambda: do_bench_check(T=4096, head_dim=128, budget_s=plan.budget_s)))
+    if plan.cold:
+        steps.append(("cold: operands evicted by traffic", cold_rows))
     steps.append(("pace: the reference workload, last", _pace_step(device, "last", plan.budget_s)))
     return steps
 
