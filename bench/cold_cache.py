@@ -18,26 +18,12 @@ in a loop of its own, where both stay cached. Each op below is timed call by cal
 Run: python bench/cold_cache.py   (about a minute, on an otherwise idle machine)
 """
 
-import time
-
-
-def per_call_us(op, before, calls: int = 100) -> float:
-    """The median time of ``op()`` in microseconds, each call timed alone right after ``before()``."""
-    times = []
-    for i in range(calls + 5):
-        before()
-        t0 = time.perf_counter()
-        op()
-        dt = time.perf_counter() - t0
-        if i >= 5:  # warm-up calls
-            times.append(dt)
-    times.sort()
-    return times[len(times) // 2] * 1e6
-
 
 def main() -> None:
     import torch
     import torch.nn.functional as F
+
+    from attncost.profiler.cold import per_call_us, traffic
 
     torch.manual_seed(0)
     stream = torch.randn(48 * 2**20 // 4)
@@ -84,27 +70,8 @@ def main() -> None:
             print(f"3. ramp, {n} thread{'s' * (n > 1)}: matmul 1x320x768 right after a sum over N MB, then right "
                   f"after matrix-vector products by other matrices of N MB in all")
             print("   " + "   ".join(f"{mb} MB {per_call_us(op, after(mb)):6.1f}" for mb in sizes))
-            print("   " + "   ".join(f"{mb} MB {per_call_us(op, _products(mb)):6.1f}" for mb in sizes))
+            print("   " + "   ".join(f"{mb} MB {per_call_us(op, traffic(mb)):6.1f}" for mb in sizes))
         torch.set_num_threads(threads)
-
-
-def _products(mb: float):
-    """A call of matrix-vector products by other 1024-row matrices of ``mb`` MB in all (none for 0), as
-    the other projections of a decode step read their weights."""
-    import torch
-
-    mats, left = [], int(mb * 2**20) // 4
-    while left > 0:
-        cols = max(1, min(left, 2**20) // 1024)
-        mats.append(torch.randn(1024, cols))
-        left -= 1024 * cols
-    x = torch.randn(1, 1024)
-
-    def call():
-        for w in mats:
-            x @ w
-
-    return call
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ Per kernel, on the device (all shares of the profile's published peaks, see ``ha
   also orders the k it keeps, ``rows * k * log2(k + 1) * topk_select_s``.
 - every kernel that moves more than ``cache_bytes`` streams them no faster than ``dram_eff`` of the
   bandwidth (``dram_parts``; a CPU: beyond its last-level cache);
+- a layer whose kernels move more than ``cold_from_bytes`` in one call (a CPU) finds a share of what
+  it holds between calls (weights, caches, inputs: ``Kernel.held``) evicted by its own traffic, growing
+  linearly to all of it at ``cold_full_bytes`` (``cold_share``): each kernel that reads some adds
+  ``share * (cold_latency_s + held * cold_s_per_byte)`` of memory time, fetching them anew;
 - every kernel whose output is at least ``fresh_bytes`` also faults that output in page by page,
   ``out_bytes * fresh_s_per_byte`` (``fresh_parts``; a CPU: glibc maps blocks of 32 MiB and more anew
   for each op), counted with the fixed latency.
