@@ -15,9 +15,10 @@ from .units import BACKWARD_ELEMENT_FLOPS, INDEX_BYTES
 
 MATMUL_KINDS = ("matmul", "conv")
 
+HELD_ROLES = frozenset(("input", "weight", "buffer", "cache"))  # what a layer holds between its calls
+
 # What the backward of a non-matmul op reads besides the incoming gradient: its output ("out", which
 # autograd saves: SAVED_OUTPUT_VIEWS) or its other inputs ("in").
-HELD_ROLES = frozenset(("input", "weight", "buffer", "cache"))  # what a layer holds between its calls
 _SAVES = {"softmax": "out", "exp": "out", "feature_map": "out", "relu": "out", "mul": "in",
           "div": "in", "square_sum": "in", "gather": "in", "max": "in"}
 
