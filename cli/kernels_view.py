@@ -86,7 +86,9 @@ def _print(variant: str, shape: Shape, hw, rows: list, totals: dict, wide: bool)
     console.print(f"device {ms(device_s)} (the rows' sum) · host {ms(totals['host_s'])} issuing "
                   f"{totals['kernels']} kernels · layer {ms(totals['time_s'])} eager, {totals['bound']}-bound")
     console.print("[dim]ms: each kernel's device time (fixed latency + its work, compute or memory, whichever "
-                  "is longer); eager, the host issues each kernel and a kernel may wait for it.[/]")
+                  "is longer" + ("; + fetching anew the weights, caches and inputs the layer's own traffic "
+                                 "evicted" if hw.cold_from_bytes else "")
+                  + "); eager, the host issues each kernel and a kernel may wait for it.[/]")
     warn = datasheet_warning(hw)
     if warn:
         console.print(warn)
