@@ -28,10 +28,11 @@ def time_check(path: str, as_json: bool, ops: bool = False, csv_path: Optional[P
     errors = point_errors(run)
     total, per_variant, cross = summary(errors), by_variant(errors), crossover_table(run)
     pace = pace_summary(errors, run.hardware)
+    ratios = [pace_ratio(p, run.hardware) for p, *_ in errors]
     kinds = _by_op(run, path) if ops else None
     passed = total["median"] is not None and total["median"] <= TARGET_MEDIAN
     points = [{"variant": p.variant, "exec": p.exec_mode, "shape": p.shape.model_dump(), "predicted_s": pr,
-               "measured_s": m, "error": e, "pace_ratio": pace_ratio(p, run.hardware)} for p, pr, m, e in errors]
+               "measured_s": m, "error": e, "pace_ratio": k} for (p, pr, m, e), k in zip(errors, ratios)]
     if csv_path is not None:
         write_csv(csv_path, points)
     if as_json:
@@ -44,7 +45,7 @@ def time_check(path: str, as_json: bool, ops: bool = False, csv_path: Optional[P
             doc["by_op"] = {name: {**s, "rows": [r.model_dump() for r in s["rows"]]} for name, s in kinds.items()}
         print_json(doc)
     else:
-        _print(run, path, errors, total, per_variant, cross, kinds)
+        _print(run, path, errors, ratios, total, per_variant, cross, kinds)
         if pace is not None:
             console.print(_pace_line(pace), soft_wrap=True)
     if not passed:
@@ -61,7 +62,7 @@ def _by_op(run, path: str) -> dict:
     return kinds
 
 
-def _print(run, path, errors, total, per_variant, cross, kinds=None) -> None:
+def _print(run, path, errors, ratios, total, per_variant, cross, kinds=None) -> None:
     env = run.environment
     console.print(f"[bold]time model vs measured[/] · {path} · {env.device_name or env.device} · "
                   f"profile {env.hardware_profile or '?'} · {run.dtype}")
@@ -72,13 +73,13 @@ def _print(run, path, errors, total, per_variant, cross, kinds=None) -> None:
         _print_by_op(kinds)
     else:
         t = Table(box=box.SIMPLE_HEAD, header_style="bold")
-        paced = any(pace_ratio(p, run.hardware) for p, *_ in errors)
+        paced = any(ratios)
         for c in ("variant", "d", "T", "phase", "measured ms", "predicted ms", "error") + (("pace",) if paced else ()):
             t.add_column(c, justify="left" if c in ("variant", "phase") else "right", no_wrap=c != "variant")
-        for p, pr, m, e in errors:
+        for (p, pr, m, e), k in zip(errors, ratios):
             stable = p.timing.stable if p.timing else None
             t.add_row(label(p), count(p.shape.d), count(p.shape.T), p.shape.phase, measured_ms(m, stable),
-                      predicted_ms(pr, e), _styled(e), *((_pace(pace_ratio(p, run.hardware)),) if paced else ()))
+                      predicted_ms(pr, e), _styled(e), *((_pace(k),) if paced else ()))
         console.print(t)
     v = Table(box=box.SIMPLE_HEAD, header_style="bold", title="by variant")
     for c in ("variant", "points", "median |error|", "p90 |error|", "bias (median signed)"):

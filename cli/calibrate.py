@@ -113,8 +113,9 @@ def _pace(rows: list) -> str:
     """The reference workload's first and last times (``profiler.pace``), and a warning where the
     machine's pace changed between them by more than ``PACE_TOLERANCE``."""
     from ..costmodel.accuracy import PACE_TOLERANCE
+    from ..costmodel.fit import PACE_ROW
 
-    first, last = (next((r["ms"] for r in rows if r.get("op") == "pace" and r.get("when") == w), None)
+    first, last = (next((r["ms"] for r in rows if r.get("op") == PACE_ROW and r.get("when") == w), None)
                    for w in ("first", "last"))
     if first is None or last is None:
         return ""

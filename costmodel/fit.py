@@ -726,7 +726,7 @@ def fit_profile(base: Hardware, rows: list, *, exclude_ops: Iterable = (), sourc
     if cold:
         upd.update(cold)
         what.append(f"operands evicted from {cold['cold_from_bytes'] / 2**20:.3g} MiB moved per call")
-    pace = sorted(measured_s(r) for r in rows if r.get("op") == PACE_ROW)
+    pace = [measured_s(r) for r in rows if r.get("op") == PACE_ROW]
     if pace:
         upd["pace_s"] = statistics.median(pace)
         what.append("the reference workload's time (pace)")

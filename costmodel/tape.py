@@ -518,5 +518,4 @@ def _compile(tape: Tape, live: list, guards: list, expected: tuple, outs: list) 
 
 
 __all__ = ["Sym", "Tape", "Program", "TraceError", "choose", "is_zero", "larger", "plus", "smaller", "log2", "trace",
-           "EXACT_INT", "PLAIN_TYPES",
-           "PLAIN_TYPE_NAMES"]
+           "EXACT_INT", "PLAIN_TYPES", "PLAIN_TYPE_NAMES"]

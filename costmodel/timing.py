@@ -406,16 +406,12 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
     host_mm, fresh_bytes, isz, cache_bytes = c.host_mm, c.fresh_bytes, c.isz, c.cache_bytes
     host = gpu = 0.0  # the time the host has issued up to; the time the device has run up to
     comp_s = work_s = dev_s = 0.0
-    row_lengths = None
-    if c.rowwise:
+    if c.rowwise or c.cold is not None:  # both read the whole layer before its first kernel is priced
         kernels = list(kernels)
-        row_lengths = RowLengths(kernels)
+    row_lengths = RowLengths(kernels) if c.rowwise else None
+    cold = cold_share(c.cold, kernels) if c.cold is not None else None
     rows = []
     append = rows.append
-    cold = None
-    if c.cold is not None:
-        kernels = list(kernels)
-        cold = cold_share(c.cold, kernels)
     for k in kernels:
         if k.kind == "matmul":  # matmul_parts, inlined: the common case
             op = k.ops[0]
