@@ -5,6 +5,7 @@ import gc
 import hashlib
 import sys
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import attrgetter
 from typing import Optional
 
@@ -153,6 +154,18 @@ def costs(shape: Shape, g: Graph, hardware) -> tuple:
             flops / fused_bytes if fused_bytes else 0.0, len(ks), time_s, bound)
 
 
+def _groups(shapes: list) -> dict:
+    """{(phase, dtype, causal, no kv_heads): indices of ``shapes``}, what a batch's programs depend on,
+    in the order the groups first come."""
+    fields = list(map(attrgetter("phase", "dtype", "causal", "kv_heads"), shapes))
+    group = {f: (*f[:3], f[3] is None) for f in dict.fromkeys(fields)}
+    keys = list(dict.fromkeys(group.values()))
+    if len(keys) == 1:
+        return {keys[0]: list(range(len(shapes)))}
+    of = list(map(group.__getitem__, fields))
+    return {key: [i for i, k in enumerate(of) if k == key] for key in keys}
+
+
 def estimate_many(name: str, shapes: list, params: Optional[dict] = None, hardware=None) -> list:
     """[estimate(name, s, params, hardware) for s in shapes], the same Estimates exactly: the entry
     point for callers that price one variant at many shapes (sweeps, ``pick``).
@@ -169,11 +182,8 @@ def estimate_many(name: str, shapes: list, params: Optional[dict] = None, hardwa
     out = [None] * len(shapes)
     numeric = {k: v for k, v in (params or {}).items() if type(v) in (int, float)}
     fixed = tuple(sorted((k, repr(v)) for k, v in (params or {}).items() if k not in numeric))
-    groups: dict = {}
-    for i, s in enumerate(shapes):
-        groups.setdefault((s.phase, s.dtype, s.causal, s.kv_heads is None), []).append(i)
     with _collector_paused():
-        for (phase, dtype, causal, no_kv), todo in groups.items():
+        for (phase, dtype, causal, no_kv), todo in _groups(shapes).items():
             key = ("estimate_many", name, phase, dtype, causal, no_kv, fixed, tuple(numeric))
             programs = _programs(key, hardware)
             _price(programs, _Point(name, params, numeric, hardware, phase, dtype, causal, no_kv), shapes, todo,
@@ -302,10 +312,13 @@ class _Point:
         """``estimate`` at ``s``, untraced."""
         return estimate(self.name, s, self.params, self.hardware)
 
-    def columns(self, shapes: list) -> list:
-        """``inputs`` of each of ``shapes``, a list per input."""
-        sizes = [list(c) for c in zip(*map(attrgetter(*self.sizes), shapes))]
-        return sizes + [[v] * len(shapes) for v in self.numeric.values()]
+    def columns(self, shapes: list) -> tuple:
+        """``inputs`` of each of ``shapes``: a numpy float64 array per input, a lane per shape."""
+        import numpy as np
+
+        n = len(shapes)
+        sizes = [np.fromiter(map(attrgetter(k), shapes), dtype=float, count=n) for k in self.sizes]
+        return tuple(sizes + [np.full(n, float(v)) for v in self.numeric.values()])
 
     def __call__(self, batch, T, d, heads, kv_heads=None, **numeric):
         shape = Shape.model_construct(batch=batch, T=T, d=d, heads=heads, kv_heads=kv_heads, **self.fields)
@@ -326,11 +339,12 @@ def _price(programs: _Programs, point: _Point, shapes: list, todo: list, out: li
     traces while that pays off (sooner where the store keeps them for later runs), else one by one."""
     batch = len(todo) >= vector_at()
     stored = programs.file is not None
+    lanes = _Lanes(point, shapes, todo) if batch else None
     if batch or stored or programs.untraced + len(todo) > ONE_BY_ONE:
         for entry in programs.items:
             if not todo:
                 return
-            todo = _replay(entry, point, shapes, todo, out, batch)
+            todo = _replay(entry, point, shapes, todo, out, lanes)
     while todo:
         few = not batch and programs.untraced + len(todo) <= programs.one_by_one
         if programs.failed or few or programs.few >= MAX_FEW:
@@ -352,16 +366,29 @@ def _price(programs: _Programs, point: _Point, shapes: list, todo: list, out: li
             entry = (tape.program(outputs), [k for k, _ in items],
                      [type(o.v) if isinstance(o, Sym) else None for o in outputs])
         programs.items.append(entry)
-        left = _replay(entry, point, shapes, todo, out, batch)
+        left = _replay(entry, point, shapes, todo, out, lanes)
         programs.few += len(todo) - len(left) < FEW
         todo = left
 
 
-def _replay(entry: tuple, point: _Point, shapes: list, todo: list, out: list, batch: bool) -> list:
-    """Price the points of ``todo`` where ``entry``'s program holds (``batch``: on numpy arrays);
-    returns the others."""
-    if batch:
-        return _replay_vector(entry, point, shapes, todo, out)
+class _Lanes:
+    """The inputs of a batch's points (``todo``) as numpy arrays, a lane per point: made once, and
+    narrowed to the points left as each program takes those where it holds."""
+
+    def __init__(self, point: _Point, shapes: list, todo: list):
+        self.todo = todo
+        self.cols = point.columns([shapes[i] for i in todo])
+
+    def narrow(self, left: list, keep) -> None:
+        """Keep the lanes of ``left``: those where the boolean array ``keep`` is true."""
+        self.todo, self.cols = left, tuple(c[keep] for c in self.cols)
+
+
+def _replay(entry: tuple, point: _Point, shapes: list, todo: list, out: list, lanes: Optional[_Lanes]) -> list:
+    """Price the points of ``todo`` where ``entry``'s program holds (on numpy arrays where ``lanes``
+    holds their inputs); returns the others."""
+    if lanes is not None:
+        return _replay_vector(entry, point, shapes, todo, out, lanes)
     program, keys, _ = entry
     left = []
     for i in todo:
@@ -386,22 +413,28 @@ def _fill(point: _Point, keys: list, shapes: list, todo: list, columns: list, ou
         params = (same.copy() for _ in todo)
     else:
         params = (dict(zip(keys, row)) for row in zip(*columns[:n]))
-    for i, p, numbers in zip(todo, params, zip(*columns[n:])):
-        out[i] = Estimate(name, p, shapes[i], "ok", None, noted.copy(), *numbers)
+    made = map(Estimate, repeat(name), params, map(shapes.__getitem__, todo), repeat("ok"), repeat(None),
+               map(list, repeat(noted, len(todo))), *columns[n:])  # the positional fields, a column each
+    for i, e in zip(todo, made):
+        out[i] = e
 
 
-def _replay_vector(entry: tuple, point: _Point, shapes: list, todo: list, out: list) -> list:
+def _replay_vector(entry: tuple, point: _Point, shapes: list, todo: list, out: list, lanes: _Lanes) -> list:
     """``_replay`` on numpy arrays: one lane per point (the guards first, then the whole program
     on the lanes where they hold); a lane whose integers leave float64's exact range, or where a
     division by zero occurs, is priced one by one."""
     import numpy as np
 
     program, keys, types = entry
-    cols = tuple(np.array(c, dtype=float) for c in point.columns([shapes[i] for i in todo]))
+    if lanes.todo is not todo:  # (the points left by the last replay, as ``_price`` passes them)
+        lanes.__init__(point, shapes, todo)
+    cols = lanes.cols
     hold = program.vector_hold(cols)
     flags = hold.tolist()
     left = [i for i, h in zip(todo, flags) if not h]
     held = [i for i, h in zip(todo, flags) if h]
+    if left:
+        lanes.narrow(left, ~hold)
     exact = None
     if held and keys is not None:
         try:

@@ -204,7 +204,13 @@ def matmul_parts(p: tuple, b: float, m: float, k: float, n: float, flops: float,
     if flops <= 0.0 or k <= 0:
         return lat, 0.0, nbytes / mbw
     eff = (m / (m + mn_half)) * (n / (n + mn_half)) * (k / (k + k_half))
-    return lat + k_step * smaller(k, k_cap), flops / (rate * eff), nbytes / mbw
+    return plus(lat, _serial_s(k_step, k, k_cap)), flops / (rate * eff), nbytes / mbw
+
+
+def _serial_s(k_step: float, k: float, k_cap: float) -> float:
+    """The latency of a matmul's serial reduction loop, ``k_step * min(k, k_cap)`` (a plain 0.0, and no
+    step for ``tape`` to record, where the profile has none)."""
+    return 0.0 if k_step == 0.0 else k_step * smaller(k, k_cap)
 
 
 def attention_parts(p: tuple, dh: float, keys: float, fraction: float, flops_mm: float,
@@ -246,6 +252,8 @@ def row_parts(row_s: float, select_s: float, elems: float, out_elems: float, row
 def dram_parts(cache_bytes: float, dram_bw: float, nbytes: float, memory_s: float) -> float:
     """The memory time of a kernel moving ``nbytes``: beyond ``cache_bytes`` (``Hardware.cache_bytes``)
     no shorter than streaming them at ``dram_bw``."""
+    if cache_bytes == math.inf:  # a profile without the law: no step for ``tape`` to record
+        return memory_s
     dram = nbytes / dram_bw
     return choose(nbytes > cache_bytes, larger(dram, memory_s), memory_s)
 
@@ -253,6 +261,8 @@ def dram_parts(cache_bytes: float, dram_bw: float, nbytes: float, memory_s: floa
 def fresh_parts(fresh_bytes: float, s_per_byte: float, out_bytes: float) -> float:
     """Seconds of faulting in an output of ``out_bytes`` page by page: 0 below ``fresh_bytes``
     (``Hardware.fresh_bytes``: the allocator's cached memory), else ``out_bytes * s_per_byte``."""
+    if fresh_bytes == math.inf:  # a profile without the law (an output is never infinite): no step to record
+        return 0.0
     return choose(out_bytes >= fresh_bytes, out_bytes * s_per_byte, 0.0)
 
 
@@ -343,7 +353,7 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
     if kind == "matmul":
         b, m, kk, n = k.ops[0].mm
         lat, comp, mem = matmul_parts(c.mm, b, m, kk, n, k.flops, k.bytes)
-        return lat + fresh, comp, dram_parts(c.cache_bytes, c.dram_bw, k.bytes, mem), c.host_mm
+        return plus(lat, fresh), comp, dram_parts(c.cache_bytes, c.dram_bw, k.bytes, mem), c.host_mm
     if kind == "attention":
         sc = None
         for op in k.ops:
@@ -358,7 +368,7 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
             if not c.packs:  # each query head's rows apart
                 queries = queries / sc.group
             lat, comp, mem = attention_parts(c.at, dh, keys, sc.fraction, k.flops_matmul, k.bytes, queries)
-            return lat + fresh, comp, dram_parts(c.cache_bytes, c.dram_bw, k.bytes, mem), c.host_sdpa
+            return plus(lat, fresh), comp, dram_parts(c.cache_bytes, c.dram_bw, k.bytes, mem), c.host_sdpa
     # vector / copy (and an attention kernel without a matmul, which should not exist)
     compute = per_row = 0.0
     lat, bw = c.vlat, c.vbw
@@ -386,7 +396,7 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
             if row_s > 0.0 or select_s > 0.0:
                 per_row += row_parts(row_s, select_s, op.elems, op.out_elems, rows.of_op(op))
     memory = dram_parts(c.cache_bytes, c.dram_bw, k.bytes, k.bytes / bw)
-    return lat + per_row + fresh, compute, memory, c.host[host or "elementwise"]
+    return plus(plus(lat, per_row), fresh), compute, memory, c.host[host or "elementwise"]
 
 
 def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Optional[str] = None,
@@ -420,12 +430,11 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
             gemv = gemv_bw > 0.0 and m == 1 and bb == 1  # a matrix-vector product: it streams the matrix
             memory = dram_parts(cache_bytes, c.dram_bw, k.bytes, k.bytes / (gemv_bw if gemv else mbw))
             if flops > 0.0 and kk > 0 and not gemv:
-                lat = mlat + k_step * smaller(kk, k_cap)
+                lat = plus(mlat, _serial_s(k_step, kk, k_cap))
                 compute = flops / (rate * (m / (m + mn_half)) * (n / (n + mn_half)) * (kk / (kk + k_half)))
             else:
                 lat, compute = mlat, 0.0
-            out_bytes = op.out_elems * isz
-            lat = choose(out_bytes >= fresh_bytes, lat + out_bytes * c.fresh_s, lat)
+            lat = plus(lat, fresh_parts(fresh_bytes, c.fresh_s, op.out_elems * isz))
             h = host_mm
         else:
             lat, compute, memory, h = _kernel_parts(c, k, row_lengths)

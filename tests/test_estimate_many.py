@@ -155,3 +155,26 @@ def test_whole_dsa_blocks_share_their_row_count():
     assert [(rows.v, before if isinstance(before, int) else before.v, after if isinstance(after, int) else after.v)
             for rows, before, after in blocks[1:4]] == [(256, 256, 0), (256, 88, 168), (256, 0, 256)]
     assert blocks[3][2] is chunk
+
+
+def test_a_replay_on_arrays_keeps_only_what_is_read_after_it():
+    """A plan lets go of each intermediate array after its last use (a program of thousands of steps
+    would otherwise hold them all, in fresh memory): after a run only the outputs and the integer
+    steps (read for the exactness check) remain, and the values are those of the scalar run."""
+    import numpy as np
+
+    def f(a, b):
+        c = a * b + 1
+        d = (c - a) / 3.0
+        return [d * d, c // 2]
+
+    tape, out = trace(f, {"a": 7, "b": 5})
+    program = tape.program(out)
+    lanes = (np.array([7.0, 2.0, 9.0]), np.array([5.0, 3.0, 4.0]))
+    values = program.plan.run(lanes)
+    held = {i for i, v in enumerate(values[:len(tape.steps)]) if v is not None and tape.steps[i][0] != "in"}
+    assert held == set(program.out_steps) | set(program.ints)
+    assert held < {i for i in program.live if tape.steps[i][0] != "in"}  # (c - a) and d were let go
+    exact, got = program.vector(lanes)
+    want = [f(int(a), int(b)) for a, b in zip(*lanes)]
+    assert exact.all() and [[float(x) for x in g] for g in got] == [list(col) for col in zip(*want)]
