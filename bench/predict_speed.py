@@ -89,7 +89,9 @@ def _points(points: int, phases: tuple) -> list:
 
 
 def sweep_many(points: int = 100_000, phases=("prefill", "decode", "train")) -> tuple:
-    """estimate_many per variant over the points of ``_points``: (first call s, second call s, n)."""
+    """estimate_many per variant over the points of ``_points``: (first call s, second call s, n), the
+    program store off (the first call traces every program; the second finds them in memory)."""
+    os.environ["ATTNCOST_CACHE_DIR"] = "off"
     from attncost.costmodel.estimate import estimate_many
     from attncost.costmodel.hardware import get_hardware
 
