@@ -11,6 +11,7 @@ from typing import List, NamedTuple, Optional, Sequence
 
 from rich import box
 from rich.console import Console
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
@@ -76,14 +77,29 @@ def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Opti
 
 def _needed(console: Console, table: Table) -> int:
     """The width ``table`` needs with its numbers whole: its natural width, less what its wrapping
-    (text) columns can give up by wrapping at spaces."""
+    (text) columns can give up by wrapping at spaces. The natural width is measured on a table of
+    one row, each column's widest cell (measuring every cell of a long table costs as much as
+    printing it)."""
     unbounded = console.options.update_width(10_000)
     slack = 0
+    probe = Table(box=table.box, show_edge=table.show_edge, padding=table.padding, show_header=False)
+    widest = []
     for col in table.columns:
+        cells = [col.header, *col.cells]
         if not col.no_wrap:
-            cells = [Measurement.get(console, unbounded, c) for c in [col.header, *col.cells]]
-            slack += max(m.maximum for m in cells) - max(m.minimum for m in cells)
-    return Measurement.get(console, unbounded, table).maximum - slack
+            sizes = [Measurement.get(console, unbounded, c) for c in cells]
+            slack += max(m.maximum for m in sizes) - max(m.minimum for m in sizes)
+        probe.add_column(justify=col.justify, no_wrap=col.no_wrap)
+        widest.append(max(cells, key=lambda c: _width(console, unbounded, c)))
+    probe.add_row(*widest)
+    return Measurement.get(console, unbounded, probe).maximum - slack
+
+
+def _width(console: Console, options, cell) -> int:
+    """The width of a cell on one line: its longest line (markup left out)."""
+    if isinstance(cell, str):
+        return max(map(cell_len, console.render_str(cell).plain.split("\n")))
+    return Measurement.get(console, options, cell).maximum
 
 
 def _print_vertical(console: Console, columns: List[Column], rows: list, title: Optional[str], keys: int) -> None:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from .analysis import add_backward, analyse
-from .estimate import estimate, graph, resolve_params
+from .estimate import estimate_many, graph, resolve_params
 from .hardware import Hardware, HardwareError
 from .shape import MAX_T, Shape
 from .timing import predict
@@ -262,9 +262,14 @@ def core_time(name: str, shape: Shape, params: Optional[dict], hw: Hardware) -> 
     return core, sum(r.time_s for r in rows) - core
 
 
+def _estimate(name: str, shape: Shape, params: Optional[dict], hw: Hardware):
+    """``estimate``, by the programs the store keeps where it has them (``estimate_many``)."""
+    return estimate_many(name, [shape], params, hw)[0]
+
+
 def split_time(name: str, shape: Shape, params: Optional[dict], hw: Hardware) -> tuple:
     """(core seconds, other seconds, Estimate) of one device running ``name`` at ``shape`` (``core_time``)."""
-    return (*core_time(name, shape, params, hw), estimate(name, shape, params, hw))
+    return (*core_time(name, shape, params, hw), _estimate(name, shape, params, hw))
 
 
 def head_shard(name: str, shape: Shape, n: int, kv_local: int, params: Optional[dict]) -> tuple:
@@ -355,7 +360,7 @@ def _send(out: ParallelEstimate, kind: str, count: int, nbytes: float, n: int, h
 
 
 def _single(out: ParallelEstimate, params, hw: Hardware) -> None:
-    e = estimate(out.variant, out.shape, params, hw)
+    e = _estimate(out.variant, out.shape, params, hw)
     _memory(out, e)
     out.compute_s = e.time_s
 
@@ -365,7 +370,7 @@ def _tp(out: ParallelEstimate, params, hw: Hardware) -> None:
     kv = kv_heads(out.variant, s, params)
     kv_local = max(1, kv // n)
     local, lp = head_shard(out.variant, s, n, kv_local, params)
-    e = estimate(out.variant, local, lp, hw)
+    e = _estimate(out.variant, local, lp, hw)
     _memory(out, e)
     out.weights_bytes += (s.d * s.d + 2 * s.d * kv_local * s.head_dim) * s.itemsize * (1 - 1 / n)  # full-width Q/K/V
     layer_out = s.batch * s.tokens * s.d * s.itemsize
@@ -386,7 +391,7 @@ def _ring(out: ParallelEstimate, params, hw: Hardware) -> None:
     local = s.with_(T=s.T // n)
     kv_block = 2 * s.batch * local.T * kv * s.head_dim * s.itemsize  # K and V of one rank's shard
     if s.phase == "decode":
-        e = estimate(out.variant, local, params, hw)
+        e = _estimate(out.variant, local, params, hw)
         _memory(out, e)
         partial = s.batch * (s.d + s.heads) * 4  # each rank's output and log-sum-exp, fp32
         out.compute_s = (e.time_s + merge_s(s, n, hw)) * contention(hw)  # the n partial outputs merged at once

@@ -8,7 +8,7 @@ report wherever it lies. An explicit profile (``attncost report --hardware``) ov
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from ..costmodel.estimate import Estimate, estimate
+from ..costmodel.estimate import Estimate, estimate_many
 from ..costmodel.hardware import Hardware, HardwareError, get_hardware, hardware_names
 from ..costmodel.results import Run
 from ..costmodel.shape import Shape
@@ -23,7 +23,7 @@ class HardwareInfo:
     peak_flops: dict  # dtype -> FLOP/s
     bandwidth: Optional[float]  # bytes/s
     memory: Optional[float]  # bytes
-    profile: Optional[Hardware] = None  # the profile itself, for estimate()
+    profile: Optional[Hardware] = None  # the profile itself, for the cost model
     description: str = ""
 
     @property
@@ -83,6 +83,6 @@ def estimate_on(variant: str, shape: Shape, params: dict, hw: Optional[HardwareI
     if variant not in REGISTRY:
         return None
     try:
-        return estimate(variant, shape, params, hw.profile if hw is not None else None)
+        return estimate_many(variant, [shape], params, hw.profile if hw is not None else None)[0]
     except (ValueError, TypeError):  # VariantError, pydantic's ValidationError, params of the wrong kind
         return None

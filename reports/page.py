@@ -3,12 +3,12 @@ once (``inline``) or read from the ``plotly.min.js`` beside the page (``shared``
 style, font or image, and a Content-Security-Policy that forbids any network request."""
 
 import json
+import math
 import platform
 from datetime import datetime, timezone
 from typing import Optional
 
 import plotly
-from plotly.utils import PlotlyJSONEncoder
 
 from .. import __version__
 from ..costmodel.crossover import HI as SEARCH_HI
@@ -108,9 +108,25 @@ _BOOT = """
 """
 
 
+def _finite(value):
+    """``value`` with every NaN or infinite float made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _json_for_script(obj) -> str:
-    """JSON safe inside a <script> element: no "</script>", no "<!--", no HTML-sensitive bytes."""
-    text = json.dumps(obj, cls=PlotlyJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+    """JSON safe inside a <script> element: no "</script>", no "<!--", no HTML-sensitive bytes; a
+    NaN or infinity is null (as plotly's own encoder writes it, which imports a dataframe library:
+    a tenth of a second of a report)."""
+    try:
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a number that JSON cannot hold
+        text = json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 

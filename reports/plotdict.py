@@ -5,6 +5,8 @@ use, with the same meaning, and ``to_plotly_json`` gives what ``go.Figure.to_plo
 plotly is asked once per template, colour scale and subplot grid, and its answer cached."""
 
 import copy
+import hashlib
+import json
 import re
 from functools import lru_cache
 from typing import Optional
@@ -33,19 +35,58 @@ def _merge(target: dict, update: dict) -> None:
             target[key] = _clean(value)
 
 
+def _kept(kind: str, args: dict, ask):
+    """plotly's answer ``ask()`` (plain JSON data) to ``kind`` with ``args``, kept as a file in the
+    store's folder (``program_store.root()``) under plotly's version: a later report reads it instead
+    of importing plotly's figure classes (a seventh of a second). A file that cannot be read or
+    written is skipped; ``ATTNCOST_CACHE_DIR=off`` keeps nothing."""
+    import plotly
+
+    from ..costmodel.atomic import write_atomic
+    from ..costmodel.program_store import root
+
+    base = root()
+    try:
+        key = json.dumps([kind, args], sort_keys=True)
+    except TypeError:  # arguments that JSON cannot name
+        base = None
+    if base is None:
+        return ask()
+    path = base / f"plotly-{plotly.__version__}" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    try:
+        kept = json.loads(path.read_text())
+        if kept["key"] == key:
+            return kept["answer"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    answer = ask()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps({"key": key, "answer": answer}))
+    except OSError:
+        pass
+    return answer
+
+
 @lru_cache(maxsize=None)
 def template(name: str) -> dict:
     """The JSON of a plotly template (shared: never modify it)."""
-    import plotly.io as pio
+    def ask():
+        import plotly.io as pio
 
-    return pio.templates[name].to_plotly_json()
+        return pio.templates[name].to_plotly_json()
+
+    return _kept("template", {"name": name}, ask)
 
 
 @lru_cache(maxsize=None)
 def _colorscale(name: str) -> tuple:
-    import plotly.graph_objects as go
+    def ask():
+        import plotly.graph_objects as go
 
-    return tuple(tuple(step) for step in go.Heatmap(colorscale=name).to_plotly_json()["colorscale"])
+        return go.Heatmap(colorscale=name).to_plotly_json()["colorscale"]
+
+    return tuple(tuple(step) for step in _kept("colorscale", {"name": name}, ask))
 
 
 def colorscale(name: str) -> list:
@@ -65,17 +106,21 @@ def scatter(**props) -> dict:
 @lru_cache(maxsize=32)
 def _subplots(**kw) -> tuple:
     """(layout without template, {(row, col): (xaxis key, yaxis key)}) of ``make_subplots(**kw)``."""
-    from plotly.subplots import make_subplots
+    def ask():
+        from plotly.subplots import make_subplots
 
-    fig = make_subplots(**kw)
-    layout = fig.to_plotly_json()["layout"]
-    layout.pop("template", None)
-    cells = {}
-    for r in range(1, kw["rows"] + 1):
-        for c in range(1, kw["cols"] + 1):
-            sub = fig.get_subplot(r, c)
-            cells[(r, c)] = (sub.xaxis.plotly_name, sub.yaxis.plotly_name)
-    return layout, cells
+        fig = make_subplots(**kw)
+        layout = fig.to_plotly_json()["layout"]
+        layout.pop("template", None)
+        cells = []
+        for r in range(1, kw["rows"] + 1):
+            for c in range(1, kw["cols"] + 1):
+                sub = fig.get_subplot(r, c)
+                cells.append([r, c, sub.xaxis.plotly_name, sub.yaxis.plotly_name])
+        return [layout, cells]
+
+    layout, cells = _kept("subplots", kw, ask)
+    return layout, {(r, c): (x, y) for r, c, x, y in cells}
 
 
 class PlotFigure:
