@@ -260,7 +260,10 @@ class _Programs:
         self.failed = False  # the code did something a tape cannot record: always one by one
 
     def state(self) -> tuple:
-        return len(self.items), sum(entry[0].compiled for entry in self.items)
+        """What a saved file would hold: programs, those compiled, their plans for arrays (a plan
+        built from a loaded program is saved too, so that later processes do not build it again)."""
+        return (len(self.items), sum(entry[0].compiled for entry in self.items),
+                sum(entry[0].planned for entry in self.items))
 
     def keep(self) -> None:
         """Have the store write these programs at exit, where they changed since loaded or written."""

@@ -259,6 +259,11 @@ class Program:
     def compiled(self) -> bool:
         return self._full is not None
 
+    @property
+    def planned(self) -> int:
+        """How many of its two plans for arrays (the guards', the whole program's) are built."""
+        return (self._plan is not None) + (self._guard_plan is not None)
+
     def to_data(self) -> Optional[tuple]:
         """The program as plain data that ``marshal`` writes and ``from_data`` reads back: its live
         steps (renumbered, in a blob of their own, read only where a vector run needs them), guards,

@@ -91,6 +91,29 @@ def test_a_key_an_earlier_process_traced_is_traced_at_once(store, monkeypatch):
     assert programs.one_by_one == 0 and len(programs.items) == 2
 
 
+def test_plans_a_later_process_builds_are_saved_for_the_next(store, monkeypatch):
+    """A program saved by a process that replayed it point by point has no plan for arrays; the
+    process that first replays it on arrays builds the plans and saves them, and the next loads
+    them (building a plan for a long program costs as much as replaying it)."""
+    import numpy  # noqa: F401  (loaded: a batch of 40 replays on arrays, ``estimate.vector_at``)
+
+    from attncost.costmodel.tape import _Plan
+
+    hw = get_hardware("h100")
+    few, many = _shapes("prefill", (100, 200, 300)), _shapes("prefill", range(96, 96 + 40 * 7, 7))
+    E.estimate_many("mla", few, None, hw)
+    _new_process(monkeypatch)
+    (saved,) = store.glob("programs-*/*.bin")
+    assert all(data[-1] == [None, None] for data, _, _ in marshal.loads(saved.read_bytes())[1])  # no plans
+    E.estimate_many("mla", many, None, hw)
+    (programs,) = E._PROGRAMS.values()
+    assert any(entry[0].planned == 2 for entry in programs.items)
+    _new_process(monkeypatch)
+    _no_tracing(monkeypatch)
+    monkeypatch.setattr(_Plan, "__init__", lambda *a: (_ for _ in ()).throw(AssertionError("a plan built again")))
+    _assert_same(E.estimate_many("mla", many, None, hw), [E.estimate("mla", s, None, hw) for s in many])
+
+
 def test_programs_of_one_profile_are_not_loaded_for_another(store, monkeypatch):
     shapes = _shapes("prefill", (64, 128))
     E.estimate_many("mha", shapes, None, get_hardware("h100"))
