@@ -95,7 +95,9 @@ def test_plans_a_later_process_builds_are_saved_for_the_next(store, monkeypatch)
     """A program saved by a process that replayed it point by point has no plan for arrays; the
     process that first replays it on arrays builds the plans and saves them, and the next loads
     them (building a plan for a long program costs as much as replaying it)."""
-    import numpy  # noqa: F401  (loaded: a batch of 40 replays on arrays, ``estimate.vector_at``)
+    import importlib
+
+    importlib.import_module("numpy")  # loaded: a batch of 40 replays on arrays (``estimate.vector_at``)
 
     from attncost.costmodel.tape import _Plan
 
