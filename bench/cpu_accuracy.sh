@@ -18,20 +18,23 @@ common=(--device cpu --dtype fp32 --d 320 --heads 5 --hardware "$prof" --budget 
 fail=0
 step() { echo "== $(date +%T) $*"; "$@" || { echo "== failed: $*"; fail=$((fail + 1)); }; }
 
+# how far the machine's pace may drift (accuracy.PACE_TOLERANCE), and the calibration's pace rows (fit.PACE_ROW)
+tol=$(python -c "from attncost.costmodel.accuracy import PACE_TOLERANCE; print(PACE_TOLERANCE)")
+pace_row=$(python -c "from attncost.costmodel.fit import PACE_ROW; print(PACE_ROW)")
 # The machine's pace beside a run's points against the calibration's (`profiler.pace`): the median of
 # |ratio - 1| over the points, e.g. 0.31 for a run at 1.31x the calibration's time.
 drift() { attncost crosscheck --time "$1" --json 2>/dev/null | python -c "
 import json, statistics, sys
 r = [abs(p['pace_ratio'] - 1) for p in json.load(sys.stdin)['points'] if p['pace_ratio']]
 print(statistics.median(r) if r else 0)"; }
-# profile OUT ARGS...: a phase; where the machine's pace beside it drifted more than 10 % from the
+# profile OUT ARGS...: a phase; where the machine's pace beside it drifted more than $tol (10 %) from the
 # calibration's, it is profiled once more and the run nearer the calibration's pace is kept (chosen by
 # the pace alone, never by the errors).
 profile() {
   local out=$1; shift
   step attncost profile "${common[@]}" "$@" --out "$out" || return
   local d1; d1=$(drift "$out")
-  python -c "import sys; sys.exit(float('$d1') <= 0.10)" || return 0
+  python -c "import sys; sys.exit(float('$d1') <= $tol)" || return 0
   echo "== pace drifted by a median $d1 from the calibration's: profiling $out once more"
   cp "$out" "$out.first"
   step attncost profile "${common[@]}" "$@" --out "$out"
@@ -43,14 +46,14 @@ profile() {
 # The change of the machine's pace over the calibration, |last / first - 1| of its reference workload.
 calibration_drift() { python -c "
 import json
-rows = {r.get('when'): r['ms'] for r in json.load(open('${prof%.json}.microbench.json'))['rows'] if r['op'] == 'pace'}
+rows = {r.get('when'): r['ms'] for r in json.load(open('${prof%.json}.microbench.json'))['rows'] if r['op'] == '$pace_row'}
 print(abs(rows['last'] / rows['first'] - 1))"; }
-# A calibration whose pace changed by more than 10 % mixes two paces in its fits: it is run again, up
+# A calibration whose pace changed by more than $tol (10 %) mixes two paces in its fits: it is run again, up
 # to three times in all, and the last one is kept.
 for attempt in 1 2 3; do
   step attncost calibrate --device cpu ${quick:+--quick} --out "$prof" --overwrite
   d=$(calibration_drift); echo "== calibration $attempt: the pace changed by $d"
-  python -c "import sys; sys.exit(float('$d') > 0.10)" && break
+  python -c "import sys; sys.exit(float('$d') > $tol)" && break
 done
 profile $ex/prefill.json --phase prefill --variants all --T "$T"
 profile $ex/decode-b1.json --phase decode --variants all --T "$T" --batch 1

@@ -389,9 +389,9 @@ class _Lanes:
 
 def _replay(entry: tuple, point: _Point, shapes: list, todo: list, out: list, lanes: Optional[_Lanes]) -> list:
     """Price the points of ``todo`` where ``entry``'s program holds (on numpy arrays where ``lanes``
-    holds their inputs); returns the others."""
+    holds their inputs: its points are ``todo``); returns the others."""
     if lanes is not None:
-        return _replay_vector(entry, point, shapes, todo, out, lanes)
+        return _replay_vector(entry, point, shapes, out, lanes)
     program, keys, _ = entry
     left = []
     for i in todo:
@@ -422,16 +422,14 @@ def _fill(point: _Point, keys: list, shapes: list, todo: list, columns: list, ou
         out[i] = e
 
 
-def _replay_vector(entry: tuple, point: _Point, shapes: list, todo: list, out: list, lanes: _Lanes) -> list:
-    """``_replay`` on numpy arrays: one lane per point (the guards first, then the whole program
-    on the lanes where they hold); a lane whose integers leave float64's exact range, or where a
-    division by zero occurs, is priced one by one."""
+def _replay_vector(entry: tuple, point: _Point, shapes: list, out: list, lanes: _Lanes) -> list:
+    """``_replay`` on numpy arrays at the points of ``lanes``: one lane per point (the guards first,
+    then the whole program on the lanes where they hold); a lane whose integers leave float64's exact
+    range, or where a division by zero occurs, is priced one by one. ``lanes`` keeps those left."""
     import numpy as np
 
     program, keys, types = entry
-    if lanes.todo is not todo:  # (the points left by the last replay, as ``_price`` passes them)
-        lanes.__init__(point, shapes, todo)
-    cols = lanes.cols
+    todo, cols = lanes.todo, lanes.cols
     hold = program.vector_hold(cols)
     flags = hold.tolist()
     left = [i for i, h in zip(todo, flags) if not h]

@@ -16,7 +16,7 @@ byte, from the two sizes).
 import time
 from typing import Callable
 
-COLD_ROW = "cold"
+from ..costmodel.fit import COLD_ROW
 SMALL = (320, 768)  # (k, n) of the matrix-vector products: a decode projection's weight, about 1 MB in fp32
 LARGE = (768, 4096)  # about 12.6 MB in fp32
 AFTER_MB = (0, 4, 8, 12, 16, 24, 32, 48)

@@ -61,8 +61,7 @@ def _kept(kind: str, args: dict, ask):
         pass
     answer = ask()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps({"key": key, "answer": answer}))
+        write_atomic(path, json.dumps({"key": key, "answer": answer}))  # (its folder made as needed)
     except OSError:
         pass
     return answer
