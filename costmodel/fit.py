@@ -2,7 +2,7 @@
 
 Rows are in the format of ``data/h100-microbench-2026-11-22.json`` (``profiler/calibrate.py``
 writes the same), timed on the device (no host time, L2 flushed): ``mm`` (M, K, N), ``bmm_qk`` /
-``bmm_pv`` (BH, T, dh), ``sdpa`` (backend, B, H, T, dh, causal), element ops by ``elems``
+``bmm_pv`` (BH, T, dh), ``bmv_qk`` / ``bmv_pv`` (decode's: one query row per BH against T keys), ``sdpa`` (backend, B, H, T, dh, causal), element ops by ``elems``
 (``ELEMENT_OPS``; where a row has them, ``bytes`` read and written, ``row``: elements per row, and
 ``k`` kept per row of a topk, ``out_bytes``: the output it allocates), and ``eager_tiny_*`` (host time
 per op of each host class, ``us_per_op``: ``HOST_ROWS``; ``SEQUENCE_ROW``: the same ops issued in turn),
@@ -45,6 +45,8 @@ ELEMENT_OPS = {"copy": ("copy", 2), "copy_": ("copy", 2), "copy_t": ("copy", 2),
 # x.clone() and y.copy_(x): contiguous copies, with and without a fresh output; their law is the
 # profile's default (kernel_latency_s, mem_efficiency)
 PLAIN_COPIES = ("copy", "copy_")
+BMV_OPS = ("bmv_qk", "bmv_pv")  # decode's batched matrix-vector products (profiler/calibrate.py)
+MATMUL_OPS = ("mm", "bmm_qk", "bmm_pv") + BMV_OPS
 # element ops that may get a law of their own (``fit_element_ops``), under the graph op ``fn`` they
 # price (timing looks a law up by fn first): on a CPU an exp or a select by a broadcast mask runs far
 # from an add's bandwidth
@@ -82,12 +84,14 @@ def row_dtype(row: dict) -> str:
 
 
 def row_group(row: dict) -> Optional[str]:
-    """Which family a row belongs to: mm, bmm, sdpa, vector, eager (None: not a timing row)."""
+    """Which family a row belongs to: mm, bmm, bmv, sdpa, vector, eager (None: not a timing row)."""
     op = row.get("op")
     if op == "mm":
         return "mm"
     if op in ("bmm_qk", "bmm_pv"):
         return "bmm"
+    if op in BMV_OPS:
+        return "bmv"
     if op == "sdpa":
         return "sdpa"
     if op in ELEMENT_OPS and "elems" in row:
@@ -109,12 +113,13 @@ def measured_s(row: dict) -> Optional[float]:
 def _row_mm(row: dict) -> tuple:
     """(b, m, k, n, flops, bytes) of a matmul row."""
     isz = DTYPE_BYTES[row_dtype(row)]
-    if row["op"] == "mm":
+    op = row["op"]
+    if op == "mm":
         b, m, k, n = 1, row["M"], row["K"], row["N"]
-    elif row["op"] == "bmm_qk":
-        b, m, k, n = row["BH"], row["T"], row["dh"], row["T"]
-    else:  # bmm_pv
-        b, m, k, n = row["BH"], row["T"], row["T"], row["dh"]
+    else:
+        rows = 1 if op in BMV_OPS else row["T"]  # decode's: one query row
+        k, n = (row["dh"], row["T"]) if op.endswith("_qk") else (row["T"], row["dh"])
+        b, m = row["BH"], rows
     return b, m, k, n, 2.0 * b * m * k * n, b * (m * k + k * n + m * n) * isz
 
 
@@ -159,7 +164,7 @@ def _row_out(row: dict) -> float:
     """Bytes of the output a row's op allocates (element ops: ``out_bytes``, 0 where not recorded)."""
     isz = DTYPE_BYTES[row_dtype(row)]
     op = row["op"]
-    if op in ("mm", "bmm_qk", "bmm_pv"):
+    if op in MATMUL_OPS:
         b, m, _, n = _row_mm(row)[:4]
         return b * m * n * isz
     if op == "sdpa":
@@ -228,7 +233,7 @@ def predict_row(row: dict, hw: Hardware, backend: Optional[str] = None) -> Optio
         return _host_s(hw, row["op"])
     c = compiled(hw, row_dtype(row), backend if g != "sdpa" else _row_backend(row, backend))
     reg = _regimes(hw)
-    if g in ("mm", "bmm"):
+    if g in ("mm", "bmm", "bmv"):
         spec = _row_mm(row)
         return reg.kernel_s(matmul_parts(c.mm, *spec), spec[-1], _row_out(row))
     if g == "sdpa":
@@ -250,7 +255,7 @@ def _law_s(law: "ElementLaw", v: VectorRow, bw: float, reg: Regimes) -> float:
 
 
 def row_errors(rows: list, hw: Hardware) -> dict:
-    """Relative errors (pred - meas) / meas by group: mm:<dtype>, bmm, sdpa:<backend>, vector:<op>,
+    """Relative errors (pred - meas) / meas by group: mm:<dtype>, bmm, bmv, sdpa:<backend>, vector:<op>,
     eager. Rows whose backend the profile lacks are left out."""
     out: dict = {}
     for r in rows:
@@ -540,16 +545,18 @@ GEMV_FITS = 0.01  # ... unless the one law prices the rows within this (root mea
 
 
 def fit_matmul(base: Hardware, rows: list) -> Fitted:
-    """``MatmulEfficiency`` per dtype with at least 8 ``mm`` rows (``bmm`` rows are left out, to
-    check the fit); bf16 and fp16 run at the same tensor-core rate, so one shares the other's fit."""
+    """``MatmulEfficiency`` per dtype with at least 8 ``mm`` rows, and decode's ``bmv`` rows of that
+    dtype (``bmm`` rows are left out, to check the fit); bf16 and fp16 run at the same tensor-core
+    rate, so one shares the other's fit."""
     matmul = dict(base.matmul)
     what, done = [], []
     for dt in DTYPES:
         mm = [(_row_mm(r), measured_s(r)) for r in rows if r["op"] == "mm" and row_dtype(r) == dt]
         if len(mm) < 8:
             continue
-        matmul[dt] = _fit_matmul_dtype(base, dt, mm)
-        what.append(f"matmul {dt} ({len(mm)} mm rows)")
+        bmv = [(_row_mm(r), measured_s(r)) for r in rows if r["op"] in BMV_OPS and row_dtype(r) == dt]
+        matmul[dt] = _fit_matmul_dtype(base, dt, mm + bmv)
+        what.append(f"matmul {dt} ({len(mm)} mm rows{f', {len(bmv)} bmv' if bmv else ''})")
         done.append(dt)
     for a, b in (("fp16", "bf16"), ("bf16", "fp16")):
         if b in done and a not in done:
@@ -561,7 +568,8 @@ def _fit_matmul_dtype(base: Hardware, dt: str, mm: list) -> MatmulEfficiency:
     """One dtype's matmul efficiency, fitted to [((b, m, k, n, flops, bytes), measured seconds)];
     the serial k term stops at the largest k measured. Where there are ``GEMV_ROWS`` rows of m = 1
     and ``MIN_MM_ROWS`` others, the law may be fitted to the others and ``gemv_mem_eff`` to the rows of
-    m = 1 (a BLAS library runs them as matrix-vector products, a kernel of its own): where the two
+    m = 1, batched or not (a BLAS library runs them as matrix-vector products, a kernel of its own,
+    and a batch of them streams its matrices alike): where the two
     laws price all rows better than one law fitted to all (``GEMV_GAIN``), which misses them
     (``GEMV_FITS``)."""
     peak, bw = base.tensor_peak(dt), base.mem_bandwidth
@@ -582,7 +590,7 @@ def _fit_matmul_dtype(base: Hardware, dt: str, mm: list) -> MatmulEfficiency:
                                [1.0, 1e5, 1e5, 1e-6, 1.0, 1e-3])
 
     x = law(mm)
-    gemv = [row for row in mm if row[0][0] == 1 and row[0][1] == 1]
+    gemv = [row for row in mm if row[0][1] == 1]
     if len(gemv) < GEMV_ROWS or len(mm) - len(gemv) < MIN_MM_ROWS:
         return _efficiency(x, kcap, None)
     apart = law([row for row in mm if row not in gemv])

@@ -74,10 +74,11 @@ class MatmulEfficiency(BaseModel):
 
     ``time = latency_s + k_step_s * min(k, k_serial_cap)
     + max(flops / (peak * eff), bytes / (mem_bandwidth * mem_eff))``
-    with ``eff = max_eff * m/(m+mn_half) * n/(n+mn_half) * k/(k+k_half)``; a matrix-vector
-    product (one m x k @ k x n with m = 1, as decode at batch 1 runs its projections) where the
-    profile has ``gemv_mem_eff``: ``latency_s + bytes / (mem_bandwidth * gemv_mem_eff)``, as BLAS
-    libraries run it (a kernel of its own that streams the matrix; a CPU's gemm packs it first).
+    with ``eff = max_eff * m/(m+mn_half) * n/(n+mn_half) * k/(k+k_half)``; matrix-vector
+    products (m = 1, batched or not: decode's projections at batch 1, and its explicit attention's
+    scores and weighted values, one query row per batch and head) where the profile has
+    ``gemv_mem_eff``: ``latency_s + bytes / (mem_bandwidth * gemv_mem_eff)``, as BLAS libraries run
+    them (a kernel of its own that streams the matrices; a CPU's gemm packs them first).
 
     ``k_step_s`` is the latency of the serial reduction loop (each output tile walks k in order),
     which dominates small, deep matmuls; it is not extrapolated beyond ``k_serial_cap`` (the
@@ -94,7 +95,7 @@ class MatmulEfficiency(BaseModel):
     mem_eff: Share = Field(0.8, description="share of mem_bandwidth a matmul's traffic reaches")
     latency_s: Seconds = Field(6e-6, description="fixed device time of one matmul kernel (s)")
     gemv_mem_eff: Optional[Share] = Field(None, description="share of mem_bandwidth a matrix-vector product "
-                                                             "(m = 1) reaches; None: the matmul law prices it")
+                                                             "(m = 1, batched or not) reaches; None: the matmul law prices it")
 
 
 class AttentionEfficiency(BaseModel):

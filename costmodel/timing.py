@@ -5,7 +5,9 @@ Per kernel, on the device (all shares of the profile's published peaks, see ``ha
 - ``matmul`` (one matmul, batch x (m x k) @ (k x n)):
   ``latency + k_step * min(k, k_cap) + max(flops / (peak[dtype] * eff_mm), bytes / (bw * mem_eff))``,
   ``eff_mm = max_eff * m/(m+mn_half) * n/(n+mn_half) * k/(k+k_half)``; the k term is the latency
-  of the serial reduction loop, counted with the fixed latency.
+  of the serial reduction loop, counted with the fixed latency;
+  a matrix-vector product (m = 1, batched or not) where the profile has a law for it:
+  ``latency + bytes / (bw * gemv_mem_eff)``, it streams its matrices.
 - ``attention`` (a fused kernel, FlashAttention / cuDNN / efficient): ``latency + max(flops_mm' /
   (peak * eff_attn), bytes / (bw * mem_eff))``, ``eff_attn = max_eff * dh/(dh+dh_half) *
   keys/(keys+keys_half)`` of the chosen backend (dh no larger than the largest head dim fitted,
@@ -199,7 +201,7 @@ def matmul_parts(p: tuple, b: float, m: float, k: float, n: float, flops: float,
     """(latency, compute, memory) seconds of one matmul kernel (formula: ``MatmulEfficiency``); ``p``:
     ``matmul_params``."""
     rate, mn_half, k_half, k_step, k_cap, mbw, lat, gemv_bw = p
-    if gemv_bw > 0.0 and m == 1 and b == 1:  # a matrix-vector product: it streams the matrix
+    if gemv_bw > 0.0 and m == 1:  # matrix-vector products: they stream the matrices
         return lat, 0.0, nbytes / gemv_bw
     if flops <= 0.0 or k <= 0:
         return lat, 0.0, nbytes / mbw
@@ -427,7 +429,7 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
             op = k.ops[0]
             bb, m, kk, n = op.mm
             flops = k.flops
-            gemv = gemv_bw > 0.0 and m == 1 and bb == 1  # a matrix-vector product: it streams the matrix
+            gemv = gemv_bw > 0.0 and m == 1  # matrix-vector products: they stream the matrices
             memory = dram_parts(cache_bytes, c.dram_bw, k.bytes, k.bytes / (gemv_bw if gemv else mbw))
             if flops > 0.0 and kk > 0 and not gemv:
                 lat = plus(mlat, _serial_s(k_step, kk, k_cap))

@@ -5,6 +5,9 @@
 
 - ``mm``: M x K @ K x N over a grid of shapes, per dtype (``ms``, ``tflops``);
 - ``bmm_qk`` / ``bmm_pv``: the attention-shaped batched matmuls (BH, T, dh);
+- ``bmv_qk`` / ``bmv_pv``: decode's: one query row per (batch, head) against T cached keys, as the
+  decode paths run them (the scores against a transposed view of a (BH, T, dh) cache, then the
+  weights by the values), the batched matrix-vector products that ``fit`` prices with ``mm``'s m = 1;
 - element ops by size (``elems``, ``ms``, ``GBps``, ``bytes``, ``out_bytes``), one or more per op
   kind of ``costmodel.opkinds`` (``_vector_case`` says how each is run): copy (``x.clone()``,
   ``y.copy_(x)`` into a tensor that exists, a head transpose made contiguous, ``cat``), elementwise
@@ -98,6 +101,7 @@ class Plan:
     budget_s: float = 0.3
     warmup: int = 2
     bench_check: bool = False
+    bmv: list = field(default_factory=list)  # (BH, T, dh): decode's batched matrix-vector products, in bmm_dtype
     cold: bool = False  # the ``cold`` rows (``profiler.cold``: a CPU's operands evicted by a layer's traffic)
 
 
@@ -119,6 +123,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         return Plan(mm={"bf16": grid, "fp16": grid if not quick else [], "fp32": grid}, bmm=[
             (256, 256, 64), (64, 1024, 64), (16, 4096, 64), (16, 16384, 64),
             (256, 256, 128), (64, 1024, 128), (16, 4096, 128), (16, 16384, 128)], bmm_dtype="bf16",
+            bmv=[(512, 1024, 64), (128, 4096, 128)] + ([] if quick else [(64, 32768, 128)]),
             elems=[4096, 65536, 2**20, 2**24, 2**28] if not quick else [4096, 2**20, 2**24],
             vector_dtype="bf16", softmax=softmax, topk=topk,
             sdpa=sdpa, sdpa_decode=[(8, 16, T, dh) for T in (4096, 32768) for dh in (64, 128)][:2 if quick else 4],
@@ -133,7 +138,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         grid = [(m, k, n) for m in Ms for k in Ks for n in Ns]
         sdpa = [(max(1, 4096 // T), 8, T, dh, True) for dh in (64, 128) for T in (256, 1024, 4096)]
         return Plan(mm={"fp16": grid, "fp32": grid}, bmm=[(64, 256, 64), (16, 1024, 64), (8, 4096, 64)],
-                    bmm_dtype="fp16", elems=[4096, 65536, 2**20, 2**24], vector_dtype="fp16",
+                    bmm_dtype="fp16", bmv=[(64, 1024, 64), (32, 4096, 64)], elems=[4096, 65536, 2**20, 2**24], vector_dtype="fp16",
                     softmax=[(2**20, 1024), (2**20, 64), (2**24, 4096)],
                     topk=[(2**16, 64, 8), (2**20, 64, 8), (2**20, 1024, 64), (2**20, 4096, 512)], sdpa=sdpa,
                     sdpa_decode=[(4, 8, T, 64) for T in (1024, 8192)], sdpa_backends=("math", "default"),
@@ -144,6 +149,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         grid16 = [(m, k, n) for m in (16, 128) for k in (64, 256) for n in (64, 256)]
         sdpa = [(1, 2, T, dh, True) for T in (128, 256) for dh in (32, 64)]
         return Plan(mm={"fp32": grid32, "bf16": grid16}, bmm=[(8, 128, 32), (2, 512, 32)], bmm_dtype="fp32",
+                    bmv=[(8, 256, 32), (16, 1024, 64)],
                     elems=[4096, 65536, 2**20], vector_dtype="fp32",
                     softmax=[(2**12, 256), (2**16, 16), (2**16, 1024), (2**20, 256)],
                     topk=[(2**12, 64, 4), (2**16, 64, 4), (2**16, 1024, 64), (2**16, 4096, 512)],
@@ -160,6 +166,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
             for causal in (True, False)]
     return Plan(mm={"fp32": grid32, "bf16": grid16, "fp16": grid_h},
                 bmm=[(16, 256, 64), (4, 1024, 64), (1, 4096, 64)], bmm_dtype="fp32",
+                bmv=[(8, 256, 64), (32, 1024, 64), (16, 4096, 64), (4, 16384, 32)],
                 elems=[4096, 65536, 2**20, 2**22, 2**24], vector_dtype="fp32",
                 softmax=[(2**12, 64), (2**12, 1024)] + [(n, row) for n in (2**16, 2**20, 2**22)
                                                         for row in (16, 128, 1024, 8192)],
@@ -213,6 +220,9 @@ def _steps(plan: Plan, device: str) -> list:
             steps.append((f"mm {dt} {M}x{K}x{N}", _mm_step(device, dt, M, K, N, kw)))
     for (BH, T, dh) in plan.bmm:
         for op in ("bmm_qk", "bmm_pv"):
+            steps.append((f"{op} {BH}x{T}x{dh}", _bmm_step(device, plan.bmm_dtype, op, BH, T, dh, kw)))
+    for (BH, T, dh) in plan.bmv:
+        for op in ("bmv_qk", "bmv_pv"):
             steps.append((f"{op} {BH}x{T}x{dh}", _bmm_step(device, plan.bmm_dtype, op, BH, T, dh, kw)))
     for case in plan.softmax:
         n, row = case if isinstance(case, tuple) else (case, 1024)
@@ -271,14 +281,17 @@ def _mm_step(device, dt, M, K, N, kw):
 
 def _bmm_step(device, dt, op, BH, T, dh, kw):
     def step():
+        rows = 1 if op.startswith("bmv") else T  # decode: one query row
         if op == "bmm_qk":
             a, b = _randn((BH, T, dh), device, dt), _randn((BH, dh, T), device, dt)
+        elif op == "bmv_qk":  # the keys as decode reads its cache: a transposed view
+            a, b = _randn((BH, 1, dh), device, dt), _randn((BH, T, dh), device, dt).transpose(-1, -2)
         else:
-            a, b = _randn((BH, T, T), device, dt), _randn((BH, T, dh), device, dt)
+            a, b = _randn((BH, rows, T), device, dt), _randn((BH, T, dh), device, dt)
         tm = measure(lambda: a @ b, device, **kw)
         t = tm.median_s
         return {"op": op, "dtype": TORCH_NAMES[dt], "BH": BH, "T": T, "dh": dh, "ms": t * 1e3,
-                "tflops": 2.0 * BH * T * T * dh / t / 1e12, "min_ms": tm.min_s * 1e3}
+                "tflops": 2.0 * BH * rows * T * dh / t / 1e12, "min_ms": tm.min_s * 1e3}
     return step
 
 
@@ -516,7 +529,7 @@ def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw, queries: int = 0):
 def base_profile(device: str, rows: list, name: Optional[str] = None):
     """The built-in profile to fit, with this machine's name, memory size and, where no datasheet
     backs it (CPU, unknown device), peaks raised to what was measured; on a CPU, ``host_sync``."""
-    from ..costmodel.fit import measured_s, row_dtype
+    from ..costmodel.fit import MATMUL_OPS, measured_s, row_dtype
     from ..costmodel.hardware import get_hardware
     from .device import default_hardware
 
@@ -529,7 +542,7 @@ def base_profile(device: str, rows: list, name: Optional[str] = None):
         peak = dict(base.peak_flops)
         vector = base.vector_flops
         for r in rows:
-            if r.get("op") not in ("mm", "bmm_qk", "bmm_pv") or not measured_s(r):
+            if r.get("op") not in MATMUL_OPS or not measured_s(r):
                 continue
             dt = row_dtype(r)
             rate = r["tflops"] * 1e12

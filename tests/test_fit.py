@@ -249,6 +249,27 @@ def test_matrix_vector_rows_get_a_law_of_their_own_where_it_prices_them_better(s
     assert fit_matmul(cpu, plain).update["matmul"]["fp32"].gemv_mem_eff is None
 
 
+def test_decode_batched_matrix_vector_rows_are_fitted_with_the_matrix_vector_law(synth):
+    """Decode's ``bmv`` rows (one query row per batch and head against T keys) join the matmul fit as
+    rows of m = 1: without any unbatched m = 1 row, they alone give ``gemv_mem_eff``, and a profile
+    prices them with it."""
+    cpu = get_hardware("cpu")
+    law = cpu.matmul["fp32"].model_copy(update={"mn_half": 20.0, "gemv_mem_eff": 0.3})
+    truth = cpu.model_copy(update={"matmul": {"fp32": law}})
+    grid = [{"op": "mm", "dtype": "float32", "M": m, "K": k, "N": n} for m in (4, 16, 64, 256)
+            for k in (256, 1024, 4096) for n in (256, 1024, 4096)]
+    grid += [{"op": op, "dtype": "float32", "BH": bh, "T": t, "dh": 64} for op in ("bmv_qk", "bmv_pv")
+             for bh, t in ((8, 256), (32, 1024), (16, 4096))]
+    rows = [{**r, "ms": predict_row(r, truth) * 1e3} for r in grid]
+    part = fit_matmul(cpu, rows)
+    assert part.update["matmul"]["fp32"].gemv_mem_eff == pytest.approx(0.3, rel=0.05)
+    assert "6 bmv" in part.what[0]
+    pv = rows[-1]  # 16 x (1 x 4096) @ (4096 x 64): the latency, then its bytes streamed
+    assert predict_row(pv, truth) == pytest.approx(law.latency_s + 4.0 * 16 * (4096 + 4096 * 64 + 64)
+                                                   / (cpu.mem_bandwidth * 0.3))
+    assert row_errors(rows, truth)["bmv"] == pytest.approx([0.0] * 6, abs=1e-9)
+
+
 def test_a_module_call_is_what_a_linear_called_as_a_module_takes_beyond_its_matmul():
     rows = [{"op": "eager_tiny_matmul", "us_per_op": 9.0}, {"op": "eager_tiny_module", "us_per_op": 17.5}]
     part = fit_host_time(rows)

@@ -358,8 +358,9 @@ def test_the_sequence_overhead_is_paid_by_every_op_in_eager_mode():
 
 
 def test_a_matrix_vector_product_streams_its_matrix():
-    """With ``gemv_mem_eff``, a matmul of one row (m = 1, unbatched) takes its latency plus its
-    bytes at that share of the bandwidth; m = 2 and a batch of rows keep the matmul law."""
+    """With ``gemv_mem_eff``, a matmul of one row (m = 1) takes its latency plus its bytes at that
+    share of the bandwidth, batched or not (decode's scores and weighted values: one query row per
+    batch and head); m = 2 keeps the matmul law."""
     from attncost.costmodel.timing import compiled, matmul_parts
 
     cpu = get_hardware("cpu")
@@ -370,7 +371,10 @@ def test_a_matrix_vector_product_streams_its_matrix():
     lat, comp, mem = matmul_parts(compiled(hw, "fp32").mm, 1, 1, k, n, 2.0 * k * n, nbytes)
     assert (lat, comp, mem) == (e.latency_s, 0.0, nbytes / (cpu.mem_bandwidth * 0.25))
     assert matmul_parts(compiled(hw, "fp32").mm, 1, 2, k, n, 4.0 * k * n, nbytes)[1] > 0.0
-    assert matmul_parts(compiled(hw, "fp32").mm, 8, 1, k, n, 16.0 * k * n, nbytes)[1] > 0.0
+    batched = 8 * nbytes
+    assert matmul_parts(compiled(hw, "fp32").mm, 8, 1, k, n, 16.0 * k * n, batched) == (
+        e.latency_s, 0.0, batched / (cpu.mem_bandwidth * 0.25))
+    assert matmul_parts(compiled(cpu, "fp32").mm, 8, 1, k, n, 16.0 * k * n, batched)[1] > 0.0  # no gemv law
     g = Graph(itemsize=4)
     g.input("x", k)
     g.weight("w", k * n)
