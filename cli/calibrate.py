@@ -135,7 +135,14 @@ def _cold(hw) -> str:
         return ""
     return (f"; a layer moving {nbytes(hw.cold_from_bytes)} to {nbytes(hw.cold_full_bytes or hw.cold_from_bytes)} "
             f"per call finds its weights, caches and inputs evicted, in part to wholly: each kernel then pays up "
-            f"to {sig(hw.cold_latency_s * 1e6, 3)} us + {sig(hw.cold_s_per_byte * 1e12, 3)} ps per byte of them")
+            f"to {sig(hw.cold_latency_s * 1e6, 3)} us + {sig(hw.cold_s_per_byte * 1e12, 3)} ps per byte of them"
+            + _per_access(hw.cold_access_s_per_byte))
+
+
+def _per_access(rates: dict) -> str:
+    """``Hardware.cold_access_s_per_byte`` in words ("" where it has none)."""
+    words = {"matmul": "in a matmul of several rows", "index": "in a gather by index"}
+    return f" ({', '.join(f'{sig(s * 1e12, 3)} ps {words[a]}' for a, s in rates.items())})" if rates else ""
 
 
 def _gemv(hw) -> str:

@@ -682,10 +682,15 @@ def fit_cold(rows: list) -> dict:
     ``cold_from_bytes`` and ``cold_full_bytes`` are the two sizes (among those measured and their
     geometric middles) whose linear ramp, 0 up to the first and 1 from the second, fits those shares
     best in least squares. The whole extra of the small and the large product, after the most, gives a
-    line in the bytes of the matrix: ``cold_latency_s + bytes * cold_s_per_byte`` (each at least 0)."""
+    line in the bytes of the matrix: ``cold_latency_s + bytes * cold_s_per_byte`` (each at least 0).
+    A row with an ``access`` (``profiler.cold``) gives that access its own time per byte: its extra
+    after the most, beyond ``cold_latency_s``, per byte held (``cold_access_s_per_byte``, at least 0)."""
     by: dict = {}
+    access: dict = {}
     for r in rows:
-        by.setdefault(r["bytes"], {})[r["after_bytes"]] = r["ms"] * 1e-3
+        into = access.setdefault(r["access"], {}) if r.get("access") else by.setdefault(r["bytes"], {})
+        into[r["after_bytes"]] = (r["ms"] * 1e-3, r["bytes"])
+    by = {b: {after: t for after, (t, _) in times.items()} for b, times in by.items()}
     if len(by) < 2:
         return {}
     small, large = sorted(by)[0], sorted(by)[-1]
@@ -704,8 +709,11 @@ def fit_cold(rows: list) -> dict:
 
     start, full = min(((a, b) for a in sizes for b in sizes if b > a), key=lambda ab: ramp_loss(*ab))
     per_byte = max(0.0, ((l_[most] - l_[0]) - whole) / (large - small))
+    latency = max(0.0, whole - per_byte * small)
+    per_access = {a: max(0.0, (t[most][0] - t[0][0] - latency) / t[most][1])
+                  for a, t in sorted(access.items()) if most in t and 0 in t}
     return {"cold_from_bytes": start, "cold_full_bytes": full, "cold_s_per_byte": per_byte,
-            "cold_latency_s": max(0.0, whole - per_byte * small)}
+            "cold_latency_s": latency, **({"cold_access_s_per_byte": per_access} if per_access else {})}
 
 
 def fit_profile(base: Hardware, rows: list, *, exclude_ops: Iterable = (), source: str = "") -> Hardware:

@@ -168,6 +168,7 @@ class Interconnect(Link):
 
 
 Fp32Matmul = Literal["ieee", "tf32"]
+ColdAccess = Literal["matmul", "index"]  # how a kernel reads operands it fetches anew (Hardware.cold_access_s_per_byte)
 
 
 class Hardware(BaseModel):
@@ -250,7 +251,13 @@ class Hardware(BaseModel):
     cold_latency_s: Seconds = Field(
         0.0, description="time a kernel pays, wholly evicted, to fetch its weights, caches and inputs anew, beyond "
                          "cold_s_per_byte per byte (s)")
-    cold_s_per_byte: Seconds = Field(0.0, description="time per byte of those operands fetched anew (s)")
+    cold_s_per_byte: Seconds = Field(0.0, description="time per byte of those operands fetched anew (s), "
+                                                      "streamed as a matrix-vector product streams its matrix")
+    cold_access_s_per_byte: dict[ColdAccess, Seconds] = Field(
+        default_factory=dict,
+        description="time per byte fetched anew by a kernel that reads its operands otherwise than as a stream: "
+                    "'matmul', a matmul of several rows (a CPU's gemm packs its matrix in blocks); 'index', rows "
+                    "gathered by index (s); default cold_s_per_byte")
     fp32_matmul: Fp32Matmul = Field(
         "ieee", description="fp32 matmuls: 'ieee' on CUDA cores at vector_flops (PyTorch's default, "
                             "allow_tf32=False) or 'tf32' on tensor cores at peak_flops['fp32']")

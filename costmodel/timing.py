@@ -26,7 +26,9 @@ Per kernel, on the device (all shares of the profile's published peaks, see ``ha
 - a layer whose kernels move more than ``cold_from_bytes`` in one call (a CPU) finds a share of what
   it holds between calls (weights, caches, inputs: ``Kernel.held``) evicted by its own traffic, growing
   linearly to all of it at ``cold_full_bytes`` (``cold_share``): each kernel that reads some adds
-  ``share * (cold_latency_s + held * cold_s_per_byte)`` of memory time, fetching them anew;
+  ``share * (cold_latency_s + held * cold_s_per_byte)`` of memory time, fetching them anew (per byte at
+  ``cold_access_s_per_byte`` of its access where the profile has one: a matmul of several rows, a
+  gather of rows by index, ``cold_rate``);
 - every kernel whose output is at least ``fresh_bytes`` also faults that output in page by page,
   ``out_bytes * fresh_s_per_byte`` (``fresh_parts``; a CPU: glibc maps blocks of 32 MiB and more anew
   for each op), counted with the fixed latency.
@@ -184,9 +186,12 @@ class CompiledProfile:
         self.isz = DTYPE_BYTES[dtype]
         self.cache_bytes, self.dram_bw = hw.cache_bytes or math.inf, bw * (hw.dram_eff or 1.0)
         self.fresh_bytes, self.fresh_s = hw.fresh_bytes or math.inf, hw.fresh_s_per_byte
-        # (from, full, latency, s per byte) of operands evicted between calls; None: the profile has no such law
+        # (from, full, latency, s per byte streamed, by a matmul of several rows, by a gather) of operands
+        # evicted between calls; None: the profile has no such law
+        per = hw.cold_access_s_per_byte
         self.cold = ((hw.cold_from_bytes, hw.cold_full_bytes or hw.cold_from_bytes, hw.cold_latency_s,
-                      hw.cold_s_per_byte) if hw.cold_from_bytes else None)
+                      hw.cold_s_per_byte, per.get("matmul", hw.cold_s_per_byte),
+                      per.get("index", hw.cold_s_per_byte)) if hw.cold_from_bytes else None)
 
 
 def compiled(hw: Hardware, dtype: str, backend: Optional[str] = None) -> CompiledProfile:
@@ -281,6 +286,17 @@ def cold_share(law: tuple, kernels: list) -> float:
     if full <= start:
         return choose(moved > start, 1.0, 0.0)
     return smaller(larger((moved - start) / (full - start), 0.0), 1.0)
+
+
+def cold_rate(law: tuple, k) -> float:
+    """Seconds per byte a kernel pays for operands fetched anew (``CompiledProfile.cold``): a matmul of
+    more than one row at the ``matmul`` rate, a kernel that gathers by index at the ``index`` rate, any
+    other (a matrix-vector product, a copy, an attention kernel) as a stream."""
+    if k.kind == "matmul":
+        return law[3] if k.ops[0].mm[1] == 1 else law[4]
+    if k.kind == "vector" and any(law_kind(op) == "index" for op in k.ops):
+        return law[5]
+    return law[3]
 
 
 def kernel_s(parts: tuple) -> float:
@@ -444,7 +460,7 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
         work = choose(computing, compute, memory)
         comp_s = plus(comp_s, choose(computing, work, 0.0))
         if cold is not None and not is_zero(k.held):  # its operands fetched anew: memory time, added
-            refetch = cold * (c.cold[2] + k.held * c.cold[3])
+            refetch = cold * (c.cold[2] + k.held * cold_rate(c.cold, k))
             memory, work = memory + refetch, work + refetch
         busy = lat + work  # the kernel's device time
         was = gpu

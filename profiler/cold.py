@@ -11,6 +11,13 @@ and a large one (``LARGE``) hot and after the most. ``fit.fit_cold`` fits
 ``Hardware.cold_from_bytes`` / ``cold_full_bytes`` (where the extra time starts and where it is
 whole) and ``cold_latency_s`` / ``cold_s_per_byte`` (the whole extra: a fixed part and a part per
 byte, from the two sizes).
+
+Kernels that read their operands otherwise than as a stream pay more per byte fetched anew: rows with
+an ``access`` time them hot and after the most, on operands of ``LARGE``'s bytes: ``matmul``, a
+product of ``GEMM_ROWS`` rows by the large matrix (a CPU's gemm packs it in blocks, as decode's
+projections at a small batch run); ``index``, an ``index_select`` of every row of a table of rows of
+``INDEX_ROW`` elements in a random order (as a sparse attention gathers its cache's rows). They give
+``Hardware.cold_access_s_per_byte``.
 """
 
 import time
@@ -20,6 +27,8 @@ from ..costmodel.fit import COLD_ROW
 SMALL = (320, 768)  # (k, n) of the matrix-vector products: a decode projection's weight, about 1 MB in fp32
 LARGE = (768, 4096)  # about 12.6 MB in fp32
 AFTER_MB = (0, 4, 8, 12, 16, 24, 32, 48)
+GEMM_ROWS = 4
+INDEX_ROW = 256
 
 
 def per_call_us(op: Callable[[], object], before: Callable[[], object], calls: int = 60) -> float:
@@ -57,14 +66,32 @@ def traffic(mb: float) -> Callable[[], None]:
 
 
 def cold_rows(calls: int = 60) -> list:
-    """The ``COLD_ROW`` rows: {"op", "bytes" (the product's matrix), "after_bytes", "ms"}; CPU only."""
+    """The ``COLD_ROW`` rows: {"op", "bytes" (the operand held: the product's matrix, the gathered
+    table), "after_bytes", "ms"}, and "access" where the op reads it otherwise than as a stream; CPU only."""
     import torch
 
     rows = []
+    k, n = LARGE
     with torch.no_grad():
-        for (k, n), afters in ((SMALL, AFTER_MB), (LARGE, (0, AFTER_MB[-1]))):
-            x, w = torch.randn(1, k), torch.randn(k, n)
+        table = torch.randn(k * n // INDEX_ROW, INDEX_ROW)
+        order = torch.randperm(table.shape[0])
+        cases = [(SMALL, AFTER_MB, None), (LARGE, (0, AFTER_MB[-1]), None),
+                 (LARGE, (0, AFTER_MB[-1]), "matmul"), (LARGE, (0, AFTER_MB[-1]), "index")]
+        for (k, n), afters, access in cases:
+            op = _gather(table, order) if access == "index" else _product(GEMM_ROWS if access else 1, k, n)
             for mb in afters:
-                us = per_call_us(lambda: x @ w, traffic(mb), calls)
-                rows.append({"op": COLD_ROW, "bytes": k * n * 4, "after_bytes": int(mb * 2**20), "ms": us / 1e3})
+                us = per_call_us(op, traffic(mb), calls)
+                row = {"op": COLD_ROW, "bytes": k * n * 4, "after_bytes": int(mb * 2**20), "ms": us / 1e3}
+                rows.append({**row, "access": access} if access else row)
     return rows
+
+
+def _product(m: int, k: int, n: int) -> Callable[[], object]:
+    import torch
+
+    x, w = torch.randn(m, k), torch.randn(k, n)
+    return lambda: x @ w
+
+
+def _gather(table, order) -> Callable[[], object]:
+    return lambda: table.index_select(0, order)

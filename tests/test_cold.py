@@ -45,9 +45,43 @@ def test_the_evicted_share_grows_linearly_with_the_layers_traffic_and_costs_its_
         assert extra == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
+def _reads(kind: str) -> Graph:
+    """One kernel reading a held table of 1e6 fp32 (a weight) as ``kind`` does: a matrix-vector product, a
+    product of 4 rows, a gather of rows by index, a copy; and a cache copy that moves 40 MB."""
+    g = Graph(itemsize=4)
+    w = g.weight("w", 1000 * 1000)
+    if kind in ("gemv", "gemm"):
+        x = g.input("x", (1 if kind == "gemv" else 4) * 1000)
+        g.matmul("read", x, w, m=1 if kind == "gemv" else 4, k=1000, n=1000)
+    elif kind == "gather":
+        g.elementwise("read", "gather", [w, g.input("i", 1000)], elems=1000 * 1000)
+    else:
+        g.elementwise("read", "copy", [w], elems=1000 * 1000)
+    g.elementwise("copied", "copy", [g.cache("c", 5e6)], elems=5e6)
+    return g
+
+
+def test_a_kernel_pays_the_cold_rate_of_how_it_reads_its_operands():
+    """Wholly evicted, each kernel fetches what it holds anew at ``cold_latency_s`` + its bytes at the
+    rate of its access: a matmul of several rows and a gather at theirs, a stream (a matrix-vector
+    product, a copy) at ``cold_s_per_byte``; without a rate of their own, all stream."""
+    access = {"matmul": 90e-12, "index": 150e-12}
+    hw = CPU.model_copy(update={**LAW, "cold_access_s_per_byte": access})
+    streamed = CPU.model_copy(update=LAW)
+    for kind, rate in (("gemv", 20e-12), ("gemm", 90e-12), ("gather", 150e-12), ("copy", 20e-12)):
+        ks = analyse(_reads(kind)).kernels
+        read = next(k for k in ks if k.name == "read")
+        assert read.held >= 4e6
+        extra = predict(ks, hw, "fp32").time_s - predict(ks, CPU, "fp32").time_s
+        cache = next(k for k in ks if k.name == "copied").held
+        assert extra == pytest.approx(2 * 30e-6 + read.held * rate + cache * 20e-12, rel=1e-9), kind
+        plain = predict(ks, streamed, "fp32").time_s - predict(ks, CPU, "fp32").time_s
+        assert plain == pytest.approx(2 * 30e-6 + (read.held + cache) * 20e-12, rel=1e-9), kind
+
+
 def test_the_fast_path_prices_the_term_as_estimate_does():
-    hw = CPU.model_copy(update=LAW)
-    for variant in ("flash", "mla", "dsa"):
+    hw = CPU.model_copy(update={**LAW, "cold_access_s_per_byte": {"matmul": 90e-12, "index": 150e-12}})
+    for variant in ("flash", "mla", "dsa", "mha"):
         shapes = [Shape(T=T, d=320, heads=5, batch=b, phase="decode", dtype="fp32") for T in (96, 384, 1536, 4000)
                   for b in (1, 4)]
         fast = estimate_many(variant, shapes, None, hw)
@@ -73,6 +107,14 @@ def test_fit_cold_places_the_ramp_and_splits_the_whole_extra_into_latency_and_by
     assert fit_cold([]) == {}
     fitted = fit_profile(CPU, _rows(small, (0.400, 0.700)))
     assert fitted.cold_s_per_byte == pytest.approx(20e-12) and "evicted" in fitted.calibration
+    # a product of 4 rows by the large matrix: +0.940 ms after the most, 40 us of it the latency
+    # (75 ps per byte of 12 MB); a gather of its rows: +0.040 ms, less than the latency (0)
+    accessed = [{"op": COLD_ROW, "bytes": 12e6, "after_bytes": mb * 2**20, "ms": ms, "access": access}
+                for access, times in (("matmul", (2.0, 2.94)), ("index", (1.0, 1.03))) for mb, ms in zip((0, 48), times)]
+    law = fit_cold(_rows(small, (0.400, 0.700)) + accessed)
+    assert law["cold_access_s_per_byte"] == pytest.approx({"matmul": 75e-12, "index": 0.0})
+    assert law["cold_s_per_byte"] == pytest.approx(20e-12) and law["cold_latency_s"] == pytest.approx(40e-6)
+    assert fit_profile(CPU, _rows(small, (0.4, 0.7)) + accessed).cold_access_s_per_byte["matmul"] == pytest.approx(75e-12)
 
 
 def test_calibrate_measures_the_cold_rows():
@@ -83,3 +125,14 @@ def test_calibrate_measures_the_cold_rows():
     assert {r["op"] for r in rows} == {COLD_ROW}
     assert sorted({r["after_bytes"] >> 20 for r in rows}) == list(cold.AFTER_MB)
     assert all(r["ms"] > 0 and r["bytes"] in (4 * 320 * 768, 4 * 768 * 4096) for r in rows)
+    accessed = {(r["access"], r["after_bytes"] >> 20) for r in rows if "access" in r}
+    assert accessed == {(a, mb) for a in ("matmul", "index") for mb in (0, cold.AFTER_MB[-1])}
+
+
+def test_calibrate_says_what_each_access_pays_fetching_anew():
+    from attncost.cli.calibrate import _cold
+
+    hw = CPU.model_copy(update={**LAW, "cold_access_s_per_byte": {"matmul": 80e-12, "index": 100e-12}})
+    assert _cold(hw).endswith("30 us + 20 ps per byte of them (80 ps in a matmul of several rows, 100 ps in a "
+                              "gather by index)")
+    assert _cold(CPU.model_copy(update=LAW)).endswith("20 ps per byte of them")
