@@ -509,11 +509,11 @@ def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw, queries: int = 0):
         forced = "auto" if backend == "default" else backend
 
         def fn():
-            with sdpa_context(forced):
-                return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
-        used = sdpa_backends_used(fn)  # raises if the forced backend cannot run this shape
-        tm = measure(fn, device, **kw)
+        with sdpa_context(forced):  # entered once: the calls do not pay it, as a layer's do not
+            used = sdpa_backends_used(fn)  # raises if the forced backend cannot run this shape
+            tm = measure(fn, device, **kw)
         t = tm.median_s
         flops = 4.0 * B * H * (queries or T) * T * dh * (0.5 if causal else 1.0)
         row = {"op": "sdpa", "backend": backend, "dtype": TORCH_NAMES[dt], "B": B, "H": H, "T": T,

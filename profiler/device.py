@@ -4,7 +4,9 @@ Devices are named as torch names them: ``"cuda"``, ``"mps"``, ``"cpu"``. ``resol
 prefers a CUDA GPU, then Apple's MPS, then the CPU. ``environment()`` describes the machine for
 ``Run.environment`` (device name, NVIDIA driver, torch / CUDA / cuDNN versions, threads, L2 size).
 
-SDPA backends: ``sdpa_context(backend)`` forces one (``auto`` leaves torch's own choice), and
+SDPA backends: ``sdpa_context(backend)`` forces one (``auto`` leaves torch's own choice; inside
+a context that forces the same one it does nothing: torch's costs some 20 us of host time a call,
+which a timed call must not pay where a model sets the backend once), and
 ``sdpa_backends_used(fn)`` runs ``fn`` once and reports which backend every
 ``scaled_dot_product_attention`` call really took, asking torch's own selector
 (``torch._fused_sdp_choice``) with the call's real arguments, under the same forced backends.
@@ -16,6 +18,7 @@ context unusable for every later kernel of the process.
 """
 
 import contextlib
+import contextvars
 import functools
 import os
 import platform
@@ -320,18 +323,33 @@ def default_hardware(device: str, name: Optional[str] = None) -> Optional[str]:
 
 
 # -- SDPA backends ------------------------------------------------------------------------
+_FORCED: contextvars.ContextVar = contextvars.ContextVar("sdpa_forced", default="auto")
+
+
 def sdpa_context(backend: str = "auto"):
-    """A context that restricts SDPA to one backend; ``auto`` leaves torch's choice alone."""
+    """A context that restricts SDPA to one backend; ``auto`` leaves torch's choice alone, and so does
+    a context inside one that forces the same backend (entered once, around a timing, the forced
+    backend costs the timed calls nothing)."""
     backend = (backend or "auto").lower()
-    if backend == "auto":
+    if backend == "auto" or backend == _FORCED.get():
         return contextlib.nullcontext()
     if backend not in BACKEND_CHOICES:
         raise DeviceError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {backend!r}")
+    return _forced(backend)
+
+
+@contextlib.contextmanager
+def _forced(backend: str):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     member = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
               "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[backend]
-    return sdpa_kernel([member])
+    token = _FORCED.set(backend)
+    try:
+        with sdpa_kernel([member]):
+            yield
+    finally:
+        _FORCED.reset(token)
 
 
 def check_backend(backend: str, device: str) -> None:

@@ -37,7 +37,8 @@ NEW_KEYS = {**{op: {"op", "dtype", "elems", "ms", "GBps", "bytes", "out_bytes"} 
     "scatter_add")},
     "topk": {"op", "dtype", "elems", "row", "k", "ms", "GBps", "bytes", "out_bytes"},
     **{f"eager_tiny_{c}": {"op", "us_per_op"} for c in ("view", "sdpa", "index", "module", "autograd", "backward")},
-    "eager_sequence": {"op", "us_per_op", "classes"}, "pace": {"op", "when", "ms"}}
+    "eager_sequence": {"op", "us_per_op", "classes"}, "pace": {"op", "when", "ms"},
+    **{op: {"op", "dtype", "BH", "T", "dh", "ms", "tflops"} for op in ("bmv_qk", "bmv_pv")}}
 # what the time model prices that calibrate measures: every kernel kind but the matmuls' and SDPA's
 # (their own rows) and conv / other (no law of their own)
 ELEMENT_KINDS = set(KINDS) - {"matmul", "sdpa", "conv", "other"}
@@ -45,7 +46,7 @@ ELEMENT_KINDS = set(KINDS) - {"matmul", "sdpa", "conv", "other"}
 
 def tiny_plan() -> C.Plan:
     grid = [(m, k, n) for m in (1, 16, 64) for k in (16, 64) for n in (16, 64)]  # 12 >= the fit's 8
-    return C.Plan(mm={"fp32": grid}, bmm=[(2, 32, 16)], bmm_dtype="fp32", elems=[1024, 16384],
+    return C.Plan(mm={"fp32": grid}, bmm=[(2, 32, 16)], bmm_dtype="fp32", bmv=[(2, 32, 16)], elems=[1024, 16384],
                   vector_dtype="fp32", softmax=[4096], topk=[(4096, 64, 4), (4096, 256, 16)],
                   sdpa=[(1, 2, T, 16, c) for T in (32, 64) for c in (True, False)], sdpa_decode=[(2, 2, 128, 16)],
                   sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32", tiny_ops=100, budget_s=0.01)
