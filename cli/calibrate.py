@@ -100,7 +100,8 @@ def calibrate(
     console.print(fit)
     console.print(_laws(hw))
     console.print(f"Fitted on the built-in '{result['base']}' profile in {result['seconds']:.0f} s: host time per "
-                  f"eager op {_host_times(hw)}{_gemv(hw)}{_cold(hw)}; attention backend {hw.attention_backend}.")
+                  f"eager op {_host_times(hw)}{_gemv(hw)}{_slow_matmuls(hw)}{_cold(hw)}; attention backend "
+                  f"{hw.attention_backend}.")
     pace = _pace(result["rows"])
     if pace:
         console.print(pace)
@@ -150,6 +151,13 @@ def _gemv(hw) -> str:
     paces = [f"{sig(hw.mem_bandwidth * e.gemv_mem_eff / 1e9, 3)} GB/s in {dt}" for dt, e in hw.matmul.items()
              if e.gemv_mem_eff]
     return f"; matrix-vector products (m = 1) stream their matrix at {', '.join(paces)}" if paces else ""
+
+
+def _slow_matmuls(hw) -> str:
+    """Where the fit found matmuls slowing beyond the caches (``MatmulEfficiency.cache_bytes``), in words."""
+    slow = [f"{sig(hw.mem_bandwidth * e.dram_eff / 1e9, 3)} GB/s beyond {nbytes(e.cache_bytes)} in {dt}"
+            for dt, e in hw.matmul.items() if e.cache_bytes and e.dram_eff]
+    return f"; matmuls of several rows move their bytes at most at {', '.join(slow)}" if slow else ""
 
 
 def _laws(hw) -> Table:

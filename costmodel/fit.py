@@ -578,33 +578,58 @@ def _fit_matmul_dtype(base: Hardware, dt: str, mm: list) -> MatmulEfficiency:
     reg = _regimes(base)
     mm = [(spec, meas, spec[0] * spec[1] * spec[3] * DTYPE_BYTES[dt]) for spec, meas in mm]
 
-    # x: max_eff, mn_half, k_half, k_step_s, mem_eff, latency_s
-    def loss_at(x: list, gemv_eff: float, rows: list) -> float:
-        p = (peak * x[0], x[1], x[2], x[3], kcap, bw * x[4], x[5], bw * gemv_eff)  # timing.matmul_params
+    # x: max_eff, mn_half, k_half, k_step_s, mem_eff, latency_s; slow: (cache_bytes, dram_eff) of the law
+    def loss_at(x: list, gemv_eff: float, rows: list, slow: tuple = (math.inf, 1.0)) -> float:
+        p = (peak * x[0], x[1], x[2], x[3], kcap, bw * x[4], x[5], bw * gemv_eff, slow[0], bw * slow[1])
         return _sq_log((reg.kernel_s(matmul_parts(p, *spec), spec[-1], out), meas) for spec, meas, out in rows)
 
-    def law(rows: list) -> list:
-        x0 = [b0.max_eff, max(b0.mn_half, 1.0), max(b0.k_half, 1.0), max(b0.k_step_s, 1e-10), b0.mem_eff,
-              max(b0.latency_s, 1e-6)]
-        return _pattern_search(lambda x: loss_at(x, 0.0, rows), x0, [0.01, 1e-2, 1e-2, 1e-13, 0.05, 1e-6],
+    def law(rows: list, slow: tuple = (math.inf, 1.0), x0: Optional[list] = None) -> list:
+        x0 = x0 or [b0.max_eff, max(b0.mn_half, 1.0), max(b0.k_half, 1.0), max(b0.k_step_s, 1e-10), b0.mem_eff,
+                    max(b0.latency_s, 1e-6)]
+        return _pattern_search(lambda x: loss_at(x, 0.0, rows, slow), x0, [0.01, 1e-2, 1e-2, 1e-13, 0.05, 1e-6],
                                [1.0, 1e5, 1e5, 1e-6, 1.0, 1e-3])
 
-    x = law(mm)
+    x, y = law(mm), None
     gemv = [row for row in mm if row[0][1] == 1]
-    if len(gemv) < GEMV_ROWS or len(mm) - len(gemv) < MIN_MM_ROWS:
-        return _efficiency(x, kcap, None)
-    apart = law([row for row in mm if row not in gemv])
-    y = _pattern_search(lambda y: loss_at(apart, y[0], gemv), [b0.gemv_mem_eff or apart[4]], [0.01], [1.0])[0]
-    one = loss_at(x, 0.0, mm)
-    if one > len(mm) * GEMV_FITS**2 and loss_at(apart, y, mm) < GEMV_GAIN * one:
-        return _efficiency(apart, kcap, y)
-    return _efficiency(x, kcap, None)
+    if len(gemv) >= GEMV_ROWS and len(mm) - len(gemv) >= MIN_MM_ROWS:
+        apart = law([row for row in mm if row not in gemv])
+        g = _pattern_search(lambda g: loss_at(apart, g[0], gemv), [b0.gemv_mem_eff or apart[4]], [0.01], [1.0])[0]
+        one = loss_at(x, 0.0, mm)
+        if one > len(mm) * GEMV_FITS**2 and loss_at(apart, g, mm) < GEMV_GAIN * one:
+            x, y = apart, g
+    if reg.cache_bytes == math.inf:  # no cache law (a GPU): no slow regime either
+        return _efficiency(x, kcap, y)
+    law_rows = [row for row in mm if y is None or row[0][1] != 1]  # the rows the matmul law prices
+    slow = _slow_regime(lambda slow: loss_at(x, 0.0, law_rows, slow), [row[0][-1] for row in law_rows])
+    if slow is None:
+        return _efficiency(x, kcap, y)
+    return _efficiency(law(law_rows, slow, x), kcap, y, slow)
 
 
-def _efficiency(x: list, kcap: float, gemv_eff: Optional[float]) -> MatmulEfficiency:
-    """The ``MatmulEfficiency`` of fitted values (max_eff, mn_half, k_half, k_step_s, mem_eff, latency_s)."""
+SLOW_GAIN = 0.9  # a matmul's slow regime is kept where it leaves at most this share of the loss without it
+SLOW_FROM = 2.0**20  # ... at a knee of at least this many bytes
+
+
+def _slow_regime(loss: Callable[[tuple], float], sizes: list) -> Optional[tuple]:
+    """(cache_bytes, dram_eff) of a matmul's slow regime beyond the caches (``MatmulEfficiency``): at the
+    middle of two sizes measured (from ``SLOW_FROM``), with the share of the bandwidth that fits best,
+    where it leaves at most ``SLOW_GAIN`` of the loss without it; else None."""
+    without = loss((math.inf, 1.0))
+    best = (without, None)
+    for knee in (k for k in _knees(sizes) if k >= SLOW_FROM):
+        share = _pattern_search(lambda e: loss((knee, e[0])), [0.1], [1e-3], [1.0])[0]
+        value = loss((knee, share))
+        if value < best[0]:
+            best = (value, (knee, share))
+    return best[1] if best[0] <= SLOW_GAIN * without else None
+
+
+def _efficiency(x: list, kcap: float, gemv_eff: Optional[float], slow: Optional[tuple] = None) -> MatmulEfficiency:
+    """The ``MatmulEfficiency`` of fitted values (max_eff, mn_half, k_half, k_step_s, mem_eff, latency_s),
+    with a matrix-vector law and a slow regime (cache_bytes, dram_eff) where fitted."""
+    cache, dram = slow or (None, None)
     return MatmulEfficiency(max_eff=x[0], mn_half=x[1], k_half=x[2], k_step_s=x[3], k_serial_cap=kcap,
-                            mem_eff=x[4], latency_s=x[5], gemv_mem_eff=gemv_eff)
+                            mem_eff=x[4], latency_s=x[5], gemv_mem_eff=gemv_eff, cache_bytes=cache, dram_eff=dram)
 
 
 def fit_attention(base: Hardware, rows: list, *, mem_eff: float, min_latency_s: float) -> Fitted:

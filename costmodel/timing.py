@@ -7,7 +7,9 @@ Per kernel, on the device (all shares of the profile's published peaks, see ``ha
   ``eff_mm = max_eff * m/(m+mn_half) * n/(n+mn_half) * k/(k+k_half)``; the k term is the latency
   of the serial reduction loop, counted with the fixed latency;
   a matrix-vector product (m = 1, batched or not) where the profile has a law for it:
-  ``latency + bytes / (bw * gemv_mem_eff)``, it streams its matrices.
+  ``latency + bytes / (bw * gemv_mem_eff)``, it streams its matrices; any other matmul moving more than
+  the law's ``cache_bytes`` takes at least ``bytes / (bw * dram_eff)`` of memory time (a CPU's gemm
+  reads a matrix beyond its caches block by block).
 - ``attention`` (a fused kernel, FlashAttention / cuDNN / efficient): ``latency + max(flops_mm' /
   (peak * eff_attn), bytes / (bw * mem_eff))``, ``eff_attn = max_eff * dh/(dh+dh_half) *
   keys/(keys+keys_half)`` of the chosen backend (dh no larger than the largest head dim fitted,
@@ -138,9 +140,11 @@ def _bound(compute: float, memory: float, over: float) -> str:
 def matmul_params(peak: float, bw: float, e: MatmulEfficiency) -> tuple:
     """``e`` on a profile's peak FLOP/s and bandwidth, as ``matmul_parts`` reads it: (rate = peak *
     max_eff, mn_half, k_half, k_step_s, k_serial_cap, bytes/s = bw * mem_eff, latency_s, a matrix-vector
-    product's bytes/s = bw * gemv_mem_eff or 0.0: none)."""
+    product's bytes/s = bw * gemv_mem_eff or 0.0: none, the bytes beyond which a matmul slows (inf: never),
+    its bytes/s there)."""
+    slow = e.cache_bytes is not None and e.dram_eff is not None
     return (peak * e.max_eff, e.mn_half, e.k_half, e.k_step_s, e.k_serial_cap, bw * e.mem_eff, e.latency_s,
-            bw * (e.gemv_mem_eff or 0.0))
+            bw * (e.gemv_mem_eff or 0.0), e.cache_bytes if slow else math.inf, bw * (e.dram_eff if slow else 1.0))
 
 
 def attention_params(peak: float, bw: float, e: AttentionEfficiency) -> tuple:
@@ -205,13 +209,14 @@ def compiled(hw: Hardware, dtype: str, backend: Optional[str] = None) -> Compile
 def matmul_parts(p: tuple, b: float, m: float, k: float, n: float, flops: float, nbytes: float) -> tuple:
     """(latency, compute, memory) seconds of one matmul kernel (formula: ``MatmulEfficiency``); ``p``:
     ``matmul_params``."""
-    rate, mn_half, k_half, k_step, k_cap, mbw, lat, gemv_bw = p
+    rate, mn_half, k_half, k_step, k_cap, mbw, lat, gemv_bw, mm_cache, mm_dram_bw = p
     if gemv_bw > 0.0 and m == 1:  # matrix-vector products: they stream the matrices
         return lat, 0.0, nbytes / gemv_bw
+    memory = dram_parts(mm_cache, mm_dram_bw, nbytes, nbytes / mbw)
     if flops <= 0.0 or k <= 0:
-        return lat, 0.0, nbytes / mbw
+        return lat, 0.0, memory
     eff = (m / (m + mn_half)) * (n / (n + mn_half)) * (k / (k + k_half))
-    return plus(lat, _serial_s(k_step, k, k_cap)), flops / (rate * eff), nbytes / mbw
+    return plus(lat, _serial_s(k_step, k, k_cap)), flops / (rate * eff), memory
 
 
 def _serial_s(k_step: float, k: float, k_cap: float) -> float:
@@ -430,7 +435,7 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
     eager = mode == "eager"
     sync = eager and c.sync
     seq = c.seq if eager else 0.0
-    rate, mn_half, k_half, k_step, k_cap, mbw, mlat, gemv_bw = c.mm
+    rate, mn_half, k_half, k_step, k_cap, mbw, mlat, gemv_bw, mm_cache, mm_dram_bw = c.mm
     host_mm, fresh_bytes, isz, cache_bytes = c.host_mm, c.fresh_bytes, c.isz, c.cache_bytes
     host = gpu = 0.0  # the time the host has issued up to; the time the device has run up to
     comp_s = work_s = dev_s = 0.0
@@ -447,6 +452,8 @@ def predict(kernels: Iterable, hw: Hardware, dtype: str = "bf16", *, backend: Op
             flops = k.flops
             gemv = gemv_bw > 0.0 and m == 1  # matrix-vector products: they stream the matrices
             memory = dram_parts(cache_bytes, c.dram_bw, k.bytes, k.bytes / (gemv_bw if gemv else mbw))
+            if not gemv:
+                memory = dram_parts(mm_cache, mm_dram_bw, k.bytes, memory)
             if flops > 0.0 and kk > 0 and not gemv:
                 lat = plus(mlat, _serial_s(k_step, kk, k_cap))
                 compute = flops / (rate * (m / (m + mn_half)) * (n / (n + mn_half)) * (kk / (kk + k_half)))

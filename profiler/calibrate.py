@@ -160,6 +160,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
     # m = 1 and 4: decode's projections at batch 1 (a matrix-vector product) and at a small batch
     grid32 = [(m, k, n) for m in (1, 4, 16, 64, 256, 1024, 4096) for k in (64, 256, 1024, 4096)
               for n in (64, 256, 1024, 4096)]
+    grid32 += [(m, k, 4096) for m in (1, 4, 16) for k in (512, 768)]  # 8 and 12 MiB: where a gemm slows
     grid16 = [(m, k, n) for m in (1, 16, 256, 1024) for k in (64, 256, 1024) for n in (64, 256, 1024)]
     grid_h = [(m, k, n) for m in (16, 64, 256) for k in (64, 256) for n in (64, 256)]
     sdpa = [(max(1, 2048 // T), 4, T, dh, causal) for T in (64, 256, 1024, 2048) for dh in (32, 64)

@@ -80,7 +80,9 @@ def test_a_kernel_pays_the_cold_rate_of_how_it_reads_its_operands():
 
 
 def test_the_fast_path_prices_the_term_as_estimate_does():
-    hw = CPU.model_copy(update={**LAW, "cold_access_s_per_byte": {"matmul": 90e-12, "index": 150e-12}})
+    slow = CPU.matmul["fp32"].model_copy(update={"gemv_mem_eff": 0.3, "cache_bytes": 4e6, "dram_eff": 0.06})
+    hw = CPU.model_copy(update={**LAW, "cold_access_s_per_byte": {"matmul": 90e-12, "index": 150e-12},
+                                "matmul": {**CPU.matmul, "fp32": slow}})
     for variant in ("flash", "mla", "dsa", "mha"):
         shapes = [Shape(T=T, d=320, heads=5, batch=b, phase="decode", dtype="fp32") for T in (96, 384, 1536, 4000)
                   for b in (1, 4)]

@@ -249,6 +249,26 @@ def test_matrix_vector_rows_get_a_law_of_their_own_where_it_prices_them_better(s
     assert fit_matmul(cpu, plain).update["matmul"]["fp32"].gemv_mem_eff is None
 
 
+def test_a_matmul_beyond_the_caches_gets_a_slow_regime_where_the_rows_show_one(synth):
+    """On a CPU profile (one with a cache law), rows of a few rows by matrices beyond some size that run
+    at a small share of the bandwidth (a gemm reading its matrix block by block) give the matmul law a
+    slow regime: its knee between the sizes measured, its share as the rows ran; rows without one, none."""
+    cpu = get_hardware("cpu").model_copy(update={"cache_bytes": 32e6, "dram_eff": 0.3})
+    law = cpu.matmul["fp32"].model_copy(update={"mn_half": 20.0})
+    slow = law.model_copy(update={"cache_bytes": 6e6, "dram_eff": 0.05})
+    grid = [{"op": "mm", "dtype": "float32", "M": m, "K": k, "N": n} for m in (4, 16, 64, 256)
+            for k in (256, 512, 1024, 4096) for n in (256, 1024, 4096)]
+    rows = [{**r, "ms": predict_row(r, cpu.model_copy(update={"matmul": {"fp32": slow}})) * 1e3} for r in grid]
+    fitted = fit_matmul(cpu, rows).update["matmul"]["fp32"]
+    sizes = sorted(4 * (r["M"] * r["K"] + r["K"] * r["N"] + r["M"] * r["N"]) for r in grid)
+    below, above = max(x for x in sizes if x <= 6e6), min(x for x in sizes if x > 6e6)
+    assert below < fitted.cache_bytes < above
+    assert fitted.dram_eff == pytest.approx(0.05, rel=0.05)
+    plain = [{**r, "ms": predict_row(r, cpu.model_copy(update={"matmul": {"fp32": law}})) * 1e3} for r in grid]
+    assert fit_matmul(cpu, plain).update["matmul"]["fp32"].cache_bytes is None
+    assert fit_matmul(get_hardware("cpu"), rows).update["matmul"]["fp32"].cache_bytes is None  # no cache law
+
+
 def test_decode_batched_matrix_vector_rows_are_fitted_with_the_matrix_vector_law(synth):
     """Decode's ``bmv`` rows (one query row per batch and head against T keys) join the matmul fit as
     rows of m = 1: without any unbatched m = 1 row, they alone give ``gemv_mem_eff``, and a profile
@@ -306,3 +326,14 @@ def test_the_autograd_engine_is_what_two_chains_take_beyond_their_ops():
     hw = H100_PUBLISHED.model_copy(update=part.update)
     assert [predict_row(r, hw) for r in rows] == pytest.approx([r["us_per_op"] * 1e-6 for r in rows])
     assert "autograd_node_s" not in fit_host_time(rows[:1] + rows[2:3]).update  # one chain: not told apart
+
+
+def test_calibrate_names_where_matmuls_slow_beyond_the_caches():
+    from attncost.cli import calibrate as view
+
+    cpu = get_hardware("cpu")
+    assert view._slow_matmuls(cpu) == ""
+    e = cpu.matmul["fp32"].model_copy(update={"cache_bytes": 4 * 2**20, "dram_eff": 0.1})
+    slow = cpu.model_copy(update={"matmul": {"fp32": e}})
+    assert view._slow_matmuls(slow) == (
+        "; matmuls of several rows move their bytes at most at 5.12 GB/s beyond 4 MiB in fp32")

@@ -382,6 +382,34 @@ def test_a_matrix_vector_product_streams_its_matrix():
     assert predict(analysis.analyse(g).kernels, hw, "fp32", mode="graph").time_s == pytest.approx(lat + mem)
 
 
+def test_a_matmul_beyond_its_laws_cache_reads_its_matrix_at_the_slow_share():
+    """A matmul law with ``cache_bytes`` and ``dram_eff``: a product of several rows moving more bytes
+    takes at least ``bytes / (bw * dram_eff)`` of memory time; below, as before; a matrix-vector product,
+    which streams its matrix, keeps its own law."""
+    from attncost.costmodel.timing import compiled, matmul_parts
+
+    cpu = get_hardware("cpu")
+    e = cpu.matmul["fp32"].model_copy(update={"gemv_mem_eff": 0.25, "cache_bytes": 8e6, "dram_eff": 0.05})
+    hw = cpu.model_copy(update={"matmul": {"fp32": e}})
+    plain = cpu.model_copy(update={"matmul": {"fp32": e.model_copy(update={"cache_bytes": None})}})
+    k, n = 768, 4096
+    big = 4.0 * (4 * k + k * n + 4 * n)  # 12.6 MB
+    lat, comp, mem = matmul_parts(compiled(hw, "fp32").mm, 1, 4, k, n, 8.0 * k * n, big)
+    assert mem == big / (cpu.mem_bandwidth * 0.05) and mem > comp
+    assert matmul_parts(compiled(plain, "fp32").mm, 1, 4, k, n, 8.0 * k * n, big)[2] == big / (cpu.mem_bandwidth * 0.7)
+    small = 4.0 * (4 * 256 + 256 * n + 4 * n)  # 4.2 MB
+    assert matmul_parts(compiled(hw, "fp32").mm, 1, 4, 256, n, 8.0 * 256 * n, small) == \
+        matmul_parts(compiled(plain, "fp32").mm, 1, 4, 256, n, 8.0 * 256 * n, small)
+    gemv = 4.0 * (k + k * n + n)
+    assert matmul_parts(compiled(hw, "fp32").mm, 1, 1, k, n, 2.0 * k * n, gemv)[2] == gemv / (cpu.mem_bandwidth * 0.25)
+    g = Graph(itemsize=4)
+    g.input("x", 4 * k)
+    g.weight("w", k * n)
+    g.matmul("y", "x", "w", m=4, k=k, n=n)
+    ks = analysis.analyse(g).kernels
+    assert predict(ks, hw, "fp32", mode="graph").time_s == pytest.approx(lat + mem)
+
+
 def test_grouped_query_heads_run_apart_where_the_kernel_does_not_pack_them():
     """A GQA decode kernel's query term counts a query head's rows where the backend runs each query
     head apart (``packs_groups`` false: PyTorch's CPU kernels): the same time as MHA's kernel of the
