@@ -144,10 +144,15 @@ def build_msla(s: Shape, p: MSLAParams):
     sc = g.elementwise("scale", "div", (sc,), elems=R * L)
     top, idx = topk(g, "topk", sc, elems=R * L, out_elems=R * keys)
     w = g.elementwise("softmax", "softmax", (top,), elems=R * keys)
-    g.views("gather.views", 1, "core")  # the latents as (L, H, dh), indexed at (latent, head)
-    sel = g.elementwise("gather_latents", "gather", (lat, idx), elems=R * keys * dh)
+    # the picked rows of the latents' (L*H, dh) view: idx * H + h, a buffer of H int64 head numbers
+    g.weight("head_index", H * INDEX_BYTES / g.itemsize, trainable=False)
+    rows_idx = g.elementwise("gather_rows", "offset", (idx, "head_index"), elems=R * keys, index_out=True)
+    views_without_backward(g, "gather_rows.flat", 1, "core")
+    g.views("gather.views", 2, "core")  # the latents as rows; the rows picked as (H, rows, k, dh)
+    sel = g.elementwise("gather_latents", "gather", (lat, rows_idx), elems=R * keys * dh)
     g.views("weights.view", 1, "core")  # w[..., None]
-    mix = g.elementwise("weigh_latents", "mul", (w, sel), elems=R * keys * dh)
+    # the latents' gradient, written by the product in its own layout, is copied to reach them by a view
+    mix = g.elementwise("weigh_latents", "mul", (w, sel), elems=R * keys * dh, grad_copy=(1,))
     mix = g.elementwise("sum_latents", "mean", (mix,), elems=R * keys * dh, out_elems=R * dh, backward="sum")
     g.views("mix.rows", 1, "core")  # (rows, H, dh), a transpose
     o = g.elementwise("add_v", "add", (v, mix), elems=R * dh)
