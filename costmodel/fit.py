@@ -2,7 +2,8 @@
 
 Rows are in the format of ``data/h100-microbench-2026-11-22.json`` (``profiler/calibrate.py``
 writes the same), timed on the device (no host time, L2 flushed): ``mm`` (M, K, N), ``bmm_qk`` /
-``bmm_pv`` (BH, T, dh), ``bmv_qk`` / ``bmv_pv`` (decode's: one query row per BH against T keys), ``sdpa`` (backend, B, H, T, dh, causal), element ops by ``elems``
+``bmm_pv`` (BH, T, dh), ``bmv_qk`` / ``bmv_pv`` (decode's: one query row per BH against T keys),
+``sdpa`` (backend, B, H, T, dh, causal), element ops by ``elems``
 (``ELEMENT_OPS``; where a row has them, ``bytes`` read and written, ``row``: elements per row, and
 ``k`` kept per row of a topk, ``out_bytes``: the output it allocates), and ``eager_tiny_*`` (host time
 per op of each host class, ``us_per_op``: ``HOST_ROWS``; ``SEQUENCE_ROW``: the same ops issued in turn),

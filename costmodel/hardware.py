@@ -80,8 +80,8 @@ class MatmulEfficiency(BaseModel):
     ``gemv_mem_eff``: ``latency_s + bytes / (mem_bandwidth * gemv_mem_eff)``, as BLAS libraries run
     them (a kernel of its own that streams the matrices; a CPU's gemm packs them first).
 
-    Where the profile has them, a matmul (not a matrix-vector product) moving more than ``cache_bytes``
-    takes at least ``bytes / (mem_bandwidth * dram_eff)`` of memory time: a CPU's gemm of a few rows
+    Where the profile has them, a matmul not priced as a matrix-vector product, moving more than
+    ``cache_bytes``, takes at least ``bytes / (mem_bandwidth * dram_eff)`` of memory time: a CPU's gemm of a few rows
     by a matrix beyond its caches reads it block by block, several times slower than a stream.
 
     ``k_step_s`` is the latency of the serial reduction loop (each output tile walks k in order),
@@ -99,11 +99,13 @@ class MatmulEfficiency(BaseModel):
     mem_eff: Share = Field(0.8, description="share of mem_bandwidth a matmul's traffic reaches")
     latency_s: Seconds = Field(6e-6, description="fixed device time of one matmul kernel (s)")
     gemv_mem_eff: Optional[Share] = Field(None, description="share of mem_bandwidth a matrix-vector product "
-                                                             "(m = 1, batched or not) reaches; None: the matmul law prices it")
+                                                             "(m = 1, batched or not) reaches; None: the matmul "
+                                                             "law prices it")
     cache_bytes: Optional[float] = Field(
-        None, gt=0, le=1e15, description="a matmul (not a matrix-vector product) that moves more bytes than this "
-                                         "reaches at most dram_eff of mem_bandwidth (a CPU's gemm reads its matrix "
-                                         "block by block from memory); None: no such limit beyond the profile's own")
+        None, gt=0, le=1e15, description="a matmul (not priced as a matrix-vector product) that moves more bytes "
+                                         "than this reaches at most dram_eff of mem_bandwidth (a CPU's gemm reads "
+                                         "its matrix block by block from memory); None: no such limit beyond the "
+                                         "profile's own")
     dram_eff: Optional[Share] = Field(None, description="share of mem_bandwidth such a matmul reaches beyond "
                                                          "cache_bytes")
 

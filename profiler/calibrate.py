@@ -138,7 +138,8 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         grid = [(m, k, n) for m in Ms for k in Ks for n in Ns]
         sdpa = [(max(1, 4096 // T), 8, T, dh, True) for dh in (64, 128) for T in (256, 1024, 4096)]
         return Plan(mm={"fp16": grid, "fp32": grid}, bmm=[(64, 256, 64), (16, 1024, 64), (8, 4096, 64)],
-                    bmm_dtype="fp16", bmv=[(64, 1024, 64), (32, 4096, 64)], elems=[4096, 65536, 2**20, 2**24], vector_dtype="fp16",
+                    bmm_dtype="fp16", bmv=[(64, 1024, 64), (32, 4096, 64)],
+                    elems=[4096, 65536, 2**20, 2**24], vector_dtype="fp16",
                     softmax=[(2**20, 1024), (2**20, 64), (2**24, 4096)],
                     topk=[(2**16, 64, 8), (2**20, 64, 8), (2**20, 1024, 64), (2**20, 4096, 512)], sdpa=sdpa,
                     sdpa_decode=[(4, 8, T, 64) for T in (1024, 8192)], sdpa_backends=("math", "default"),

@@ -46,8 +46,8 @@ def test_the_evicted_share_grows_linearly_with_the_layers_traffic_and_costs_its_
 
 
 def _reads(kind: str) -> Graph:
-    """One kernel reading a held table of 1e6 fp32 (a weight) as ``kind`` does: a matrix-vector product, a
-    product of 4 rows, a gather of rows by index, a copy; and a cache copy that moves 40 MB."""
+    """One kernel reading a held table of 1e6 fp32 (a weight) as ``kind`` does: a matrix-vector product,
+    a product of 4 rows, a gather of rows by index, a copy; and a cache copy that moves 40 MB."""
     g = Graph(itemsize=4)
     w = g.weight("w", 1000 * 1000)
     if kind in ("gemv", "gemm"):
@@ -112,11 +112,13 @@ def test_fit_cold_places_the_ramp_and_splits_the_whole_extra_into_latency_and_by
     # a product of 4 rows by the large matrix: +0.940 ms after the most, 40 us of it the latency
     # (75 ps per byte of 12 MB); a gather of its rows: +0.040 ms, less than the latency (0)
     accessed = [{"op": COLD_ROW, "bytes": 12e6, "after_bytes": mb * 2**20, "ms": ms, "access": access}
-                for access, times in (("matmul", (2.0, 2.94)), ("index", (1.0, 1.03))) for mb, ms in zip((0, 48), times)]
+                for access, times in (("matmul", (2.0, 2.94)), ("index", (1.0, 1.03)))
+                for mb, ms in zip((0, 48), times)]
     law = fit_cold(_rows(small, (0.400, 0.700)) + accessed)
     assert law["cold_access_s_per_byte"] == pytest.approx({"matmul": 75e-12, "index": 0.0})
     assert law["cold_s_per_byte"] == pytest.approx(20e-12) and law["cold_latency_s"] == pytest.approx(40e-6)
-    assert fit_profile(CPU, _rows(small, (0.4, 0.7)) + accessed).cold_access_s_per_byte["matmul"] == pytest.approx(75e-12)
+    fitted = fit_profile(CPU, _rows(small, (0.4, 0.7)) + accessed)
+    assert fitted.cold_access_s_per_byte["matmul"] == pytest.approx(75e-12)
 
 
 def test_calibrate_measures_the_cold_rows():
