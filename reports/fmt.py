@@ -77,10 +77,16 @@ def count(n) -> str:
     return f"{int(round(n)):,}"
 
 
+PCT_ZERO = 1e-9  # a ratio below this is shown as 0%
+
+
 def pct(x, digits: int = 2, signed: bool = True) -> str:
-    """A ratio as a percentage with ``digits`` significant digits, signed: -0.25 -> "−25%"."""
+    """A ratio as a percentage with ``digits`` significant digits, signed: -0.25 -> "−25%"; below
+    ``PCT_ZERO`` (float rounding, as a fit's error on rows it reproduces), "0%"."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
+    if abs(x) < PCT_ZERO:
+        x = 0.0
     text = sig(abs(x) * 100, digits) + "%"
     if not signed:
         return text
