@@ -711,12 +711,14 @@ def fit_cold(rows: list) -> dict:
     line in the bytes of the matrix: ``cold_latency_s + bytes * cold_s_per_byte`` (each at least 0).
     A row with an ``access`` (``profiler.cold``) gives that access its own time per byte: its extra
     after the most, beyond ``cold_latency_s``, per byte held (``cold_access_s_per_byte``, at least 0)."""
-    by: dict = {}
-    access: dict = {}
+    by: dict = {}  # matrix bytes -> {after bytes: seconds}
+    access: dict = {}  # access -> {after bytes: (seconds, bytes held)}
     for r in rows:
-        into = access.setdefault(r["access"], {}) if r.get("access") else by.setdefault(r["bytes"], {})
-        into[r["after_bytes"]] = (r["ms"] * 1e-3, r["bytes"])
-    by = {b: {after: t for after, (t, _) in times.items()} for b, times in by.items()}
+        s = r["ms"] * 1e-3
+        if r.get("access"):
+            access.setdefault(r["access"], {})[r["after_bytes"]] = (s, r["bytes"])
+        else:
+            by.setdefault(r["bytes"], {})[r["after_bytes"]] = s
     if len(by) < 2:
         return {}
     small, large = sorted(by)[0], sorted(by)[-1]

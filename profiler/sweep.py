@@ -319,7 +319,7 @@ class _LayerPoint:
         torch.manual_seed(0)
         module, inputs = self.build_module(point.variant, shape, dict(params), device, torch_dtype(shape.dtype),
                                            backend=backend)
-        fn, clear_grads = _step(module, inputs, shape.phase == "train", backend)
+        fn, clear_grads = _step(module, inputs, shape.phase == "train")
         t0 = time.perf_counter()
         used = _kernel_used(module, fn)  # also the first warm-up call
         first_s = time.perf_counter() - t0
@@ -404,16 +404,17 @@ class _LayerPoint:
         return self.hw_by_backend[backend]
 
 
-def _step(module, inputs, train: bool, backend: str):
+def _step(module, inputs, train: bool):
     """(fn, clear_grads): one timed call of the module (train: forward + backward with a fixed
-    random output gradient), and what resets the gradients between measurements."""
+    random output gradient), and what resets the gradients between measurements. The SDPA backend
+    is the one ``run_sweep`` forces around the whole sweep."""
     import torch
 
     if hasattr(module, "train"):
         module.train(train)
     if not train:
         def fn():
-            with torch.no_grad(), sdpa_context(backend):  # a no-op inside run_sweep's own
+            with torch.no_grad():
                 return _call(module, inputs)
 
         return fn, lambda: None
@@ -429,8 +430,7 @@ def _step(module, inputs, train: bool, backend: str):
 
     def fn():
         clear_grads()
-        with sdpa_context(backend):
-            out = _first_tensor(_call(module, inputs))
+        out = _first_tensor(_call(module, inputs))
         g = grad_out.get("g")
         if g is None:
             g = grad_out["g"] = torch.randn_like(out)
