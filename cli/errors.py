@@ -2,6 +2,7 @@
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 _err = Console(stderr=True, highlight=False)
 
@@ -11,5 +12,5 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     message = message.strip()
     if not message.endswith("."):
         message += "."
-    _err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    _err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)  # its brackets as written
     return typer.Exit(code)

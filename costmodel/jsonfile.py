@@ -53,14 +53,16 @@ def validation_reason(err: ValidationError) -> str:
     """The first problem pydantic found, in words, and how many more there are."""
     errs = err.errors()
     e = errs[0]
-    loc = ".".join(str(x) for x in e.get("loc", ()))
+    parts = e.get("loc", ())
+    loc = ".".join(str(x) for x in parts if x != "[key]")  # pydantic's mark of a dict key that is invalid
     if e.get("type") == "missing":
         why = f"field {loc} is missing"
     elif e.get("type") == "extra_forbidden":
         why = f"unknown field {loc}"
     else:
         msg = e.get("msg", "invalid").removeprefix("Value error, ")
-        why = f"{loc}: {msg[:1].lower() + msg[1:]}" if loc else msg
+        msg = ("as a key, " if "[key]" in parts else "") + msg[:1].lower() + msg[1:]
+        why = f"{loc}: {msg}" if loc else msg
     more = len(errs) - 1
     return why + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 

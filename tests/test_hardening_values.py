@@ -85,6 +85,15 @@ def test_hardware_file_numbers_are_finite_and_in_range(tmp_path, where, value, w
     assert not (tmp_path / "r.html").exists()
 
 
+def test_a_bad_key_is_named_as_written(tmp_path):
+    """A profile's dict with a key it does not take: the key named, and brackets in the sentence kept
+    as written (the error line is not read as markup)."""
+    bad = dict(H100, cold_access_s_per_byte={"gemm": 1e-11})
+    res = run("predict", "--d", 1024, "--T", 4096, "--hardware", write(tmp_path / "[hw].json", bad))
+    refused(res, "[hw].json is not a valid profile: cold_access_s_per_byte.gemm: as a key, input should be "
+                 "'matmul' or 'index'")
+
+
 def test_extreme_but_valid_hardware_predicts_finite_numbers(tmp_path):
     """The slowest profile the ranges allow, at the largest shape: every number stays finite."""
     slow = dict(H100, peak_flops={d: 1.0 for d in H100["peak_flops"]}, vector_flops=1.0, mem_bandwidth=1.0,
