@@ -164,7 +164,7 @@ def _laws(hw) -> Table:
     """The fitted law of each element-op kind: latency + bytes / bandwidth + rows x time per row."""
     t = Table(header_style="bold", pad_edge=False, title="element ops: latency + bytes / bandwidth + rows x per row")
     for c in ("law", "latency", "bandwidth", "per row"):
-        t.add_column(c, justify="left" if c == "law" else "right")
+        t.add_column(c, justify="left" if c == "law" else "right", no_wrap=c == "per row")
     t.add_row("default (copy)", f"{hw.kernel_latency_s * 1e6:.2f} us",
               f"{hw.mem_bandwidth * hw.mem_efficiency / 1e9:.1f} GB/s", "")
     for k in sorted({*hw.vector_eff, *hw.vector_latency, *hw.vector_row_s}):
@@ -172,7 +172,14 @@ def _laws(hw) -> Table:
         per_row = f"{row * 1e9:.2f} ns" if row else ""
         if k == "topk" and hw.topk_select_s:
             per_row += f" + k log2(k+1) x {hw.topk_select_s * 1e9:.2f} ns"
+        if k == "topk" and hw.topk_paths is not None:  # priced by its path instead (timing.topk_path_s)
+            continue
         t.add_row(k, f"{hw.op_latency(k) * 1e6:.2f} us", f"{hw.mem_bandwidth * hw.op_eff(k) / 1e9:.1f} GB/s", per_row)
+    p = hw.topk_paths
+    if p is not None:
+        t.add_row(f"topk: k x {p.partial_from:g} <= n", f"{p.latency_s * 1e6:.2f} us", "as copy",
+                  f"{p.scan_s * 1e9:.2f} ns n + {p.heap_s * 1e9:.2f} ns k lg(n/k) lg(k+1)")
+        t.add_row("topk: else", "", "as copy", f"{p.select_s * 1e9:.2f} ns n + {p.sort_s * 1e9:.2f} ns k lg(k+1)")
     if hw.cache_bytes and hw.dram_eff:
         dram = hw.mem_bandwidth * hw.dram_eff
         t.add_row(f"beyond {nbytes(hw.cache_bytes)} moved", "", f"at most {dram / 1e9:.1f} GB/s", "")

@@ -25,8 +25,8 @@ import math
 import statistics
 from typing import Callable, Iterable, NamedTuple, Optional
 
-from .hardware import AttentionEfficiency, Hardware, MatmulEfficiency
-from .timing import attention_parts, compiled, dram_parts, fresh_parts, kernel_s, matmul_parts
+from .hardware import AttentionEfficiency, Hardware, MatmulEfficiency, TopkPaths
+from .timing import attention_parts, compiled, dram_parts, fresh_parts, kernel_s, matmul_parts, topk_path_s
 from .units import DTYPE_BYTES, DTYPES, FUSED_BACKENDS, TORCH_DTYPE_NAMES
 
 # -- microbenchmark rows ---------------------------------------------------------------------------
@@ -241,11 +241,22 @@ def predict_row(row: dict, hw: Hardware, backend: Optional[str] = None) -> Optio
         spec = _row_sdpa(row)
         return reg.kernel_s(attention_parts(c.at, *spec), spec[4], _row_out(row))
     v = _row_vector(row)
+    if v.kind == "topk" and c.topk is not None:
+        return _paths_s(c.topk, row, c.vbw, reg)
     if v.op in PLAIN_COPIES:
         lat, bw, row_s = c.vlat, c.vbw, 0.0
     else:
         lat, bw, row_s = c.kinds.get(OWN_LAW.get(v.op)) or c.kinds.get(v.kind) or (c.vlat, c.vbw, 0.0)
     return _law_s(ElementLaw(lat, bw, row_s, c.select_s if v.kind == "topk" else 0.0), v, 1.0, reg)
+
+
+def _paths_s(p: tuple, row: dict, bw: float, reg: Regimes) -> float:
+    """Seconds of a topk row on PyTorch's CPU kernel (``TopkPaths.params()``: ``p``), its bytes at the plain
+    copy's rate ``bw``, as ``timing`` prices a topk op."""
+    v = _row_vector(row)
+    n, k = row["row"], row["k"]
+    work = topk_path_s(p, row["elems"], row["elems"] / n * k, n)
+    return p[0] + work + reg.memory_s(v.bytes, v.bytes / bw) + reg.fresh(v.out)
 
 
 def _law_s(law: "ElementLaw", v: VectorRow, bw: float, reg: Regimes) -> float:
@@ -404,7 +415,8 @@ def fit_element_ops(base: Hardware, rows: list) -> Fitted:
     profile's defaults (``kernel_latency_s``, ``mem_efficiency``), with, on a CPU (``host_sync``), the
     memory regimes they show (``_fit_regimes``); the copy kind's is fitted on the other copies
     (strided, ``cat``: the copies a layer makes); no kind's latency goes below the plain copies'."""
-    vec = [(_row_vector(r), measured_s(r)) for r in rows if row_group(r) == "vector"]
+    vector_rows = [r for r in rows if row_group(r) == "vector"]
+    vec = [(_row_vector(r), measured_s(r)) for r in vector_rows]
     if not vec:
         return Fitted({}, [])
     plain = [(v, m) for v, m in vec if v.op in PLAIN_COPIES]
@@ -442,11 +454,39 @@ def fit_element_ops(base: Hardware, rows: list) -> Fitted:
         upd["vector_row_s"] = {**base.vector_row_s, **row_s}
     if "topk" in laws and laws["topk"].select_s:
         upd["topk_select_s"] = laws["topk"].select_s
+    paths = fit_topk_paths(base, [(r, m) for r, (v, m) in zip(vector_rows, vec) if v.kind == "topk"],
+                           base.mem_bandwidth * deff, reg, floor) if base.host_sync else None
+    if paths is not None:
+        upd["topk_paths"] = paths
+        what.append("topk by its path (partial sort or selection)")
     if reg.cache_bytes < math.inf:
         upd.update(cache_bytes=reg.cache_bytes, dram_eff=reg.dram_bw / base.mem_bandwidth)
     if reg.fresh_bytes < math.inf:
         upd.update(fresh_bytes=reg.fresh_bytes, fresh_s_per_byte=reg.fresh_s)
     return Fitted(upd, [f"element ops ({ops})"] + what)
+
+
+TOPK_PATH_ROWS = 2  # topk rows on each of the CPU kernel's two paths needed to fit ``TopkPaths``
+
+
+def fit_topk_paths(base: Hardware, pts: list, bw: float, reg: Regimes, floor: float) -> Optional[TopkPaths]:
+    """``TopkPaths`` (PyTorch's CPU topk) fitted to [(topk row, measured seconds)], their bytes at the plain
+    copy's rate ``bw`` in the memory regimes ``reg``; None unless ``TOPK_PATH_ROWS`` rows or more take
+    each path (``k * partial_from <= n`` or not)."""
+    ratio = TopkPaths.model_fields["partial_from"].default
+    partial = sum(r["k"] * ratio <= r["row"] for r, _ in pts)
+    if partial < TOPK_PATH_ROWS or len(pts) - partial < TOPK_PATH_ROWS:
+        return None
+    start = base.topk_paths or TopkPaths(latency_s=max(floor, base.op_latency("topk")), scan_s=1e-9, heap_s=5e-9,
+                                         select_s=5e-9, sort_s=3e-9, partial_from=ratio)
+    x0 = list(start.params()[:5])
+
+    def loss(x):
+        p = (*x, ratio)
+        return _sq_log((_paths_s(p, r, bw, reg), m) for r, m in pts)
+
+    x = _pattern_search(loss, x0, [floor] + [1e-15] * 4, [1e-3] + [1e-5] * 4)
+    return TopkPaths(latency_s=x[0], scan_s=x[1], heap_s=x[2], select_s=x[3], sort_s=x[4], partial_from=ratio)
 
 
 def _knees(sizes: Iterable) -> list:

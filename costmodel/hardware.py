@@ -141,6 +141,36 @@ class AttentionEfficiency(BaseModel):
                                                  "as PyTorch's CPU kernels run them")
 
 
+class TopkPaths(BaseModel):
+    """PyTorch's CPU topk (ATen's ``TopKImpl.h``, ``topk_impl_loop``), per row of ``n`` candidates keeping
+    ``k``: the row is copied into (value, index) pairs, then ordered one of two ways:
+
+    - where ``k * partial_from <= n`` (64 in ATen), ``std::partial_sort``: one scan of the n against a
+      heap of the k best, whose top random scores replace about ``k ln(n/k)`` times, ``log2 k`` steps
+      each: ``n * scan_s + k * log2(n/k) * log2(k + 1) * heap_s``;
+    - else ``std::nth_element`` (a selection: several passes over the n) and ``std::sort`` of the k
+      kept: ``n * select_s + k * log2(k + 1) * sort_s``.
+
+    A topk op then takes ``latency_s + rows * (its path's time per row) + max(flops / vector_flops,
+    bytes / (mem_bandwidth * mem_efficiency))`` (``timing.topk_path_s``). The work is comparisons, not
+    bytes: a row of 1,536 keeping 16 takes 2.3 ns a candidate, keeping 64 (the other path) 5.8 ns, on
+    a 2-core EPYC, whatever the tensor's size. ``calibrate`` fits it on a CPU (``fit.fit_topk_paths``).
+    """
+
+    model_config = FINITE
+
+    latency_s: Seconds = Field(..., description="fixed time of one topk call (s)")
+    scan_s: Seconds = Field(..., description="partial sort: time per candidate of the scan (s)")
+    heap_s: Seconds = Field(..., description="partial sort: time per k * log2(n/k) * log2(k + 1) (s)")
+    select_s: Seconds = Field(..., description="selection: time per candidate (s)")
+    sort_s: Seconds = Field(..., description="selection: time per k * log2(k + 1) of sorting the kept (s)")
+    partial_from: Size = Field(64.0, gt=0, description="the partial sort runs where k * partial_from <= n")
+
+    def params(self) -> tuple:
+        """(latency, scan, heap, select, sort, partial_from): as ``timing.topk_path_s`` reads them."""
+        return self.latency_s, self.scan_s, self.heap_s, self.select_s, self.sort_s, self.partial_from
+
+
 class Link(BaseModel):
     """One collective's alpha-beta law between ranks: ``time = steps * latency_s + bytes / bandwidth_Bps``
     (Hockney's model; ``costmodel.parallel`` gives the steps and bytes of each collective)."""
@@ -243,6 +273,9 @@ class Hardware(BaseModel):
                     "default 0")
     topk_select_s: Seconds = Field(
         0.0, description="time per kept element per row of a topk, times log2(k + 1): ordering the k kept (s)")
+    topk_paths: Optional[TopkPaths] = Field(
+        None, description="a topk priced as PyTorch's CPU kernel runs it (partial sort or selection, by k); "
+                          "None: by the topk kind's element law")
     cache_bytes: Optional[float] = Field(
         None, gt=0, le=1e15, description="a kernel that moves more bytes than this streams them from memory, no "
                                          "faster than dram_eff of mem_bandwidth (a CPU's last-level cache, where "

@@ -22,7 +22,10 @@ Per kernel, on the device (all shares of the profile's published peaks, see ``ha
   such a kernel are charged as above. The fixed latency is what makes the effective bandwidth fall
   for small tensors: ``bytes / (latency + bytes / (bw * eff))``. The row term is the fixed work per
   row of a row-wise op (``RowLengths``): softmax and topk per row, a reduction per output; a topk
-  also orders the k it keeps, ``rows * k * log2(k + 1) * topk_select_s``.
+  also orders the k it keeps, ``rows * k * log2(k + 1) * topk_select_s``. On a profile with
+  ``topk_paths`` (a CPU) a topk is priced as PyTorch's CPU kernel runs it instead: its latency, the
+  work of the path its k takes per row (``topk_path_s``: a partial sort or a selection), and its
+  bytes at the plain copy's rate.
 - every kernel that moves more than ``cache_bytes`` streams them no faster than ``dram_eff`` of the
   bandwidth (``dram_parts``; a CPU: beyond its last-level cache);
 - a layer whose kernels move more than ``cold_from_bytes`` in one call (a CPU) finds a share of what
@@ -160,7 +163,7 @@ class CompiledProfile:
 
     __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "select_s", "rowwise", "host", "host_mm",
                  "host_sdpa", "seq", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s", "packs",
-                 "backward_call", "cold")
+                 "backward_call", "cold", "topk")
 
     def __init__(self, hw: Hardware, dtype: str, backend: Optional[str]):
         if dtype not in hw.peak_flops:
@@ -177,7 +180,8 @@ class CompiledProfile:
         self.kinds = {k: (hw.op_latency(k), bw * hw.op_eff(k), hw.op_row_s(k))
                       for k in {*hw.vector_eff, *hw.vector_latency, *hw.vector_row_s}}
         self.select_s = hw.topk_select_s
-        self.rowwise = self.select_s > 0 or any(law[2] > 0 for law in self.kinds.values())
+        self.topk = hw.topk_paths.params() if hw.topk_paths is not None else None  # PyTorch's CPU topk
+        self.rowwise = self.select_s > 0 or self.topk is not None or any(law[2] > 0 for law in self.kinds.values())
         self.host_mm, self.host_sdpa = hw.host_matmul_s, hw.host_sdpa_s
         # host class (opkinds.HOST_CLASSES) -> host time of issuing one op of it
         self.backward_call = hw.backward_call_s or 0.0
@@ -241,6 +245,22 @@ def attention_parts(p: tuple, dh: float, keys: float, fraction: float, flops_mm:
     if q_half > 0.0 and queries > 0.0:
         eff *= queries / (queries + q_half)
     return lat, flops_mm / (rate * eff) if flops_mm > 0 else 0.0, nbytes / abw
+
+
+def topk_path_s(p: tuple, elems: float, out_elems: float, row: float) -> float:
+    """Seconds of a topk's ordering work on PyTorch's CPU kernel (``Hardware.topk_paths``; ``p``: its
+    ``params()``) over ``elems`` candidates in rows of ``row``, keeping ``out_elems`` in all: per row,
+    a partial sort where ``k * partial_from <= row``, else a selection and a sort of the k kept. 0 where
+    the row is unknown. Example: 7,680 rows of 1,536 keeping 16 take the partial sort, 7,680 x (1,536
+    x scan_s + 16 x log2(96) x log2(17) x heap_s)."""
+    if row <= 0.0 or elems <= 0.0 or out_elems <= 0.0:
+        return 0.0
+    rows = elems / row
+    k = out_elems / rows
+    kept = k * log2(k + 1.0)
+    partial = row * p[1] + kept * log2(row / k) * p[2]
+    selection = row * p[3] + kept * p[4]
+    return rows * choose(k * p[5] <= row, partial, selection)
 
 
 def vector_parts(lat: float, vflops: float, bw: float, flops: float, nbytes: float) -> tuple:
@@ -408,6 +428,11 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
         opk = law_kind(op)
         if host is None and opk != "elementwise":
             host = HOST_CLASS.get(opk, "elementwise")
+        if opk == "topk" and c.topk is not None:  # PyTorch's CPU kernel: the work of its path, bytes as a copy
+            lat = larger(c.topk[0], lat)
+            if rows is not None:
+                per_row = plus(per_row, topk_path_s(c.topk, op.elems, op.out_elems, rows.of_op(op)))
+            continue
         law = (kinds.get(op.fn) or kinds.get(opk)) if kinds else None  # a law of the op's own (fit.OWN_LAW)
         if law is not None:
             lat = larger(law[0], lat)

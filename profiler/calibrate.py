@@ -153,7 +153,9 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                     bmv=[(8, 256, 32), (16, 1024, 64)],
                     elems=[4096, 65536, 2**20], vector_dtype="fp32",
                     softmax=[(2**12, 256), (2**16, 16), (2**16, 1024), (2**20, 256)],
-                    topk=[(2**12, 64, 4), (2**16, 64, 4), (2**16, 1024, 64), (2**16, 4096, 512)],
+                    # both paths of PyTorch's CPU topk (partial sort where k * 64 <= row: hardware.TopkPaths)
+                    topk=[(2**12, 64, 4), (2**16, 64, 4), (2**16, 1024, 64), (2**16, 4096, 512), (2**16, 1024, 8),
+                          (2**16, 4096, 16)],
                     fresh=[2**22, 2**24], sdpa=sdpa,
                     sdpa_decode=[(2, 4, 64, 32), (2, 4, 256, 64), (2, 4, 1024, 64), (2, 4, 4096, 32)],
                     sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
@@ -172,8 +174,9 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                 elems=[4096, 65536, 2**20, 2**22, 2**24], vector_dtype="fp32",
                 softmax=[(2**12, 64), (2**12, 1024)] + [(n, row) for n in (2**16, 2**20, 2**22)
                                                         for row in (16, 128, 1024, 8192)],
-                topk=[(2**14, 64, 4), (2**14, 4096, 64)] + [(2**18, cand, k) for cand, k in (
-                    (64, 4), (64, 32), (256, 16), (1024, 8), (1024, 128), (4096, 64), (4096, 1024), (16384, 256))],
+                topk=[(2**14, 64, 4), (2**14, 4096, 64)] + [(2**18, cand, k) for cand, k in (  # both paths (TopkPaths)
+                    (64, 4), (64, 32), (256, 16), (1024, 8), (1024, 128), (1536, 16), (4096, 64), (4096, 1024),
+                    (16384, 4), (16384, 256))],
                 fresh=[2**23],
                 # decode from short contexts on: the fit's latency and query terms are told apart there
                 sdpa=sdpa, sdpa_decode=[(2, 4, T, dh) for T in (64, 256, 1024, 4096) for dh in (32, 64)],

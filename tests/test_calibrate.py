@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from attncost.costmodel.fit import ELEMENT_OPS, HOST_ROWS  # noqa: E402
+from attncost.costmodel.fit import ELEMENT_OPS, HOST_ROWS, TOPK_PATH_ROWS  # noqa: E402
 from attncost.costmodel.hardware import Hardware, get_hardware  # noqa: E402
 from attncost.costmodel.opkinds import HOST_CLASSES, KINDS  # noqa: E402
 from attncost.costmodel.results import Timing  # noqa: E402
@@ -135,6 +135,7 @@ def test_quick_calibration_fits_every_kind_and_host_class(tmp_path, instant_time
     assert all(getattr(hw, f) is not None for f in HOST_ROWS.values())
     assert hw.sequence_overhead_s == pytest.approx(1e-6)  # 6 us per op in turn, 5 us each alone
     assert hw.host_sync and {"softmax", "reduction", "topk"} <= set(hw.vector_row_s) and hw.topk_select_s > 0
+    assert hw.topk_paths is not None  # PyTorch's CPU topk by its two paths
     ops = {r["op"] for r in json.loads((tmp_path / "q.microbench.json").read_text())["rows"]}
     assert ops >= set(HOST_ROWS) | {op for op, (kind, _) in ELEMENT_OPS.items() if kind in ELEMENT_KINDS} - {
         "relu", "mean", "max"}
@@ -160,6 +161,9 @@ def test_plans_fit_the_fit():
                 assert not grid or len(grid) >= 8, (device, quick, dt)
             fused = [b for b in p.sdpa_backends if b not in ("math", "default")]
             assert not fused or len(p.sdpa) >= 4
+            if device == "cpu":  # TopkPaths: rows on both paths of the CPU kernel
+                partial = sum(k * 64 <= row for _, row, k in p.topk)
+                assert min(partial, len(p.topk) - partial) >= TOPK_PATH_ROWS, quick
 
 
 # -- the command line ------------------------------------------------------------------------

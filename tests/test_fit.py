@@ -7,7 +7,7 @@ import pytest
 
 from attncost.costmodel.fit import (fit_attention, fit_element_ops, fit_host_time, fit_matmul, fit_profile,
                                     measured_s, predict_row, row_dtype, row_errors)
-from attncost.costmodel.hardware import H100_MICROBENCH, H100_PUBLISHED, get_hardware
+from attncost.costmodel.hardware import H100_MICROBENCH, H100_PUBLISHED, TopkPaths, get_hardware
 
 ROWS = json.loads(H100_MICROBENCH.read_text())["rows"]
 
@@ -156,6 +156,35 @@ def test_rows_of_one_length_fit_no_row_term():
     rows = [r for r in element_rows(truth) if r["op"] == "softmax" and r["row"] == 1024]
     part = fit_element_ops(H100_PUBLISHED, rows)
     assert "vector_row_s" not in part.update and "topk_select_s" not in part.update
+
+
+def topk_rows(truth, grid) -> list:
+    """topk rows of (elements, candidates per row, k) as calibrate writes them, timed by ``truth``."""
+    out = []
+    for n, cand, k in grid:
+        kept = n // cand * k * 12
+        r = {"op": "topk", "dtype": "float32", "elems": n, "row": cand, "k": k, "bytes": 4 * n + kept, "out_bytes": kept}
+        r["ms"] = predict_row(r, truth) * 1e3
+        out.append(r)
+    return out
+
+
+def test_topk_paths_are_recovered_on_a_cpu():
+    """The CPU plan's topk rows (both paths of ATen's kernel) give back the law that timed them; the
+    profile then prices a topk by its path, and a GPU's fit (no host_sync) never sets it."""
+    from attncost.profiler.calibrate import plan_for
+
+    paths = TopkPaths(latency_s=17e-6, scan_s=1e-9, heap_s=4.3e-9, select_s=5.3e-9, sort_s=2.9e-9)
+    cpu = get_hardware("cpu").model_copy(update={"host_sync": True})  # as calibrate makes a CPU's base
+    rows = topk_rows(cpu.model_copy(update={"topk_paths": paths}), plan_for("cpu").topk)
+    got = fit_element_ops(cpu, rows).update["topk_paths"]
+    for f in ("scan_s", "heap_s", "select_s", "sort_s"):
+        assert getattr(got, f) == pytest.approx(getattr(paths, f), rel=0.05), f
+    fitted = cpu.model_copy(update={"topk_paths": got})
+    assert max(abs(e) for e in row_errors(rows, fitted)["vector:topk"]) < 0.03
+    assert "topk_paths" not in fit_element_ops(H100_PUBLISHED, rows).update
+    one_path = [r for r in rows if r["k"] * 64 > r["row"]]  # selections only: the partial sort unknown
+    assert "topk_paths" not in fit_element_ops(cpu, one_path).update
 
 
 def test_host_time_of_every_class():

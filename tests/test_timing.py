@@ -9,8 +9,9 @@ import pytest
 from attncost.costmodel import analysis
 from attncost.costmodel.graph import Graph
 from attncost.costmodel.fit import measured_s, predict_row, row_errors, summarize
-from attncost.costmodel.hardware import H100_MICROBENCH, HardwareError, get_hardware
-from attncost.costmodel.timing import KernelTime, RowLengths, TimeEstimate, law_kind, predict, row_parts
+from attncost.costmodel.hardware import H100_MICROBENCH, HardwareError, TopkPaths, get_hardware
+from attncost.costmodel.timing import (KernelTime, RowLengths, TimeEstimate, law_kind, predict, row_parts,
+                                       topk_path_s)
 
 ROWS = json.loads(H100_MICROBENCH.read_text())["rows"]
 H100 = get_hardware("h100")
@@ -305,6 +306,36 @@ def test_softmax_and_topk_pay_their_row_terms():
     assert row_parts(3e-9, 1e-10, 4096 * 512, 4096 * 16, 512) == pytest.approx(
         4096 * 3e-9 + 4096 * 16 * math.log2(17) * 1e-10)
     assert row_parts(3e-9, 0.0, 100.0, 100.0, 0.0) == 0.0  # row unknown: no row term
+
+
+PATHS = TopkPaths(latency_s=15e-6, scan_s=1e-9, heap_s=4e-9, select_s=5e-9, sort_s=3e-9)
+
+
+def test_topk_path_follows_pytorchs_cpu_kernel():
+    """ATen's CPU topk: a partial sort where k * 64 <= n, else a selection and a sort of the k kept."""
+    p = PATHS.params()
+    # 7,680 rows of 1,536 keeping 16 (16 x 64 <= 1,536): the partial sort, a scan plus k log2(n/k) heap steps
+    partial = 7680 * (1536 * 1e-9 + 16 * math.log2(1536 / 16) * math.log2(17) * 4e-9)
+    assert topk_path_s(p, 7680 * 1536, 7680 * 16, 1536) == pytest.approx(partial, rel=1e-12)
+    assert partial == pytest.approx(7680 * 3.26e-6, rel=0.01)  # 1.54 us of scan + 1.72 of heap a row
+    # keeping 64 (64 x 64 > 1,536): the selection, 5 ns a candidate, then a sort of the 64
+    selection = 7680 * (1536 * 5e-9 + 64 * math.log2(65) * 3e-9)
+    assert topk_path_s(p, 7680 * 1536, 7680 * 64, 1536) == pytest.approx(selection, rel=1e-12)
+    # the switch: 24 x 64 = 1,536 still sorts partially, 25 x 64 does not
+    assert topk_path_s(p, 1536, 24, 1536) == pytest.approx(1536e-9 + 24 * math.log2(64) * math.log2(25) * 4e-9)
+    assert topk_path_s(p, 1536, 25, 1536) == pytest.approx(1536 * 5e-9 + 25 * math.log2(26) * 3e-9)
+    assert topk_path_s(p, 1536, 24, 0.0) == 0.0  # row unknown: no work priced
+
+
+def test_a_profile_with_topk_paths_prices_topk_by_its_path():
+    hw = LAWS.model_copy(update={"topk_paths": PATHS})
+    g = scores_graph(k=16)
+    topk = by_name(predict(_kernels(g), hw, mode="graph"))["topk"]
+    nbytes = 4096 * 512 * 2 + 4096 * 16 * 8
+    want = 15e-6 + nbytes / (H100.mem_bandwidth * H100.mem_efficiency) + topk_path_s(
+        PATHS.params(), 4096 * 512, 4096 * 16, 512)  # its latency, its path, its bytes as a copy
+    assert topk.time_s == pytest.approx(want, rel=1e-9)
+    assert by_name(predict(_kernels(g), LAWS, mode="graph"))["topk"].time_s != pytest.approx(want)
 
 
 def test_each_op_is_priced_by_its_kind_law():
