@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..costmodel.accuracy import (PACE_TOLERANCE, REST, TARGET_MEDIAN, TARGET_P90, by_op, by_variant,
-                                  crossover_table, label, pace_ratio, pace_summary, point_errors, summary)
+                                  crossover_table, label, pace_ratio, pace_summary, point_errors, summary,
+                                  within_shape, within_summary)
 from ..reports.fmt import count, error, measured_ms, ms, pct, predicted_ms
 from .errors import fail
 from .layout import datasheet_warning, fit_console, print_json
@@ -26,18 +27,21 @@ def time_check(path: str, as_json: bool, ops: bool = False, csv_path: Optional[P
     fit_console(console, wide)
     run = load_run(path, "--time")
     errors = point_errors(run)
-    total, per_variant, cross = summary(errors), by_variant(errors), crossover_table(run)
+    within = within_shape(errors)
+    total, per_variant, cross = summary(errors), by_variant(errors, within), crossover_table(run)
+    peers = within_summary(within)
     pace = pace_summary(errors, run.hardware)
     ratios = [pace_ratio(p, run.hardware) for p, *_ in errors]
     kinds = _by_op(run, path) if ops else None
     passed = total["median"] is not None and total["median"] <= TARGET_MEDIAN
     points = [{"variant": p.variant, "exec": p.exec_mode, "shape": p.shape.model_dump(), "predicted_s": pr,
-               "measured_s": m, "error": e, "pace_ratio": k} for (p, pr, m, e), k in zip(errors, ratios)]
+               "measured_s": m, "error": e, "error_within_shape": w, "pace_ratio": k}
+              for (p, pr, m, e), k, w in zip(errors, ratios, within)]
     if csv_path is not None:
         write_csv(csv_path, points)
     if as_json:
         doc = {"run": path, "device": run.environment.device_name or run.environment.device,
-               "hardware_profile": run.environment.hardware_profile, "summary": total,
+               "hardware_profile": run.environment.hardware_profile, "summary": total, "within_shape": peers,
                "target": {"median": TARGET_MEDIAN, "p90": TARGET_P90}, "ok": passed,
                "by_variant": per_variant, "crossovers": cross, "pace": pace,
                "points": points}
@@ -46,6 +50,8 @@ def time_check(path: str, as_json: bool, ops: bool = False, csv_path: Optional[P
         print_json(doc)
     else:
         _print(run, path, errors, ratios, total, per_variant, cross, kinds)
+        if peers["points"]:
+            console.print(_within_line(peers), soft_wrap=True)
         if pace is not None:
             console.print(_pace_line(pace), soft_wrap=True)
     if not passed:
@@ -81,12 +87,14 @@ def _print(run, path, errors, ratios, total, per_variant, cross, kinds=None) -> 
             t.add_row(label(p), count(p.shape.d), count(p.shape.T), p.shape.phase, measured_ms(m, stable),
                       predicted_ms(pr, e), _styled(e), *((_pace(k),) if paced else ()))
         console.print(t)
-    v = Table(box=box.SIMPLE_HEAD, header_style="bold", title="by variant")
-    for c in ("variant", "points", "median |error|", "p90 |error|", "bias (median signed)"):
+    v = Table(box=box.SIMPLE_HEAD, header_style="bold", title="by variant (bias: the median signed error)")
+    within = any(s.get("within_bias") is not None for s in per_variant.values())
+    for c in ("variant", "points", "median |error|", "p90 |error|", "bias") + (("bias in its shape",) if within else ()):
         v.add_column(c, justify="left" if c == "variant" else "right", no_wrap=c != "variant")
     for name, s in per_variant.items():
+        w = s.get("within_bias")
         v.add_row(name, str(s["points"]), pct(s["median"], signed=False), pct(s["p90"], signed=False),
-                  error(s["bias"]))
+                  error(s["bias"]), *((("–" if w is None else error(w)),) if within else ()))
     console.print(v)
     if cross:
         c = Table(box=box.SIMPLE_HEAD, header_style="bold", title="where each variant becomes faster (T)")
@@ -104,6 +112,13 @@ def _print(run, path, errors, ratios, total, per_variant, cross, kinds=None) -> 
     console.print(f"{'[green]' if ok else '[red]'}median |error| {pct(total['median'], signed=False)} over "
                   f"{total['points']} points (target {pct(TARGET_MEDIAN, signed=False)}), p90 "
                   f"{pct(total['p90'], signed=False)} (target {pct(TARGET_P90, signed=False)})[/]")
+
+
+def _within_line(peers: dict) -> str:
+    """The error left within each shape, against the median of the variants timed beside it."""
+    return (f"within its shape: median |error| {pct(peers['median'], signed=False)}, p90 "
+            f"{pct(peers['p90'], signed=False)} over {peers['points']} points (each against the median error of "
+            f"the variants timed with it: what neither the machine's pace nor the calibration's level explains).")
 
 
 def _pace(ratio: Optional[float]) -> str:

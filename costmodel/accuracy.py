@@ -73,12 +73,50 @@ def label(p: Point) -> str:
     return p.variant if p.exec_mode == "eager" else f"{p.variant} ({p.exec_mode})"
 
 
-def by_variant(errors: list) -> dict:
-    """series (``label``) -> summary of its points' errors, plus the median signed error (bias)."""
+def by_variant(errors: list, within: Optional[list] = None) -> dict:
+    """series (``label``) -> summary of its points' errors, plus the median signed error (bias) and, given
+    ``within`` (``within_shape`` of the same rows), the median of those (``within_bias``; None: no point
+    had peers enough)."""
     groups: dict = {}
-    for e in errors:
-        groups.setdefault(label(e[0]), []).append(e)
-    return {v: {**summary(es), "bias": statistics.median(x[-1] for x in es)} for v, es in groups.items()}
+    for i, e in enumerate(errors):
+        groups.setdefault(label(e[0]), []).append(i)
+    out = {}
+    for v, idx in groups.items():
+        es = [errors[i] for i in idx]
+        out[v] = {**summary(es), "bias": statistics.median(x[-1] for x in es)}
+        if within is not None:
+            w = [within[i] for i in idx if within[i] is not None]
+            out[v]["within_bias"] = statistics.median(w) if w else None
+    return out
+
+
+def within_summary(within: list) -> dict:
+    """``summary`` of the ``within_shape`` errors that exist."""
+    return summary([(w,) for w in within if w is not None])
+
+
+SHAPE_PEERS = 3  # points of one shape needed to judge each against the others (``within_shape``)
+
+
+def within_shape(errors: list) -> list:
+    """Each ``point_errors`` row's error against its shape's: ``(1 + error) / (1 + m) - 1``, ``m`` the
+    median error of the points of its shape and execution mode (the variants a sweep times together, in
+    the same interleaved rounds: ``profiler.sweep``); None where the shape has fewer than ``SHAPE_PEERS``.
+    A slow spell of the machine, or a calibration made at another pace, lengthens every variant of a shape
+    alike; what is left is how well the model prices the variants against each other, which is what a
+    crossover rests on. Example: errors of -20 %, -10 % and +8 % at one shape are -11 % (0.8 / 0.9 - 1),
+    0 and +20 % (1.08 / 0.9 - 1) within it."""
+    groups: dict = {}
+    for i, e in enumerate(errors):
+        groups.setdefault((e[0].shape.model_dump_json(), e[0].exec_mode), []).append(i)
+    out: list = [None] * len(errors)
+    for idx in groups.values():
+        if len(idx) < SHAPE_PEERS:
+            continue
+        m = statistics.median(errors[i][-1] for i in idx)
+        for i in idx:
+            out[i] = (1.0 + errors[i][-1]) / (1.0 + m) - 1.0
+    return out
 
 
 def crossings(a: list, b: list) -> list:

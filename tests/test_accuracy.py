@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from attncost.cli.main import app
-from attncost.costmodel.accuracy import by_variant, crossings, crossover_table, point_errors, quantile, summary
+from attncost.costmodel.accuracy import (by_variant, crossings, crossover_table, point_errors, quantile, summary,
+                                         within_shape, within_summary)
 from attncost.costmodel.results import Environment, Point, Run, Timing
 from attncost.costmodel.shape import Shape
 
@@ -36,6 +37,31 @@ def test_point_errors_and_summary():
     assert s["points"] == 6 and s["median"] == pytest.approx(0.08125)
     assert by_variant(errors)["linformer"]["bias"] == pytest.approx(0.05)
     assert quantile([1.0, 2.0, 3.0], 0.5) == 2.0 and quantile([5.0], 0.9) == 5.0
+
+
+def test_error_within_its_shape():
+    """Errors of -20 %, -10 % and +8 % at one shape are -11 %, 0 and +20 % against its median; a shape of
+    two points is not judged."""
+    run = run_with({("flash", 512): (1.0, 0.8), ("gqa", 512): (1.0, 0.9), ("topk", 512): (1.0, 1.08),
+                    ("flash", 1024): (1.0, 0.5), ("gqa", 1024): (1.0, 0.6)})
+    errors = point_errors(run)
+    got = {(p.variant, p.shape.T): w for (p, *_), w in zip(errors, within_shape(errors))}
+    assert got[("flash", 512)] == pytest.approx(0.8 / 0.9 - 1) and got[("gqa", 512)] == pytest.approx(0.0)
+    assert got[("topk", 512)] == pytest.approx(1.08 / 0.9 - 1)
+    assert got[("flash", 1024)] is None and got[("gqa", 1024)] is None
+    assert within_summary(within_shape(errors))["points"] == 3
+    per = by_variant(errors, within_shape(errors))
+    assert per["topk"]["within_bias"] == pytest.approx(0.2) and per["flash"]["within_bias"] == pytest.approx(-1 / 9)
+
+
+def test_cli_shows_the_error_within_each_shape(tmp_path):
+    path = tmp_path / "run.json"
+    run_with({("flash", 512): (1.0, 0.8), ("gqa", 512): (1.0, 0.9), ("topk", 512): (1.0, 1.08)}).save(path)
+    r = CliRunner().invoke(app, ["crosscheck", "--time", str(path)], env={"COLUMNS": "120"})
+    assert "within its shape: median |error| 11%" in r.output and "bias in its shape" in r.output
+    data = json.loads(CliRunner().invoke(app, ["crosscheck", "--time", str(path), "--json"]).output)
+    assert data["within_shape"]["median"] == pytest.approx(1 / 9)
+    assert sorted(round(p["error_within_shape"], 4) for p in data["points"]) == [-0.1111, 0.0, 0.2]
 
 
 def test_crossings_interpolate_in_log_log():
