@@ -26,7 +26,8 @@ import statistics
 from typing import Callable, Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, MatmulEfficiency, TopkPaths
-from .timing import attention_parts, compiled, dram_parts, fresh_parts, kernel_s, matmul_parts, topk_path_s
+from .timing import (attention_parts, compiled, cpu_query_block, dram_parts, fresh_parts, item_slowdown, kernel_s,
+                     matmul_parts, topk_path_s)
 from .units import DTYPE_BYTES, DTYPES, FUSED_BACKENDS, TORCH_DTYPE_NAMES
 
 # -- microbenchmark rows ---------------------------------------------------------------------------
@@ -78,6 +79,7 @@ PACE_ROW = "pace"
 # a matrix-vector product timed right after others read N MB (``profiler.cold``): ``bytes`` (its matrix),
 # ``after_bytes`` (N), ``ms``; ``fit_cold`` fits the profile's cold_* fields to them
 COLD_ROW = "cold"
+ITEMS_ROW = "sdpa_items"  # one fused attention call of 1 item and of one item per thread (fit_attention_speedup)
 
 
 def row_dtype(row: dict) -> str:
@@ -239,7 +241,11 @@ def predict_row(row: dict, hw: Hardware, backend: Optional[str] = None) -> Optio
         return reg.kernel_s(matmul_parts(c.mm, *spec), spec[-1], _row_out(row))
     if g == "sdpa":
         spec = _row_sdpa(row)
-        return reg.kernel_s(attention_parts(c.at, *spec), spec[4], _row_out(row))
+        lat, comp, mem = attention_parts(c.at, *spec)
+        if c.par is not None:  # as timing prices a call of fewer items than threads
+            slow = item_slowdown(c.par, row["B"] * row["H"] * math.ceil(spec[5] / cpu_query_block(spec[5])))
+            comp, mem = comp * slow, mem * slow
+        return reg.kernel_s((lat, comp, mem), spec[4], _row_out(row))
     v = _row_vector(row)
     if v.kind == "topk" and c.topk is not None:
         return _paths_s(c.topk, row, c.vbw, reg)
@@ -741,6 +747,17 @@ def _default_backend(attention: dict, base: Hardware, default_rows: list) -> str
 
 # -- the whole profile -----------------------------------------------------------------------------
 
+def fit_attention_speedup(rows: list) -> dict:
+    """``Hardware.threads`` and ``attention_speedup`` from ``ITEMS_ROW`` rows: the same fused attention
+    call of one (batch, head) item and of ``threads`` items (``B``), ``threads x t(1) / t(threads)``
+    (between 1 and ``threads``); {} without both, or on one thread."""
+    by = {r["B"]: measured_s(r) for r in rows if measured_s(r)}
+    threads = max((r["threads"] for r in rows), default=1)
+    if threads < 2 or 1 not in by or threads not in by:
+        return {}
+    return {"threads": threads, "attention_speedup": min(max(threads * by[1] / by[threads], 1.0), float(threads))}
+
+
 def fit_cold(rows: list) -> dict:
     """``Hardware.cold_*`` fitted to ``COLD_ROW`` rows, or {} where they do not show an eviction.
 
@@ -806,6 +823,10 @@ def fit_profile(base: Hardware, rows: list, *, exclude_ops: Iterable = (), sourc
                               min_latency_s=upd.get("kernel_latency_s", base.kernel_latency_s))
     upd.update(attention.update)
     what += attention.what
+    speedup = fit_attention_speedup([r for r in rows if r.get("op") == ITEMS_ROW])
+    if speedup:
+        upd.update(speedup)
+        what.append(f"fused attention on {speedup['threads']} threads {speedup['attention_speedup']:.2f}x one")
     cold = fit_cold([r for r in rows if r.get("op") == COLD_ROW])
     if cold:
         upd.update(cold)

@@ -273,6 +273,14 @@ class Hardware(BaseModel):
                     "default 0")
     topk_select_s: Seconds = Field(
         0.0, description="time per kept element per row of a topk, times log2(k + 1): ordering the k kept (s)")
+    threads: Optional[int] = Field(
+        None, ge=1, le=4096, description="intra-op threads the profile was calibrated with (a CPU: "
+                                         "torch.get_num_threads()); None: not a CPU, or not known")
+    attention_speedup: Optional[float] = Field(
+        None, ge=1.0, le=4096.0, description="how much faster `threads` threads run a fused attention call of "
+                                             "`threads` or more independent items (batch x head x query block, "
+                                             "PyTorch's CPU kernel) than one thread runs them: a call of fewer "
+                                             "items leaves threads idle (timing.item_slowdown); None: never")
     topk_paths: Optional[TopkPaths] = Field(
         None, description="a topk priced as PyTorch's CPU kernel runs it (partial sort or selection, by k); "
                           "None: by the topk kind's element law")

@@ -14,7 +14,10 @@ Per kernel, on the device (all shares of the profile's published peaks, see ``ha
   (peak * eff_attn), bytes / (bw * mem_eff))``, ``eff_attn = max_eff * dh/(dh+dh_half) *
   keys/(keys+keys_half)`` of the chosen backend (dh no larger than the largest head dim fitted,
   ``dh_cap``: no extrapolation); softmax FLOPs overlap the matmuls and are not
-  charged; a masked kernel also computes the tiles its mask boundary crosses (``flops_mm'``).
+  charged; a masked kernel also computes the tiles its mask boundary crosses (``flops_mm'``). On a
+  profile with ``threads`` and ``attention_speedup`` (a CPU), a call of fewer independent items (batch x
+  head x query block: ``cpu_query_block``) than threads leaves some idle: its work takes
+  ``item_slowdown`` times longer (decode of one sequence over MLA's one latent head: one item).
 - ``vector`` / ``copy``: ``latency[kind] + max(flops / vector_flops, bytes / (bw * eff[kind]))
   + rows * row_s[kind]`` per op, by its ``fn`` where the profile has a law of that name (``mask``),
   else by its kind (``law_kind``: the ``opkinds`` vocabulary; a kernel of
@@ -163,7 +166,7 @@ class CompiledProfile:
 
     __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "select_s", "rowwise", "host", "host_mm",
                  "host_sdpa", "seq", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s", "packs",
-                 "backward_call", "cold", "topk")
+                 "backward_call", "cold", "topk", "par")
 
     def __init__(self, hw: Hardware, dtype: str, backend: Optional[str]):
         if dtype not in hw.peak_flops:
@@ -181,6 +184,9 @@ class CompiledProfile:
                       for k in {*hw.vector_eff, *hw.vector_latency, *hw.vector_row_s}}
         self.select_s = hw.topk_select_s
         self.topk = hw.topk_paths.params() if hw.topk_paths is not None else None  # PyTorch's CPU topk
+        # (threads, their speedup) on a fused attention call's items (a CPU's); None: no such law
+        self.par = ((hw.threads, hw.attention_speedup) if hw.threads and hw.threads > 1 and hw.attention_speedup
+                    else None)
         self.rowwise = self.select_s > 0 or self.topk is not None or any(law[2] > 0 for law in self.kinds.values())
         self.host_mm, self.host_sdpa = hw.host_matmul_s, hw.host_sdpa_s
         # host class (opkinds.HOST_CLASSES) -> host time of issuing one op of it
@@ -261,6 +267,22 @@ def topk_path_s(p: tuple, elems: float, out_elems: float, row: float) -> float:
     partial = row * p[1] + kept * log2(row / k) * p[2]
     selection = row * p[3] + kept * p[4]
     return rows * choose(k * p[5] <= row, partial, selection)
+
+
+def cpu_query_block(queries: float) -> float:
+    """Query rows per block of PyTorch's CPU flash attention (ATen's ``FlashAttentionKernel.cpp``): 32,
+    64 from 192 rows, 256 from 768; each block of each (batch, head) is one item of its parallel loop."""
+    return choose(queries < 192, 32.0, choose(queries < 768, 64.0, 256.0))
+
+
+def item_slowdown(par: tuple, items: float) -> float:
+    """How much longer a fused attention call of ``items`` independent items takes than the law fitted on
+    calls of many (``par``: (threads, their speedup over one thread)): 1 from ``threads`` items on; one
+    item runs on one thread, ``speedup`` times slower; between, the speedup grows linearly with the
+    threads at work. Example: 2 threads at 1.4x: one item 1.4x, two 1.0x."""
+    threads, speedup = par
+    busy = smaller(items, float(threads))
+    return speedup / (1.0 + (speedup - 1.0) * (busy - 1.0) / (threads - 1.0))
 
 
 def vector_parts(lat: float, vflops: float, bw: float, flops: float, nbytes: float) -> tuple:
@@ -407,10 +429,14 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
                 if sc is None:
                     sc = op
         if sc is not None:
-            _, queries, dh, keys = sc.mm
+            items, queries, dh, keys = sc.mm
             if not c.packs:  # each query head's rows apart
                 queries = queries / sc.group
+                items = items * sc.group
             lat, comp, mem = attention_parts(c.at, dh, keys, sc.fraction, k.flops_matmul, k.bytes, queries)
+            if c.par is not None:  # fewer (batch, head, query block) items than threads: some idle
+                slow = item_slowdown(c.par, items * math.ceil(queries / cpu_query_block(queries)))
+                comp, mem = comp * slow, mem * slow
             return plus(lat, fresh), comp, dram_parts(c.cache_bytes, c.dram_bw, k.bytes, mem), c.host_sdpa
     # vector / copy (and an attention kernel without a matmul, which should not exist)
     compute = per_row = 0.0

@@ -33,6 +33,9 @@
   the profile's ``pace_s``;
 - ``cold`` (a CPU): matrix-vector products timed right after others read N MB (``profiler.cold``):
   what a layer pays where its own traffic evicts its weights, caches and inputs between calls;
+- ``sdpa_items`` (a CPU of several threads): one flash SDPA call over one (batch, head) item and over
+  one item per thread, whose ratio is how much faster the threads run a fused attention call than one
+  (``Hardware.attention_speedup``: a call of fewer items than threads leaves some idle);
 - ``sdpa`` by backend (flash, cudnn, efficient, math where they exist, and ``default``: torch's
   own choice), T, head dim and causality (FLOPs by FlashAttention's convention: causal = half), and
   decode's: one query per head (``Tq``: 1) against T keys.
@@ -61,7 +64,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from ..costmodel.atomic import write_atomic
-from ..costmodel.fit import CHAIN, ELEMENT_OPS, HOST_ROWS, PACE_ROW, SEQUENCE_ROW, TINY
+from ..costmodel.fit import CHAIN, ELEMENT_OPS, HOST_ROWS, ITEMS_ROW, PACE_ROW, SEQUENCE_ROW, TINY
 from ..costmodel.units import DTYPE_BYTES, INDEX_BYTES
 from ..costmodel.units import TORCH_DTYPE_NAMES as TORCH_NAMES
 from .device import device_name, environment, sdpa_backends_used, sdpa_context, slug, synchronize, torch_dtype
@@ -103,6 +106,7 @@ class Plan:
     bench_check: bool = False
     bmv: list = field(default_factory=list)  # (BH, T, dh): decode's batched matrix-vector products, in bmm_dtype
     cold: bool = False  # the ``cold`` rows (``profiler.cold``: a CPU's operands evicted by a layer's traffic)
+    items: bool = False  # the ``sdpa_items`` rows: a fused attention call of one item and of one per thread
 
 
 def plan_for(device: str, quick: bool = False) -> Plan:
@@ -159,7 +163,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                     fresh=[2**22, 2**24], sdpa=sdpa,
                     sdpa_decode=[(2, 4, 64, 32), (2, 4, 256, 64), (2, 4, 1024, 64), (2, 4, 4096, 32)],
                     sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
-                    tiny_ops=1000, budget_s=0.05, warmup=1, cold=True)
+                    tiny_ops=1000, budget_s=0.05, warmup=1, cold=True, items=True)
     # m = 1 and 4: decode's projections at batch 1 (a matrix-vector product) and at a small batch
     grid32 = [(m, k, n) for m in (1, 4, 16, 64, 256, 1024, 4096) for k in (64, 256, 1024, 4096)
               for n in (64, 256, 1024, 4096)]
@@ -181,7 +185,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                 # decode from short contexts on: the fit's latency and query terms are told apart there
                 sdpa=sdpa, sdpa_decode=[(2, 4, T, dh) for T in (64, 256, 1024, 4096) for dh in (32, 64)],
                 sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
-                tiny_ops=3000, budget_s=0.25, cold=True)
+                tiny_ops=3000, budget_s=0.25, cold=True, items=True)
 
 
 def measure_rows(device: str, *, quick: bool = False, plan: Optional[Plan] = None,
@@ -252,6 +256,8 @@ def _steps(plan: Plan, device: str) -> list:
         for be in plan.sdpa_backends:
             steps.append((f"sdpa {be} 1 query T={T} dh={dh}",
                           _sdpa_step(device, plan.sdpa_dtype, be, B, H, T, dh, False, kw, queries=1)))
+    if plan.items:
+        steps.append(("sdpa flash: one item, then one per thread", _items_step(device, plan.sdpa_dtype, kw)))
     if plan.bench_check:
         steps.append(("do_bench check", lambda: do_bench_check(T=4096, head_dim=128, budget_s=plan.budget_s)))
     if plan.cold:
@@ -527,6 +533,36 @@ def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw, queries: int = 0):
         if backend == "default" and used:
             row["ran"] = used
         return row
+    return step
+
+
+ITEM_SHAPE = (8, 1024, 64)  # query rows, keys, head dim of one item of the ``sdpa_items`` rows
+
+
+def _items_step(device, dt, kw):
+    """The ``sdpa_items`` rows (``fit.fit_attention_speedup``): one flash SDPA call over one (batch, head)
+    item of ``ITEM_SHAPE``, and over ``torch.get_num_threads()`` of them (as many batches), each timed in
+    two rounds, in turn, keeping its faster (the first timing of a call here runs slow); none on one thread."""
+    def step():
+        import torch
+        import torch.nn.functional as F
+
+        threads = torch.get_num_threads()
+        if threads < 2:
+            return []
+        rows_q, keys, dh = ITEM_SHAPE
+        calls = {}
+        for B in (threads, 1):
+            q, kv = _randn((B, 1, rows_q, dh), device, dt), _randn((B, 1, keys, dh), device, dt)
+            calls[B] = lambda q=q, kv=kv: F.scaled_dot_product_attention(q, kv, kv)
+        timed: dict = {}
+        with sdpa_context("flash"):
+            for _ in range(2):
+                for B, fn in calls.items():
+                    timed.setdefault(B, []).append(measure(fn, device, **kw))
+        return [{"op": ITEMS_ROW, "backend": "flash", "dtype": TORCH_NAMES[dt], "B": B, "H": 1, "Tq": rows_q,
+                 "T": keys, "dh": dh, "threads": threads, "ms": min(t.median_s for t in ts) * 1e3,
+                 "min_ms": min(t.min_s for t in ts) * 1e3} for B, ts in sorted(timed.items())]
     return step
 
 

@@ -20,11 +20,12 @@ PARAMS = {"gqa": [None, {"kv_heads": 2}, {"window": 64, "kernel": "masked"}], "s
 
 def _rowwise_cpu():
     """A profile that takes every timing branch: row terms, a cache, fresh pages, a synchronous host, and a
-    topk by the path of PyTorch's CPU kernel."""
+    topk by the path of PyTorch's CPU kernel, fused attention calls of fewer items than threads."""
     return get_hardware("cpu").model_copy(update=dict(
         cache_bytes=2e6, dram_eff=0.5, fresh_bytes=2.0**20, fresh_s_per_byte=1e-11, topk_select_s=1e-9,
         vector_row_s={"softmax": 1e-9, "topk": 2e-9, "reduction": 5e-10}, host_sync=True,
-        topk_paths=TopkPaths(latency_s=1.5e-5, scan_s=1e-9, heap_s=4e-9, select_s=5e-9, sort_s=3e-9)))
+        topk_paths=TopkPaths(latency_s=1.5e-5, scan_s=1e-9, heap_s=4e-9, select_s=5e-9, sort_s=3e-9),
+        threads=4, attention_speedup=3.0))
 
 
 def _groups(rng: random.Random, count: int) -> list:

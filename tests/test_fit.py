@@ -5,8 +5,8 @@ import statistics
 
 import pytest
 
-from attncost.costmodel.fit import (fit_attention, fit_element_ops, fit_host_time, fit_matmul, fit_profile,
-                                    measured_s, predict_row, row_dtype, row_errors)
+from attncost.costmodel.fit import (fit_attention, fit_attention_speedup, fit_element_ops, fit_host_time, fit_matmul,
+                                    fit_profile, measured_s, predict_row, row_dtype, row_errors)
 from attncost.costmodel.hardware import H100_MICROBENCH, H100_PUBLISHED, TopkPaths, get_hardware
 
 ROWS = json.loads(H100_MICROBENCH.read_text())["rows"]
@@ -185,6 +185,22 @@ def test_topk_paths_are_recovered_on_a_cpu():
     assert "topk_paths" not in fit_element_ops(H100_PUBLISHED, rows).update
     one_path = [r for r in rows if r["k"] * 64 > r["row"]]  # selections only: the partial sort unknown
     assert "topk_paths" not in fit_element_ops(cpu, one_path).update
+
+
+def test_attention_speedup_from_one_item_and_one_per_thread():
+    rows = [{"op": "sdpa_items", "B": B, "threads": 2, "ms": ms} for B, ms in ((1, 0.076), (2, 0.099))]
+    got = fit_attention_speedup(rows)
+    assert got == {"threads": 2, "attention_speedup": pytest.approx(2 * 0.076 / 0.099)}
+    assert fit_attention_speedup(rows[:1]) == {} and fit_attention_speedup([]) == {}
+    slower = [dict(r, ms=0.1 * r["B"] ** 2) for r in rows]  # two items 4x one: never below one thread's pace
+    assert fit_attention_speedup(slower)["attention_speedup"] == 1.0
+    # an SDPA row of one item is priced as timing prices it: its work 1.53x the law's
+    hw = get_hardware("cpu").model_copy(update=got)
+    row = {"op": "sdpa", "backend": "flash", "dtype": "float32", "B": 1, "H": 1, "Tq": 8, "T": 1024, "dh": 64}
+    lat = hw.attention_eff("flash").latency_s
+    base = predict_row(row, get_hardware("cpu")) - lat
+    assert predict_row(row, hw) - lat == pytest.approx(base * 2 * 0.076 / 0.099, rel=1e-9)
+    assert predict_row(dict(row, B=2), hw) == pytest.approx(predict_row(dict(row, B=2), get_hardware("cpu")))
 
 
 def test_host_time_of_every_class():

@@ -10,8 +10,8 @@ from attncost.costmodel import analysis
 from attncost.costmodel.graph import Graph
 from attncost.costmodel.fit import measured_s, predict_row, row_errors, summarize
 from attncost.costmodel.hardware import H100_MICROBENCH, HardwareError, TopkPaths, get_hardware
-from attncost.costmodel.timing import (KernelTime, RowLengths, TimeEstimate, law_kind, predict, row_parts,
-                                       topk_path_s)
+from attncost.costmodel.timing import (KernelTime, RowLengths, TimeEstimate, cpu_query_block, item_slowdown,
+                                       law_kind, predict, row_parts, topk_path_s)
 
 ROWS = json.loads(H100_MICROBENCH.read_text())["rows"]
 H100 = get_hardware("h100")
@@ -241,6 +241,29 @@ def test_h200_is_faster_than_h100_when_memory_bound():
     t100 = predict(ks, get_hardware("h100"), mode="graph").time_s
     t200 = predict(ks, get_hardware("h200"), mode="graph").time_s
     assert t200 < t100 * 0.8
+
+
+def test_item_slowdown_of_a_call_with_fewer_items_than_threads():
+    """ATen's CPU flash attention runs its (batch, head, query block) items in parallel: one item on one
+    thread of two that together run 1.5x faster takes 1.5x the law's time; two or more, the law's."""
+    assert item_slowdown((2, 1.5), 1) == pytest.approx(1.5) and item_slowdown((2, 1.5), 2) == pytest.approx(1.0)
+    assert item_slowdown((2, 1.5), 40) == pytest.approx(1.0)
+    assert item_slowdown((8, 5.0), 1) == pytest.approx(5.0)
+    assert item_slowdown((8, 5.0), 4) == pytest.approx(5.0 / (1 + 4.0 * 3 / 7))  # 4 of 8 threads at work
+    assert [cpu_query_block(q) for q in (1, 191, 192, 767, 768)] == [32, 32, 64, 64, 256]
+
+
+def test_a_single_item_attention_call_leaves_threads_idle():
+    cpu = get_hardware("cpu")
+    par = cpu.model_copy(update={"threads": 2, "attention_speedup": 1.5})
+    one = predict(sdpa_kernels(1, 1, 16, 64, False, 4), cpu, "fp32", mode="graph").per_kernel[0]  # 1 block of 16
+    slow = predict(sdpa_kernels(1, 1, 16, 64, False, 4), par, "fp32", mode="graph").per_kernel[0]
+    lat = cpu.attention_eff().latency_s
+    assert slow.time_s - lat == pytest.approx(1.5 * (one.time_s - lat), rel=1e-9)  # its work, 1.5x
+    # 4 heads: 4 items for 2 threads; 1 head of 64 query rows: 2 blocks of 32; of 200: 4 blocks of 64
+    for B, H, T in ((1, 4, 16), (1, 1, 64), (1, 1, 200)):
+        a = predict(sdpa_kernels(B, H, T, 64, False, 4), cpu, "fp32", mode="graph").time_s
+        assert predict(sdpa_kernels(B, H, T, 64, False, 4), par, "fp32", mode="graph").time_s == pytest.approx(a)
 
 
 def test_head_dim_is_not_extrapolated_beyond_the_fit():
