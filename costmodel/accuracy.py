@@ -106,16 +106,22 @@ def within_shape(errors: list) -> list:
     alike; what is left is how well the model prices the variants against each other, which is what a
     crossover rests on. Example: errors of -20 %, -10 % and +8 % at one shape are -11 % (0.8 / 0.9 - 1),
     0 and +20 % (1.08 / 0.9 - 1) within it."""
+    return against_peers([(e[0].shape.model_dump_json(), e[0].exec_mode) for e in errors], [e[-1] for e in errors])
+
+
+def against_peers(keys: list, errors: list) -> list:
+    """Each of ``errors`` against the median error of those of its key: ``(1 + e) / (1 + m) - 1``; None
+    where fewer than ``SHAPE_PEERS`` share its key (``within_shape``; the reports key rows so too)."""
     groups: dict = {}
-    for i, e in enumerate(errors):
-        groups.setdefault((e[0].shape.model_dump_json(), e[0].exec_mode), []).append(i)
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
     out: list = [None] * len(errors)
     for idx in groups.values():
         if len(idx) < SHAPE_PEERS:
             continue
-        m = statistics.median(errors[i][-1] for i in idx)
+        m = statistics.median(errors[i] for i in idx)
         for i in idx:
-            out[i] = (1.0 + errors[i][-1]) / (1.0 + m) - 1.0
+            out[i] = (1.0 + errors[i]) / (1.0 + m) - 1.0
     return out
 
 

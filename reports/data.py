@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..costmodel.accuracy import crossings, pace_ratio
+from ..costmodel.accuracy import against_peers, crossings, pace_ratio
 from ..costmodel.crossover import cheaper
 from ..costmodel.estimate import Estimate, resolve_params
 from ..costmodel.evaluate import evaluate
@@ -532,22 +532,39 @@ def error_rows(data: ReportData) -> list:
     return out
 
 
+def within_shape(rows: list) -> list:
+    """Each ``error_rows`` row's error within its shape: against the median error of the points of its run,
+    shape and execution mode (``accuracy.within_shape``: what neither the machine's pace nor the
+    calibration's level explains); None where the shape has too few points."""
+    return against_peers([(id(s.source), r.shape.model_dump_json(), r.exec_mode) for s, r, *_ in rows],
+                         [e for *_, e in rows])
+
+
 def error_by_series(data: ReportData) -> list:
-    """[(series, n, median signed error, median |error|)]."""
+    """[(series, n, median signed error, median |error|, median signed error within its shapes or None)]."""
+    rows = error_rows(data)
     by: dict = {}
-    for s, r, p, m, e in error_rows(data):
-        by.setdefault(id(s), (s, []))[1].append(e)
-    return [(s, len(es), statistics.median(es), statistics.median(abs(e) for e in es)) for s, es in by.values()]
+    for (s, r, p, m, e), w in zip(rows, within_shape(rows)):
+        by.setdefault(id(s), (s, [], []))[1].append(e)
+        if w is not None:
+            by[id(s)][2].append(w)
+    return [(s, len(es), statistics.median(es), statistics.median(abs(e) for e in es),
+             statistics.median(ws) if ws else None) for s, es, ws in by.values()]
 
 
 def _model_error_finding(data: ReportData) -> list:
-    errs = [e for *_, e in error_rows(data)]
+    rows = error_rows(data)
+    errs = [e for *_, e in rows]
     if not errs:
         return []
     med = statistics.median(abs(e) for e in errs)
     within = sum(abs(e) <= 0.25 for e in errs)
     text = (f"The model's median time error is {fmt.pct(med, signed=False)} over {len(errs)} measured "
             f"point{'s' if len(errs) > 1 else ''}; {within} of {len(errs)} are within ±25%.")
+    peers = [abs(w) for w in within_shape(rows) if w is not None]
+    if peers:
+        text += (f" Against the other variants of its shape (measured together), a point's median |error| is "
+                 f"{fmt.pct(statistics.median(peers), signed=False)}.")
     per = error_by_series(data)
     if len(per) > 1:
         worst = max(per, key=lambda x: x[3])

@@ -17,7 +17,7 @@ from ..costmodel.results import OOM_STATUSES
 from . import fmt
 from .data import (Grid, KvData, ReportData, crosscheck_rows, error_by_series, error_rows, findings,
                    flop_counter_reference, grid_faster, intersections, kv_data, model_crossovers, model_notes,
-                   speedup_grid)
+                   speedup_grid, within_shape)
 from .fidelity_data import FidelityData, cost_text, fidelity_findings, fidelity_notes, settings_text
 from .fidelity_figure import fidelity_figure
 from .figures import (NEAR, device_memory, flops_figure, heatmap_figure, kv_figure, memory_figure, model_time_figure,
@@ -239,27 +239,36 @@ def error_tables(data: ReportData) -> str:
         return '<p class="note">No point was measured successfully: nothing to compare the model with.</p>'
     html = ""
     per = error_by_series(data)
+    within = within_shape(rows)
+    peers = any(w is not None for w in within)  # a column where shapes have peers enough
     if per:
         html += "<h3>Median error per variant</h3>" + table(
-            ["variant", "measured points", "median error (signed)", "median |error|"],
+            ["variant", "measured points", "median error (signed)", "median |error|"]
+            + ["median within its shape"] * peers,
             [[swatch(s.variant) + esc(s.label), esc(n), esc(fmt.pct(m)), esc(fmt.pct(a, signed=False))]
-             for s, n, m, a in sorted(per, key=lambda x: x[3])])
+             + [esc("–" if w is None else fmt.pct(w))] * peers for s, n, m, a, w in sorted(per, key=lambda x: x[3])])
     paced = any(r.pace_ratio for _, r, *_ in rows)  # a column where the run recorded the machine's pace
     out = []
-    for s, r, p, m, e in rows:
+    for (s, r, p, m, e), w in zip(rows, within):
         pace = [esc("–" if r.pace_ratio is None else f"{r.pace_ratio:.2f}x")] if paced else []
         out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(p)),
                     esc(fmt.ms(m)), esc(fmt.ms(r.timing.p10_s)), esc(fmt.ms(r.timing.p90_s)),
-                    esc(r.timing.repetitions), esc(fmt.pct(e)), *pace, esc(r.backend or "–"),
+                    esc(r.timing.repetitions), esc(fmt.pct(e)), *[esc("–" if w is None else fmt.pct(w))] * peers,
+                    *pace, esc(r.backend or "–"),
                     "ok" + (" (not stable)" if getattr(r.timing, "stable", None) is False else "")])
     for s, r in status_rows:
         out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(r.predicted_time_s)),
-                    "–", "–", "–", "–", "–", *(["–"] if paced else []), esc(r.backend or "–"),
+                    "–", "–", "–", "–", "–", *(["–"] * peers), *(["–"] if paced else []), esc(r.backend or "–"),
                     f'<span class="status-{esc(r.status)}">{esc(r.status)}</span>'
                     + (f": {esc(r.message)}" if r.message else "")])
-    head = ["variant", "T", "predicted", "measured median", "p10", "p90", "reps", "error"] + ["pace"] * paced
+    head = (["variant", "T", "predicted", "measured median", "p10", "p90", "reps", "error"] + ["within its shape"] * peers
+            + ["pace"] * paced)
     html += "<h3>Every point</h3>" + table(head + ["backend", "status"], out, left=(0, len(head)),
                                             msg_cols=(len(head) + 1,))
+    if peers:
+        html += note("within its shape: the point's error against the median error of the variants measured at its "
+                     "shape in the same run (timed together, in interleaved rounds): what neither the machine's pace "
+                     "nor the calibration's level explains, and what the crossovers rest on.")
     if paced:
         html += note("pace: the time of attncost's reference workload beside the point against its time when the "
                      "hardware profile was calibrated (1.20x: the machine ran it 20% slower); where it is far from "

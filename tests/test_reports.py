@@ -846,3 +846,22 @@ def test_environment_names_each_field_once(example_page):
     env = _page_text(example_page[example_page.index('<section id="environment">'):])
     assert "sdpa backend" not in env and env.count("SDPA backends that ran") == 2  # one per run
     assert "SDPA backend asked for" in env
+
+
+def test_model_error_within_its_shape():
+    """Errors of -20 %, -10 % and +8 % at one shape are -11 %, 0 and +20 % against its median, per point,
+    per variant and in the summary."""
+    from attncost.costmodel.results import Environment, Point, Run, Timing
+    from attncost.reports.data import error_by_series, error_rows, within_shape
+
+    pts = [Point(variant=v, shape=Shape(T=512, d=256, heads=4), predicted_time_s=p,
+                 timing=Timing(median_s=1e-3, p10_s=1e-3, p90_s=1e-3, repetitions=5))
+           for v, p in (("flash", 0.8e-3), ("gqa", 0.9e-3), ("mqa", 1.08e-3))]
+    run = Run(environment=Environment(device="cpu"), points=pts)
+    data = from_runs([run], ["run.json"])
+    got = {r.variant: w for (s, r, *_), w in zip(error_rows(data), within_shape(error_rows(data)))}
+    assert got == pytest.approx({"flash": 0.8 / 0.9 - 1, "gqa": 0.0, "mqa": 1.08 / 0.9 - 1})
+    assert {s.variant: w for s, *_, w in error_by_series(data)} == pytest.approx(got)
+    page = build_run_report([run], ["run.json"])
+    assert "median within its shape" in page and "+20%" in page
+    assert "a point&#x27;s median |error| is 11%" in page
