@@ -4,9 +4,11 @@ nothing.
 Runs `attncost calibrate --device cpu` RUNS times in a row (--quick unless --full is given), then
 prices the points of `bench/cpu_accuracy.sh` (every variant at d 320, 5 heads, fp32: prefill, decode
 at batch 1 and 4, train) with each profile, and prints, per phase, the median and the largest spread
-of a point's predictions (largest / least - 1) and the points that spread most. A measurement cannot
-judge the time model more finely than its calibration repeats: where one point's predictions spread
-by 30%, an error of 15% there may be the calibration's.
+of a point's predictions (largest / least - 1) and the points that spread most; then the same for each
+point's prediction within its shape (against the median prediction of the variants at its shape, as
+`crosscheck --time` judges the error within a shape). A measurement cannot judge the time model more
+finely than its calibration repeats: where one point's predictions spread by 30%, an error of 15% there
+may be the calibration's.
 
 Run: python bench/calibration_spread.py [RUNS] [--full]   (default 3 quick calibrations, about a minute)
 """
@@ -36,8 +38,9 @@ def calibrations(runs: int, full: bool, folder: Path) -> list:
     return out
 
 
-def spreads(profiles: list) -> dict:
-    """phase -> [(largest / least prediction - 1, variant, T)] over the points each profile prices."""
+def spreads(profiles: list, within: bool = False) -> dict:
+    """phase -> [(largest / least prediction - 1, variant, T)] over the points each profile prices;
+    ``within``: each prediction divided by the median of the profile's predictions at its shape."""
     from attncost.costmodel.estimate import estimate
     from attncost.costmodel.shape import Shape
     from attncost.costmodel.variants import NAMES
@@ -45,12 +48,14 @@ def spreads(profiles: list) -> dict:
     out: dict = {}
     for phase, (batch, Ts) in PHASES.items():
         rows = []
-        for v in NAMES:
-            for T in Ts:
-                s = Shape(T=T, d=320, heads=5, batch=batch, phase=phase.split(",")[0], dtype="fp32")
-                times = [estimate(v, s, None, hw).time_s for hw in profiles]
-                if all(times):
-                    rows.append((max(times) / min(times) - 1.0, v, T))
+        for T in Ts:
+            s = Shape(T=T, d=320, heads=5, batch=batch, phase=phase.split(",")[0], dtype="fp32")
+            times = {v: [estimate(v, s, None, hw).time_s for hw in profiles] for v in NAMES}
+            times = {v: t for v, t in times.items() if all(t)}
+            if within:
+                level = [statistics.median(t[i] for t in times.values()) for i in range(len(profiles))]
+                times = {v: [x / m for x, m in zip(t, level)] for v, t in times.items()}
+            rows += [(max(t) / min(t) - 1.0, v, T) for v, t in times.items()]
         out[phase] = sorted(rows, reverse=True)
     return out
 
@@ -58,10 +63,13 @@ def spreads(profiles: list) -> dict:
 def main(runs: int, full: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         profiles = calibrations(runs, full, Path(tmp))
-    for phase, rows in spreads(profiles).items():
-        worst = ", ".join(f"{v} T {T} {x:.0%}" for x, v, T in rows[:3])
-        print(f"{phase}: {len(rows)} points, predictions spread by a median {statistics.median(r[0] for r in rows):.0%},"
-              f" at most {rows[0][0]:.0%} ({worst})")
+    for within in (False, True):
+        print("each prediction within its shape (against the median of its shape's):" if within else
+              "each prediction:")
+        for phase, rows in spreads(profiles, within).items():
+            worst = ", ".join(f"{v} T {T} {x:.0%}" for x, v, T in rows[:3])
+            print(f"  {phase}: {len(rows)} points, predictions spread by a median "
+                  f"{statistics.median(r[0] for r in rows):.0%}, at most {rows[0][0]:.0%} ({worst})")
 
 
 if __name__ == "__main__":
