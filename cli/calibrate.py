@@ -101,7 +101,7 @@ def calibrate(
     console.print(_laws(hw))
     console.print(f"Fitted on the built-in '{result['base']}' profile in {result['seconds']:.0f} s: host time per "
                   f"eager op {_host_times(hw)}{_gemv(hw)}{_slow_matmuls(hw)}{_cold(hw)}; attention backend "
-                  f"{hw.attention_backend}.")
+                  f"{hw.attention_backend}{_speedup(hw)}.")
     pace = _pace(result["rows"])
     if pace:
         console.print(pace)
@@ -151,6 +151,14 @@ def _gemv(hw) -> str:
     paces = [f"{sig(hw.mem_bandwidth * e.gemv_mem_eff / 1e9, 3)} GB/s in {dt}" for dt, e in hw.matmul.items()
              if e.gemv_mem_eff]
     return f"; matrix-vector products (m = 1) stream their matrix at {', '.join(paces)}" if paces else ""
+
+
+def _speedup(hw) -> str:
+    """The fused attention's speedup on the machine's threads (``Hardware.attention_speedup``), in words."""
+    if not (hw.threads and hw.attention_speedup):
+        return ""
+    return (f", its {hw.threads} threads {sig(hw.attention_speedup, 3)}x as fast as one (a call of fewer "
+            f"(batch, head, query block) items leaves threads idle)")
 
 
 def _slow_matmuls(hw) -> str:

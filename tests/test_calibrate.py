@@ -200,3 +200,11 @@ def test_cli_calibrate_bad_flags(tmp_path, args, flag):
 def test_cli_calibrate_out_is_a_folder(tmp_path):
     r = invoke(["calibrate", "--device", "cpu", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "folder" in r.stderr
+
+
+def test_summary_names_the_fused_attention_speedup():
+    from attncost.cli.calibrate import _speedup
+
+    cpu = get_hardware("cpu").model_copy(update={"threads": 2, "attention_speedup": 1.53})
+    assert "its 2 threads 1.53x as fast as one" in _speedup(cpu)
+    assert _speedup(get_hardware("h100")) == ""
