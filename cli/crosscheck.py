@@ -62,8 +62,10 @@ def crosscheck(
     csv: Optional[str] = typer.Option(None, "--csv", help=CSV_HELP),
     wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
     time: Optional[str] = typer.Option(None, "--time", help="A results file of `attncost profile`: check the "
-                                       "predicted times against its measurements instead (exit 1 above 15%). "
-                                       "It checks every point of the file: the flags that choose what to count "
+                                       "predicted times against its measurements instead (exit 1 above 15%), each "
+                                       "error also within its shape (against the median error of the variants "
+                                       "timed with it). It checks every point of the file: the flags that choose "
+                                       "what to count "
                                        "(--variants, --d, --T, --phase, --param, ...) cannot be combined with it."),
 ) -> None:
     """Check the analytic FLOPs against the counters on each variant's module, or (--time) times.
