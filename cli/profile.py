@@ -297,11 +297,15 @@ class LayerRun:
                           f"(95% interval within 2%; on a CPU, rounds within 2% of each other) in the time budget, "
                           f"shown to two digits: raise --budget for tighter numbers.[/]")
         if errors:
+            from ..costmodel.accuracy import point_errors, within_shape, within_summary
             from ..profiler.sweep import CPU_ROUNDS
 
             errors.sort()
+            peers = within_summary(within_shape(point_errors(SimpleNamespace(points=points))))
+            within = (f", {pct(peers['median'], signed=False)} within its shape (against the median error of the "
+                      f"variants timed with it)") if peers["points"] else ""
             console.print(f"Predicted vs measured time: median |error| {pct(errors[len(errors) // 2], signed=False)} "
-                          f"over {len(errors)} points (error = predicted / measured - 1; meas. = median of repeated "
+                          f"over {len(errors)} points{within} (error = predicted / measured - 1; meas. = median of repeated "
                           f"calls, on a CPU that of the fastest of {CPU_ROUNDS} rounds interleaved with the other "
                           f"points of the shape; pred. to two digits beside an error above {pct(ROUGH, signed=False)}; "
                           f"peak MiB = memory above the inputs; kernel = the attention kernel that ran: an SDPA "

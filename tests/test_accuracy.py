@@ -1,6 +1,7 @@
 """The time model's error on a run, and crossovers predicted vs measured (`crosscheck --time`)."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -96,3 +97,14 @@ def test_cli_time_check_exit_codes(tmp_path):
     (tmp_path / "junk.json").write_text("[1, 2]")
     r = runner.invoke(app, ["crosscheck", "--time", str(tmp_path / "junk.json")])
     assert r.exit_code == 2 and "not an attncost results file" in r.output
+
+
+def test_profile_prints_the_error_within_its_shape(tmp_path):
+    """A real profile of three variants at one tiny shape (seconds): its summary line gives the median
+    error within the shape beside the plain one."""
+    out = tmp_path / "run.json"
+    r = CliRunner().invoke(app, ["profile", "--device", "cpu", "--d", "64", "--heads", "2", "--T", "32",
+                                 "--variants", "flash,gqa,mha", "--budget", "0.02", "--no-count", "--out", str(out)],
+                           env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert re.search(r"median \|error\| \S+ over 3 points, \S+ within its shape", r.output), r.output
