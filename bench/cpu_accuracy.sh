@@ -68,4 +68,18 @@ profile $ex/train.json --phase train --variants all --T 96,384
 for f in $ex/prefill.json $ex/decode-b1.json $ex/decode-b4.json $ex/train.json; do
   [ -f "$f" ] && { echo "== $f"; attncost crosscheck --time "$f"; }
 done
+# The summary, a row per phase as the README's accuracy table has it.
+echo "== summary: phase | points | median |error| | p90 | median signed | within its shape: median / p90 | pace"
+for f in $ex/prefill.json $ex/decode-b1.json $ex/decode-b4.json $ex/train.json; do
+  [ -f "$f" ] && attncost crosscheck --time "$f" --json 2>/dev/null | python -c "
+import json, statistics, sys
+d = json.load(sys.stdin)
+e = [p['error'] for p in d['points']]
+k = [p['pace_ratio'] for p in d['points'] if p['pace_ratio']]
+s, w = d['summary'], d['within_shape']
+pct = lambda x: '-' if x is None else f'{x:.1%}'
+pace = f'{min(k):.2f}-{max(k):.2f}x' if k else '-'
+print(f\"$(basename "$f" .json) | {s['points']} | {pct(s['median'])} | {pct(s['p90'])} | {statistics.median(e):+.1%} | \"
+      f\"{pct(w['median'])} / {pct(w['p90'])} | {pace}\")"
+done
 exit $fail
