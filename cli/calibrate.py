@@ -192,7 +192,7 @@ def _laws(hw) -> Table:
         dram = hw.mem_bandwidth * hw.dram_eff
         t.add_row(f"beyond {nbytes(hw.cache_bytes)} moved", "", f"at most {dram / 1e9:.1f} GB/s", "")
     if hw.fresh_bytes:
-        t.add_row(f"fresh output from {nbytes(hw.fresh_bytes)}", f"+ {hw.fresh_s_per_byte * 1e12:.0f} us/MB", "", "")
+        t.add_row(f"fresh outputs ≥ {nbytes(hw.fresh_bytes)}", f"+ {hw.fresh_s_per_byte * 1e12:.0f} us/MB", "", "")
     return t
 
 
