@@ -26,8 +26,8 @@ import statistics
 from typing import Callable, Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, MatmulEfficiency, TopkPaths
-from .timing import (attention_parts, compiled, cpu_query_block, dram_parts, fresh_parts, item_slowdown, kernel_s,
-                     matmul_parts, topk_path_s)
+from .timing import (attention_call, attention_parts, compiled, dram_parts, fresh_parts, kernel_s, matmul_parts,
+                     topk_path_s)
 from .units import DTYPE_BYTES, DTYPES, FUSED_BACKENDS, TORCH_DTYPE_NAMES
 
 # -- microbenchmark rows ---------------------------------------------------------------------------
@@ -241,11 +241,7 @@ def predict_row(row: dict, hw: Hardware, backend: Optional[str] = None) -> Optio
         return reg.kernel_s(matmul_parts(c.mm, *spec), spec[-1], _row_out(row))
     if g == "sdpa":
         spec = _row_sdpa(row)
-        lat, comp, mem = attention_parts(c.at, *spec)
-        if c.par is not None:  # as timing prices a call of fewer items than threads
-            slow = item_slowdown(c.par, row["B"] * row["H"] * math.ceil(spec[5] / cpu_query_block(spec[5])))
-            comp, mem = comp * slow, mem * slow
-        return reg.kernel_s((lat, comp, mem), spec[4], _row_out(row))
+        return reg.kernel_s(attention_call(c, row["B"] * row["H"], *spec), spec[4], _row_out(row))
     v = _row_vector(row)
     if v.kind == "topk" and c.topk is not None:
         return _paths_s(c.topk, row, c.vbw, reg)

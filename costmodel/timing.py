@@ -285,6 +285,18 @@ def item_slowdown(par: tuple, items: float) -> float:
     return speedup / (1.0 + (speedup - 1.0) * (busy - 1.0) / (threads - 1.0))
 
 
+def attention_call(c: "CompiledProfile", items: float, dh: float, keys: float, fraction: float, flops_mm: float,
+                   nbytes: float, queries: float) -> tuple:
+    """``attention_parts`` of one fused attention call over ``items`` (batch, head) pairs of ``queries``
+    rows each, its work slowed by ``item_slowdown`` where the profile says a call of fewer items than
+    threads leaves some idle."""
+    lat, comp, mem = attention_parts(c.at, dh, keys, fraction, flops_mm, nbytes, queries)
+    if c.par is not None:
+        slow = item_slowdown(c.par, items * math.ceil(queries / cpu_query_block(queries)))
+        comp, mem = comp * slow, mem * slow
+    return lat, comp, mem
+
+
 def vector_parts(lat: float, vflops: float, bw: float, flops: float, nbytes: float) -> tuple:
     """(latency, compute, memory) seconds of one non-matmul kernel reaching bandwidth ``bw``."""
     return lat, flops / vflops, nbytes / bw
@@ -433,10 +445,7 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
             if not c.packs:  # each query head's rows apart
                 queries = queries / sc.group
                 items = items * sc.group
-            lat, comp, mem = attention_parts(c.at, dh, keys, sc.fraction, k.flops_matmul, k.bytes, queries)
-            if c.par is not None:  # fewer (batch, head, query block) items than threads: some idle
-                slow = item_slowdown(c.par, items * math.ceil(queries / cpu_query_block(queries)))
-                comp, mem = comp * slow, mem * slow
+            lat, comp, mem = attention_call(c, items, dh, keys, sc.fraction, k.flops_matmul, k.bytes, queries)
             return plus(lat, fresh), comp, dram_parts(c.cache_bytes, c.dram_bw, k.bytes, mem), c.host_sdpa
     # vector / copy (and an attention kernel without a matmul, which should not exist)
     compute = per_row = 0.0
