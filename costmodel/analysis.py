@@ -10,12 +10,13 @@ the last step that reads it; fused, tensors that never leave a kernel are never 
 from dataclasses import dataclass
 
 from .graph import ACTIVATION_ROLES, Graph, Op
-from .tape import is_zero, larger, plus
+from .tape import is_zero, larger, plus, smaller
 from .units import BACKWARD_ELEMENT_FLOPS, INDEX_BYTES
 
 MATMUL_KINDS = ("matmul", "conv")
 
 HELD_ROLES = frozenset(("input", "weight", "buffer", "cache"))  # what a layer holds between its calls
+BACKWARD_PREFIX = "grad_"  # ``add_backward`` names every op it appends so
 
 # What the backward of a non-matmul op reads besides the incoming gradient: its output ("out", which
 # autograd saves: SAVED_OUTPUT_VIEWS) or its other inputs ("in").
@@ -57,33 +58,42 @@ def analyse(g: Graph) -> Analysis:
     first: dict = {}  # op index that writes each tensor
     last_read: dict = {}
     leaves: set = set()  # read by an op of another kernel than the one that wrote it
-    groups: dict = {}  # kernel -> [step, ops, outside reads, bytes written, flops, matmul flops]
+    groups: dict = {}  # kernel -> [step, ops, outside reads (tensor -> bytes, None: whole), bytes written, flops,
+    # matmul flops]
     step = []  # kernel step of each op
-    uses: dict = {}  # tensor -> times an op writes or reads it (the bytes moved unfused)
+    uses: dict = {}  # tensor -> times an op writes or reads it whole (the bytes moved unfused)
+    picked = 0.0  # bytes the gathers read of their sources (unfused)
     i = 0
     for op in ops:
         kname, out = op.kernel, op.out
         k = groups.get(kname)
         if k is None:
-            k = groups[kname] = [len(groups), [], set(), 0.0, 0.0, 0.0]
+            k = groups[kname] = [len(groups), [], {}, 0.0, 0.0, 0.0]
         step.append(k[0])
         k[1].append(op)
         first[out] = i
         uses[out] = uses.get(out, 0) + 1
         outside = k[2]
         for r in op.reads:
-            uses[r] = uses.get(r, 0) + 1
             last_read[r] = i
+            b = _picked(op, t[r])
+            if b is None:
+                uses[r] = uses.get(r, 0) + 1
+            else:
+                picked = plus(picked, b)
             pk = kernel_of.get(r)
             if pk != kname:
-                outside.add(r)
+                if b is None or r not in outside:
+                    outside[r] = b
+                elif outside[r] is not None:  # picked from by two gathers of one kernel
+                    outside[r] = larger(outside[r], b)
                 if pk is not None:
                     leaves.add(r)
         k[4] += op.flops
         if op.macs:
             k[5] += op.flops
         i += 1
-    unfused = 0.0  # summed by tensor: a step per tensor, not per use, for the fast path (``tape``)
+    unfused = picked  # summed by tensor: a step per tensor, not per use, for the fast path (``tape``)
     for name, n in uses.items():
         b = t[name].nbytes
         unfused = plus(unfused, b if n == 1 else b * n)
@@ -98,8 +108,8 @@ def analyse(g: Graph) -> Analysis:
         else:
             kind = _kind(kops, fm)
         held = 0.0
-        for r in outside:
-            b = t[r].nbytes
+        for r, b in outside.items():
+            b = t[r].nbytes if b is None else b
             written += b
             if r not in kernel_of and t[r].role in HELD_ROLES:
                 held = plus(held, b)
@@ -121,6 +131,15 @@ def analyse(g: Graph) -> Analysis:
         d_fused[step[i]] += b
         d_fused[step[j] + 1] -= b
     return Analysis(kernels, unfused, _peak(d_unfused), _peak(d_fused))
+
+
+def _picked(op: Op, source) -> object:
+    """The bytes a gather (``fn`` "gather": index_select, gather, an embedding) reads of ``source``,
+    a tensor it picks from: the elements it picks, at most the whole tensor; None where ``op`` reads
+    ``source`` whole (any other op, the indices, or a gather's gradient: a scatter)."""
+    if op.fn != "gather" or source.role == "index" or op.name.startswith(BACKWARD_PREFIX):
+        return None
+    return smaller(source.nbytes, op.out_elems * source.itemsize)
 
 
 def _kind(ops: list, flops_matmul: float) -> str:
@@ -200,7 +219,7 @@ class _Backward:
     def run(self) -> None:
         g, t = self.g, self.t
         for out in g.outputs:
-            self.grads[out] = [g.input("grad_" + out, t[out].elems)]
+            self.grads[out] = [g.input(BACKWARD_PREFIX + out, t[out].elems)]
         g.autograd("autograd", 0)
         engine = g.ops[-1]  # its node count is known at the end
         done = set()
@@ -335,7 +354,7 @@ class _Backward:
         if folded and kernel is None:
             gout = self._folded(op, gout, left)
         if op.kind == "conv" and kernel is None:  # convolution_backward: both gradients in one kernel
-            kernel = "grad_" + op.name
+            kernel = BACKWARD_PREFIX + op.name
         saved = self.recomputed.get
         grads = 0
         for i, x in enumerate(op.reads):

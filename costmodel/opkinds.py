@@ -35,7 +35,7 @@ table).
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .analysis import Kernel, analyse
+from .analysis import BACKWARD_PREFIX, Kernel, analyse
 from .graph import Graph
 
 VIEW = "view"
@@ -104,7 +104,6 @@ GRAPH_KINDS = {"matmul": "matmul", "conv": "conv", "softmax": "softmax", "topk":
                "scan": "scan", "reduction": "reduction", "copy": "copy", "elementwise": "elementwise", "fill": "fill",
                VIEW: VIEW, CALL: CALL, AUTOGRAD: AUTOGRAD}
 _BACKWARD_KINDS = {"index": "scatter"}  # the gradient of a gather adds into the rows it read
-_BACKWARD_PREFIX = "grad_"  # ``analysis.add_backward`` names every op it appends so
 
 
 def aten_kind(name: str, pointwise: bool = False) -> str:
@@ -123,7 +122,7 @@ def graph_kind(kernel: Kernel) -> str:
         return "sdpa"
     op = next((o for o in kernel.ops if o.kind != "elementwise"), kernel.ops[0])
     kind = GRAPH_KINDS.get(op.kind, OTHER)
-    if op.name.startswith(_BACKWARD_PREFIX):
+    if op.name.startswith(BACKWARD_PREFIX):
         kind = _BACKWARD_KINDS.get(kind, kind)
     return kind
 

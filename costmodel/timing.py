@@ -70,6 +70,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, NamedTuple, Optional
 
+from .analysis import BACKWARD_PREFIX
 from .hardware import AttentionEfficiency, Hardware, HardwareError, MatmulEfficiency
 from .opkinds import AUTOGRAD, CALL, GRAPH_KINDS, HOST_CLASS, HOST_ONLY, VIEW
 from .tape import choose, is_zero, larger, log2, plus, smaller
@@ -368,7 +369,7 @@ def law_kind(op) -> str:
     """The kind whose fitted law prices a graph op (``opkinds`` vocabulary): a gather is ``index``, and
     its gradient (``analysis.add_backward`` names every gradient op ``grad_...``) a ``scatter``."""
     kind = GRAPH_KINDS.get(op.kind, op.kind)
-    if kind == "index" and op.name.startswith("grad_"):
+    if kind == "index" and op.name.startswith(BACKWARD_PREFIX):
         return "scatter"
     return kind
 

@@ -16,7 +16,8 @@ dispatcher as what it became: a view where it aliases, else ``clone`` + ``_unsaf
 
 Bytes of a kernel: each distinct tensor it reads, plus each tensor it writes, counted by the
 elements its strides address (a broadcast dimension, stride 0, counts once) times the item size;
-a view moves none. An in-place op writes the tensor it mutates and reads it too, unless it only
+a view moves none. A gather (index_select, gather, index, embedding) reads its indices and, of the
+tensor it picks from, the elements it picks (as many as it writes), not the whole tensor. An in-place op writes the tensor it mutates and reads it too, unless it only
 overwrites it (copy_, fill_: ``opkinds.WRITE_ONLY``) or it is an ``out=`` argument. An in-place
 scatter (index_put_, index_copy_, scatter_ ...) writes as many entries as its source holds and
 reads its source and indices (and, where it accumulates, the entries it adds to), not the whole
@@ -173,9 +174,18 @@ def trace_op(func, args: tuple, kwargs: dict, result) -> TraceOp:
         return _scatter_in_place(c, func, host, mutated[0][0], inputs, args, kwargs)
     skip = {_key(t) for t, only in mutated if only}
     reads = {k: t for k, t in _distinct(inputs).items() if k not in skip}
-    writes = _distinct(_tensors(result, []) + [t for t, _ in mutated])
-    return TraceOp(c.name, str(func), c.kind, host, float(sum(map(footprint, reads.values()))),
-                   float(sum(map(footprint, writes.values()))))
+    written = _tensors(result, [])
+    read = sum(map(footprint, reads.values())) if c.kind != "index" else _gathered(reads.values(), written)
+    writes = _distinct(written + [t for t, _ in mutated])
+    return TraceOp(c.name, str(func), c.kind, host, float(read), float(sum(map(footprint, writes.values()))))
+
+
+def _gathered(reads, results: list) -> int:
+    """Bytes a gather (index_select, gather, index, embedding) reads: its indices whole, and of each
+    tensor it picks from the elements it picks (as many as its output holds), at most the whole."""
+    picked = sum(r.numel() for r in results)
+    return sum(footprint(t) if not (t.is_floating_point() or t.is_complex())
+               else min(footprint(t), picked * t.element_size()) for t in reads)
 
 
 def _scatter_in_place(c: OpClass, func, host: str, dest, inputs: list, args: tuple, kwargs: dict) -> TraceOp:

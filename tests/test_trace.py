@@ -63,6 +63,19 @@ def test_in_place_ops_write_what_they_touch():
     assert (put.read_bytes, put.write_bytes) == (2 * 8 + 16 * F32, 16 * F32)  # int64 indices + values
 
 
+def test_a_gather_reads_the_elements_it_picks_not_the_whole_table():
+    table, idx = torch.randn(100, 8), torch.tensor([5, 7, 5])
+    (sel,) = _run(lambda: table.index_select(0, idx))
+    assert (sel.kind, sel.host) == ("index", "index")
+    assert (sel.read_bytes, sel.write_bytes) == (3 * 8 * F32 + 3 * 8, 3 * 8 * F32)  # 3 rows + int64 indices
+    cols = torch.tensor([[0, 1]] * 100)
+    (gat,) = _run(lambda: torch.gather(table, 1, cols))
+    assert gat.read_bytes == 200 * F32 + 200 * 8
+    twice = torch.arange(100).repeat(2)
+    (every,) = _run(lambda: table.index_select(0, twice))
+    assert every.read_bytes == 800 * F32 + 200 * 8  # at most the whole table
+
+
 def test_broadcast_inputs_count_once_and_unknown_ops_are_kept():
     base = torch.randn(1, 8)
     assert footprint(base.expand(16, 8)) == 8 * F32

@@ -113,6 +113,18 @@ def test_mha_decode_by_hand():
     assert e.kv_cache_bytes == 8 * 2 * 32 * 2  # T * (K and V) * d * bf16 bytes
 
 
+def test_a_gather_moves_the_rows_it_picks():
+    """topk decode (fp32, T 1024, 4 heads of 16, k 16): the values' gather picks 16 cached rows of 16
+    per head, 4 * 16 * 16 * 4 B = 4,096 B of the 262,144 B cache, reads 64 int64 indices (512 B) and
+    writes the 4,096 B it picked: 8,704 B, and only the picked rows are fetched from the cache."""
+    from attncost.costmodel.analysis import analyse
+
+    g = graph("topk", Shape(T=1024, d=64, heads=4, dtype="fp32", phase="decode"))
+    (gather,) = [k for k in analyse(g).kernels if k.name == "gather_values"]
+    assert g.tensors["v_cache"].nbytes == 262_144
+    assert (gather.bytes, gather.held) == (8_704, 4_096)
+
+
 def test_mla_decode_absorbed_example():
     """DeepSeek-V2 absorbed decode (B=1, H=16, dh=64, d_c=256, d_r=32, T=1000): MQA over the
     latent cache with head dim 288 for scores (2*16*288*1000 = 9.216 M) and, the latents being
