@@ -74,6 +74,9 @@ def test_a_gather_reads_the_elements_it_picks_not_the_whole_table():
     twice = torch.arange(100).repeat(2)
     (every,) = _run(lambda: table.index_select(0, twice))
     assert every.read_bytes == 800 * F32 + 200 * 8  # at most the whole table
+    for fn in (lambda: table[idx], lambda: torch.nn.functional.embedding(idx, table)):  # index, embedding
+        (op,) = _run(fn)
+        assert (op.kind, op.read_bytes, op.write_bytes) == ("index", 3 * 8 * F32 + 3 * 8, 3 * 8 * F32)
 
 
 def test_broadcast_inputs_count_once_and_unknown_ops_are_kept():
