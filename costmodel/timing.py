@@ -28,7 +28,9 @@ Per kernel, on the device (all shares of the profile's published peaks, see ``ha
   also orders the k it keeps, ``rows * k * log2(k + 1) * topk_select_s``. On a profile with
   ``topk_paths`` (a CPU) a topk is priced as PyTorch's CPU kernel runs it instead: its latency, the
   work of the path its k takes per row (``topk_path_s``: a partial sort or a selection), and its
-  bytes at the plain copy's rate.
+  bytes at the plain copy's rate. A topk writes its values beside its indices: the graph's gather
+  of the values by them, in the topk's kernel, takes no law of its own, as ``calibrate``'s topk
+  rows time both outputs.
 - every kernel that moves more than ``cache_bytes`` streams them no faster than ``dram_eff`` of the
   bandwidth (``dram_parts``; a CPU: beyond its last-level cache);
 - a layer whose kernels move more than ``cold_from_bytes`` in one call (a CPU) finds a share of what
@@ -453,6 +455,7 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
     lat, bw = c.vlat, c.vbw
     kinds = c.kinds
     host = None  # the host class of the kernel's first op that is not element-wise
+    topk = k.ops[0].kind == "topk"  # its values, a gather by its indices in the graph, are written by the topk
     for op in k.ops:
         if op.kind == "matmul" and op.mm is not None:
             b, m, kk, n = op.mm
@@ -462,6 +465,8 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
             continue
         compute += op.flops / c.vflops
         opk = law_kind(op)
+        if topk and opk == "index":
+            continue
         if host is None and opk != "elementwise":
             host = HOST_CLASS.get(opk, "elementwise")
         if opk == "topk" and c.topk is not None:  # PyTorch's CPU kernel: the work of its path, bytes as a copy

@@ -301,6 +301,25 @@ def by_name(est) -> dict:
     return {k.name: k for k in est.per_kernel}
 
 
+def test_a_topk_writes_its_values_at_its_own_law():
+    """torch.topk writes its values beside its indices (the graph's ``.values`` gather, one kernel with
+    it): the kernel is priced by the topk's law alone, as ``calibrate``'s topk rows are fitted, not at
+    the slower bandwidth of a gather by index (``vector_eff["index"]``)."""
+    from attncost.costmodel.variants.base import topk
+
+    slow_gathers = LAWS.model_copy(update={"vector_latency": {**LAWS.vector_latency, "index": 20e-6},
+                                           "vector_eff": {**LAWS.vector_eff, "index": 0.02}})
+    g = Graph(2)
+    s = g.input("s", 4096 * 512)
+    values, idx = topk(g, "topk", s, elems=4096 * 512, out_elems=4096 * 16)
+    g.output(values)
+    g.output(idx)
+    (kernel,) = by_name(predict(_kernels(g), slow_gathers, mode="graph")).values()
+    nbytes = 4096 * 512 * 2 + 4096 * 16 * (8 + 2)  # the scores read, the indices and the values written
+    want = 13e-6 + nbytes / (H100.mem_bandwidth * 0.1) + row_parts(3e-9, 1e-10, 4096 * 512, 4096 * 16, 0)
+    assert kernel.time_s == pytest.approx(want, rel=1e-9)
+
+
 def test_row_lengths_come_from_the_graph():
     g = scores_graph(k=16)
     ops = {op.name: op for op in g.ops}
