@@ -28,7 +28,7 @@ CONVENTIONS = (
     "(views, transposes, expands), which the graphs carry as Graph.views; call: nn.Module calls "
     "(the layer, each nn.Linear), no aten op, the graphs' Graph.calls",
     "bytes: tensors read + written, a kernel at a time (the graph's fused kernels; the trace's "
-    "aten ops, each distinct tensor counted once)",
+    "aten ops, each distinct tensor counted once; a gather reads the elements it picks)",
     f"agree: the same count, and bytes within {BYTES_TOLERANCE:.0%} of the graph's; exit status 1 "
     "when any kind of any variant disagrees",
 )
