@@ -196,7 +196,10 @@ def estimate_many(name: str, shapes: list, params: Optional[dict] = None, hardwa
 def _collector_paused():
     """Python's cycle collector paused while a batch is priced: it would scan every object made so
     far, again and again, as thousands of Estimates are made (more than half the time of filling
-    them in); what is made here holds no reference cycle, and the collector runs again after."""
+    them in); what is made here holds no reference cycle. After, the young objects are moved to the
+    oldest generation unscanned (``gc.freeze`` then ``gc.unfreeze``), where the Estimates kept would
+    land after two collections anyway; the collector then runs as before. Without that move, its
+    first pass scans the whole batch at once (about a tenth of pricing 100,000 points)."""
     if not gc.isenabled():
         yield
         return
@@ -204,6 +207,8 @@ def _collector_paused():
     try:
         yield
     finally:
+        gc.freeze()
+        gc.unfreeze()
         gc.enable()
 
 

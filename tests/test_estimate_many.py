@@ -181,3 +181,31 @@ def test_a_replay_on_arrays_keeps_only_what_is_read_after_it():
     exact, got = program.vector(lanes)
     want = [f(int(a), int(b)) for a, b in zip(*lanes)]
     assert exact.all() and [[float(x) for x in g] for g in got] == [list(col) for col in zip(*want)]
+
+
+def test_the_cycle_collector_is_left_as_it_was():
+    """A batch pauses Python's cycle collector and moves its young objects to the oldest generation:
+    after it the collector runs again (or stays off, if it was), nothing is left frozen, and garbage
+    made before the batch is still collected."""
+    import gc
+    import weakref
+
+    class Cycle:
+        pass
+
+    shapes = [Shape(T=T, d=256, heads=4) for T in range(64, 64 + 40 * 8, 8)]
+    junk = Cycle()
+    junk.me = junk
+    gone = weakref.ref(junk)
+    del junk
+    assert gc.isenabled()
+    estimate_many("flash", shapes)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.collect()
+    assert gone() is None
+    gc.disable()
+    try:
+        estimate_many("flash", shapes)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
