@@ -58,8 +58,8 @@ def analyse(g: Graph) -> Analysis:
     first: dict = {}  # op index that writes each tensor
     last_read: dict = {}
     leaves: set = set()  # read by an op of another kernel than the one that wrote it
-    groups: dict = {}  # kernel -> [step, ops, outside reads (tensor -> bytes, None: whole), bytes written, flops,
-    # matmul flops]
+    # kernel -> [step, ops, outside reads (tensor -> bytes, None: whole), bytes written, flops, matmul flops]
+    groups: dict = {}
     step = []  # kernel step of each op
     uses: dict = {}  # tensor -> times an op writes or reads it whole (the bytes moved unfused)
     picked = 0.0  # bytes the gathers read of their sources (unfused)
