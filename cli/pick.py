@@ -11,7 +11,7 @@ from ..costmodel.pick import SORT_KEYS, Constraints, PickResult, pick
 from ..costmodel.units import DTYPES, PHASES
 from ..reports import fmt
 from ..reports.pick_figure import (FIDELITY_METHOD, NO_FIDELITY, excluded_text, fidelity_text, limits_text,
-                                   nothing_text, outcome_text, params_text)
+                                   nothing_text, outcome_text, params_text, tied_params_text)
 from .app import app
 from .errors import fail
 from .layout import Column, PlainHelp, datasheet_warning, print_json, print_table, screen
@@ -202,9 +202,10 @@ def _print(result: PickResult, hw, wide: bool) -> None:
             Column("memory" if not result.whole_model else "model\nmemory"), Column("KV cache\nper layer"),
             Column("GFLOP", wide=True)] + ([Column(fid)] if result.objective else [])
     rows = []
-    for rank, i in enumerate(result.front, 1):
-        p = result.points[i]
-        rows.append([str(rank), p.variant, escape(params_text(p.params)), fmt.ms(p.time_s, unit=False),
+    for rank, tied in enumerate(result.front_rows(), 1):
+        p = result.points[tied[0]]
+        params = tied_params_text([result.points[i] for i in tied])
+        rows.append([str(rank), p.variant, escape(params), fmt.ms(p.time_s, unit=False),
                      fmt.nbytes(p.memory_bytes), fmt.nbytes(p.kv_bytes), fmt.sig(p.flops / 1e9)]
                     + ([fidelity_text(p.fidelity, result.objective)] if result.objective else []))
     print_table(console, cols, rows, wide=wide, keys=2,

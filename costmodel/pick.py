@@ -334,6 +334,21 @@ class PickResult:
     def feasible(self) -> list:
         return feasible(self.points)
 
+    def front_rows(self) -> list:
+        """The front as rows to show, best first: each a list of point indices, the points of one
+        variant that tie in every objective (as msla's latents do where decode is all host time)
+        sharing one row."""
+        rows: list = []
+        for i in self.front:
+            p, last = self.points[i], rows[-1] if rows else None
+            q = self.points[last[0]] if last else None
+            if q is not None and q.variant == p.variant and \
+                    objectives(q, self.objective) == objectives(p, self.objective):
+                last.append(i)
+            else:
+                rows.append([i])
+        return rows
+
     def nothing_meets(self) -> Optional[tuple]:
         """With no feasible point: (constraint, index of the applicable point nearest to meeting it)
         for a constraint every applicable point breaks, else (None, None); None when some point fits."""

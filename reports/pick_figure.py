@@ -43,6 +43,20 @@ def params_text(params: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
 
 
+def tied_params_text(points: list) -> str:
+    """The parameters of points that tie ("latents=32, 64 or 128"; one point: ``params_text``): the
+    values they share once, then the one that differs, or each point's in turn where several do."""
+    if len(points) == 1:
+        return params_text(points[0].params)
+    keys = list(points[0].params)
+    differ = [k for k in keys if len({repr(p.params.get(k)) for p in points}) > 1]
+    if len(differ) != 1 or any(list(p.params) != keys for p in points):
+        return " or ".join(params_text(p.params) for p in points)
+    values = [str(p.params[differ[0]]) for p in points]
+    shared = [f"{k}={points[0].params[k]}" for k in keys if k != differ[0]]
+    return ", ".join(shared + [f"{differ[0]}={', '.join(values[:-1])} or {values[-1]}"])
+
+
 def point_label(p: PickPoint) -> str:
     """"gqa kv_heads=4", "flash"."""
     return f"{p.variant} {params_text(p.params)}" if p.params else p.variant
@@ -198,9 +212,10 @@ def _front_rows(result: PickResult) -> list:
     from .html import esc, swatch
 
     rows = []
-    for i in result.front:
-        p = result.points[i]
-        rows.append([swatch(p.variant) + esc(p.variant), esc(params_text(p.params)), esc(fmt.ms(p.time_s)),
+    for tied in result.front_rows():
+        p = result.points[tied[0]]
+        params = tied_params_text([result.points[i] for i in tied])
+        rows.append([swatch(p.variant) + esc(p.variant), esc(params), esc(fmt.ms(p.time_s)),
                      esc(fmt.nbytes(p.memory_bytes)), esc(fmt.nbytes(p.kv_bytes))]
                     + ([esc(fidelity_text(p.fidelity, result.objective))] if result.objective else []))
     return rows

@@ -145,6 +145,37 @@ def test_the_issue_check_names_the_variants_that_fit():
     assert "fidelity: unconstrained" in out
 
 
+def test_points_that_tie_share_one_row_of_the_front():
+    """msla's decode at long context is all host time: its latents change neither time nor memory, and
+    its five points tie. The front keeps every one of them (JSON lists each), and shows them as one row."""
+    from attncost.reports.pick_figure import tied_params_text
+
+    shape = Shape(T=131072, d=2048, heads=16, batch=8, phase="decode")
+    result = pick(shape, HW, Constraints(max_kv=2 * 2**30), variants=["sliding_window", "msla"])
+    rows = result.front_rows()
+    assert [[result.points[i].variant for i in r] for r in rows] == [["sliding_window"], ["msla"] * 5]
+    msla = [result.points[i] for i in rows[1]]
+    assert len({objectives(p, None) for p in msla}) == 1 and sorted(rows[1]) == sorted(result.front[1:])
+    assert tied_params_text(msla) == "latents=32, 64, 128, 256 or 512"
+    r = run("pick", "--d", "2048", "--heads", "16", "--T", "128k", "--phase", "decode", "--batch", "8",
+            "--max-kv", "2GiB", "--variants", "sliding_window,msla")
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "latents=32, 64, 128, 256 or 512" in out and "latents=32 " not in out
+
+
+def test_tied_parameters_read_as_one_phrase():
+    from types import SimpleNamespace as P
+
+    from attncost.reports.pick_figure import tied_params_text
+
+    assert tied_params_text([P(params={"window": 128})]) == "window=128"
+    one = [P(params={"kv_lora_rank": 128, "q_lora_rank": q}) for q in (0, 768, 1536)]
+    assert tied_params_text(one) == "kv_lora_rank=128, q_lora_rank=0, 768 or 1536"
+    two = [P(params={"kv_lora_rank": 128, "q_lora_rank": 0}), P(params={"kv_lora_rank": 256, "q_lora_rank": 768})]
+    assert tied_params_text(two) == "kv_lora_rank=128, q_lora_rank=0 or kv_lora_rank=256, q_lora_rank=768"
+
+
 @pytest.mark.parametrize("args, flag", [
     (("--max-time", "1ns"), "--max-time"),
     (("--max-kv", "-5MiB"), "--max-kv"),
