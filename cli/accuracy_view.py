@@ -89,7 +89,8 @@ def _print(run, path, errors, ratios, total, per_variant, cross, kinds=None) -> 
         console.print(t)
     v = Table(box=box.SIMPLE_HEAD, header_style="bold", title="by variant (bias: the median signed error)")
     within = any(s.get("within_bias") is not None for s in per_variant.values())
-    for c in ("variant", "points", "median |error|", "p90 |error|", "bias") + (("bias in its shape",) if within else ()):
+    heads = ("variant", "points", "median |error|", "p90 |error|", "bias") + (("bias in its shape",) if within else ())
+    for c in heads:
         v.add_column(c, justify="left" if c == "variant" else "right", no_wrap=c != "variant")
     for name, s in per_variant.items():
         w = s.get("within_bias")

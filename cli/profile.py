@@ -305,11 +305,11 @@ class LayerRun:
             within = (f", {pct(peers['median'], signed=False)} within its shape (against the median error of the "
                       f"variants timed with it)") if peers["points"] else ""
             console.print(f"Predicted vs measured time: median |error| {pct(errors[len(errors) // 2], signed=False)} "
-                          f"over {len(errors)} points{within} (error = predicted / measured - 1; meas. = median of repeated "
-                          f"calls, on a CPU that of the fastest of {CPU_ROUNDS} rounds interleaved with the other "
-                          f"points of the shape; pred. to two digits beside an error above {pct(ROUGH, signed=False)}; "
-                          f"peak MiB = memory above the inputs; kernel = the attention kernel that ran: an SDPA "
-                          f"backend, or flex).")
+                          f"over {len(errors)} points{within} (error = predicted / measured - 1; meas. = median of "
+                          f"repeated calls, on a CPU that of the fastest of {CPU_ROUNDS} rounds interleaved with the "
+                          f"other points of the shape; pred. to two digits beside an error above "
+                          f"{pct(ROUGH, signed=False)}; peak MiB = memory above the inputs; kernel = the attention "
+                          f"kernel that ran: an SDPA backend, or flex).")
         if self.o.exec_mode == "graph":
             console.print("Graph mode: each layer captured once in a CUDA graph and timed as its replay (no host "
                           "time per op); predicted in graph mode too.")

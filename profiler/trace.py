@@ -15,13 +15,13 @@ dispatcher as what it became: a view where it aliases, else ``clone`` + ``_unsaf
 ``contiguous``: nothing, or a ``clone``.
 
 Bytes of a kernel: each distinct tensor it reads, plus each tensor it writes, counted by the
-elements its strides address (a broadcast dimension, stride 0, counts once) times the item size;
-a view moves none. A gather (index_select, gather, index, embedding) reads its indices and, of the
-tensor it picks from, the elements it picks (as many as it writes), not the whole tensor. An in-place op writes the tensor it mutates and reads it too, unless it only
-overwrites it (copy_, fill_: ``opkinds.WRITE_ONLY``) or it is an ``out=`` argument. An in-place
-scatter (index_put_, index_copy_, scatter_ ...) writes as many entries as its source holds and
-reads its source and indices (and, where it accumulates, the entries it adds to), not the whole
-destination.
+elements its strides address (a broadcast dimension, stride 0, counts once) times the item size; a
+view moves none. A gather (index_select, gather, index, embedding) reads its indices and, of the
+tensor it picks from, the elements it picks (as many as it writes), not the whole tensor. An
+in-place op writes the tensor it mutates and reads it too, unless it only overwrites it (copy_,
+fill_: ``opkinds.WRITE_ONLY``) or it is an ``out=`` argument. An in-place scatter (index_put_,
+index_copy_, scatter_ ...) writes as many entries as its source holds and reads its source and
+indices (and, where it accumulates, the entries it adds to), not the whole destination.
 """
 
 import contextlib

@@ -258,11 +258,12 @@ def error_tables(data: ReportData) -> str:
                     "ok" + (" (not stable)" if getattr(r.timing, "stable", None) is False else "")])
     for s, r in status_rows:
         out.append([swatch(s.variant) + esc(s.label), esc(fmt.count(r.T)), esc(fmt.ms(r.predicted_time_s)),
-                    "–", "–", "–", "–", "–", *(["–"] * peers), *(["–"] if paced else []), esc(r.backend or "–"),
+                    "–", "–", "–", "–", "–", *(["–"] * peers), *(["–"] if paced else []),
+                    esc(r.backend or "–"),
                     f'<span class="status-{esc(r.status)}">{esc(r.status)}</span>'
                     + (f": {esc(r.message)}" if r.message else "")])
-    head = (["variant", "T", "predicted", "measured median", "p10", "p90", "reps", "error"] + ["within its shape"] * peers
-            + ["pace"] * paced)
+    head = (["variant", "T", "predicted", "measured median", "p10", "p90", "reps", "error"]
+            + ["within its shape"] * peers + ["pace"] * paced)
     html += "<h3>Every point</h3>" + table(head + ["backend", "status"], out, left=(0, len(head)),
                                             msg_cols=(len(head) + 1,))
     if peers:

@@ -76,7 +76,8 @@ def test_numbers_the_cli_prints():
     assert fmt.sig(1032.4) == "1,032" and fmt.sig(0.1872) == "0.187" and fmt.sig(2.5) == "2.5"
     assert fmt.sig(float("nan")) == "nan" and fmt.sig(float("inf")) == "inf" and fmt.sig(-float("inf")) == "-inf"
     assert fmt.pct(0.08125, signed=False) == "8.1%" and fmt.pct(0.25) == "+25%"
-    assert fmt.pct(3.4e-17, signed=False) == "0%" and fmt.pct(-3e-12) == "+0%"  # float rounding, as a fit's on rows it reproduces
+    # float rounding, as a fit's error on rows it reproduces
+    assert fmt.pct(3.4e-17, signed=False) == "0%" and fmt.pct(-3e-12) == "+0%"
 
 
 # -- one number formatter; --T shorthand; CSV files ---------------------------------------------

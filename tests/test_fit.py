@@ -163,7 +163,8 @@ def topk_rows(truth, grid) -> list:
     out = []
     for n, cand, k in grid:
         kept = n // cand * k * 12
-        r = {"op": "topk", "dtype": "float32", "elems": n, "row": cand, "k": k, "bytes": 4 * n + kept, "out_bytes": kept}
+        r = {"op": "topk", "dtype": "float32", "elems": n, "row": cand, "k": k, "bytes": 4 * n + kept,
+             "out_bytes": kept}
         r["ms"] = predict_row(r, truth) * 1e3
         out.append(r)
     return out
