@@ -17,6 +17,7 @@ MATMUL_KINDS = ("matmul", "conv")
 
 HELD_ROLES = frozenset(("input", "weight", "buffer", "cache"))  # what a layer holds between its calls
 BACKWARD_PREFIX = "grad_"  # ``add_backward`` names every op it appends so
+BACKWARD_KERNEL = "bwd:"  # ... and the backward kernel of a fused (attention) kernel so
 
 # What the backward of a non-matmul op reads besides the incoming gradient: its output ("out", which
 # autograd saves: SAVED_OUTPUT_VIEWS) or its other inputs ("in").
@@ -225,7 +226,7 @@ class _Backward:
         done = set()
         for op in reversed(self.forward):
             fused = op.kernel in self.fused
-            kernel = "bwd:" + op.kernel if fused else None
+            kernel = BACKWARD_KERNEL + op.kernel if fused else None
             if fused and op.kernel not in done:
                 done.add(op.kernel)
                 self._recompute(op.kernel, kernel)

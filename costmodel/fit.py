@@ -26,8 +26,8 @@ import statistics
 from typing import Callable, Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, MatmulEfficiency, TopkPaths
-from .timing import (attention_call, attention_parts, compiled, dram_parts, fresh_parts, kernel_s, matmul_parts,
-                     topk_path_s)
+from .timing import (attention_call, attention_parts, backward_parts, compiled, dram_parts, fresh_parts, kernel_s,
+                     matmul_parts, topk_path_s)
 from .units import DTYPE_BYTES, DTYPES, FUSED_BACKENDS, TORCH_DTYPE_NAMES
 
 # -- microbenchmark rows ---------------------------------------------------------------------------
@@ -80,6 +80,8 @@ PACE_ROW = "pace"
 # ``after_bytes`` (N), ``ms``; ``fit_cold`` fits the profile's cold_* fields to them
 COLD_ROW = "cold"
 ITEMS_ROW = "sdpa_items"  # one fused attention call of 1 item and of one item per thread (fit_attention_speedup)
+SDPA_BACKWARD_ROW = "sdpa_backward"  # a fused attention call's backward alone (fit_attention: ``backward``)
+ATTENTION_ROWS = ("sdpa", SDPA_BACKWARD_ROW)
 
 
 def row_dtype(row: dict) -> str:
@@ -87,7 +89,8 @@ def row_dtype(row: dict) -> str:
 
 
 def row_group(row: dict) -> Optional[str]:
-    """Which family a row belongs to: mm, bmm, bmv, sdpa, vector, eager (None: not a timing row)."""
+    """Which family a row belongs to: mm, bmm, bmv, sdpa, sdpa_backward, vector, eager (None: not a timing
+    row)."""
     op = row.get("op")
     if op == "mm":
         return "mm"
@@ -95,8 +98,8 @@ def row_group(row: dict) -> Optional[str]:
         return "bmm"
     if op in BMV_OPS:
         return "bmv"
-    if op == "sdpa":
-        return "sdpa"
+    if op in ("sdpa", SDPA_BACKWARD_ROW):
+        return op
     if op in ELEMENT_OPS and "elems" in row:
         return "vector"
     if op in HOST_ROWS or op == SEQUENCE_ROW:
@@ -136,6 +139,14 @@ def _row_sdpa(row: dict) -> tuple:
     return dh, T, frac, 4.0 * B * H * q * T * dh * frac, 2.0 * B * H * (q + T) * dh * isz, q
 
 
+def _row_sdpa_backward(row: dict) -> tuple:
+    """``_row_sdpa`` of an SDPA row's backward, as ``analysis.add_backward`` counts a fused kernel's: the
+    scores recomputed and four gradient matmuls, 2.5x the forward's matmul FLOPs; it reads Q, K, V, the
+    output and its gradient and writes three gradients, twice the forward's bytes."""
+    dh, keys, frac, flops, nbytes, q = _row_sdpa(row)
+    return dh, keys, frac, 2.5 * flops, 2.0 * nbytes, q
+
+
 class Regimes(NamedTuple):
     """Where memory changes pace on a CPU: a kernel moving more than ``cache_bytes`` streams them at
     ``dram_bw`` at most (``timing.dram_parts``); an output of ``fresh_bytes`` or more is faulted in
@@ -172,6 +183,8 @@ def _row_out(row: dict) -> float:
         return b * m * n * isz
     if op == "sdpa":
         return row["B"] * row["H"] * (row.get("Tq") or row["T"]) * row["dh"] * isz
+    if op == SDPA_BACKWARD_ROW:  # the gradients of Q, K and V
+        return row["B"] * row["H"] * ((row.get("Tq") or row["T"]) + 2 * row["T"]) * row["dh"] * isz
     return row.get("out_bytes") or 0.0
 
 
@@ -234,7 +247,7 @@ def predict_row(row: dict, hw: Hardware, backend: Optional[str] = None) -> Optio
         if row["op"] == SEQUENCE_ROW:
             return mean_per_op(row["classes"], lambda op: _host_s(hw, op)) + hw.sequence_overhead_s
         return _host_s(hw, row["op"])
-    c = compiled(hw, row_dtype(row), backend if g != "sdpa" else _row_backend(row, backend))
+    c = compiled(hw, row_dtype(row), _row_backend(row, backend) if g in ATTENTION_ROWS else backend)
     reg = _regimes(hw)
     if g in ("mm", "bmm", "bmv"):
         spec = _row_mm(row)
@@ -242,6 +255,9 @@ def predict_row(row: dict, hw: Hardware, backend: Optional[str] = None) -> Optio
     if g == "sdpa":
         spec = _row_sdpa(row)
         return reg.kernel_s(attention_call(c, row["B"] * row["H"], *spec), spec[4], _row_out(row))
+    if g == SDPA_BACKWARD_ROW:
+        spec = _row_sdpa_backward(row)
+        return reg.kernel_s(backward_parts(c, attention_call(c, row["B"] * row["H"], *spec)), spec[4], _row_out(row))
     v = _row_vector(row)
     if v.kind == "topk" and c.topk is not None:
         return _paths_s(c.topk, row, c.vbw, reg)
@@ -276,13 +292,13 @@ def row_errors(rows: list, hw: Hardware) -> dict:
         g = row_group(r)
         if g is None:
             continue
-        if g == "sdpa" and r.get("backend") not in (None, "default") and r.get("backend") not in hw.attention:
+        if g in ATTENTION_ROWS and r.get("backend") not in (None, "default") and r.get("backend") not in hw.attention:
             continue
         p, m = predict_row(r, hw), measured_s(r)
         if p is None or not m:
             continue
         key = {"mm": f"mm:{row_dtype(r)}", "sdpa": f"sdpa:{r.get('backend', 'default')}",
-               "vector": f"vector:{r['op']}"}.get(g, g)
+               SDPA_BACKWARD_ROW: f"{SDPA_BACKWARD_ROW}:{r.get('backend')}", "vector": f"vector:{r['op']}"}.get(g, g)
         out.setdefault(key, []).append((p - m) / m)
     return out
 
@@ -689,6 +705,10 @@ def fit_attention(base: Hardware, rows: list, *, mem_eff: float, min_latency_s: 
         a0 = attention.get(be, base.attention_eff() if base.attention else AttentionEfficiency())
         attention[be] = _fit_backend(base, a0, rs, mem_eff, min_latency_s)
         what.append(f"attention {be} ({len(rs)} sdpa rows)")
+        back = [r for r in rows if r["op"] == SDPA_BACKWARD_ROW and r.get("backend") == be]
+        if back:
+            attention[be] = attention[be].model_copy(update={"backward": _fit_backward(base, be, attention[be], back)})
+            what.append(f"its backward ({len(back)} rows)")
     upd: dict = {"attention": attention}
     if attention:
         upd["attention_backend"] = _default_backend(attention, base, [r for r in sdpa if r.get("backend") == "default"])
@@ -723,6 +743,26 @@ def _fit_backend(base: Hardware, a0: AttentionEfficiency, rs: list, mem_eff: flo
     return AttentionEfficiency(max_eff=x[0], dh_half=x[1], keys_half=x[2], causal_tile=x[3], dh_cap=dh_cap,
                                mem_eff=mem_eff, latency_s=x[4], q_half=x[5] if decode else a0.q_half,
                                packs_groups=a0.packs_groups)
+
+
+BACKWARD_RANGE = (0.25, 8.0)  # a backward factor beyond these is a failed row, not a kernel
+
+
+def _fit_backward(base: Hardware, backend: str, law: AttentionEfficiency, rows: list) -> float:
+    """``AttentionEfficiency.backward`` of ``backend``: the median over its ``SDPA_BACKWARD_ROW`` rows of
+    the measured time beyond the law's latency (and the gradients' fresh memory) over the law's work for
+    the backward's FLOPs and bytes (``_row_sdpa_backward``), within ``BACKWARD_RANGE``."""
+    hw = base.model_copy(update={"attention": {**base.attention, backend: law}})
+    reg = _regimes(base)
+    ratios = []
+    for r in rows:
+        spec = _row_sdpa_backward(r)
+        lat, comp, mem = attention_call(compiled(hw, row_dtype(r), backend), r["B"] * r["H"], *spec)
+        work = reg.kernel_s((0.0, comp, mem), spec[4], 0.0)
+        if work > 0:
+            ratios.append((measured_s(r) - lat - reg.fresh(_row_out(r))) / work)
+    low, high = BACKWARD_RANGE
+    return min(max(statistics.median(ratios), low), high) if ratios else 1.0
 
 
 def _default_backend(attention: dict, base: Hardware, default_rows: list) -> str:

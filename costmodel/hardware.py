@@ -121,7 +121,9 @@ class AttentionEfficiency(BaseModel):
     Non-matmul FLOPs (softmax)
     overlap with the matmuls and are not charged. A masked (causal, windowed) kernel skips masked
     tiles but computes the tiles the mask boundary crosses: ``flops_mm' = flops_mm + 0.5 *
-    causal_tile / keys * dense_flops_mm`` (at most the dense work).
+    causal_tile / keys * dense_flops_mm`` (at most the dense work). A backward kernel's compute and
+    memory terms take ``backward`` times as long: FlashAttention-2's backward (Dao 2023, arXiv:2307.08691)
+    runs five matmuls where the forward runs two, at a lower share of the peak.
     """
 
     model_config = FINITE
@@ -135,6 +137,9 @@ class AttentionEfficiency(BaseModel):
                                                             "(the largest fitted: no extrapolation)")
     mem_eff: Share = Field(0.85, description="share of mem_bandwidth reached")
     latency_s: Seconds = Field(8e-6, description="fixed device time of one attention kernel (s)")
+    backward: float = Field(1.0, gt=0, description="a backward kernel's time over this law's for its FLOPs (it "
+                                                    "recomputes the scores: 2.5x the forward's matmul FLOPs), "
+                                                    "fitted on backward rows; 1: as the forward")
     packs_groups: bool = Field(True, description="the query heads sharing a K/V head (GQA/MQA) run as one "
                                                  "block of query rows (FlashAttention-2 decode swaps them "
                                                  "into the query dimension); false: each query head apart, "

@@ -17,7 +17,8 @@ Per kernel, on the device (all shares of the profile's published peaks, see ``ha
   charged; a masked kernel also computes the tiles its mask boundary crosses (``flops_mm'``). On a
   profile with ``threads`` and ``attention_speedup`` (a CPU), a call of fewer independent items (batch x
   head x query block: ``cpu_query_block``) than threads leaves some idle: its work takes
-  ``item_slowdown`` times longer (decode of one sequence over MLA's one latent head: one item).
+  ``item_slowdown`` times longer (decode of one sequence over MLA's one latent head: one item). A
+  backward kernel (``bwd:``, it recomputes the scores) takes the backend's ``backward`` times as long.
 - ``vector`` / ``copy``: ``latency[kind] + max(flops / vector_flops, bytes / (bw * eff[kind]))
   + rows * row_s[kind]`` per op, by its ``fn`` where the profile has a law of that name (``mask``),
   else by its kind (``law_kind``: the ``opkinds`` vocabulary; a kernel of
@@ -72,7 +73,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, NamedTuple, Optional
 
-from .analysis import BACKWARD_PREFIX
+from .analysis import BACKWARD_KERNEL, BACKWARD_PREFIX
 from .hardware import AttentionEfficiency, Hardware, HardwareError, MatmulEfficiency
 from .opkinds import AUTOGRAD, CALL, GRAPH_KINDS, HOST_CLASS, HOST_ONLY, VIEW
 from .tape import choose, is_zero, larger, log2, plus, smaller
@@ -169,7 +170,7 @@ class CompiledProfile:
 
     __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "select_s", "rowwise", "host", "host_mm",
                  "host_sdpa", "seq", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s", "packs",
-                 "backward_call", "cold", "topk", "par")
+                 "backward_call", "cold", "topk", "par", "at_bwd")
 
     def __init__(self, hw: Hardware, dtype: str, backend: Optional[str]):
         if dtype not in hw.peak_flops:
@@ -180,6 +181,7 @@ class CompiledProfile:
         self.mm = matmul_params(peak, bw, hw.matmul_eff(dtype))
         self.at = attention_params(peak, bw, hw.attention_eff(backend))
         self.packs = hw.attention_eff(backend).packs_groups
+        self.at_bwd = hw.attention_eff(backend).backward  # a fused kernel's backward over its law
         self.vlat = hw.kernel_latency_s
         self.vbw = bw * hw.mem_efficiency
         # op kind -> (latency, bandwidth, time per row), for the kinds the profile knows apart
@@ -424,6 +426,13 @@ def host_only_s(c: CompiledProfile, k) -> float:
     return s + c.backward_call if k.kind == AUTOGRAD else s
 
 
+def backward_parts(c: CompiledProfile, parts: tuple) -> tuple:
+    """A fused attention kernel's (latency, compute, memory) for its backward: the work terms times the
+    backend's ``backward`` (``AttentionEfficiency``)."""
+    lat, comp, mem = parts
+    return (lat, comp, mem) if c.at_bwd == 1.0 else (lat, comp * c.at_bwd, mem * c.at_bwd)
+
+
 def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
     kind = k.kind
     if kind in HOST_ONLY:  # views, module calls, the autograd engine: no device time
@@ -449,6 +458,8 @@ def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
                 queries = queries / sc.group
                 items = items * sc.group
             lat, comp, mem = attention_call(c, items, dh, keys, sc.fraction, k.flops_matmul, k.bytes, queries)
+            if k.name.startswith(BACKWARD_KERNEL):
+                lat, comp, mem = backward_parts(c, (lat, comp, mem))
             return plus(lat, fresh), comp, dram_parts(c.cache_bytes, c.dram_bw, k.bytes, mem), c.host_sdpa
     # vector / copy (and an attention kernel without a matmul, which should not exist)
     compute = per_row = 0.0

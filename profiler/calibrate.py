@@ -39,7 +39,9 @@
   (``Hardware.attention_speedup``: a call of fewer items than threads leaves some idle);
 - ``sdpa`` by backend (flash, cudnn, efficient, math where they exist, and ``default``: torch's
   own choice), T, head dim and causality (FLOPs by FlashAttention's convention: causal = half), and
-  decode's: one query per head (``Tq``: 1) against T keys.
+  decode's: one query per head (``Tq``: 1) against T keys;
+- ``sdpa_backward`` by fused backend: the backward of one SDPA call alone (the gradients of Q, K and V
+  of a kept graph), whose time over the forward law's for 2.5x its FLOPs is ``backward``.
 
 Every row is timed with ``harness.measure`` (CUDA events with the L2 flushed before each call,
 median) on random normal data. Out-of-place ops allocate their output as eager PyTorch does, so
@@ -65,7 +67,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from ..costmodel.atomic import write_atomic
-from ..costmodel.fit import CHAIN, ELEMENT_OPS, HOST_ROWS, ITEMS_ROW, PACE_ROW, SEQUENCE_ROW, TINY
+from ..costmodel.fit import CHAIN, ELEMENT_OPS, HOST_ROWS, ITEMS_ROW, PACE_ROW, SDPA_BACKWARD_ROW, SEQUENCE_ROW, TINY
 from ..costmodel.units import DTYPE_BYTES, INDEX_BYTES
 from ..costmodel.units import TORCH_DTYPE_NAMES as TORCH_NAMES
 from .device import device_name, environment, sdpa_backends_used, sdpa_context, slug, synchronize, torch_dtype
@@ -99,6 +101,7 @@ class Plan:
     host: tuple = HOST_CLASSES  # eager_tiny_<class> rows ("op": the element-wise class)
     sdpa: list = field(default_factory=list)  # (B, H, T, dh, causal)
     sdpa_decode: list = field(default_factory=list)  # (B, H, T, dh): one query per head against T keys
+    sdpa_backward: list = field(default_factory=list)  # (B, H, T, dh, causal): the backward of a fused call
     sdpa_backends: tuple = ()
     sdpa_dtype: str = "bf16"
     tiny_ops: int = 2000
@@ -132,6 +135,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
             elems=[4096, 65536, 2**20, 2**24, 2**28] if not quick else [4096, 2**20, 2**24],
             vector_dtype="bf16", softmax=softmax, topk=topk,
             sdpa=sdpa, sdpa_decode=[(8, 16, T, dh) for T in (4096, 32768) for dh in (64, 128)][:2 if quick else 4],
+            sdpa_backward=[(4, 16, 4096, 128, True)] + ([] if quick else [(16, 16, 1024, 64, True)]),
             sdpa_backends=("flash", "cudnn", "efficient", "default"), sdpa_dtype="bf16",
             tiny_ops=5000, budget_s=0.1 if quick else 0.25, bench_check=True)
     if device == "mps":
@@ -153,7 +157,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
     if quick:  # a few seconds: small shapes (bf16 matmuls are slow on CPUs without AMX / AVX512-BF16)
         grid32 = [(m, k, n) for m in (1, 4, 16, 128) for k in (64, 256) for n in (64, 256)]
         grid16 = [(m, k, n) for m in (16, 128) for k in (64, 256) for n in (64, 256)]
-        sdpa = [(1, 2, T, dh, True) for T in (128, 256) for dh in (32, 64)]
+        sdpa = [(1, 2, T, dh, True) for T in (128, 256) for dh in (32, 64)] + [(1, 2, 256, 256, True)]
         return Plan(mm={"fp32": grid32, "bf16": grid16}, bmm=[(8, 128, 32), (2, 512, 32)], bmm_dtype="fp32",
                     bmv=[(8, 256, 32), (16, 1024, 64)],
                     elems=[4096, 65536, 2**20], vector_dtype="fp32",
@@ -163,7 +167,8 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                           (2**16, 4096, 16)],
                     fresh=[2**22, 2**24], sdpa=sdpa,
                     sdpa_decode=[(2, 4, 64, 32), (2, 4, 256, 64), (2, 4, 1024, 64), (2, 4, 4096, 32)],
-                    sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
+                    sdpa_backward=[(1, 2, 256, 64, True)], sdpa_backends=("flash", "math", "default"),
+                    sdpa_dtype="fp32",
                     tiny_ops=1000, budget_s=0.05, warmup=1, cold=True, items=True)
     # m = 1 and 4: decode's projections at batch 1 (a matrix-vector product) and at a small batch
     grid32 = [(m, k, n) for m in (1, 4, 16, 64, 256, 1024, 4096) for k in (64, 256, 1024, 4096)
@@ -173,6 +178,9 @@ def plan_for(device: str, quick: bool = False) -> Plan:
     grid_h = [(m, k, n) for m in (16, 64, 256) for k in (64, 256) for n in (64, 256)]
     sdpa = [(max(1, 2048 // T), 4, T, dh, causal) for T in (64, 256, 1024, 2048) for dh in (32, 64)
             for causal in (True, False)]
+    # larger head dims: MLA and DSA attend over their latent (rank + rope dims, 288 at rank 256), and a
+    # fused call gains throughput with the head dim (on 2 EPYC cores 40 GFLOP/s at 64, 56 at 288)
+    sdpa += [(max(1, 2048 // T), 4, T, dh, True) for T in (256, 1024) for dh in (128, 256)]
     return Plan(mm={"fp32": grid32, "bf16": grid16, "fp16": grid_h},
                 bmm=[(16, 256, 64), (4, 1024, 64), (1, 4096, 64)], bmm_dtype="fp32",
                 bmv=[(8, 256, 64), (32, 1024, 64), (16, 4096, 64), (4, 16384, 32)],
@@ -185,6 +193,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                 fresh=[2**23],
                 # decode from short contexts on: the fit's latency and query terms are told apart there
                 sdpa=sdpa, sdpa_decode=[(2, 4, T, dh) for T in (64, 256, 1024, 4096) for dh in (32, 64)],
+                sdpa_backward=[(max(1, 2048 // T), 4, T, dh, True) for T in (256, 1024) for dh in (64, 256)],
                 sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32",
                 tiny_ops=3000, budget_s=0.25, cold=True, items=True)
 
@@ -257,6 +266,11 @@ def _steps(plan: Plan, device: str) -> list:
         for be in plan.sdpa_backends:
             steps.append((f"sdpa {be} 1 query T={T} dh={dh}",
                           _sdpa_step(device, plan.sdpa_dtype, be, B, H, T, dh, False, kw, queries=1)))
+    for (B, H, T, dh, causal) in plan.sdpa_backward:
+        for be in plan.sdpa_backends:
+            if be not in ("math", "default"):
+                steps.append((f"sdpa {be} backward T={T} dh={dh}{' causal' if causal else ''}",
+                              _sdpa_backward_step(device, plan.sdpa_dtype, be, B, H, T, dh, causal, kw)))
     if plan.items:
         steps.append(("sdpa flash: one item, then one per thread", _items_step(device, plan.sdpa_dtype, kw)))
     if plan.bench_check:
@@ -540,6 +554,26 @@ def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw, queries: int = 0):
     return step
 
 
+def _sdpa_backward_step(device, dt, backend, B, H, T, dh, causal, kw):
+    """An ``SDPA_BACKWARD_ROW``: the backward of one fused SDPA call alone (its forward run once, its graph
+    kept, the gradients of Q, K and V taken again and again); FLOPs 2.5x the forward's
+    (``fit._row_sdpa_backward``)."""
+    def step():
+        import torch
+        import torch.nn.functional as F
+
+        with torch.enable_grad(), sdpa_context(backend):
+            q, k, v = (_randn((B, H, T, dh), device, dt).requires_grad_() for _ in range(3))
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            grad = torch.randn_like(out)
+            tm = measure(lambda: torch.autograd.grad(out, (q, k, v), grad, retain_graph=True), device, **kw)
+        t = tm.median_s
+        flops = 2.5 * 4.0 * B * H * T * T * dh * (0.5 if causal else 1.0)
+        return {"op": SDPA_BACKWARD_ROW, "backend": backend, "dtype": TORCH_NAMES[dt], "B": B, "H": H, "T": T,
+                "dh": dh, "causal": causal, "ms": t * 1e3, "tflops": flops / t / 1e12, "min_ms": tm.min_s * 1e3}
+    return step
+
+
 ITEM_SHAPE = (8, 1024, 64)  # query rows, keys, head dim of one item of the ``sdpa_items`` rows
 
 
@@ -687,7 +721,7 @@ def summary(rows: list) -> dict:
                 out[k] = r["GBps"]
         elif op in HOST_ROWS or op == SEQUENCE_ROW:
             out[f"{op} us/op"] = r["us_per_op"]
-        elif op == "sdpa":
-            k = f"sdpa {r['backend']} TFLOP/s (best)"
+        elif op in ("sdpa", SDPA_BACKWARD_ROW):
+            k = f"{op} {r['backend']} TFLOP/s (best)"
             out[k] = max(out.get(k, 0.0), r["tflops"])
     return {k: v for k, v in out.items() if not k.startswith("_") and not (isinstance(v, float) and math.isnan(v))}

@@ -38,7 +38,8 @@ NEW_KEYS = {**{op: {"op", "dtype", "elems", "ms", "GBps", "bytes", "out_bytes"} 
     "topk": {"op", "dtype", "elems", "row", "k", "ms", "GBps", "bytes", "out_bytes"},
     **{f"eager_tiny_{c}": {"op", "us_per_op"} for c in ("view", "sdpa", "index", "module", "autograd", "backward")},
     "eager_sequence": {"op", "us_per_op", "classes"}, "pace": {"op", "when", "ms"},
-    **{op: {"op", "dtype", "BH", "T", "dh", "ms", "tflops"} for op in ("bmv_qk", "bmv_pv")}}
+    **{op: {"op", "dtype", "BH", "T", "dh", "ms", "tflops"} for op in ("bmv_qk", "bmv_pv")},
+    "sdpa_backward": {"op", "backend", "dtype", "B", "H", "T", "dh", "causal", "ms", "tflops"}}
 # what the time model prices that calibrate measures: every kernel kind but the matmuls' and SDPA's
 # (their own rows) and conv / other (no law of their own)
 ELEMENT_KINDS = set(KINDS) - {"matmul", "sdpa", "conv", "other"}
@@ -49,6 +50,7 @@ def tiny_plan() -> C.Plan:
     return C.Plan(mm={"fp32": grid}, bmm=[(2, 32, 16)], bmm_dtype="fp32", bmv=[(2, 32, 16)], elems=[1024, 16384],
                   vector_dtype="fp32", softmax=[4096], topk=[(4096, 64, 4), (4096, 256, 16)],
                   sdpa=[(1, 2, T, 16, c) for T in (32, 64) for c in (True, False)], sdpa_decode=[(2, 2, 128, 16)],
+                  sdpa_backward=[(1, 2, 64, 16, True)],
                   sdpa_backends=("flash", "math", "default"), sdpa_dtype="fp32", tiny_ops=100, budget_s=0.01)
 
 
@@ -79,6 +81,9 @@ def test_rows_have_the_reference_format(rows):
     assert causal["tflops"] == pytest.approx(2 * causal["B"] * causal["H"] * causal["T"] ** 2 * causal["dh"]
                                              / (causal["ms"] * 1e-3) / 1e12, rel=1e-6)
     assert all(r["ran"] == "flash" for r in sdpa if r["backend"] == "default")
+    back = [r for r in rows if r["op"] == "sdpa_backward"]
+    assert [r["backend"] for r in back] == ["flash"]  # fused backends only: math's backward is autograd's
+    assert back[0]["tflops"] == pytest.approx(2.5 * 2 * 2 * 64**2 * 16 / (back[0]["ms"] * 1e-3) / 1e12, rel=1e-6)
     decode = [r for r in sdpa if r.get("Tq")]
     assert {r["backend"] for r in decode} == {"flash", "math", "default"} and {r["Tq"] for r in decode} == {1}
     json.dumps(rows)  # plain JSON
@@ -160,7 +165,7 @@ def test_plans_fit_the_fit():
             for dt, grid in p.mm.items():
                 assert not grid or len(grid) >= 8, (device, quick, dt)
             fused = [b for b in p.sdpa_backends if b not in ("math", "default")]
-            assert not fused or len(p.sdpa) >= 4
+            assert not fused or (len(p.sdpa) >= 4 and p.sdpa_backward), (device, quick)
             if device == "cpu":  # TopkPaths: rows on both paths of the CPU kernel
                 partial = sum(k * 64 <= row for _, row, k in p.topk)
                 assert min(partial, len(p.topk) - partial) >= TOPK_PATH_ROWS, quick
@@ -208,3 +213,10 @@ def test_summary_names_the_fused_attention_speedup():
     cpu = get_hardware("cpu").model_copy(update={"threads": 2, "attention_speedup": 1.53})
     assert "its 2 threads 1.53x as fast as one" in _speedup(cpu)
     assert _speedup(get_hardware("h100")) == ""
+
+
+def test_cpu_plans_time_attention_at_the_latent_head_dims():
+    """MLA and DSA attend over their latent (rank + rope dims, 288 at the default rank of 256): a fused
+    call's law is fitted up to head dim 256 (``dh_cap``: no further), not capped at 64."""
+    for quick in (False, True):
+        assert max(dh for *_, dh, _ in C.plan_for("cpu", quick).sdpa) >= 256

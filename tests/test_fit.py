@@ -383,3 +383,27 @@ def test_calibrate_names_where_matmuls_slow_beyond_the_caches():
     slow = cpu.model_copy(update={"matmul": {"fp32": e}})
     assert view._slow_matmuls(slow) == (
         "; matmuls of several rows move their bytes at most at 5.12 GB/s beyond 4 MiB in fp32")
+
+
+def test_attention_backward_is_fitted_on_its_own_rows(synth):
+    """Backward rows made by a profile whose flash backward takes 1.4x its law (FLOPs 2.5x the forward's)
+    give back 1.4; the forward law is fitted as before, and without backward rows the factor stays 1."""
+    truth = get_hardware("h100")
+    slow = truth.model_copy(update={"attention": {
+        **truth.attention, "flash": truth.attention["flash"].model_copy(update={"backward": 1.4})}})
+    back = [{"op": "sdpa_backward", "backend": "flash", "dtype": "bfloat16", "B": B, "H": 16, "T": T, "dh": dh,
+             "causal": True} for B, T, dh in ((4, 4096, 128), (16, 1024, 64), (2, 8192, 128))]
+    for r in back:
+        r["ms"] = predict_row(r, slow) * 1e3
+    sdpa = [r for r in synth if r["op"] == "sdpa"]
+    part = fit_attention(H100_PUBLISHED, sdpa + back, mem_eff=0.9, min_latency_s=1e-6)
+    att = part.update["attention"]
+    assert att["flash"].backward == pytest.approx(1.4, rel=0.05)
+    assert att["cudnn"].backward == 1.0 and any("backward (3 rows)" in w for w in part.what)
+    alone = fit_attention(H100_PUBLISHED, sdpa, mem_eff=0.9, min_latency_s=1e-6).update["attention"]
+    assert alone["flash"].backward == 1.0
+    assert alone["flash"].max_eff == att["flash"].max_eff  # the backward rows do not move the forward law
+    one = dict(back[0], ms=back[0]["ms"] * 1e3)  # a row 1,000x off is clipped, not believed
+    assert fit_attention(H100_PUBLISHED, sdpa + [one], mem_eff=0.9, min_latency_s=1e-6).update[
+        "attention"]["flash"].backward == 8.0
+    assert set(row_errors(back, slow)) == {"sdpa_backward:flash"}

@@ -536,3 +536,22 @@ def test_the_autograd_engine_costs_the_host_per_node_and_per_backward_call():
     assert predict(ks, timed).host_s == pytest.approx(predict(ks, LAWS).host_s + engine[0].elems * 3e-6 + 50e-6)
     assert predict(ks, timed, mode="graph").time_s == predict(ks, LAWS, mode="graph").time_s
     assert not [op for op in graph("flash", Shape(T=64, d=64, heads=2)).ops if op.kind == "autograd"]
+
+
+def test_a_fused_kernels_backward_takes_the_backends_backward_factor():
+    """A training graph's ``bwd:attention`` kernel (the scores recomputed, four gradient matmuls: 2.5x the
+    forward's FLOPs) takes the backend's ``backward`` times its law's work; the forward is unchanged."""
+    from attncost.costmodel.estimate import graph
+    from attncost.costmodel.shape import Shape
+
+    ks = _kernels(graph("flash", Shape(T=2048, d=1024, heads=8, phase="train")))
+    fwd, bwd = (next(k for k in ks if k.kind == "attention" and k.name == n) for n in ("attention", "bwd:attention"))
+    assert bwd.flops_matmul == pytest.approx(2.5 * fwd.flops_matmul, rel=0.01)
+    backend = H100.attention_backend
+    slow = H100.model_copy(update={"attention": {
+        **H100.attention, backend: H100.attention[backend].model_copy(update={"backward": 1.5})}})
+    base, timed = by_name(predict(ks, H100, mode="graph")), by_name(predict(ks, slow, mode="graph"))
+    assert timed["attention"].time_s == base["attention"].time_s
+    lat = H100.attention[backend].latency_s
+    assert timed["bwd:attention"].time_s - lat == pytest.approx(1.5 * (base["bwd:attention"].time_s - lat), rel=1e-9)
+    assert H100.attention[backend].backward == 1.0  # the published profile: not fitted, as the forward
