@@ -101,7 +101,7 @@ def calibrate(
     console.print(_laws(hw))
     console.print(f"Fitted on the built-in '{result['base']}' profile in {result['seconds']:.0f} s: host time per "
                   f"eager op {_host_times(hw)}{_gemv(hw)}{_slow_matmuls(hw)}{_cold(hw)}; attention backend "
-                  f"{hw.attention_backend}{_speedup(hw)}.")
+                  f"{hw.attention_backend}{_attention(hw)}{_speedup(hw)}.")
     pace = _pace(result["rows"])
     if pace:
         console.print(pace)
@@ -151,6 +151,17 @@ def _gemv(hw) -> str:
     paces = [f"{sig(hw.mem_bandwidth * e.gemv_mem_eff / 1e9, 3)} GB/s in {dt}" for dt, e in hw.matmul.items()
              if e.gemv_mem_eff]
     return f"; matrix-vector products (m = 1) stream their matrix at {', '.join(paces)}" if paces else ""
+
+
+def _attention(hw) -> str:
+    """The default backend's fitted head dims and backward (``AttentionEfficiency``), in words."""
+    e = hw.attention.get(hw.attention_backend)
+    parts = []
+    if e is not None and e.dh_cap:
+        parts.append(f"fitted up to head dim {sig(e.dh_cap, 3)}")
+    if e is not None and e.backward != 1.0:
+        parts.append(f"its backward {sig(e.backward, 3)}x the forward's law for 2.5x the FLOPs")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _speedup(hw) -> str:

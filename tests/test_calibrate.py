@@ -215,6 +215,18 @@ def test_summary_names_the_fused_attention_speedup():
     assert _speedup(get_hardware("h100")) == ""
 
 
+def test_summary_names_the_attention_heads_dims_and_backward():
+    from attncost.cli.calibrate import _attention
+
+    h100 = get_hardware("h100")
+    flash = h100.attention[h100.attention_backend]
+    fitted = h100.model_copy(update={"attention": {
+        **h100.attention, h100.attention_backend: flash.model_copy(update={"dh_cap": 256.0, "backward": 1.23})}})
+    assert _attention(fitted) == " (fitted up to head dim 256; its backward 1.23x the forward's law for 2.5x the FLOPs)"
+    plain = flash.model_copy(update={"dh_cap": None})
+    assert _attention(h100.model_copy(update={"attention": {h100.attention_backend: plain}})) == ""
+
+
 def test_cpu_plans_time_attention_at_the_latent_head_dims():
     """MLA and DSA attend over their latent (rank + rope dims, 288 at the default rank of 256): a fused
     call's law is fitted up to head dim 256 (``dh_cap``: no further), not capped at 64."""
