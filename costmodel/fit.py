@@ -26,8 +26,8 @@ import statistics
 from typing import Callable, Iterable, NamedTuple, Optional
 
 from .hardware import AttentionEfficiency, Hardware, MatmulEfficiency, TopkPaths
-from .timing import (attention_call, attention_parts, backward_parts, compiled, dram_parts, fresh_parts, kernel_s,
-                     matmul_parts, topk_path_s)
+from .timing import (attention_call, attention_parts, backward_parts, compiled, dram_parts,
+                     fresh_parts, kernel_s, matmul_parts, topk_path_s)
 from .units import DTYPE_BYTES, DTYPES, FUSED_BACKENDS, TORCH_DTYPE_NAMES
 
 # -- microbenchmark rows ---------------------------------------------------------------------------
@@ -703,8 +703,13 @@ def fit_attention(base: Hardware, rows: list, *, mem_eff: float, min_latency_s: 
         if len(rs) < 4:
             continue
         a0 = attention.get(be, base.attention_eff() if base.attention else AttentionEfficiency())
-        attention[be] = _fit_backend(base, a0, rs, mem_eff, min_latency_s)
-        what.append(f"attention {be} ({len(rs)} sdpa rows)")
+        law, lost = _fit_backend(base, a0, rs, mem_eff, min_latency_s)
+        beyond = sum(r[0][4] > (base.cache_bytes or math.inf) for r in rs)
+        if beyond >= DRAM_ROWS:  # a pace of its own beyond the caches, where it prices the rows better
+            slow, lost_slow = _fit_backend(base, a0, rs, mem_eff, min_latency_s, dram=True)
+            law = slow if lost_slow <= SLOW_GAIN * lost else law
+        attention[be] = law
+        what.append(f"attention {be} ({len(rs)} sdpa rows{'; beyond the caches at its own pace' * bool(law.dram_eff)})")
         back = [r for r in rows if r["op"] == SDPA_BACKWARD_ROW and r.get("backend") == be]
         if back:
             attention[be] = attention[be].model_copy(update={"backward": _fit_backward(base, be, attention[be], back)})
@@ -715,11 +720,12 @@ def fit_attention(base: Hardware, rows: list, *, mem_eff: float, min_latency_s: 
     return Fitted(upd, what)
 
 
-def _fit_backend(base: Hardware, a0: AttentionEfficiency, rs: list, mem_eff: float,
-                 min_latency_s: float) -> AttentionEfficiency:
-    """One backend's efficiency, fitted from ``a0`` to [(sdpa spec, measured seconds, dtype, output
+def _fit_backend(base: Hardware, a0: AttentionEfficiency, rs: list, mem_eff: float, min_latency_s: float,
+                 dram: bool = False) -> tuple:
+    """(one backend's efficiency, its loss), fitted from ``a0`` to [(sdpa spec, measured seconds, dtype, output
     bytes)]; head dims above the largest measured get its efficiency (no extrapolation); ``q_half``
-    where rows of fewer queries than keys (decode) tell it."""
+    where rows of fewer queries than keys (decode) tell it; ``dram``: with its own pace beyond the
+    caches (``dram_eff``), fitted together with the rest."""
     bw = base.mem_bandwidth
     x0 = [a0.max_eff, max(a0.dh_half, 1.0), max(a0.keys_half, 1.0), max(a0.causal_tile, 1.0),
           max(a0.latency_s, 1e-6)]
@@ -728,21 +734,30 @@ def _fit_backend(base: Hardware, a0: AttentionEfficiency, rs: list, mem_eff: flo
     decode = any(spec[5] < spec[1] for spec, _, _, _ in rs)
     if decode:  # from above: below the point where decode turns memory-bound the loss is flat
         x0, lo, hi = x0 + [max(a0.q_half, 100.0)], lo + [1e-2], hi + [1e5]
+    if dram:
+        x0, lo, hi = x0 + [0.3], lo + [1e-3], hi + [1.0]
     peaks = {dt: base.tensor_peak(dt) for dt in DTYPES}
     dh_cap = float(max(spec[0] for spec, _, _, _ in rs))
-    reg = _regimes(base)
+    reg, cache = _regimes(base), base.cache_bytes or math.inf
 
-    def loss(x):  # x: max_eff, dh_half, keys_half, causal_tile, latency_s[, q_half]
+    def seconds(p: tuple, spec: tuple, out: float, dram_bw: float) -> float:
+        lat, comp, mem = attention_parts(p, *spec)
+        return reg.kernel_s((lat, comp, dram_parts(cache, dram_bw, spec[4], mem) if dram_bw else mem), spec[4], out)
+
+    def loss(x):  # x: max_eff, dh_half, keys_half, causal_tile, latency_s[, q_half][, dram_eff]
         q_half = x[5] if decode else a0.q_half
         params = {dt: (peak * x[0], x[1], x[2], x[3], bw * mem_eff, x[4], dh_cap, q_half)  # timing.attention_params
                   for dt, peak in peaks.items()}
-        return _sq_log((reg.kernel_s(attention_parts(params[dt], *spec), spec[4], out), meas)
+        return _sq_log((seconds(params[dt], spec, out, bw * x[-1] if dram else 0.0), meas)
                        for spec, meas, dt, out in rs)
 
     x = _pattern_search(loss, x0, lo, hi)
     return AttentionEfficiency(max_eff=x[0], dh_half=x[1], keys_half=x[2], causal_tile=x[3], dh_cap=dh_cap,
                                mem_eff=mem_eff, latency_s=x[4], q_half=x[5] if decode else a0.q_half,
-                               packs_groups=a0.packs_groups)
+                               dram_eff=x[-1] if dram else None, packs_groups=a0.packs_groups), loss(x)
+
+
+DRAM_ROWS = 2  # sdpa rows beyond the caches needed to fit a fused kernel's pace there
 
 
 BACKWARD_RANGE = (0.25, 8.0)  # a backward factor beyond these is a failed row, not a kernel

@@ -123,7 +123,9 @@ class AttentionEfficiency(BaseModel):
     tiles but computes the tiles the mask boundary crosses: ``flops_mm' = flops_mm + 0.5 *
     causal_tile / keys * dense_flops_mm`` (at most the dense work). A backward kernel's compute and
     memory terms take ``backward`` times as long: FlashAttention-2's backward (Dao 2023, arXiv:2307.08691)
-    runs five matmuls where the forward runs two, at a lower share of the peak.
+    runs five matmuls where the forward runs two, at a lower share of the peak. On a profile with a
+    cache law (``Hardware.cache_bytes``), a kernel moving more takes at least ``bytes / (mem_bandwidth *
+    dram_eff)`` of memory time.
     """
 
     model_config = FINITE
@@ -137,6 +139,10 @@ class AttentionEfficiency(BaseModel):
                                                             "(the largest fitted: no extrapolation)")
     mem_eff: Share = Field(0.85, description="share of mem_bandwidth reached")
     latency_s: Seconds = Field(8e-6, description="fixed device time of one attention kernel (s)")
+    dram_eff: Optional[Share] = Field(None, description="share of mem_bandwidth at which the kernel streams its "
+                                                        "bytes where they exceed the profile's cache_bytes (a CPU's "
+                                                        "decode reads K and V block by block, below a copy's pace); "
+                                                        "None: the profile's dram_eff")
     backward: float = Field(1.0, gt=0, description="a backward kernel's time over this law's for its FLOPs (it "
                                                     "recomputes the scores: 2.5x the forward's matmul FLOPs), "
                                                     "fitted on backward rows; 1: as the forward")

@@ -14,7 +14,8 @@ Per kernel, on the device (all shares of the profile's published peaks, see ``ha
   (peak * eff_attn), bytes / (bw * mem_eff))``, ``eff_attn = max_eff * dh/(dh+dh_half) *
   keys/(keys+keys_half)`` of the chosen backend (dh no larger than the largest head dim fitted,
   ``dh_cap``: no extrapolation); softmax FLOPs overlap the matmuls and are not
-  charged; a masked kernel also computes the tiles its mask boundary crosses (``flops_mm'``). On a
+  charged; a masked kernel also computes the tiles its mask boundary crosses (``flops_mm'``); beyond
+  the caches its bytes take at least ``bytes / (bw * dram_eff)`` of the backend where fitted. On a
   profile with ``threads`` and ``attention_speedup`` (a CPU), a call of fewer independent items (batch x
   head x query block: ``cpu_query_block``) than threads leaves some idle: its work takes
   ``item_slowdown`` times longer (decode of one sequence over MLA's one latent head: one item). A
@@ -170,7 +171,7 @@ class CompiledProfile:
 
     __slots__ = ("peak", "vflops", "mm", "at", "vlat", "vbw", "kinds", "select_s", "rowwise", "host", "host_mm",
                  "host_sdpa", "seq", "sync", "isz", "cache_bytes", "dram_bw", "fresh_bytes", "fresh_s", "packs",
-                 "backward_call", "cold", "topk", "par", "at_bwd")
+                 "backward_call", "cold", "topk", "par", "at_bwd", "at_dram")
 
     def __init__(self, hw: Hardware, dtype: str, backend: Optional[str]):
         if dtype not in hw.peak_flops:
@@ -182,6 +183,8 @@ class CompiledProfile:
         self.at = attention_params(peak, bw, hw.attention_eff(backend))
         self.packs = hw.attention_eff(backend).packs_groups
         self.at_bwd = hw.attention_eff(backend).backward  # a fused kernel's backward over its law
+        at_dram = hw.attention_eff(backend).dram_eff  # its pace beyond the caches (0.0: the profile's)
+        self.at_dram = bw * at_dram if at_dram else 0.0
         self.vlat = hw.kernel_latency_s
         self.vbw = bw * hw.mem_efficiency
         # op kind -> (latency, bandwidth, time per row), for the kinds the profile knows apart
@@ -293,9 +296,12 @@ def item_slowdown(par: tuple, items: float) -> float:
 def attention_call(c: "CompiledProfile", items: float, dh: float, keys: float, fraction: float, flops_mm: float,
                    nbytes: float, queries: float) -> tuple:
     """``attention_parts`` of one fused attention call over ``items`` (batch, head) pairs of ``queries``
-    rows each, its work slowed by ``item_slowdown`` where the profile says a call of fewer items than
-    threads leaves some idle."""
+    rows each, its memory time no shorter than its bytes at the backend's pace beyond the caches
+    (``AttentionEfficiency.dram_eff``) where the profile has one, its work slowed by ``item_slowdown``
+    where the profile says a call of fewer items than threads leaves some idle."""
     lat, comp, mem = attention_parts(c.at, dh, keys, fraction, flops_mm, nbytes, queries)
+    if c.at_dram > 0.0:
+        mem = dram_parts(c.cache_bytes, c.at_dram, nbytes, mem)
     if c.par is not None:
         slow = item_slowdown(c.par, items * math.ceil(queries / cpu_query_block(queries)))
         comp, mem = comp * slow, mem * slow

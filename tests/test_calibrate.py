@@ -221,8 +221,11 @@ def test_summary_names_the_attention_heads_dims_and_backward():
     h100 = get_hardware("h100")
     flash = h100.attention[h100.attention_backend]
     fitted = h100.model_copy(update={"attention": {
-        **h100.attention, h100.attention_backend: flash.model_copy(update={"dh_cap": 256.0, "backward": 1.23})}})
-    assert _attention(fitted) == " (fitted up to head dim 256; its backward 1.23x the forward's law for 2.5x the FLOPs)"
+        **h100.attention, h100.attention_backend: flash.model_copy(update={"dh_cap": 256.0, "backward": 1.23,
+                                                                           "dram_eff": 0.5})}})
+    assert h100.mem_bandwidth == 3.35e12
+    assert _attention(fitted) == (" (fitted up to head dim 256; beyond the caches at 1,675 GB/s; its backward 1.23x "
+                                  "the forward's law for 2.5x the FLOPs)")
     plain = flash.model_copy(update={"dh_cap": None})
     assert _attention(h100.model_copy(update={"attention": {h100.attention_backend: plain}})) == ""
 
@@ -232,3 +235,13 @@ def test_cpu_plans_time_attention_at_the_latent_head_dims():
     call's law is fitted up to head dim 256 (``dh_cap``: no further), not capped at 64."""
     for quick in (False, True):
         assert max(dh for *_, dh, _ in C.plan_for("cpu", quick).sdpa) >= 256
+
+
+def test_cpu_plans_time_decode_attention_beyond_the_caches():
+    """Two decode rows or more whose K and V pass any CPU's last-level cache (32 MB and more in fp32), so that
+    the fit can give the fused kernel its own pace there (``fit.DRAM_ROWS``)."""
+    from attncost.costmodel.fit import DRAM_ROWS
+
+    for quick in (False, True):
+        big = [r for r in C.plan_for("cpu", quick).sdpa_decode if 2 * r[0] * r[1] * r[2] * r[3] * 4 >= 32 * 2**20]
+        assert len(big) >= DRAM_ROWS, quick

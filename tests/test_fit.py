@@ -7,7 +7,8 @@ import pytest
 
 from attncost.costmodel.fit import (fit_attention, fit_attention_speedup, fit_element_ops, fit_host_time, fit_matmul,
                                     fit_profile, measured_s, predict_row, row_dtype, row_errors)
-from attncost.costmodel.hardware import H100_MICROBENCH, H100_PUBLISHED, TopkPaths, get_hardware
+from attncost.costmodel.hardware import (H100_MICROBENCH, H100_PUBLISHED, AttentionEfficiency, TopkPaths,
+                                         get_hardware)
 
 ROWS = json.loads(H100_MICROBENCH.read_text())["rows"]
 
@@ -407,3 +408,31 @@ def test_attention_backward_is_fitted_on_its_own_rows(synth):
     assert fit_attention(H100_PUBLISHED, sdpa + [one], mem_eff=0.9, min_latency_s=1e-6).update[
         "attention"]["flash"].backward == 8.0
     assert set(row_errors(back, slow)) == {"sdpa_backward:flash"}
+
+
+def test_a_fused_kernels_pace_beyond_the_caches_is_fitted_where_rows_pass_them():
+    """A CPU's decode attention streams K and V block by block: beyond the profile's ``cache_bytes`` at its
+    own share of the bandwidth (``dram_eff``). Rows made by a profile whose flash kernel streams at 0.2 there
+    give it back; rows that all stay within the caches fit none."""
+    cpu = get_hardware("cpu")
+    law = AttentionEfficiency(max_eff=0.2, dh_half=20.0, keys_half=40.0, causal_tile=400.0, q_half=5.0,
+                              mem_eff=0.8, latency_s=1e-5, packs_groups=False)
+    base = cpu.model_copy(update={"cache_bytes": 16 * 2**20, "dram_eff": 0.4, "attention": {"flash": law},
+                                  "attention_backend": "flash"})
+    truth = base.model_copy(update={"attention": {"flash": law.model_copy(update={"dram_eff": 0.2})}})
+    shapes = [(max(1, 2048 // T), 4, T, dh, True, None) for T in (64, 256, 1024, 2048) for dh in (32, 64)] + [
+        (2, 4, T, dh, False, 1) for T in (64, 256, 1024) for dh in (32, 64)]
+    beyond = [(1, 8, 16384, 64, False, 1), (1, 4, 8192, 128, False, 1), (2, 8, 16384, 64, False, 1)]
+    def rows(specs):
+        out = []
+        for B, H, T, dh, causal, q in specs:
+            r = {"op": "sdpa", "backend": "flash", "dtype": "float32", "B": B, "H": H, "T": T, "dh": dh,
+                 "causal": causal, **({"Tq": q} if q else {})}
+            out.append(dict(r, ms=predict_row(r, truth) * 1e3))
+        return out
+    fitted = fit_attention(base, rows(shapes + beyond), mem_eff=0.8, min_latency_s=1e-6).update["attention"]
+    assert fitted["flash"].dram_eff == pytest.approx(0.2, rel=0.1)
+    within = fit_attention(base, rows(shapes), mem_eff=0.8, min_latency_s=1e-6).update["attention"]
+    assert within["flash"].dram_eff is None
+    r = rows(beyond[:1])[0]
+    assert predict_row(r, truth) > 1.5 * predict_row(r, base)  # the profile's own pace there (0.4) is twice as fast

@@ -555,3 +555,22 @@ def test_a_fused_kernels_backward_takes_the_backends_backward_factor():
     lat = H100.attention[backend].latency_s
     assert timed["bwd:attention"].time_s - lat == pytest.approx(1.5 * (base["bwd:attention"].time_s - lat), rel=1e-9)
     assert H100.attention[backend].backward == 1.0  # the published profile: not fitted, as the forward
+
+
+def test_a_fused_kernel_beyond_the_caches_streams_at_its_backends_pace():
+    """On a profile with a cache law, a fused attention call moving more than ``cache_bytes`` takes at least
+    its bytes at the backend's ``dram_eff`` of the bandwidth; a call within the caches, or a profile without
+    the law (a GPU's), is priced as before."""
+    from attncost.costmodel.timing import attention_call, compiled
+
+    flash = H100.attention[H100.attention_backend]
+    cached = H100.model_copy(update={"cache_bytes": 16 * 2**20, "dram_eff": 1.0})
+    slow = cached.model_copy(update={"attention": {
+        **H100.attention, H100.attention_backend: flash.model_copy(update={"dram_eff": 0.01})}})
+    nbytes = 64 * 2**20  # one query per head against 16 x 16,384 keys of head dim 64, bf16: K and V
+    args = (16, 64.0, 16384.0, 1.0, 4.0 * 16 * 16384 * 64, nbytes, 1.0)
+    mem = [attention_call(compiled(hw, "bf16", None), *args)[2] for hw in (H100, cached, slow)]
+    assert mem[0] == mem[1] and mem[2] == pytest.approx(nbytes / (0.01 * H100.mem_bandwidth))
+    small = args[:5] + (nbytes / 8, 1.0)
+    within = [attention_call(compiled(hw, "bf16", None), *small) for hw in (slow, cached)]
+    assert within[0] == within[1]
