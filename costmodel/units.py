@@ -56,6 +56,7 @@ ELEMENT_FLOPS = {
     "add": 1,
     "mul": 1,
     "div": 1,
+    "addcmul": 2,  # x + a * b: a multiply and an add per output element
     "square_sum": 2,  # |x|^2: multiply + add per input element
     "feature_map": 5,  # Performer phi: subtract |x|^2/2, stabiliser max, subtract it, exp, scale by 1/sqrt(m)
     "feature_map_fixed": 4,  # Performer decode key: the recurrent state fixes its stabiliser (no max)
@@ -80,6 +81,7 @@ BACKWARD_ELEMENT_FLOPS = {
     "add": 0,
     "mul": 2,
     "div": 3,
+    "addcmul": 2,  # the gradients of a and b, a multiply each; x's passes through
     "square_sum": 2,
     "feature_map": 3,
     "feature_map_fixed": 3,

@@ -53,7 +53,7 @@ _FN_SPLIT = {
 }
 _FN_CATEGORY = {
     "scale": "elementwise", "mask": "mask", "softmax": "softmax", "exp": "elementwise",
-    "relu": "elementwise", "add": "elementwise", "mul": "elementwise", "div": "elementwise",
+    "relu": "elementwise", "add": "elementwise", "mul": "elementwise", "div": "elementwise", "addcmul": "elementwise",
     "rope": "elementwise", "mean": "reduction", "cumsum": "scan", "topk": "topk",
     "gather": "movement", "copy": "movement", "offset": "movement", "max": "reduction", "pinv_update": "elementwise",
 }
@@ -68,7 +68,7 @@ _KEY_CATEGORY = {
     "sum": "reduction", "mean": "reduction", "amax": "reduction", "amin": "reduction", "max": "reduction",
     "cumsum": "scan", "topk": "topk",
 }
-for _k in ("mul", "div", "add", "sub", "rsub", "exp", "relu", "neg", "reciprocal", "maximum", "minimum"):
+for _k in ("mul", "div", "add", "sub", "rsub", "addcmul", "exp", "relu", "neg", "reciprocal", "maximum", "minimum"):
     _KEY_CATEGORY[_k] = "elementwise"
 
 
@@ -260,6 +260,7 @@ def fvcore_handles(masks: Optional[dict] = None, notes: Optional[list] = None) -
         "aten::scaled_dot_product_attention": _sdpa_handle(masks, notes),
     }
     for ops, fn in ((("mul",), "mul"), (("div", "reciprocal"), "div"), (("add", "sub", "rsub"), "add"),
+                    (("addcmul",), "addcmul"),
                     (("exp",), "exp"), (("relu",), "relu"), (("neg",), "scale"),
                     (("masked_fill", "where"), "mask"), (("maximum", "minimum"), "max"),
                     (("cumsum",), "cumsum")):

@@ -3,7 +3,7 @@
 Shape unless stated: B=1, T=8, d=32, heads=4 (dh=8), bf16, causal prefill. A linear layer
 (rows x k) @ (k x n) costs 2*rows*k*n FLOPs; non-matmul ops cost ELEMENT_FLOPS per element:
 scale 1, mask 1, softmax 5, relu 1, rope 3, mean 1, square_sum 2, feature_map 5, topk 1,
-cumsum 1, add 1, mul 1, div 1, max 1, pinv_update 1; gather and copy 0.
+cumsum 1, add 1, mul 1, div 1, addcmul 2, max 1, pinv_update 1; gather and copy 0.
 Each case lists its terms; the comments carry the arithmetic.
 """
 
@@ -123,6 +123,21 @@ def test_a_gather_moves_the_rows_it_picks():
     (gather,) = [k for k in analyse(g).kernels if k.name == "gather_values"]
     assert g.tensors["v_cache"].nbytes == 262_144
     assert (gather.bytes, gather.held) == (8_704, 4_096)
+
+
+def test_performer_decode_state_update_by_hand():
+    """Performer decode (B=1, 4 heads of 8, m=4 features): the state S (4 x 4 x 8 = 128 elements) takes
+    phi(k)^T v in one addcmul, a multiply and an add per element: 256 FLOPs, no matmul; it reads S
+    (128), phi(k) (16) and v (32) and writes S (128): 304 elements of bf16, 608 B."""
+    from attncost.costmodel.analysis import analyse
+
+    s = S.with_(phase="decode")
+    g = graph("performer", s, resolve_params("performer", s, {"features": 4, "chunk": 4}))
+    ops = {op.name: op for op in g.ops}
+    assert ops["state_update"].flops == 256 and ops["state_update"].kind == "elementwise"
+    assert "state_outer" not in ops
+    (k,) = [k for k in analyse(g).kernels if k.name == "state_update"]
+    assert k.bytes == 608 and k.flops_matmul == 0
 
 
 def test_mla_decode_absorbed_example():

@@ -293,11 +293,12 @@ def _state(g, s: Shape, m: int) -> tuple:
 
 
 def _performer_step(g, s: Shape, qf, kf, v, m: int, state: tuple) -> str:
-    """Decode: S += phi(k) v^T, z += phi(k); out = phi(q) S / phi(q) z."""
+    """Decode: S += phi(k) v^T (one addcmul of phi(k)^T, a view, and v), z += phi(k); out = phi(q) S /
+    phi(q) z."""
     BH, dh = s.batch * s.heads, s.head_dim
     S, z, _ = state
-    upd = _matmul(g, "state_outer", kf, v, MATMUL_VIEWS + 1, batch=BH, m=m, k=1, n=dh)  # phi(k)^T
-    S = g.elementwise("state_add", "add", (upd, S), elems=BH * m * dh, part="other")
+    g.views("state_update.views", 1, "other")  # phi(k)^T
+    S = g.elementwise("state_update", "addcmul", (S, kf, v), elems=BH * m * dh, part="other")
     g.views("ksum_add.views", 1, "other")
     z = g.elementwise("ksum_add", "add", (kf, z), elems=BH * m, part="other")
     num = _matmul(g, "numerator", qf, S, batch=BH, m=1, k=m, n=dh)

@@ -194,8 +194,7 @@ class Performer(_QKV):
         q, k, v = self._qkv(x)  # (B, H, 1, dh)
         qf = self.phi_query(q)
         kf, _ = self.phi_key(k, c)
-        upd = torch.matmul(kf.transpose(-1, -2), v)  # (B, H, m, dh)
-        S = S + upd
+        S = torch.addcmul(S, kf.transpose(-1, -2), v)  # S + phi(k)^T v (B, H, m, dh), one kernel
         z = z + kf[:, :, 0]
         num = torch.matmul(qf, S)
         den = torch.matmul(qf, z[..., None])
