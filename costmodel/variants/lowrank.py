@@ -179,8 +179,8 @@ def _features(g, s: Shape, t: str, w: str, rows_h: int, name: str, stabilisers: 
     if heads_copied(s.batch, s.heads, s.tokens):
         t = layout_copy(g, f"{name}.heads", t, rows_h * dh)
     # torch.matmul folds (B, H, L, dh) @ (dh, m) into one mm (a view in, a view out) only where the
-    # head view is one matrix: one head and one token
-    folds = s.heads == 1 and s.tokens == 1
+    # head view is one matrix: one head and one token, or decode's token viewed as (B, H, 1, dh)
+    folds = (s.heads == 1 and s.tokens == 1) or s.phase == "decode"
     # else one bmm over (sequence, head), the features broadcast
     batch, rows = (1, rows_h) if folds else (s.batch * s.heads, s.tokens)
     pr = _matmul(g, f"{name}_rf", t, w, 2 if folds else MATMUL_VIEWS, batch=batch, m=rows, k=dh, n=m, part="proj")
@@ -215,7 +215,10 @@ def build_performer(s: Shape, p: PerformerParams):
     BH, R = B * H, rows * H  # R: (token, head) rows
     decode = s.phase == "decode"
     q, k, v = _qkv(g, s, x, rows)
-    split_heads(g, "heads.split", 3)
+    if decode:  # one token: a plain view each (Performer.decode)
+        g.views("heads.split", 3, "other")
+    else:
+        split_heads(g, "heads.split", 3)
     w = g.weight("W_rf", m * dh, trainable=False)
     if s.causal:  # the recurrent state a decode step keeps, as the exact variants declare their KV cache
         g.kv_cache(fixed=H * (m * (dh + 1) + 1))

@@ -191,7 +191,10 @@ class Performer(_QKV):
         return o[:, :, :T] if pad else o
 
     def decode(self, x, S, z, c):
-        q, k, v = self._qkv(x)  # (B, H, 1, dh)
+        # one token: (B, 1, H*dh) is (B, H, 1, dh) in memory, a plain view whose feature-map matmul
+        # torch.matmul folds into one (B*H, dh) @ (dh, m) product (a transposed head view would not fold)
+        B = x.shape[0]
+        q, k, v = (p(x).view(B, self.H, 1, self.dh) for p in (self.q_proj, self.k_proj, self.v_proj))
         qf = self.phi_query(q)
         kf, _ = self.phi_key(k, c)
         S = torch.addcmul(S, kf.transpose(-1, -2), v)  # S + phi(k)^T v (B, H, m, dh), one kernel
