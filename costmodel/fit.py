@@ -758,8 +758,6 @@ def _fit_backend(base: Hardware, a0: AttentionEfficiency, rs: list, mem_eff: flo
 
 
 DRAM_ROWS = 2  # sdpa rows beyond the caches needed to fit a fused kernel's pace there
-
-
 BACKWARD_RANGE = (0.25, 8.0)  # a backward factor beyond these is a failed row, not a kernel
 
 
