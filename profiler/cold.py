@@ -20,6 +20,7 @@ projections at a small batch run); ``index``, an ``index_select`` of every row o
 ``Hardware.cold_access_s_per_byte``.
 """
 
+import statistics
 import time
 from typing import Callable
 
@@ -27,23 +28,31 @@ from ..costmodel.fit import COLD_ROW
 SMALL = (320, 768)  # (k, n) of the matrix-vector products: a decode projection's weight, about 1 MB in fp32
 LARGE = (768, 4096)  # about 12.6 MB in fp32
 AFTER_MB = (0, 4, 8, 12, 16, 24, 32, 48)
+# rounds of the rows, in turn: interleaved, ten fits of the small product's rows put the share evicted at
+# 20 MB with a standard deviation of 0.17 on 2 EPYC cores, where timing each row whole in turn gave 0.27
+ROUNDS = 4
 GEMM_ROWS = 4
 INDEX_ROW = 256
+
+
+def call_times(op: Callable[[], object], before: Callable[[], object], calls: int, warmup: int = 5) -> list:
+    """The seconds of ``calls`` calls of ``op()``, each timed alone right after ``before()`` (after
+    ``warmup`` untimed calls)."""
+    times = []
+    for i in range(calls + warmup):
+        before()
+        t0 = time.perf_counter()
+        op()
+        dt = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(dt)
+    return times
 
 
 def per_call_us(op: Callable[[], object], before: Callable[[], object], calls: int = 60) -> float:
     """The median time of ``op()`` in microseconds, each call timed alone right after ``before()``
     (after 5 untimed calls)."""
-    times = []
-    for i in range(calls + 5):
-        before()
-        t0 = time.perf_counter()
-        op()
-        dt = time.perf_counter() - t0
-        if i >= 5:
-            times.append(dt)
-    times.sort()
-    return times[len(times) // 2] * 1e6
+    return statistics.median(call_times(op, before, calls)) * 1e6
 
 
 def traffic(mb: float) -> Callable[[], None]:
@@ -65,24 +74,32 @@ def traffic(mb: float) -> Callable[[], None]:
     return call
 
 
-def cold_rows(calls: int = 60) -> list:
+def cold_rows(calls: int = 60, rounds: int = ROUNDS) -> list:
     """The ``COLD_ROW`` rows: {"op", "bytes" (the operand held: the product's matrix, the gathered
-    table), "after_bytes", "ms"}, and "access" where the op reads it otherwise than as a stream; CPU only."""
+    table), "after_bytes", "ms"}, and "access" where the op reads it otherwise than as a stream; CPU only.
+    Every row is timed in each of ``rounds`` rounds (``calls / rounds`` calls a round, in turn with the
+    others), its median over them all: a machine whose pace drifts meanwhile moves every row alike, not
+    the rows timed last."""
     import torch
 
-    rows = []
     k, n = LARGE
     with torch.no_grad():
         table = torch.randn(k * n // INDEX_ROW, INDEX_ROW)
         order = torch.randperm(table.shape[0])
         cases = [(SMALL, AFTER_MB, None), (LARGE, (0, AFTER_MB[-1]), None),
                  (LARGE, (0, AFTER_MB[-1]), "matmul"), (LARGE, (0, AFTER_MB[-1]), "index")]
-        for (k, n), afters, access in cases:
-            op = _gather(table, order) if access == "index" else _product(GEMM_ROWS if access else 1, k, n)
-            for mb in afters:
-                us = per_call_us(op, traffic(mb), calls)
-                row = {"op": COLD_ROW, "bytes": k * n * 4, "after_bytes": int(mb * 2**20), "ms": us / 1e3}
-                rows.append({**row, "access": access} if access else row)
+        befores = {mb: traffic(mb) for mb in AFTER_MB}
+        points = [((k, n), mb, access,
+                   _gather(table, order) if access == "index" else _product(GEMM_ROWS if access else 1, k, n))
+                  for (k, n), afters, access in cases for mb in afters]
+        times: list = [[] for _ in points]
+        for r in range(rounds):
+            for ts, (_, mb, _, op) in zip(times, points):
+                ts += call_times(op, befores[mb], max(1, calls // rounds), warmup=5 if r == 0 else 1)
+    rows = []
+    for ts, ((k, n), mb, access, _) in zip(times, points):
+        row = {"op": COLD_ROW, "bytes": k * n * 4, "after_bytes": int(mb * 2**20), "ms": statistics.median(ts) * 1e3}
+        rows.append({**row, "access": access} if access else row)
     return rows
 
 

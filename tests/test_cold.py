@@ -1,6 +1,8 @@
 """Operands a layer's own traffic evicts between its calls (a CPU's caches): the kernels' held bytes,
 the time term, its fit and its calibration rows."""
 
+import statistics
+
 import pytest
 
 from attncost.costmodel.analysis import analyse
@@ -140,3 +142,24 @@ def test_calibrate_says_what_each_access_pays_fetching_anew():
     assert _cold(hw).endswith("30 us + 20 ps per byte of them (80 ps in a matmul of several rows, 100 ps in a "
                               "gather by index)")
     assert _cold(CPU.model_copy(update=LAW)).endswith("20 ps per byte of them")
+
+
+def test_the_cold_rows_are_timed_in_interleaved_rounds(monkeypatch):
+    """Each row gets its calls in every round, the rows in turn, so that a drift of the machine's pace
+    moves them alike; a row's time is the median of all its calls."""
+    pytest.importorskip("torch")
+    from attncost.profiler import cold
+
+    visits = []
+
+    def fake_times(op, before, calls, warmup=5):
+        visits.append(before)
+        return [1e-3 * len(visits)] * calls
+
+    monkeypatch.setattr(cold, "traffic", lambda mb: mb)  # the stub stands for the traffic of mb MB
+    monkeypatch.setattr(cold, "call_times", fake_times)
+    rows = cold.cold_rows(calls=8, rounds=4)
+    points = len(rows)
+    assert len(visits) == 4 * points and visits[:points] * 4 == visits  # the same order, round after round
+    first = rows[0]  # visited 1st, then points + 1, 2 * points + 1, 3 * points + 1: median of those
+    assert first["ms"] == pytest.approx(statistics.median([1 + i * points for i in range(4)]))
