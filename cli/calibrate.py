@@ -157,12 +157,14 @@ def _attention(hw) -> str:
     """The default backend's fitted head dims, pace beyond the caches and backward (``AttentionEfficiency``),
     in words."""
     e = hw.attention.get(hw.attention_backend)
+    if e is None:
+        return ""
     parts = []
-    if e is not None and e.dh_cap:
+    if e.dh_cap:
         parts.append(f"fitted up to head dim {sig(e.dh_cap, 3)}")
-    if e is not None and e.dram_eff:
+    if e.dram_eff:
         parts.append(f"beyond the caches at {sig(hw.mem_bandwidth * e.dram_eff / 1e9, 3)} GB/s")
-    if e is not None and e.backward != 1.0:
+    if e.backward != 1.0:
         parts.append(f"its backward {sig(e.backward, 3)}x the forward's law for 2.5x the FLOPs")
     return f" ({'; '.join(parts)})" if parts else ""
 

@@ -147,6 +147,11 @@ def _row_sdpa_backward(row: dict) -> tuple:
     return dh, keys, frac, 2.5 * flops, 2.0 * nbytes, q
 
 
+def backward_flops(row: dict) -> float:
+    """The matmul FLOPs of an ``SDPA_BACKWARD_ROW`` (``_row_sdpa_backward``)."""
+    return _row_sdpa_backward(row)[3]
+
+
 class Regimes(NamedTuple):
     """Where memory changes pace on a CPU: a kernel moving more than ``cache_bytes`` streams them at
     ``dram_bw`` at most (``timing.dram_parts``); an output of ``fresh_bytes`` or more is faulted in

@@ -67,7 +67,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from ..costmodel.atomic import write_atomic
-from ..costmodel.fit import CHAIN, ELEMENT_OPS, HOST_ROWS, ITEMS_ROW, PACE_ROW, SDPA_BACKWARD_ROW, SEQUENCE_ROW, TINY
+from ..costmodel.fit import (CHAIN, ELEMENT_OPS, HOST_ROWS, ITEMS_ROW, PACE_ROW, SDPA_BACKWARD_ROW, SEQUENCE_ROW, TINY,
+                             backward_flops)
 from ..costmodel.units import DTYPE_BYTES, INDEX_BYTES
 from ..costmodel.units import TORCH_DTYPE_NAMES as TORCH_NAMES
 from .device import device_name, environment, sdpa_backends_used, sdpa_context, slug, synchronize, torch_dtype
@@ -562,8 +563,8 @@ def _sdpa_step(device, dt, backend, B, H, T, dh, causal, kw, queries: int = 0):
 
 def _sdpa_backward_step(device, dt, backend, B, H, T, dh, causal, kw):
     """An ``SDPA_BACKWARD_ROW``: the backward of one fused SDPA call alone (its forward run once, its graph
-    kept, the gradients of Q, K and V taken again and again); FLOPs 2.5x the forward's
-    (``fit._row_sdpa_backward``)."""
+    kept, the gradients of Q, K and V taken again and again); FLOPs as the fit counts them
+    (``fit.backward_flops``: 2.5x the forward's)."""
     def step():
         import torch
         import torch.nn.functional as F
@@ -574,9 +575,9 @@ def _sdpa_backward_step(device, dt, backend, B, H, T, dh, causal, kw):
             grad = torch.randn_like(out)
             tm = measure(lambda: torch.autograd.grad(out, (q, k, v), grad, retain_graph=True), device, **kw)
         t = tm.median_s
-        flops = 2.5 * 4.0 * B * H * T * T * dh * (0.5 if causal else 1.0)
-        return {"op": SDPA_BACKWARD_ROW, "backend": backend, "dtype": TORCH_NAMES[dt], "B": B, "H": H, "T": T,
-                "dh": dh, "causal": causal, "ms": t * 1e3, "tflops": flops / t / 1e12, "min_ms": tm.min_s * 1e3}
+        row = {"op": SDPA_BACKWARD_ROW, "backend": backend, "dtype": TORCH_NAMES[dt], "B": B, "H": H, "T": T,
+               "dh": dh, "causal": causal, "ms": t * 1e3, "min_ms": tm.min_s * 1e3}
+        return {**row, "tflops": backward_flops(row) / t / 1e12}
     return step
 
 
