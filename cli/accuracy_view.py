@@ -141,6 +141,12 @@ def _pace_line(pace: dict) -> str:
             f"that drift.")
 
 
+def _span(ratios: list) -> str:
+    """1.3x, or 1.2-2.4x."""
+    lo, hi = min(ratios), max(ratios)
+    return f"{lo:.2g}x" if f"{lo:.2g}" == f"{hi:.2g}" else f"{lo:.2g}-{hi:.2g}x"
+
+
 def _T(x) -> str:
     return "never in the sweep" if x is None else count(x)
 
@@ -173,3 +179,9 @@ def _print_by_op(kinds: dict) -> None:
                   f"the same kinds, priced as each point ran; {REST}: the rest of the layer's time (measured: "
                   f"outside any aten op; predicted on a GPU: waiting for the host). share of error: (predicted - "
                   f"measured) / measured layer time, averaged over the points; the shares add up to the error.[/]")
+    ratios = [s["profiled_ratio"] for s in kinds.values() if s["profiled_ratio"]]
+    if ratios:
+        console.print(f"[dim]Under torch.profiler a call took {_span(ratios)} its time alone (the profiler's own "
+                      f"cost per op): the host times are scaled down by that ratio, in proportion to the "
+                      f"layer's measured time; an op the profiler slows more than the rest still shows "
+                      f"too long.[/]")

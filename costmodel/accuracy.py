@@ -219,8 +219,11 @@ def kind_times(p: Point, hardware) -> Optional[tuple]:
     ``source`` "device" (a CUDA run): the kernels' device times, beside the kernels' predicted device
     times (``timing.predict`` in graph mode), REST the rest of the layer's time (eager: the device
     waiting for the host). "host" (CPU, MPS): the aten ops' host self times, beside each kernel's
-    share of the prediction in the point's own exec mode. The prediction prices the point as it ran
-    (``as_run.kernel_parts``); kernels are counted by ``opkinds.graph_kind``."""
+    share of the prediction in the point's own exec mode; where the point has the profiled call's
+    own time (``op_call_s``), in proportion to the layer's measured time (``profiled_ratio``: the
+    profiler's cost lengthens the ops it times, and the unscaled times can add up to more than the
+    layer took). The prediction prices the point as it ran (``as_run.kernel_parts``); kernels are
+    counted by ``opkinds.graph_kind``."""
     measured = p.op_device_times if p.op_device_times is not None else p.op_times
     if not measured or p.status != "ok" or p.timing is None or p.timing.median_s <= 0 or hardware is None:
         return None
@@ -244,15 +247,25 @@ def kind_times(p: Point, hardware) -> Optional[tuple]:
     total = sum(te.time_s for _, te in whole)
     rest = total - sum(predicted.values())
     predicted[REST] = rest if abs(rest) > 1e-9 * total else 0.0  # (rounding, where the kernels are all of it)
-    measured = dict(measured)
+    ratio = profiled_ratio(p) if source == "host" else None
+    measured = {k: v / (ratio or 1.0) for k, v in measured.items()}
     measured[REST] = p.timing.median_s - sum(measured.values())
     return source, predicted, measured
+
+
+def profiled_ratio(p: Point) -> Optional[float]:
+    """How much longer a call of the point took under torch.profiler than timed alone (``op_call_s``
+    over the measured median); None where the point has no profiled call time."""
+    if not p.op_call_s or p.timing is None or p.timing.median_s <= 0:
+        return None
+    return p.op_call_s / p.timing.median_s
 
 
 def by_op(run: Run, hardware=None) -> dict:
     """series (``label``) -> {"points", "source", "error" (mean signed error of its points, priced as
     they ran), "rows" ([``KindTime``] in ``KIND_ORDER``), "largest" (the kind of the largest
-    |share|: what made the series off)} for the points profiled with ``--ops``. ``hardware``:
+    |share|: what made the series off), "profiled_ratio" (the median of its host points'
+    ``profiled_ratio``, or None)} for the points profiled with ``--ops``. ``hardware``:
     default the run's own profile."""
     hardware = hardware if hardware is not None else run.hardware
     groups: dict = {}
@@ -275,4 +288,6 @@ def _series_by_op(points: list) -> dict:
     error = sum(sum(pr.values()) / p.timing.median_s - 1.0 for p, _, pr, _ in points) / n
     largest = max(rows, key=lambda r: abs(r.share)).kind if rows else None
     sources = sorted({source for _, source, _, _ in points})
-    return {"points": n, "source": "+".join(sources), "error": error, "rows": rows, "largest": largest}
+    ratios = [r for r in (profiled_ratio(p) for p, source, _, _ in points if source == "host") if r]
+    return {"points": n, "source": "+".join(sources), "error": error, "rows": rows, "largest": largest,
+            "profiled_ratio": statistics.median(ratios) if ratios else None}

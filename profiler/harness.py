@@ -38,7 +38,9 @@ the runtime calls it makes, such as kernel launches, not that of the aten ops it
 CUDA the device time of the kernels each aten op launched. An op of no known kind that calls
 other aten ops (a composite such as ``softmax`` or ``scaled_dot_product_attention``) takes the kind
 of the first of them that has one. Time outside every aten op (Python between the ops) is in
-neither.
+neither. It also returns the profiled call's own wall time: the profiler's cost per op makes it
+longer than the call's unprofiled time (1.2-2x for a small layer on a CPU, most of it inside the
+ops), so host self times are only comparable with a measured layer time in proportion to it.
 
 ``peak_memory(fn, device)`` is the memory one call needs above what was allocated before it
 (its temporaries, outputs and, in training, saved activations and gradients):
@@ -305,9 +307,9 @@ def cuda_graph(fn: Callable[[], object], warmup: int = 3, cuda=None) -> Callable
 
 # -- time by op kind --------------------------------------------------------------------------
 def op_times(fn: Callable[[], object], device: str, calls: int = 5) -> tuple:
-    """(host, device): seconds per call of ``fn`` by op kind, from ``torch.profiler`` over ``calls``
-    calls after one untimed call, each kind's median over the calls (see the module docstring);
-    ``device`` is None but on CUDA."""
+    """(host, device, call_s): seconds per call of ``fn`` by op kind, from ``torch.profiler`` over
+    ``calls`` calls after one untimed call, each kind's median over the calls, and the median wall
+    time of a profiled call (see the module docstring); ``device`` is None but on CUDA."""
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -328,9 +330,12 @@ def op_times(fn: Callable[[], object], device: str, calls: int = 5) -> tuple:
             prof.stop()
     host = [dict() for _ in range(calls)]
     dev = [dict() for _ in range(calls)]
+    call_s = []
     for e in prof.events():
         if e.device_type != torch.autograd.DeviceType.CPU or e.is_async:
             continue
+        if e.name.startswith(CALL):
+            call_s.append(e.cpu_time_total / 1e6)
         owner, call = e, e
         while owner is not None and not owner.name.startswith(ATEN):
             owner = owner.cpu_parent
@@ -342,7 +347,7 @@ def op_times(fn: Callable[[], object], device: str, calls: int = 5) -> tuple:
         host[i][kind] = host[i].get(kind, 0.0) + e.self_cpu_time_total / 1e6
         if cuda and owner is e:
             dev[i][kind] = dev[i].get(kind, 0.0) + _self_device_us(e) / 1e6
-    return _medians(host), _medians(dev) if cuda else None
+    return _medians(host), _medians(dev) if cuda else None, _percentile(sorted(call_s), 50) if call_s else None
 
 
 ATEN, CALL = "aten::", "attncost call "

@@ -380,7 +380,7 @@ class _LayerPoint:
         if self.ops:
             slow = call["first_s"] > self.measure_kwargs.get("budget_s", 2.0) / 2
             try:
-                point.op_times, point.op_device_times = op_times(fn, device, calls=3 if slow else 5)
+                point.op_times, point.op_device_times, point.op_call_s = op_times(fn, device, calls=3 if slow else 5)
             except RuntimeError as err:  # the profiler failed; the point's measurement stands
                 point.message = f"op times failed: {one_line(err)}"
             clear_grads()

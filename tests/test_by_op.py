@@ -46,6 +46,10 @@ def test_profile_ops_records_times_by_kind_that_cover_the_graphs_kinds(profiled)
         total = sum(p.op_times.values())
         assert total > 0 and all(v >= 0 for v in p.op_times.values())
         assert p.timing.median_s / 5 < total < 5 * p.timing.median_s  # the same call, seen two ways
+        assert total <= p.op_call_s * 1.1  # the ops' self times lie inside the profiled call
+        _, _, measured = kind_times(p, CPU)  # scaled to the layer's time: the rest is what no op took
+        assert sum(measured.values()) == pytest.approx(p.timing.median_s)
+        assert measured[REST] >= -0.1 * p.timing.median_s
 
 
 def test_crosscheck_by_op_prints_a_row_per_kind_and_names_the_largest(profiled):
@@ -116,3 +120,24 @@ def test_aten_ops_take_the_kinds_of_the_trace():
     assert [aten_op_kind(n) for n in ("mm", "view", "transpose", "add", "_softmax", "cumsum", "gather")] == [
         "matmul", "view", "view", "elementwise", "softmax", "scan", "index"]
     assert aten_op_kind("no_such_op_here") == "other"
+
+
+def test_host_times_are_scaled_by_how_much_longer_the_profiled_call_took(tmp_path):
+    """torch.profiler lengthens the ops it times: a point whose ops add up to more than the layer took
+    alone is compared in proportion to its profiled call (``op_call_s``); one without it, as measured."""
+    s = Shape(T=128, d=256, heads=4, dtype="fp32")
+    t = Timing(median_s=1e-3, p10_s=1e-3, p90_s=1e-3, repetitions=3)
+    ops = {"matmul": 1.2e-3, "sdpa": 0.4e-3}  # 1.6 ms of ops in a 1 ms layer
+    p = Point(variant="flash", shape=s, timing=t, op_times=ops, op_call_s=2e-3)
+    _, _, measured = kind_times(p, CPU)
+    assert measured["matmul"] == pytest.approx(0.6e-3) and measured["sdpa"] == pytest.approx(0.2e-3)
+    assert measured[REST] == pytest.approx(0.2e-3)
+    run = Run(environment=Environment(device="cpu"), hardware=CPU, points=[p])
+    assert by_op(run)["flash"]["profiled_ratio"] == pytest.approx(2.0)
+    run.save(tmp_path / "r.json")
+    r = runner.invoke(app, ["crosscheck", "--time", str(tmp_path / "r.json"), "--by-op"])
+    assert r.exit_code in (0, 1) and "Under torch.profiler a call took 2x its time alone" in r.output
+    unscaled = kind_times(p.model_copy(update={"op_call_s": None}), CPU)[2]
+    assert unscaled["matmul"] == pytest.approx(1.2e-3) and unscaled[REST] == pytest.approx(-0.6e-3)
+    assert by_op(Run(environment=Environment(device="cpu"), hardware=CPU,
+                     points=[p.model_copy(update={"op_call_s": None})]))["flash"]["profiled_ratio"] is None
