@@ -197,7 +197,9 @@ def plan_for(device: str, quick: bool = False) -> Plan:
                 topk=[(2**14, 64, 4), (2**14, 4096, 64)] + [(2**18, cand, k) for cand, k in (  # both paths (TopkPaths)
                     (64, 4), (64, 32), (256, 16), (1024, 8), (1024, 128), (1536, 16), (4096, 64), (4096, 1024),
                     (16384, 4), (16384, 256))],
-                fresh=[2**23],
+                # 30 and 32 MiB: glibc maps a block anew for each op only above 32 MiB (its dynamic mmap
+                # threshold stops there); below, a freed block is reused (topk's 30 MiB gather faults nothing)
+                fresh=[15 * 2**19, 2**23],
                 # decode from short contexts on: the fit's latency and query terms are told apart there
                 sdpa=sdpa, sdpa_decode=[(2, 4, T, dh) for T in (64, 256, 1024, 4096) for dh in (32, 64)] + BEYOND,
                 sdpa_backward=[(max(1, 2048 // T), 4, T, dh, True) for T in (256, 1024) for dh in (64, 256)],

@@ -247,6 +247,26 @@ def test_memory_regimes_of_a_cpu_are_recovered_from_its_copies():
     assert "cache_bytes" not in fit_element_ops(cpu, rows).update
 
 
+def test_the_cpu_plan_finds_fresh_memory_where_glibc_maps_each_block_anew():
+    """glibc's malloc maps a block anew for each op (faulting it in) only above 32 MiB: below, its
+    dynamic threshold reuses a freed block. The full CPU plan's copies bracket that closely enough that
+    a 30 MiB output (topk's gather at T 1,536) is not priced as fresh."""
+    pytest.importorskip("torch")
+    from attncost.profiler.calibrate import plan_for
+
+    cpu = get_hardware("cpu")
+    truth = cpu.model_copy(update={"host_sync": True, "kernel_latency_s": 2e-6, "mem_efficiency": 0.9,
+                                   "cache_bytes": 12 * 2**20, "dram_eff": 0.25, "fresh_bytes": 32 * 2**20,
+                                   "fresh_s_per_byte": 3.4e-10})
+    plan = plan_for("cpu")
+    rows = [{"op": op, "dtype": "float32", "elems": n, "bytes": 8 * n, "out_bytes": 4 * n if op == "copy" else 0}
+            for n in sorted(set(plan.elems) | set(plan.fresh)) for op in ("copy", "copy_")]
+    for r in rows:
+        r["ms"] = predict_row(r, truth) * 1e3
+    got = fit_element_ops(cpu.model_copy(update={"host_sync": True}), rows).update
+    assert 30 * 2**20 < got["fresh_bytes"] <= 32 * 2**20
+
+
 def test_decode_attention_rows_fit_the_query_term(synth):
     """SDPA rows of one query per head (decode) tell ``q_half`` where they are compute-bound (a CPU);
     square rows alone leave it 0."""
