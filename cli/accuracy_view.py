@@ -12,7 +12,7 @@ from rich.table import Table
 from ..costmodel.accuracy import (PACE_TOLERANCE, REST, TARGET_MEDIAN, TARGET_P90, by_op, by_variant,
                                   crossover_table, label, pace_ratio, pace_summary, point_errors, summary,
                                   within_shape, within_summary)
-from ..reports.fmt import count, error, measured_ms, ms, pct, predicted_ms
+from ..reports.fmt import count, error, measured_ms, ms, nbytes, pct, predicted_ms
 from .errors import fail
 from .layout import datasheet_warning, fit_console, print_json
 from .options import load_run, write_csv
@@ -141,6 +141,27 @@ def _pace_line(pace: dict) -> str:
             f"that drift.")
 
 
+FAULTS_SHOWN = 2**20  # a series shows its page faults where either side reaches this many bytes per call
+
+
+def _print_faults(kinds: dict) -> None:
+    """The memory each series faulted in per call beside what its prediction faults in, where either
+    reaches ``FAULTS_SHOWN``."""
+    shown = {name: s["faults"] for name, s in kinds.items()
+             if s.get("faults") and max(s["faults"].values()) >= FAULTS_SHOWN}
+    if not shown:
+        return
+    t = Table(box=box.SIMPLE_HEAD, header_style="bold", title="memory faulted in per call")
+    for c in ("variant", "measured", "priced"):
+        t.add_column(c, justify="left" if c == "variant" else "right")
+    for name, f in shown.items():
+        t.add_row(name, nbytes(f["measured"]), nbytes(f["priced"]))
+    console.print(t)
+    console.print("[dim]measured: minor page faults per call times the page size (getrusage); priced: the "
+                  "outputs the model faults in page by page (the profile's fresh_bytes and larger), at its "
+                  "fresh_s_per_byte. Memory faulted in that is not priced is time the model misses.[/]")
+
+
 def _span(ratios: list) -> str:
     """1.3x, or 1.2-2.4x."""
     lo, hi = min(ratios), max(ratios)
@@ -179,6 +200,7 @@ def _print_by_op(kinds: dict) -> None:
                   f"the same kinds, priced as each point ran; {REST}: the rest of the layer's time (measured: "
                   f"outside any aten op; predicted on a GPU: waiting for the host). share of error: (predicted - "
                   f"measured) / measured layer time, averaged over the points; the shares add up to the error.[/]")
+    _print_faults(kinds)
     ratios = [s["profiled_ratio"] for s in kinds.values() if s["profiled_ratio"]]
     if ratios:
         console.print(f"[dim]Under torch.profiler a call took {_span(ratios)} its time alone (the profiler's own "

@@ -15,6 +15,7 @@ from typing import Optional
 from .as_run import kernel_parts
 from .opkinds import AUTOGRAD, CALL, KINDS, VIEW, graph_kind
 from .results import Point, Run
+from .timing import fresh_output_bytes
 
 TARGET_MEDIAN = 0.15  # `crosscheck --time` passes (exit 0) where the median |predicted - measured| / measured
 TARGET_P90 = 0.35  # is at most 15 % (the p90 is shown against 35 %)
@@ -261,19 +262,38 @@ def profiled_ratio(p: Point) -> Optional[float]:
     return p.op_call_s / p.timing.median_s
 
 
+def priced_fault_bytes(p: Point, hardware) -> Optional[float]:
+    """The bytes of fresh outputs the prediction of ``p`` faults in page by page, as it ran
+    (``timing.fresh_output_bytes``); None where the point cannot be priced."""
+    try:
+        parts = kernel_parts(p.variant, p.shape, p.params, hardware, mode=p.exec_mode, backend=p.backend,
+                             compute_dtype=p.compute_dtype)
+    except ValueError:  # VariantError, HardwareError
+        return None
+    return None if not parts else sum(fresh_output_bytes(ks, hardware, p.shape.dtype) for ks, _ in parts)
+
+
 def by_op(run: Run, hardware=None) -> dict:
     """series (``label``) -> {"points", "source", "error" (mean signed error of its points, priced as
     they ran), "rows" ([``KindTime``] in ``KIND_ORDER``), "largest" (the kind of the largest
     |share|: what made the series off), "profiled_ratio" (the median of its host points'
-    ``profiled_ratio``, or None)} for the points profiled with ``--ops``. ``hardware``:
-    default the run's own profile."""
+    ``profiled_ratio``, or None), "faults" (bytes faulted in per call, the mean over its points that
+    counted them: {"measured", "priced"}, or None)} for the points profiled with ``--ops``.
+    ``hardware``: default the run's own profile."""
     hardware = hardware if hardware is not None else run.hardware
     groups: dict = {}
     for p in run.points:
         found = kind_times(p, hardware)
         if found is not None:
             groups.setdefault(label(p), []).append((p, *found))
-    return {name: _series_by_op(points) for name, points in groups.items()}
+    out = {name: _series_by_op(points) for name, points in groups.items()}
+    for name, s in out.items():
+        counted = [(p.fault_bytes, priced_fault_bytes(p, hardware)) for p, *_ in groups[name]
+                   if p.fault_bytes is not None]
+        counted = [(m, pr) for m, pr in counted if pr is not None]
+        s["faults"] = {"measured": statistics.fmean(m for m, _ in counted),
+                       "priced": statistics.fmean(pr for _, pr in counted)} if counted else None
+    return out
 
 
 def _series_by_op(points: list) -> dict:

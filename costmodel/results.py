@@ -119,6 +119,8 @@ class Point(BaseModel):
     op_device_times: Optional[dict[str, Seconds]] = None
     # the profiled call's own time (median over the calls): longer than ``timing``'s by the profiler's cost
     op_call_s: Optional[Seconds] = None
+    # ``profile --ops`` on a CPU: bytes of memory faulted in per call (``harness.fault_bytes``)
+    fault_bytes: Optional[Amount] = None
     # -- whole-model points (`attncost profile --model`); None on the points of a layer sweep.
     # ``shape`` is then the model's prefill shape (T tokens, its d and heads); ``timing`` and
     # ``predicted_time_s`` the prefill's, i.e. the time to first token; decode: one new token per

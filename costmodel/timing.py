@@ -439,12 +439,26 @@ def backward_parts(c: CompiledProfile, parts: tuple) -> tuple:
     return (lat, comp, mem) if c.at_bwd == 1.0 else (lat, comp * c.at_bwd, mem * c.at_bwd)
 
 
+def output_bytes(k, isz: int) -> float:
+    """The bytes of the output a kernel allocates: what its last op writes (topk: its int64 indices)."""
+    last = k.ops[-1]
+    return last.out_elems * (INDEX_BYTES if last.kind == "topk" else isz)
+
+
+def fresh_output_bytes(kernels: Iterable, hw: Hardware, dtype: str) -> float:
+    """The bytes of the outputs the model faults in page by page (``fresh_parts``: each of
+    ``hw.fresh_bytes`` or more), summed over ``kernels``; 0 on a profile without the law."""
+    if not hw.fresh_bytes:
+        return 0.0
+    isz = DTYPE_BYTES[dtype]
+    return sum(b for b in (output_bytes(k, isz) for k in kernels if k.kind not in HOST_ONLY) if b >= hw.fresh_bytes)
+
+
 def _kernel_parts(c: CompiledProfile, k, rows: Optional[RowLengths]) -> tuple:
     kind = k.kind
     if kind in HOST_ONLY:  # views, module calls, the autograd engine: no device time
         return 0.0, 0.0, 0.0, host_only_s(c, k)
-    last = k.ops[-1]  # what the kernel writes last: its output
-    fresh = fresh_parts(c.fresh_bytes, c.fresh_s, last.out_elems * (INDEX_BYTES if last.kind == "topk" else c.isz))
+    fresh = fresh_parts(c.fresh_bytes, c.fresh_s, output_bytes(k, c.isz))
     if kind == "matmul":
         b, m, kk, n = k.ops[0].mm
         lat, comp, mem = matmul_parts(c.mm, b, m, kk, n, k.flops, k.bytes)

@@ -350,6 +350,24 @@ def op_times(fn: Callable[[], object], device: str, calls: int = 5) -> tuple:
     return _medians(host), _medians(dev) if cuda else None, _percentile(sorted(call_s), 50) if call_s else None
 
 
+def fault_bytes(fn: Callable[[], object], calls: int = 5) -> Optional[float]:
+    """Bytes of memory the process faulted in per call of ``fn`` (minor page faults, as ``getrusage``
+    counts them, times the page size), over ``calls`` calls after one untimed call; None where the OS
+    does not count them. On a CPU it is the memory a call touches first, each time anew: what glibc
+    mapped for it, or gave back to the system after the call before. (Where transparent huge pages
+    are always on, one fault may map 2 MiB: the count then understates it.)"""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return None
+    fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return faults * resource.getpagesize() / calls
+
+
 ATEN, CALL = "aten::", "attncost call "
 
 

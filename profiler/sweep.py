@@ -63,7 +63,7 @@ from ..costmodel.results import Point, Run
 from ..costmodel.shape import Shape
 from ..costmodel.timing import MODES
 from .device import math_upcasts, sdpa_backends_used, sdpa_context, torch_dtype
-from .harness import combine_rounds, cuda_graph, is_oom, measure, op_times, peak_memory
+from .harness import combine_rounds, cuda_graph, fault_bytes, is_oom, measure, op_times, peak_memory
 from .pace import workload
 from .runner import OnBegin, OnPoint, guarded, one_line, open_run, predicted_oom, run_points
 
@@ -383,6 +383,8 @@ class _LayerPoint:
                 point.op_times, point.op_device_times, point.op_call_s = op_times(fn, device, calls=3 if slow else 5)
             except RuntimeError as err:  # the profiler failed; the point's measurement stands
                 point.message = f"op times failed: {one_line(err)}"
+            if device == "cpu":
+                point.fault_bytes = fault_bytes(fn, calls=3 if slow else 5)
             clear_grads()
         if self.count_fn is not None:
             try:

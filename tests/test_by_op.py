@@ -3,6 +3,7 @@ point, and `crosscheck --time RUN.json --by-op` sets them beside the prediction'
 kinds and names the kind each variant's error comes from."""
 
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -47,6 +48,7 @@ def test_profile_ops_records_times_by_kind_that_cover_the_graphs_kinds(profiled)
         assert total > 0 and all(v >= 0 for v in p.op_times.values())
         assert p.timing.median_s / 5 < total < 5 * p.timing.median_s  # the same call, seen two ways
         assert total <= p.op_call_s * 1.1  # the ops' self times lie inside the profiled call
+        assert p.fault_bytes is not None and 0 <= p.fault_bytes < 2**20  # tiny: nothing mapped anew
         _, _, measured = kind_times(p, CPU)  # scaled to the layer's time: the rest is what no op took
         assert sum(measured.values()) == pytest.approx(p.timing.median_s)
         assert measured[REST] >= -0.1 * p.timing.median_s
@@ -141,3 +143,37 @@ def test_host_times_are_scaled_by_how_much_longer_the_profiled_call_took(tmp_pat
     assert unscaled["matmul"] == pytest.approx(1.2e-3) and unscaled[REST] == pytest.approx(-0.6e-3)
     assert by_op(Run(environment=Environment(device="cpu"), hardware=CPU,
                      points=[p.model_copy(update={"op_call_s": None})]))["flash"]["profiled_ratio"] is None
+
+
+def test_fault_bytes_counts_the_memory_a_call_touches_anew():
+    """A call that allocates and fills 64 MiB (glibc maps it anew each time) faults it in whole; one
+    that adds two small tensors, nothing."""
+    torch = pytest.importorskip("torch")
+    resource = pytest.importorskip("resource")
+    from attncost.profiler.harness import fault_bytes
+
+    if resource.getpagesize() != 4096 or not sys.platform.startswith("linux"):
+        pytest.skip("page faults counted as 4 KiB pages on Linux")
+    big = fault_bytes(lambda: torch.empty(2**24).fill_(1.0), calls=3)
+    x = torch.ones(64)
+    small = fault_bytes(lambda: x + x, calls=3)
+    assert 60 * 2**20 <= big <= 70 * 2**20 and small < 2**20
+
+
+def test_by_op_sets_the_memory_faulted_in_beside_the_outputs_the_model_faults_in(tmp_path):
+    """mha's prefill at T 1,536 (d 320, 5 heads, fp32) writes four T x T score tensors of 45 MiB
+    (scores, scale, mask, softmax), each above a 31 MiB threshold: 180 MiB priced; its projections'
+    1.9 MiB outputs stay below it."""
+    s = Shape(T=1536, d=320, heads=5, dtype="fp32")
+    hw = CPU.model_copy(update={"fresh_bytes": 31 * 2**20, "fresh_s_per_byte": 3.4e-10})
+    t = Timing(median_s=0.1, p10_s=0.1, p90_s=0.1, repetitions=3)
+    p = Point(variant="mha", shape=s, timing=t, op_times={"matmul": 0.05}, fault_bytes=190 * 2**20)
+    run = Run(environment=Environment(device="cpu"), hardware=hw, points=[p])
+    faults = by_op(run)["mha"]["faults"]
+    assert faults == {"measured": 190 * 2**20, "priced": 4 * 45 * 2**20}
+    run.save(tmp_path / "r.json")
+    r = runner.invoke(app, ["crosscheck", "--time", str(tmp_path / "r.json"), "--by-op"])
+    assert "memory faulted in per call" in r.output and "190 MiB" in r.output and "180 MiB" in r.output
+    without = Run(environment=Environment(device="cpu"), hardware=hw,
+                  points=[p.model_copy(update={"fault_bytes": None})])
+    assert by_op(without)["mha"]["faults"] is None
