@@ -384,7 +384,7 @@ class _LayerPoint:
             except RuntimeError as err:  # the profiler failed; the point's measurement stands
                 point.message = f"op times failed: {one_line(err)}"
             if device == "cpu":
-                point.fault_bytes = fault_bytes(fn, calls=3 if slow else 5)
+                point.fault_bytes = fault_bytes(fn, calls=1 if slow else 3)
             clear_grads()
         if self.count_fn is not None:
             try:
