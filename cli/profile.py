@@ -82,8 +82,8 @@ def profile(
                                   "graph (the layer captured once in a CUDA graph and replayed: no host cost per "
                                   "op; CUDA only)."),
     ops: bool = typer.Option(False, "--ops", help="Also record where each point's time goes, by op kind "
-                             "(torch.profiler: host time per aten op, and kernel time on CUDA); see `attncost "
-                             "crosscheck --time RUN.json --by-op`."),
+                             "(torch.profiler: host time per aten op, and kernel time on CUDA) and, on a CPU, the "
+                             "memory each call faults in; see `attncost crosscheck --time RUN.json --by-op`."),
     model: Optional[str] = typer.Option(None, "--model", help="Run a whole model instead of one layer: a preset "
                                         "(gpt2, llama-3-8b, ...), a Hugging Face config.json or a folder holding "
                                         "one, or a model JSON file, random weights; measures time to first token "
