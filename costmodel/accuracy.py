@@ -225,6 +225,12 @@ def kind_times(p: Point, hardware) -> Optional[tuple]:
     profiler's cost lengthens the ops it times, and the unscaled times can add up to more than the
     layer took). The prediction prices the point as it ran (``as_run.kernel_parts``); kernels are
     counted by ``opkinds.graph_kind``."""
+    found = _kind_times(p, hardware)
+    return found and found[:3]
+
+
+def _kind_times(p: Point, hardware) -> Optional[tuple]:
+    """``kind_times`` and the parts of the layer as it ran (``as_run.kernel_parts``) it priced."""
     measured = p.op_device_times if p.op_device_times is not None else p.op_times
     if not measured or p.status != "ok" or p.timing is None or p.timing.median_s <= 0 or hardware is None:
         return None
@@ -251,7 +257,7 @@ def kind_times(p: Point, hardware) -> Optional[tuple]:
     ratio = profiled_ratio(p) if source == "host" else None
     measured = {k: v / (ratio or 1.0) for k, v in measured.items()}
     measured[REST] = p.timing.median_s - sum(measured.values())
-    return source, predicted, measured
+    return source, predicted, measured, whole
 
 
 def profiled_ratio(p: Point) -> Optional[float]:
@@ -260,17 +266,6 @@ def profiled_ratio(p: Point) -> Optional[float]:
     if not p.op_call_s or p.timing is None or p.timing.median_s <= 0:
         return None
     return p.op_call_s / p.timing.median_s
-
-
-def priced_fault_bytes(p: Point, hardware) -> Optional[float]:
-    """The bytes of fresh outputs the prediction of ``p`` faults in page by page, as it ran
-    (``timing.fresh_output_bytes``); None where the point cannot be priced."""
-    try:
-        parts = kernel_parts(p.variant, p.shape, p.params, hardware, mode=p.exec_mode, backend=p.backend,
-                             compute_dtype=p.compute_dtype)
-    except ValueError:  # VariantError, HardwareError
-        return None
-    return None if not parts else sum(fresh_output_bytes(ks, hardware, p.shape.dtype) for ks, _ in parts)
 
 
 def by_op(run: Run, hardware=None) -> dict:
@@ -282,15 +277,18 @@ def by_op(run: Run, hardware=None) -> dict:
     ``hardware``: default the run's own profile."""
     hardware = hardware if hardware is not None else run.hardware
     groups: dict = {}
+    faults: dict = {}  # series -> [(bytes faulted in per call, bytes its prediction faults in)]
     for p in run.points:
-        found = kind_times(p, hardware)
-        if found is not None:
-            groups.setdefault(label(p), []).append((p, *found))
+        found = _kind_times(p, hardware)
+        if found is None:
+            continue
+        groups.setdefault(label(p), []).append((p, *found[:3]))
+        if p.fault_bytes is not None:
+            priced = sum(fresh_output_bytes(ks, hardware, p.shape.dtype) for ks, _ in found[3])
+            faults.setdefault(label(p), []).append((p.fault_bytes, priced))
     out = {name: _series_by_op(points) for name, points in groups.items()}
     for name, s in out.items():
-        counted = [(p.fault_bytes, priced_fault_bytes(p, hardware)) for p, *_ in groups[name]
-                   if p.fault_bytes is not None]
-        counted = [(m, pr) for m, pr in counted if pr is not None]
+        counted = faults.get(name)
         s["faults"] = {"measured": statistics.fmean(m for m, _ in counted),
                        "priced": statistics.fmean(pr for _, pr in counted)} if counted else None
     return out
