@@ -204,6 +204,6 @@ def _print_by_op(kinds: dict) -> None:
     ratios = [s["profiled_ratio"] for s in kinds.values() if s["profiled_ratio"]]
     if ratios:
         console.print(f"[dim]Under torch.profiler a call took {_span(ratios)} its time alone (the profiler's own "
-                      f"cost per op): the host times are scaled down by that ratio, in proportion to the "
+                      f"cost per op): the host times are divided by that ratio, in proportion to the "
                       f"layer's measured time; an op the profiler slows more than the rest still shows "
                       f"too long.[/]")
